@@ -1,0 +1,22 @@
+# ferstudy: FER2013 CSV -> HDF5 -> per-fold, per-architecture training -> evaluation -> figures -> report.
+# Run `snakemake --cores N` (see README). The work is done by the `ferstudy` package's CLI.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+onstart:
+    announce_dataset()
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

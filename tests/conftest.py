@@ -1,0 +1,36 @@
+"""Shared fixtures: a small slice of the real FER2013 (never committed: read from ../shared/data)."""
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_CSV_GZ = Path(os.environ.get("FERSTUDY_REAL_CSV", REPO.parent / "shared" / "data" / "fer2013.csv.gz"))
+
+# First data lines of each split in the original file order (Training, then PublicTest, PrivateTest).
+SLICE_RANGES = {"Training": (0, 600), "PublicTest": (28709, 28709 + 150), "PrivateTest": (32298, 32298 + 150)}
+
+
+def _real_lines():
+    if not REAL_CSV_GZ.is_file():
+        pytest.skip(f"real FER2013 not found at {REAL_CSV_GZ} (set FERSTUDY_REAL_CSV)")
+    with gzip.open(REAL_CSV_GZ, "rt", newline="") as f:
+        return f.read().splitlines()
+
+
+@pytest.fixture(scope="session")
+def real_slice_lines():
+    """Header + 900 real rows: 600 Training, 150 PublicTest, 150 PrivateTest."""
+    lines = _real_lines()
+    body = lines[1:]
+    picked = [line for lo, hi in SLICE_RANGES.values() for line in body[lo:hi]]
+    return [lines[0]] + picked
+
+
+@pytest.fixture(scope="session")
+def real_slice_csv(tmp_path_factory, real_slice_lines):
+    path = tmp_path_factory.mktemp("real") / "fer2013_slice.csv"
+    path.write_text("\n".join(real_slice_lines) + "\n")
+    return path

@@ -1,0 +1,159 @@
+"""Ingest: real FER2013 rows, every malformed case, formats, folds, the HDF5 contract."""
+
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ferstudy import CLASS_NAMES, SPLIT_NAMES
+from ferstudy.data import count_table, load_h5, parse_fer_csv, prepare, write_summary
+from ferstudy.errors import UserError
+
+from conftest import REAL_CSV_GZ
+
+
+def independent_parse(lines):
+    """The obvious slow parse, to check the vectorised one against."""
+    labels, usage, pixels = [], [], []
+    for line in lines[1:]:
+        e, p, u = line.split(",")
+        labels.append(int(e))
+        usage.append(SPLIT_NAMES.index(u))
+        pixels.append(np.array(p.split(), dtype=np.uint8).reshape(48, 48))
+    return np.array(labels), np.array(usage), np.stack(pixels)
+
+
+def test_real_slice_parses_exactly(real_slice_csv, real_slice_lines):
+    images, labels, split, row = parse_fer_csv(real_slice_csv)
+    exp_labels, exp_split, exp_images = independent_parse(real_slice_lines)
+    assert images.shape == (900, 48, 48) and images.dtype == np.uint8
+    np.testing.assert_array_equal(labels, exp_labels)
+    np.testing.assert_array_equal(split, exp_split)
+    np.testing.assert_array_equal(images, exp_images)
+    np.testing.assert_array_equal(row, np.arange(900))
+    assert np.bincount(split).tolist() == [600, 150, 150]
+
+
+def test_prepare_writes_hdf5_contract(real_slice_csv, tmp_path):
+    h5 = tmp_path / "d.h5"
+    prepare(real_slice_csv, h5, folds=3, fold_seed=7)
+    d = load_h5(h5)
+    assert d.attrs["class_names"] == CLASS_NAMES and d.attrs["split_names"] == SPLIT_NAMES
+    assert d.attrs["dataset"] == "fer2013" and len(d.attrs["source_sha256"]) == 64
+    assert d.attrs["folds"] == 3 and d.attrs["fold_seed"] == 7
+    train = d.split == 0
+    assert set(d.fold[train]) == {0, 1, 2} and (d.fold[~train] == -1).all()
+    # Stratified: every fold's class counts are within 1 of a third of the class's Training count.
+    for c in range(7):
+        per_fold = np.bincount(d.fold[train & (d.labels == c)], minlength=3)
+        assert per_fold.max() - per_fold.min() <= 1
+    tr, held = d.fold_indices(1)
+    assert len(np.intersect1d(tr, held)) == 0 and len(tr) + len(held) == 600
+    # Same seed, same folds; another seed, other folds.
+    prepare(real_slice_csv, tmp_path / "e.h5", folds=3, fold_seed=7)
+    np.testing.assert_array_equal(load_h5(tmp_path / "e.h5").fold, d.fold)
+    prepare(real_slice_csv, tmp_path / "f.h5", folds=3, fold_seed=8)
+    assert (load_h5(tmp_path / "f.h5").fold != d.fold).any()
+
+
+def test_accepts_gzip_crlf_bom_and_icml_layout(real_slice_lines, real_slice_csv, tmp_path):
+    reference = parse_fer_csv(real_slice_csv)
+    gz = tmp_path / "a.csv.gz"
+    gz.write_bytes(gzip.compress(("\n".join(real_slice_lines) + "\n").encode()))
+    crlf = tmp_path / "b.csv"
+    crlf.write_bytes(b"\xef\xbb\xbf" + ("\r\n".join(real_slice_lines) + "\r\n").encode())
+    icml = tmp_path / "icml_face_data.csv"
+    rows = ["emotion, Usage, pixels"] + [f"{e},{u},{p}" for e, p, u in (l.split(",") for l in real_slice_lines[1:])]
+    icml.write_text("\n".join(rows))  # no final newline either
+    for path in (gz, crlf, icml):
+        got = parse_fer_csv(path)
+        for a, b in zip(got, reference):
+            np.testing.assert_array_equal(a, b)
+
+
+def _corrupt(lines, index, new_line):
+    out = list(lines)
+    out[index] = new_line
+    return out
+
+
+def _pixels(lines, i):
+    return lines[i].split(",")[1].split()
+
+
+MALFORMED = {
+    # name: (function of real lines -> lines, expected fragment of the message)
+    "missing column": (lambda L: ["emotion,pixels"] + [",".join(l.split(",")[:2]) for l in L[1:]], "line 1"),
+    "too few pixels": (lambda L: _corrupt(L, 5, "3," + " ".join(_pixels(L, 5)[:-1]) + ",Training"),
+                       "line 6: expected 2304 pixels, found 2303"),
+    "too many pixels": (lambda L: _corrupt(L, 5, "3," + " ".join(_pixels(L, 5) + ["7"]) + ",Training"),
+                        "line 6: expected 2304 pixels, found 2305"),
+    "non-integer pixel": (lambda L: _corrupt(L, 9, "3," + " ".join(["12.5"] + _pixels(L, 9)[1:]) + ",Training"),
+                          "line 10: pixel 1 '12.5' is not an integer"),
+    "negative pixel": (lambda L: _corrupt(L, 9, "3," + " ".join(["-4"] + _pixels(L, 9)[1:]) + ",Training"),
+                       "line 10: pixel 1 '-4' is not an integer"),
+    "out-of-range pixel": (lambda L: _corrupt(L, 12, "3," + " ".join(_pixels(L, 12)[:7] + ["256"] + _pixels(L, 12)[8:]) + ",Training"),
+                           "line 13: pixel 8 = 256 is out of range 0-255"),
+    "label outside 0-6": (lambda L: _corrupt(L, 3, "7," + L[3].split(",", 1)[1]), "line 4: emotion '7' is not a label 0-6"),
+    "unknown usage": (lambda L: _corrupt(L, 4, L[4].rsplit(",", 1)[0] + ",Validation"), "line 5: unknown Usage 'Validation'"),
+    "empty file": (lambda L: [], "the file is empty"),
+    "header only": (lambda L: L[:1], "no data rows"),
+    "no PrivateTest rows": (lambda L: [l for l in L if not l.endswith("PrivateTest")], "no PrivateTest rows"),
+    "extra field": (lambda L: _corrupt(L, 2, L[2] + ",x"), "line 3: expected 3 comma-separated fields"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_input_fails_clearly_and_leaves_nothing(case, real_slice_lines, tmp_path):
+    make, fragment = MALFORMED[case]
+    bad = tmp_path / "bad.csv"
+    lines = make(real_slice_lines)
+    bad.write_text("\n".join(lines) + ("\n" if lines else ""))
+    out = tmp_path / "out" / "d.h5"
+    result = subprocess.run([sys.executable, "-m", "ferstudy", "prepare", "--csv", str(bad), "--h5", str(out),
+                             "--folds", "3"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert str(bad) in result.stderr and fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not any(out.parent.glob("*")) if out.parent.exists() else True
+
+
+def test_several_errors_report_first_few_and_count(real_slice_lines, tmp_path):
+    lines = list(real_slice_lines)
+    for i in range(1, 21):
+        lines[i] = "9," + lines[i].split(",", 1)[1]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError) as err:
+        parse_fer_csv(bad)
+    msg = str(err.value)
+    assert "20 malformed line(s)" in msg and "and 15 more" in msg and "line 2:" in msg and "line 7:" not in msg
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        parse_fer_csv(tmp_path / "nope.csv")
+
+
+def test_summary_counts_and_faces(real_slice_csv, tmp_path):
+    d = prepare(real_slice_csv, tmp_path / "d.h5", folds=3)
+    write_summary(d, tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "faces.png")
+    table = count_table(d)
+    assert table.loc["Training", "total"] == 600 and table.loc["total", "total"] == 900
+    assert table.loc["PublicTest", CLASS_NAMES].sum() == 150
+    assert "| Training |" in (tmp_path / "s.md").read_text()
+    assert (tmp_path / "faces.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_full_real_fer2013_exact_counts(tmp_path):
+    if not REAL_CSV_GZ.is_file():
+        pytest.skip("real FER2013 not available")
+    d = prepare(REAL_CSV_GZ, tmp_path / "fer.h5", folds=5)
+    assert np.bincount(d.split).tolist() == [28709, 3589, 3589]
+    assert np.bincount(d.labels).tolist() == [4953, 547, 5121, 8989, 6077, 4002, 6198]
+    table = count_table(d)
+    assert table.loc["Training", CLASS_NAMES].tolist() == [3995, 436, 4097, 7215, 4830, 3171, 4965]
+    assert table.loc["PrivateTest", CLASS_NAMES].tolist() == [491, 55, 528, 879, 594, 416, 626]

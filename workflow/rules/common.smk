@@ -1,0 +1,39 @@
+# Shared helpers: the resolved study config, target lists and wildcard constraints.
+import yaml
+
+from ferstudy.config import resolve_config, resolve_arch
+from ferstudy.errors import UserError
+
+try:
+    STUDY = resolve_config(config, source="config (config.yaml and --configfile/--config)")
+except UserError as err:
+    raise WorkflowError(str(err)) from None
+
+DATASET = STUDY["dataset"]["name"]
+ARCHS = STUDY["study"]["architectures"]
+FOLDS = list(range(STUDY["data"]["folds"]))
+R = "results"
+
+
+wildcard_constraints:
+    arch="|".join(ARCHS),
+    fold=r"\d+",
+
+
+def announce_dataset():
+    if DATASET == "demo":
+        logger.warning(
+            "\n" + "=" * 78 + "\nDEMO DATA: no data/fer2013.csv found, so this study runs on the built-in "
+            "synthetic faces\n(preset %r). Its numbers say nothing about real faces. Download FER2013 as the "
+            "README\nsays and put it at data/fer2013.csv to run the real study.\n" % STUDY["preset"] + "=" * 78
+        )
+    else:
+        logger.info(f"Dataset: {STUDY['dataset']['csv']} (preset {STUDY['preset']!r})")
+
+
+def data_targets():
+    return [f"{R}/data/dataset.h5", f"{R}/data/summary.csv", f"{R}/data/summary.md", f"{R}/data/faces.png"]
+
+
+def all_targets():
+    return data_targets()

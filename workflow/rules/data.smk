@@ -1,0 +1,36 @@
+# Data stage: (demo CSV ->) FER2013 CSV -> validated HDF5 with folds, plus the data summary.
+
+
+rule demo_csv:
+    output:
+        f"{R}/data/demo.csv",
+    params:
+        images=STUDY["data"]["demo_images"],
+        seed=STUDY["data"]["demo_seed"],
+    log:
+        f"{R}/logs/demo_csv.log",
+    shell:
+        "ferstudy demo --out {output} --images {params.images} --seed {params.seed} > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        csv=STUDY["dataset"]["csv"],
+    output:
+        h5=f"{R}/data/dataset.h5",
+        summary_csv=report(f"{R}/data/summary.csv", category="Data", caption="../report/data_summary.rst"),
+        summary_md=f"{R}/data/summary.md",
+        faces=report(f"{R}/data/faces.png", category="Data", caption="../report/faces.rst"),
+    params:
+        dataset=DATASET,
+        folds=STUDY["data"]["folds"],
+        fold_seed=STUDY["data"]["fold_seed"],
+    log:
+        f"{R}/logs/prepare.log",
+    benchmark:
+        f"{R}/benchmarks/prepare.tsv"
+    shell:
+        "ferstudy prepare --csv {input.csv} --h5 {output.h5} --dataset {params.dataset}"
+        " --folds {params.folds} --fold-seed {params.fold_seed}"
+        " --summary-csv {output.summary_csv} --summary-md {output.summary_md} --faces {output.faces}"
+        " > {log} 2>&1"
