@@ -36,6 +36,148 @@ def cmd_prepare(args):
         write_summary(data, args.summary_csv, args.summary_md, args.faces)
 
 
+def _result_config(run_cfg, data, extra):
+    """What is written beside every result: the run config, data identity, versions, hash."""
+    from .config import config_hash, environment
+
+    return {"run_config": run_cfg, "config_hash": config_hash(run_cfg),
+            "data": {k: data.attrs.get(k) for k in ("dataset", "source_path", "source_sha256", "folds", "fold_seed")},
+            **extra, "environment": environment()}
+
+
+def cmd_train(args):
+    """One cross-validation job: train on the other folds, predict the held-out fold."""
+    from pathlib import Path
+
+    from .config import load_yaml
+    from .data import load_h5
+    from .io import write_text
+    from .train import fit, pick_device, save_model, write_history, write_predictions
+    import yaml
+
+    run_cfg = load_yaml(args.run_config)
+    data = load_h5(args.h5)
+    if not 0 <= args.fold < int(data.attrs["folds"]):
+        raise UserError(f"--fold {args.fold}: the data has folds 0-{int(data.attrs['folds']) - 1}")
+    train_idx, val_idx = data.fold_indices(args.fold)
+    out = Path(args.out_dir)
+    t0 = time.perf_counter()
+    log.info("training %s on fold %d of %s data: %d train / %d held-out images, %d thread(s), device %s",
+             run_cfg["name"], args.fold, data.attrs.get("dataset"), len(train_idx), len(val_idx), args.threads,
+             pick_device(run_cfg["training"]))
+    model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads)
+    probs = _predict_indices(model, run_cfg, data, val_idx)
+    write_predictions(out / "predictions.csv", data.row[val_idx], data.labels[val_idx], probs)
+    write_history(out / "history.csv", state["history"])
+    extra = {"fold": args.fold, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "threads": args.threads,
+             "seconds": time.perf_counter() - t0}
+    save_model(out / "model.pt", model, run_cfg, {"fold": args.fold})
+    write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
+    log.info("held-out accuracy %.4f (%s fold %d), %.0f s", float((probs.argmax(1) == data.labels[val_idx]).mean()),
+             run_cfg["name"], args.fold, extra["seconds"])
+
+
+def _predict_indices(model, run_cfg, data, idx):
+    import torch
+
+    from .train import predict, use_amp, use_channels_last
+
+    t = run_cfg["training"]
+    device = next(model.parameters()).device
+    images = torch.from_numpy(data.images).unsqueeze(1).to(device)
+    return predict(model, images, torch.from_numpy(idx).to(device), t["augment"].get("crop", 48),
+                   t.get("tta", "none"), use_channels_last(t, device), use_amp(t, device))
+
+
+def cmd_train_final(args):
+    """Retrain the chosen architecture on all of Training; PublicTest chooses the checkpoint."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from .config import deep_merge, load_yaml
+    from .data import load_h5
+    from .io import write_text
+    from .train import fit, save_model, write_history, write_predictions
+
+    selection = json.loads(Path(args.selection).read_text())
+    arch = selection["architecture"]
+    run_cfg = load_yaml(Path(args.cv_dir) / arch / "run_config.yaml")
+    final_cfg = load_yaml(args.final_config)
+    run_cfg["training"] = deep_merge(run_cfg["training"], final_cfg.get("training") or {})
+    data = load_h5(args.h5)
+    train_idx, public, private = data.indices("Training"), data.indices("PublicTest"), data.indices("PrivateTest")
+    out = Path(args.out_dir)
+    t0 = time.perf_counter()
+    log.info("final model %s: %d Training images, checkpoint chosen on %d PublicTest images",
+             arch, len(train_idx), len(public))
+    model, state = fit(run_cfg, data, train_idx, public, args.checkpoint, threads=args.threads, select_best=True)
+    seconds = time.perf_counter() - t0
+    for name, idx in (("public", public), ("private", private)):
+        # PrivateTest is predicted once, here, with the checkpoint PublicTest chose; nothing reads it to choose.
+        probs = _predict_indices(model, run_cfg, data, idx)
+        write_predictions(out / f"predictions_{name}.csv", data.row[idx], data.labels[idx], probs)
+    write_history(out / "history.csv", state["history"])
+    best = state["best"] or {"epoch": state["epoch"], "val_acc": None}
+    extra = {"selection": selection, "best_epoch": best["epoch"], "best_public_acc": best["val_acc"],
+             "n_train": int(len(train_idx)), "threads": args.threads, "seconds": seconds}
+    save_model(out / "model.pt", model, run_cfg, {"best_epoch": best["epoch"]})
+    write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
+    log.info("final model: best PublicTest accuracy %.4f at epoch %s; %.0f s", best["val_acc"] or float("nan"),
+             best["epoch"], seconds)
+
+
+def cmd_evaluate_arch(args):
+    from .config import load_yaml
+    from .io import write_json
+    from .study import evaluate_arch
+
+    run_cfg = load_yaml(args.run_config)
+    result = evaluate_arch(args.predictions, run_cfg, benchmark_files=args.benchmarks or ())
+    write_json(args.out, result)
+    m = result["aggregate"]["metrics"]["accuracy"]
+    log.info("%s: accuracy %.4f +- %.4f over %d folds", run_cfg["name"], m["mean"], m["std"], len(args.predictions))
+
+
+def cmd_aggregate(args):
+    from .data import load_h5
+    from .study import aggregate, write_csv
+
+    data = load_h5(args.h5)
+    k = int(data.attrs["folds"])
+    n_train = int((data.split == 0).sum())
+    summary, ablation, cost = aggregate(args.metrics, args.baseline, args.alpha,
+                                        n_train=n_train * (k - 1) // k, n_test=n_train // k)
+    write_csv(summary, args.summary)
+    write_csv(ablation, args.ablation)
+    write_csv(cost, args.cost)
+    log.info("cross-validation summary of %d architectures -> %s", len(summary), args.summary)
+
+
+def cmd_select(args):
+    import pandas as pd
+
+    from .config import load_yaml
+    from .io import write_json
+    from .study import select
+
+    forced = load_yaml(args.final_config).get("architecture")
+    choice = select(pd.read_csv(args.summary), args.metric, forced)
+    write_json(args.out, choice)
+    log.info("final architecture: %s (%s, %s %.4f)", choice["architecture"], choice["reason"], args.metric, choice["mean"])
+
+
+def cmd_evaluate_final(args):
+    from .io import write_json
+    from .study import evaluate_final
+
+    result = evaluate_final(args.public, args.private)
+    write_json(args.out, result)
+    log.info("final model: PublicTest accuracy %.4f, PrivateTest accuracy %.4f",
+             result["public"]["accuracy"], result["private"]["accuracy"])
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="ferstudy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +198,68 @@ def build_parser():
     p.add_argument("--summary-md")
     p.add_argument("--faces")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train one architecture on one cross-validation fold")
+    p.add_argument("--h5", required=True)
+    p.add_argument("--run-config", required=True, help="resolved architecture config (results/cv/ARCH/run_config.yaml)")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--checkpoint", required=True, help="resume file, kept outside the declared outputs")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-final", help="retrain the selected architecture on all of Training")
+    p.add_argument("--h5", required=True)
+    p.add_argument("--selection", required=True)
+    p.add_argument("--cv-dir", required=True)
+    p.add_argument("--final-config", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_train_final)
+
+    p = sub.add_parser("evaluate-arch", help="metrics of one architecture over its folds (+ cost)")
+    p.add_argument("--run-config", required=True)
+    p.add_argument("--predictions", nargs="+", required=True)
+    p.add_argument("--benchmarks", nargs="*")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate_arch)
+
+    p = sub.add_parser("aggregate", help="cross-validation summary, ablation and cost tables")
+    p.add_argument("--h5", required=True)
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--summary", required=True)
+    p.add_argument("--ablation", required=True)
+    p.add_argument("--cost", required=True)
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("select", help="choose the final architecture from cross-validation")
+    p.add_argument("--summary", required=True)
+    p.add_argument("--metric", default="accuracy")
+    p.add_argument("--final-config", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("evaluate-final", help="PublicTest and PrivateTest metrics of the final model")
+    p.add_argument("--public", required=True)
+    p.add_argument("--private", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate_final)
+
+    # Stages that live in their own modules register their commands themselves.
+    import importlib
+
+    for module in ("figures", "report", "bench"):
+        try:
+            mod = importlib.import_module(f"ferstudy.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"ferstudy.{module}":
+                raise
+            continue
+        if hasattr(mod, "register"):
+            mod.register(sub)
     return parser
 
 

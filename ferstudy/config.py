@@ -230,7 +230,7 @@ def environment():
            "processor": platform.processor() or platform.machine()}
     for mod in ("torch", "torchvision", "numpy", "h5py", "sklearn", "pandas", "snakemake"):
         try:
-            env[mod] = __import__(mod).__version__
+            env[mod] = str(__import__(mod).__version__)
         except ImportError:
             pass
     try:

@@ -31,9 +31,19 @@ def announce_dataset():
         logger.info(f"Dataset: {STUDY['dataset']['csv']} (preset {STUDY['preset']!r})")
 
 
+def write_yaml(path, obj):
+    from ferstudy.io import write_text
+
+    write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
 def data_targets():
     return [f"{R}/data/dataset.h5", f"{R}/data/summary.csv", f"{R}/data/summary.md", f"{R}/data/faces.png"]
 
 
 def all_targets():
-    return data_targets()
+    return data_targets() + [
+        f"{R}/tables/cv_summary.csv",
+        f"{R}/final/selection.json",
+        f"{R}/final/metrics.json",
+    ]

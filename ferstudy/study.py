@@ -1,0 +1,103 @@
+"""Study-level steps between training and the report: per-architecture evaluation over folds,
+the cross-validation tables (summary, ablation, cost) and the choice of the final architecture.
+
+The choice reads cross-validation results only; PrivateTest never enters here.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import UserError
+from .io import atomic_path, write_json
+from .metrics import aggregate_folds, classification_metrics, compare_to_baseline, read_predictions
+
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy")
+
+
+def evaluate_arch(prediction_files, run_config, model_file=None, benchmark_files=()):
+    """metrics.json content for one architecture: per-fold metrics, their aggregate and the cost."""
+    folds = []
+    for path in prediction_files:
+        labels, probs, _ = read_predictions(path)
+        folds.append(classification_metrics(labels, probs))
+    return {"architecture": run_config["name"], "description": run_config.get("description", ""),
+            "factor": run_config.get("factor", ""), "folds": folds, "aggregate": aggregate_folds(folds),
+            "cost": model_cost(run_config, model_file, benchmark_files)}
+
+
+def model_cost(run_config, model_file=None, benchmark_files=()):
+    """Parameters, forward MFLOPs per image, training seconds and peak memory (Snakemake benchmarks)."""
+    from .models import build_model, count_parameters, forward_flops
+
+    crop = run_config["training"]["augment"].get("crop", 48)
+    model = build_model(run_config["model"], input_size=crop)
+    cost = {"params": count_parameters(model), "mflops": forward_flops(model, crop) / 1e6}
+    bench = [pd.read_csv(p, sep="\t") for p in benchmark_files if Path(p).is_file()]
+    if bench:
+        cost["train_seconds_per_fold"] = float(np.mean([b["s"].iloc[0] for b in bench]))
+        cost["peak_rss_mb"] = float(max(b["max_rss"].iloc[0] for b in bench))
+    return cost
+
+
+def aggregate(metrics_files, baseline, alpha, n_train, n_test):
+    """(summary, ablation, cost) DataFrames over all architectures."""
+    results = {}
+    for path in metrics_files:
+        m = json.loads(Path(path).read_text())
+        results[m["architecture"]] = m
+    rows = []
+    for name, m in results.items():
+        agg = m["aggregate"]["metrics"]
+        row = {"architecture": name, "factor": m["factor"], "description": m["description"], "folds": len(m["folds"])}
+        for key in SUMMARY_METRICS:
+            row[f"{key}_mean"], row[f"{key}_std"] = agg[key]["mean"], agg[key]["std"]
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    scores = {name: m["aggregate"]["metrics"]["accuracy"]["folds"] for name, m in results.items()}
+    if baseline not in scores:
+        raise UserError(f"study.baseline {baseline!r} has no results among {', '.join(scores)}")
+    ablation = pd.DataFrame(compare_to_baseline(scores, baseline, n_train, n_test, alpha=alpha))
+    if len(ablation):
+        ablation.insert(1, "factor", [results[a]["factor"] for a in ablation["arch"]])
+    cost = pd.DataFrame([{"architecture": name, **m["cost"],
+                          "accuracy_mean": m["aggregate"]["metrics"]["accuracy"]["mean"]}
+                         for name, m in results.items()])
+    return summary, ablation, cost
+
+
+def select(summary, metric, forced=None):
+    """The final architecture: the best cross-validation mean of `metric` (or the one config names)."""
+    col = f"{metric}_mean"
+    ranked = summary.sort_values([col, "architecture"], ascending=[False, True]).reset_index(drop=True)
+    if forced:
+        if forced not in set(summary["architecture"]):
+            raise UserError(f"config key final.architecture: {forced!r} is not among the studied architectures")
+        chosen, reason = forced, "named in config (final.architecture)"
+    else:
+        chosen, reason = ranked.loc[0, "architecture"], f"highest mean cross-validation {metric}"
+    row = summary.set_index("architecture").loc[chosen]
+    runner_up = ranked[ranked["architecture"] != chosen].head(1)
+    return {"architecture": chosen, "metric": metric, "reason": reason,
+            "mean": float(row[col]), "std": float(row[f"{metric}_std"]),
+            "runner_up": None if runner_up.empty else {"architecture": runner_up["architecture"].iloc[0],
+                                                         "mean": float(runner_up[col].iloc[0])},
+            "ranking": ranked[["architecture", col, f"{metric}_std"]].to_dict("records")}
+
+
+def write_csv(df, path):
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def evaluate_final(public_csv, private_csv, extra=None):
+    out = {}
+    for name, path in (("public", public_csv), ("private", private_csv), *((extra or {}).items())):
+        labels, probs, _ = read_predictions(path)
+        out[name] = classification_metrics(labels, probs)
+    return out
+
+
+__all__ = ["evaluate_arch", "aggregate", "select", "evaluate_final", "write_csv", "write_json"]

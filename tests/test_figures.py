@@ -1,0 +1,219 @@
+"""Figures: a tiny real study (demo data, 2 folds, 2 architectures, 1 epoch) built with the real
+commands, then every figure and the model-inspection functions on it."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from ferstudy import CLASS_NAMES
+from ferstudy.cli import main
+from ferstudy.data import load_h5
+from ferstudy.errors import UserError
+from ferstudy import figures
+from ferstudy.models import build_model
+from ferstudy.train import load_model
+
+torch.set_num_threads(1)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CROP = 44
+
+
+def run_config(name, filters, factor):
+    training = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
+                "weight_decay": 5e-4, "schedule": "onecycle", "warmup_fraction": 0.2, "label_smoothing": 0.1,
+                "seed": 0, "subsample": 1.0, "tta": "none", "device": "cpu",
+                "augment": {"enabled": True, "crop": CROP, "flip": True}}
+    layers = []
+    for f in filters:
+        layers += [{"conv": {"filters": f, "kernel": 3, "padding": 1, "bias": False}}, "batchnorm", "relu",
+                   {"maxpool": 2}]
+    return {"name": name, "description": f"filters {filters}", "factor": factor,
+            "model": {"layers": layers + ["gap"]}, "training": training, "data": {"folds": 2, "fold_seed": 0},
+            "dataset": "demo"}
+
+
+def assert_png(path):
+    from PIL import Image
+
+    assert path.is_file() and path.read_bytes()[:8] == PNG_MAGIC, path
+    with Image.open(path) as im:
+        w, h = im.size
+        arr = np.asarray(im.convert("L"))
+    assert w > 300 and h > 150, (path, w, h)
+    assert arr.std() > 5, f"{path} looks blank"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """results/ of a tiny study, made by the same commands the Snakemake rules call."""
+    from ferstudy.demo import write_demo_csv
+
+    root = tmp_path_factory.mktemp("study")
+    r = root / "results"
+    write_demo_csv(root / "demo.csv", n_images=700, seed=0)
+    h5 = r / "data" / "dataset.h5"
+    assert main(["prepare", "--csv", str(root / "demo.csv"), "--h5", str(h5), "--dataset", "demo",
+                 "--folds", "2"]) == 0
+    archs = {"tiny": ([8, 16, 16], "baseline"), "tiny_wide": ([12, 16, 24], "filters")}
+    metrics = []
+    for arch, (filters, factor) in archs.items():
+        cfg_path = r / "cv" / arch / "run_config.yaml"
+        cfg_path.parent.mkdir(parents=True)
+        cfg_path.write_text(yaml.safe_dump(run_config(arch, filters, factor)))
+        for k in range(2):
+            assert main(["train", "--h5", str(h5), "--run-config", str(cfg_path), "--fold", str(k),
+                         "--out-dir", str(r / "cv" / arch / f"fold{k}"),
+                         "--checkpoint", str(root / "ckpt" / f"{arch}{k}.pt")]) == 0
+        metrics.append(str(r / "cv" / arch / "metrics.json"))
+        assert main(["evaluate-arch", "--run-config", str(cfg_path), "--out", metrics[-1], "--predictions",
+                     *[str(r / "cv" / arch / f"fold{k}" / "predictions.csv") for k in range(2)]]) == 0
+    t = r / "tables"
+    assert main(["aggregate", "--h5", str(h5), "--metrics", *metrics, "--baseline", "tiny",
+                 "--summary", str(t / "cv_summary.csv"), "--ablation", str(t / "ablation.csv"),
+                 "--cost", str(t / "cost.csv")]) == 0
+    f = r / "final"
+    f.mkdir()
+    (f / "final_config.yaml").write_text(yaml.safe_dump({"architecture": "tiny_wide", "training": {"epochs": 2}}))
+    assert main(["select", "--summary", str(t / "cv_summary.csv"), "--final-config", str(f / "final_config.yaml"),
+                 "--out", str(f / "selection.json")]) == 0
+    assert main(["train-final", "--h5", str(h5), "--selection", str(f / "selection.json"), "--cv-dir", str(r / "cv"),
+                 "--final-config", str(f / "final_config.yaml"), "--out-dir", str(f),
+                 "--checkpoint", str(root / "ckpt" / "final.pt")]) == 0
+    assert main(["evaluate-final", "--public", str(f / "predictions_public.csv"),
+                 "--private", str(f / "predictions_private.csv"), "--out", str(f / "metrics.json")]) == 0
+    return {"root": root, "results": r, "h5": h5, "archs": list(archs), "data": load_h5(h5)}
+
+
+@pytest.fixture(scope="module")
+def final_model(study):
+    model, payload = load_model(study["results"] / "final" / "model.pt")
+    assert payload["input_size"] == CROP
+    return model
+
+
+def test_cli_writes_every_figure(study):
+    out = study["root"] / "figures"
+    assert main(["figures", "--h5", str(study["h5"]), "--results", str(study["results"]), "--archs",
+                 *study["archs"], "--baseline", "tiny", "--out-dir", str(out), "--threads", "1"]) == 0
+    for name in figures.FIGURES:
+        assert_png(out / f"{name}.png")
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in figures.FIGURES)  # no temp files
+
+
+def test_missing_input_names_the_file(study, tmp_path, capsys):
+    code = main(["figures", "--h5", str(study["h5"]), "--results", str(tmp_path), "--out-dir", str(tmp_path / "f")])
+    assert code == 2
+    assert "cv_summary.csv" in capsys.readouterr().err
+    with pytest.raises(UserError, match="unknown figure"):
+        figures.make_all(study["h5"], study["results"], tmp_path, only=["nope"])
+
+
+def test_training_curve_statistics():
+    h = [pd.DataFrame({"epoch": [1, 2], "val_acc": [0.2, 0.4]}), pd.DataFrame({"epoch": [1, 2], "val_acc": [0.4, 0.8]})]
+    epochs, mean, std = figures.mean_std_by_epoch(h, "val_acc")
+    np.testing.assert_allclose(epochs, [1, 2])
+    np.testing.assert_allclose(mean, [0.3, 0.6])
+    np.testing.assert_allclose(std, [np.std([0.2, 0.4], ddof=1), np.std([0.4, 0.8], ddof=1)])
+    assert figures.mean_std_by_epoch(h[:1], "val_acc")[2].tolist() == [0.0, 0.0]
+
+
+def test_pareto_front():
+    x = np.array([1.0, 2.0, 3.0, 4.0, 0.5])
+    y = np.array([0.5, 0.4, 0.7, 0.6, 0.3])
+    assert figures.pareto_front(x, y) == [4, 0, 2]
+
+
+def test_first_layer_filters_and_plot(final_model, tmp_path):
+    name, w = figures.first_layer_filters(final_model)
+    conv = dict(final_model.named_modules())[name]
+    assert w.shape == (conv.out_channels, 3, 3) == (12, 3, 3)
+    np.testing.assert_allclose(w, conv.weight.detach().numpy()[:, 0])
+    assert figures.plot_filters_layer1(final_model, tmp_path / "f1.png", "demo", "tiny_wide") == conv.out_channels
+    assert_png(tmp_path / "f1.png")
+
+
+def test_stage_taps_are_post_activation_block_outputs(final_model):
+    taps = figures.stage_taps(final_model, CROP)
+    # three blocks at 44, 22, 11: the ReLU before each pool (not the 5x5 pooled map before the gap)
+    assert [t[2] for t in taps] == [(12, 44, 44), (16, 22, 22), (24, 11, 11)]
+    assert all(isinstance(t[1], torch.nn.ReLU) for t in taps)
+
+
+def test_grad_cam_maps(study, final_model):
+    data = study["data"]
+    idx = np.concatenate([v[:2] for v in figures.pick_faces(data, 2, seed=0).values()])
+    x = figures.model_input(data.images[idx], CROP)
+    assert x.shape == (len(idx), 1, CROP, CROP)
+    module = figures.stage_taps(final_model, CROP)[-1][1]
+    cams, probs = figures.grad_cam(final_model, x, torch.as_tensor(data.labels[idx]), module)
+    assert cams.shape == (len(idx), CROP, CROP)
+    assert cams.min() >= 0 and cams.max() <= 1
+    spread = cams.reshape(len(cams), -1).std(axis=1)
+    assert (spread > 0.01).mean() >= 0.75, spread  # not constant (a map is all zero only if no region helps)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    # Grad-CAM is class-specific: another target gives other maps
+    other, _ = figures.grad_cam(final_model, x, torch.as_tensor((data.labels[idx] + 3) % 7), module)
+    assert np.abs(other - cams).mean() > 0.01
+
+
+def test_channel_emotion_matrix(study, final_model):
+    data = study["data"]
+    idx = np.concatenate(list(figures.pick_faces(data, 20, seed=0).values()))
+    name, module, (channels, _, _) = figures.stage_taps(final_model, CROP)[-1]
+    means, sel = figures.channel_emotion_matrix(final_model, data.images[idx], data.labels[idx], CROP, module)
+    assert means.shape == (len(CLASS_NAMES), channels)
+    assert sel.shape == (channels,) and np.all((sel >= 0) & (sel <= 1 + 1e-9))
+    # the mean for one emotion equals the spatial-then-image mean of that emotion's feature maps
+    happy = idx[data.labels[idx] == CLASS_NAMES.index("happy")]
+    (a,), _ = figures.capture(final_model, figures.model_input(data.images[happy], CROP), [module])
+    np.testing.assert_allclose(means[CLASS_NAMES.index("happy")], a.mean(dim=(0, 2, 3)).numpy(), rtol=1e-4, atol=1e-6)
+    assert np.all(means >= 0)  # post-ReLU
+
+
+def test_example_picks_are_publictest_and_seeded(study):
+    data = study["data"]
+    a = figures.pick_faces(data, 3, seed=5)
+    b = figures.pick_faces(data, 3, seed=5)
+    for c in range(len(CLASS_NAMES)):
+        assert np.array_equal(a[c], b[c])
+        assert np.all(data.split[a[c]] == 1) and np.all(data.labels[a[c]] == c)
+    rows = data.row[a[3]]
+    assert np.array_equal(figures.rows_to_indices(data, rows, "x"), a[3])
+    with pytest.raises(UserError, match="not in the HDF5"):
+        figures.rows_to_indices(data, np.array([10**9]), "preds.csv")
+
+
+def test_examples_refuse_non_publictest(study, tmp_path):
+    private = study["results"] / "final" / "predictions_private.csv"
+    with pytest.raises(UserError, match="PublicTest"):
+        figures.plot_examples(study["data"], private, tmp_path / "e.png", "demo", "x")
+
+
+def test_backbone_filters_taps_and_grad_cam(study, tmp_path):
+    torch.manual_seed(0)
+    model = build_model({"backbone": "resnet18", "pretrained": None}, input_size=CROP).eval()
+    name, w = figures.first_layer_filters(model)
+    assert name == "conv1" and w.shape == (64, 3, 3)
+    assert figures.plot_filters_layer1(model, tmp_path / "r1.png", "demo", "resnet18") == 64
+    taps = figures.stage_taps(model, CROP)
+    assert [t[0] for t in taps] == ["layer1", "layer2", "layer3", "layer4"]
+    assert taps[-1][2] == (512, 6, 6)
+    data = study["data"]
+    idx = figures.pick_faces(data, 1, seed=0)[3][:1].tolist() + figures.pick_faces(data, 1, seed=0)[5][:1].tolist()
+    x = figures.model_input(data.images[idx], CROP)
+    cams, _ = figures.grad_cam(model, x, torch.tensor([3, 5]), taps[-1][1])
+    assert cams.shape == (2, CROP, CROP) and cams.min() >= 0 and cams.max() <= 1
+    assert cams.reshape(2, -1).std(axis=1).min() > 0.01
+    convs = figures.conv_layers(model)
+    assert len(convs) == 20  # 1 stem + 16 block convs + 3 downsample convs
+    figures.plot_filters_deeper(model, tmp_path / "r2.png", "demo", "resnet18")
+    assert_png(tmp_path / "r2.png")
+
+
+def test_figure_titles_say_demo():
+    assert "DEMO" in figures.dataset_label("demo") and "not FER2013" in figures.dataset_label("demo")
+    assert figures.dataset_label("fer2013") == "FER2013"

@@ -1,0 +1,54 @@
+# Figures: cross-validation and final-model plots, and a look inside the final model (filters,
+# activations per emotion, Grad-CAM, example predictions). One job writes them all: the model
+# figures share one model load, and each figure takes seconds.
+
+FIGURE_NAMES = [
+    "training_curves",
+    "cv_accuracy",
+    "accuracy_vs_compute",
+    "confusion_cv",
+    "confusion_final",
+    "final_history",
+    "filters_layer1",
+    "filters_deeper",
+    "activations",
+    "channel_emotion",
+    "saliency",
+    "examples",
+]
+
+
+def figure_targets():
+    return [f"{R}/figures/{name}.png" for name in FIGURE_NAMES]
+
+
+rule figures:
+    input:
+        h5=f"{R}/data/dataset.h5",
+        summary=f"{R}/tables/cv_summary.csv",
+        cost=f"{R}/tables/cost.csv",
+        histories=expand(f"{R}/cv/{{arch}}/fold{{fold}}/history.csv", arch=ARCHS, fold=FOLDS),
+        metrics=expand(f"{R}/cv/{{arch}}/metrics.json", arch=ARCHS),
+        selection=f"{R}/final/selection.json",
+        model=f"{R}/final/model.pt",
+        history=f"{R}/final/history.csv",
+        public=f"{R}/final/predictions_public.csv",
+        final_metrics=f"{R}/final/metrics.json",
+        final_config=f"{R}/final/config.yaml",
+    output:
+        **{
+            name: report(f"{R}/figures/{name}.png", category="Figures", caption=f"../report/fig_{name}.rst")
+            for name in FIGURE_NAMES
+        },
+    params:
+        archs=ARCHS,
+        baseline=STUDY["study"]["baseline"],
+        out_dir=f"{R}/figures",
+    threads: 1
+    log:
+        f"{R}/logs/figures.log",
+    benchmark:
+        f"{R}/benchmarks/figures.tsv"
+    shell:
+        "ferstudy figures --h5 {input.h5} --results {R} --archs {params.archs} --baseline {params.baseline}"
+        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

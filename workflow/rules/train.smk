@@ -1,0 +1,75 @@
+# Training stage: one job per (architecture, fold), then the final model on all of Training.
+# Checkpoints live under results/checkpoints (not declared: Snakemake deletes the outputs of a
+# failed job, and the checkpoint is what lets the rerun resume).
+
+
+rule run_config:
+    output:
+        f"{R}/cv/{{arch}}/run_config.yaml",
+    params:
+        # The resolved spec is the rerun trigger: editing one architecture reruns only its jobs.
+        spec=lambda w: resolve_arch(STUDY, w.arch),
+    log:
+        f"{R}/logs/run_config/{{arch}}.log",
+    run:
+        write_yaml(output[0], params.spec)
+
+
+rule final_config:
+    output:
+        f"{R}/final/final_config.yaml",
+    params:
+        final=lambda w: {"architecture": STUDY["final"].get("architecture"), "training": STUDY["final"].get("training") or {}},
+    log:
+        f"{R}/logs/final_config.log",
+    run:
+        write_yaml(output[0], params.final)
+
+
+rule train_fold:
+    input:
+        h5=f"{R}/data/dataset.h5",
+        run_config=f"{R}/cv/{{arch}}/run_config.yaml",
+    output:
+        model=f"{R}/cv/{{arch}}/fold{{fold}}/model.pt",
+        history=f"{R}/cv/{{arch}}/fold{{fold}}/history.csv",
+        predictions=f"{R}/cv/{{arch}}/fold{{fold}}/predictions.csv",
+        config=f"{R}/cv/{{arch}}/fold{{fold}}/config.yaml",
+    params:
+        checkpoint=f"{R}/checkpoints/cv/{{arch}}/fold{{fold}}.pt",
+        out_dir=f"{R}/cv/{{arch}}/fold{{fold}}",
+    threads: 1
+    log:
+        f"{R}/logs/train/{{arch}}/fold{{fold}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{arch}}/fold{{fold}}.tsv"
+    shell:
+        "ferstudy train --h5 {input.h5} --run-config {input.run_config} --fold {wildcards.fold}"
+        " --out-dir {params.out_dir} --checkpoint {params.checkpoint} --threads {threads} > {log} 2>&1"
+
+
+rule train_final:
+    input:
+        h5=f"{R}/data/dataset.h5",
+        selection=f"{R}/final/selection.json",
+        final_config=f"{R}/final/final_config.yaml",
+        run_configs=expand(f"{R}/cv/{{arch}}/run_config.yaml", arch=ARCHS),
+    output:
+        model=f"{R}/final/model.pt",
+        history=f"{R}/final/history.csv",
+        public=f"{R}/final/predictions_public.csv",
+        private=f"{R}/final/predictions_private.csv",
+        config=f"{R}/final/config.yaml",
+    params:
+        checkpoint=f"{R}/checkpoints/final.pt",
+        cv_dir=f"{R}/cv",
+        out_dir=f"{R}/final",
+    threads: workflow.cores
+    log:
+        f"{R}/logs/train_final.log",
+    benchmark:
+        f"{R}/benchmarks/train_final.tsv"
+    shell:
+        "ferstudy train-final --h5 {input.h5} --selection {input.selection} --cv-dir {params.cv_dir}"
+        " --final-config {input.final_config} --out-dir {params.out_dir} --checkpoint {params.checkpoint}"
+        " --threads {threads} > {log} 2>&1"
