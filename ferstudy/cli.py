@@ -178,7 +178,16 @@ def cmd_evaluate_final(args):
              result["public"]["accuracy"], result["private"]["accuracy"])
 
 
-def build_parser():
+MODULE_COMMANDS = {
+    "figures": "all figures of the study (training curves, filters, activations, saliency, ...)",
+    "report": "render the markdown report from the results",
+    "bench": "benchmark harness: one JSON line per measurement",
+    "predict-cost": "predict a study's jobs, training images x epochs and wall time before running it",
+}
+MODULE_OF_COMMAND = {"predict-cost": "cost"}
+
+
+def build_parser(command=None):
     parser = argparse.ArgumentParser(prog="ferstudy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -248,24 +257,22 @@ def build_parser():
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate_final)
 
-    # Stages that live in their own modules register their commands themselves.
+    # Stages in their own modules register their commands themselves; a module is imported only
+    # when its command runs (training jobs do not pay for matplotlib).
     import importlib
 
-    for module in ("figures", "report", "bench"):
-        try:
-            mod = importlib.import_module(f"ferstudy.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"ferstudy.{module}":
-                raise
-            continue
-        if hasattr(mod, "register"):
-            mod.register(sub)
+    for name, help_text in MODULE_COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"ferstudy.{MODULE_OF_COMMAND.get(name, name)}").register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         args.func(args)
     except UserError as err:

@@ -126,8 +126,8 @@ def resolve_config(raw, workdir=".", source="config"):
     if study.get("baseline", names[0]) not in names:
         raise UserError(f"config key study.baseline: {study['baseline']!r} is not among the architectures studied")
     study.setdefault("baseline", names[0])
-    for name in names:
-        resolve_arch(cfg, name)  # fail early, naming the architecture and layer
+    for name in cfg["architectures"]:
+        resolve_arch(cfg, name)  # fail early for every declared one, naming the architecture and layer
     return cfg
 
 

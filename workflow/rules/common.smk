@@ -1,4 +1,6 @@
 # Shared helpers: the resolved study config, target lists and wildcard constraints.
+import sys
+
 import yaml
 
 from ferstudy.config import resolve_config, resolve_arch
@@ -13,6 +15,8 @@ DATASET = STUDY["dataset"]["name"]
 ARCHS = STUDY["study"]["architectures"]
 FOLDS = list(range(STUDY["data"]["folds"]))
 R = "results"
+# The package's CLI with the interpreter that runs Snakemake: works without an activated venv.
+FERSTUDY = f"{sys.executable} -m ferstudy"
 
 
 wildcard_constraints:

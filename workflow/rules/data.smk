@@ -10,7 +10,7 @@ rule demo_csv:
     log:
         f"{R}/logs/demo_csv.log",
     shell:
-        "ferstudy demo --out {output} --images {params.images} --seed {params.seed} > {log} 2>&1"
+        "{FERSTUDY} demo --out {output} --images {params.images} --seed {params.seed} > {log} 2>&1"
 
 
 rule prepare:
@@ -30,7 +30,7 @@ rule prepare:
     benchmark:
         f"{R}/benchmarks/prepare.tsv"
     shell:
-        "ferstudy prepare --csv {input.csv} --h5 {output.h5} --dataset {params.dataset}"
+        "{FERSTUDY} prepare --csv {input.csv} --h5 {output.h5} --dataset {params.dataset}"
         " --folds {params.folds} --fold-seed {params.fold_seed}"
         " --summary-csv {output.summary_csv} --summary-md {output.summary_md} --faces {output.faces}"
         " > {log} 2>&1"

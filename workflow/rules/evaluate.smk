@@ -12,7 +12,7 @@ rule evaluate_arch:
     log:
         f"{R}/logs/evaluate/{{arch}}.log",
     shell:
-        "ferstudy evaluate-arch --run-config {input.run_config} --predictions {input.predictions}"
+        "{FERSTUDY} evaluate-arch --run-config {input.run_config} --predictions {input.predictions}"
         " --benchmarks {input.benchmarks} --out {output} > {log} 2>&1"
 
 
@@ -30,7 +30,7 @@ rule aggregate:
     log:
         f"{R}/logs/aggregate.log",
     shell:
-        "ferstudy aggregate --h5 {input.h5} --metrics {input.metrics} --baseline {params.baseline}"
+        "{FERSTUDY} aggregate --h5 {input.h5} --metrics {input.metrics} --baseline {params.baseline}"
         " --alpha {params.alpha} --summary {output.summary} --ablation {output.ablation} --cost {output.cost}"
         " > {log} 2>&1"
 
@@ -46,7 +46,7 @@ rule select:
     log:
         f"{R}/logs/select.log",
     shell:
-        "ferstudy select --summary {input.summary} --metric {params.metric}"
+        "{FERSTUDY} select --summary {input.summary} --metric {params.metric}"
         " --final-config {input.final_config} --out {output} > {log} 2>&1"
 
 
@@ -59,4 +59,4 @@ rule evaluate_final:
     log:
         f"{R}/logs/evaluate_final.log",
     shell:
-        "ferstudy evaluate-final --public {input.public} --private {input.private} --out {output} > {log} 2>&1"
+        "{FERSTUDY} evaluate-final --public {input.public} --private {input.private} --out {output} > {log} 2>&1"

@@ -44,7 +44,7 @@ rule train_fold:
     benchmark:
         f"{R}/benchmarks/train/{{arch}}/fold{{fold}}.tsv"
     shell:
-        "ferstudy train --h5 {input.h5} --run-config {input.run_config} --fold {wildcards.fold}"
+        "{FERSTUDY} train --h5 {input.h5} --run-config {input.run_config} --fold {wildcards.fold}"
         " --out-dir {params.out_dir} --checkpoint {params.checkpoint} --threads {threads} > {log} 2>&1"
 
 
@@ -70,6 +70,6 @@ rule train_final:
     benchmark:
         f"{R}/benchmarks/train_final.tsv"
     shell:
-        "ferstudy train-final --h5 {input.h5} --selection {input.selection} --cv-dir {params.cv_dir}"
+        "{FERSTUDY} train-final --h5 {input.h5} --selection {input.selection} --cv-dir {params.cv_dir}"
         " --final-config {input.final_config} --out-dir {params.out_dir} --checkpoint {params.checkpoint}"
         " --threads {threads} > {log} 2>&1"

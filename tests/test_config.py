@@ -1,0 +1,93 @@
+"""config.yaml validation and architecture resolution."""
+
+import copy
+
+import pytest
+
+from ferstudy.config import expand_blocks, load_yaml, resolve_arch, resolve_config
+from ferstudy.errors import UserError
+from ferstudy.models import build_model
+
+from conftest import REPO
+
+BASE = load_yaml(REPO / "config.yaml")
+
+
+def with_change(path, value):
+    cfg = copy.deepcopy(BASE)
+    node = cfg
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return cfg
+
+
+def test_shipped_config_resolves_every_architecture(tmp_path):
+    cfg = resolve_config(BASE, workdir=tmp_path)
+    assert cfg["dataset"]["name"] == "demo" and cfg["preset"] == "demo"
+    for name in cfg["architectures"]:
+        run = resolve_arch(cfg, name)
+        build_model(run["model"], input_size=run["training"]["augment"]["crop"])
+
+
+@pytest.mark.parametrize("path,value,fragment", [
+    (("training", "lr"), "fast", "config key training.lr: 'fast' is not of type 'number'"),
+    (("training", "learning_rate"), 0.1, "unknown key training.learning_rate"),
+    (("data", "folds"), 1, "config key data.folds: 1 is less than the minimum of 2"),
+    (("training", "optimizer"), "rmsprop", "config key training.optimizer"),
+    (("architectures", "baseline", "blocks", "pool"), "median", "architectures.baseline.blocks.pool"),
+    (("colour",), "blue", "unknown key colour"),
+])
+def test_bad_config_names_the_key(path, value, fragment, tmp_path):
+    with pytest.raises(UserError) as err:
+        resolve_config(with_change(path, value), workdir=tmp_path)
+    assert fragment in str(err.value)
+
+
+def test_invalid_layer_names_architecture_and_layer(tmp_path):
+    cfg = with_change(("architectures", "broken"), {"layers": [{"conv": 16}, "relu", {"conv": {"filter": 8}}]})
+    with pytest.raises(UserError) as err:
+        resolve_config(cfg, workdir=tmp_path)
+    assert "architecture 'broken'" in str(err.value) and "layer 2" in str(err.value) and "filter" in str(err.value)
+
+
+def test_too_much_pooling_is_caught(tmp_path):
+    cfg = with_change(("architectures", "baseline", "blocks", "filters"), [8] * 7)
+    cfg["preset"] = "none"
+    with pytest.raises(UserError, match="architecture 'baseline'"):
+        resolve_config(cfg, workdir=tmp_path)
+
+
+def test_missing_data_path_is_an_error_not_a_fallback(tmp_path):
+    with pytest.raises(UserError, match="data.csv: data/mine.csv does not exist"):
+        resolve_config(with_change(("data", "csv"), "data/mine.csv"), workdir=tmp_path)
+
+
+def test_real_data_is_picked_up_when_present(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "fer2013.csv").write_text("emotion,pixels,Usage\n")
+    cfg = resolve_config(BASE, workdir=tmp_path)
+    assert cfg["dataset"] == {"name": "fer2013", "csv": "data/fer2013.csv"}
+    assert cfg["preset"] in ("cpu", "gpu")
+
+
+def test_extends_merges_and_detects_cycles(tmp_path):
+    cfg = resolve_config(BASE, workdir=tmp_path)
+    pool_avg = resolve_arch(cfg, "pool_avg")
+    baseline = resolve_arch(cfg, "baseline")
+    differing = [i for i, (a, b) in enumerate(zip(pool_avg["model"]["layers"], baseline["model"]["layers"])) if a != b]
+    assert differing and all("avgpool" in pool_avg["model"]["layers"][i] for i in differing)
+    cyc = copy.deepcopy(cfg)
+    cyc["architectures"]["baseline"]["extends"] = "pool_avg"
+    with pytest.raises(UserError, match="cycle"):
+        resolve_arch(cyc, "pool_avg")
+
+
+def test_blocks_expand_to_a_layer_list():
+    layers = expand_blocks({"filters": [8, 16], "convs": 2, "pool": "none", "norm": "none", "activation": "elu",
+                            "head": [32], "head_dropout": 0.5})
+    convs = [l["conv"] for l in layers if isinstance(l, dict) and "conv" in l]
+    assert [c["filters"] for c in convs] == [8, 8, 16, 16]
+    assert [c["stride"] for c in convs] == [1, 2, 1, 2] and all(c["bias"] for c in convs)
+    assert "batchnorm" not in layers and layers.count("elu") == 5
+    assert layers[-4:] == ["gap", {"fc": 32}, "elu", {"dropout": 0.5}]
