@@ -168,11 +168,30 @@ def cmd_select(args):
     log.info("final architecture: %s (%s, %s %.4f)", choice["architecture"], choice["reason"], args.metric, choice["mean"])
 
 
+def cmd_predict(args):
+    """Predict every row of a FER2013-format CSV with a saved model (extra test sets)."""
+    import numpy as np
+    import torch
+
+    from .data import parse_fer_csv
+    from .train import load_model, predict, setup_torch, use_channels_last, write_predictions
+
+    images, labels, _, row = parse_fer_csv(args.csv)
+    setup_torch(torch.device("cpu"), args.threads)
+    model, payload = load_model(args.model)
+    t = payload["run_config"]["training"]
+    probs = predict(model, torch.from_numpy(images).unsqueeze(1), torch.from_numpy(np.arange(len(row))),
+                    payload["input_size"], t.get("tta", "none"), use_channels_last(t, torch.device("cpu")))
+    write_predictions(args.out, row, labels, probs)
+    log.info("%s: %d faces predicted, accuracy %.4f", args.csv, len(row), float((probs.argmax(1) == labels).mean()))
+
+
 def cmd_evaluate_final(args):
     from .io import write_json
     from .study import evaluate_final
 
-    result = evaluate_final(args.public, args.private)
+    extra = dict(item.split("=", 1) for item in args.extra or [])
+    result = evaluate_final(args.public, args.private, extra)
     write_json(args.out, result)
     log.info("final model: PublicTest accuracy %.4f, PrivateTest accuracy %.4f",
              result["public"]["accuracy"], result["private"]["accuracy"])
@@ -254,8 +273,16 @@ def build_parser(command=None):
     p = sub.add_parser("evaluate-final", help="PublicTest and PrivateTest metrics of the final model")
     p.add_argument("--public", required=True)
     p.add_argument("--private", required=True)
+    p.add_argument("--extra", nargs="*", help="NAME=predictions.csv of extra test sets")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate_final)
+
+    p = sub.add_parser("predict", help="predict a FER2013-format CSV with a saved model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--csv", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_predict)
 
     # Stages in their own modules register their commands themselves; a module is imported only
     # when its command runs (training jobs do not pay for matplotlib).

@@ -117,6 +117,9 @@ def resolve_config(raw, workdir=".", source="config"):
     validate(cfg, f"{source} (after preset {preset!r})")
     cfg["preset"] = preset
     cfg["dataset"] = {"name": dataset, "csv": csv}
+    for name, path in (cfg["data"].get("extra_test_sets") or {}).items():
+        if not (Path(workdir) / path).is_file():
+            raise UserError(f"config key data.extra_test_sets.{name}: {path} does not exist")
     study = cfg["study"]
     names = study.get("only") or list(cfg["architectures"])
     for name in names:

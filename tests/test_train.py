@@ -115,3 +115,31 @@ def test_train_outputs_record_config_and_versions(real_h5, tmp_path):
     assert len(pred) == (data.fold == 0).sum()
     assert np.allclose(pred.filter(like="p_").sum(axis=1), 1.0, atol=1e-4)
     assert set(pred["row"]) == set(data.row[data.fold == 0])
+
+
+def test_predict_command_on_an_extra_test_set(real_h5, real_slice_csv, tmp_path):
+    """`ferstudy predict` (extra test sets): a saved model predicts every row of a FER2013 CSV."""
+    from ferstudy.train import save_model
+
+    data = load_h5(real_h5)
+    tr, va = data.fold_indices(0)
+    run_cfg = tiny_run_config(epochs=1)
+    model, _ = fit(run_cfg, data, tr, va, tmp_path / "ck.pt", progress=lambda s: None)
+    save_model(tmp_path / "model.pt", model, run_cfg)
+    out = tmp_path / "extra.csv"
+    subprocess.run([sys.executable, "-m", "ferstudy", "predict", "--model", str(tmp_path / "model.pt"),
+                    "--csv", str(real_slice_csv), "--out", str(out)], check=True, capture_output=True)
+    pred = pd.read_csv(out)
+    assert len(pred) == 900 and (pred["label"].to_numpy() == data.labels).all()
+    assert np.allclose(pred.filter(like="p_").sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_extra_test_set_path_must_exist(tmp_path):
+    from ferstudy.config import load_yaml, resolve_config
+    from ferstudy.errors import UserError
+    from conftest import REPO
+
+    cfg = load_yaml(REPO / "config.yaml")
+    cfg["data"]["extra_test_sets"] = {"ckplus": "data/ckplus.csv"}
+    with pytest.raises(UserError, match="data.extra_test_sets.ckplus: data/ckplus.csv does not exist"):
+        resolve_config(cfg, workdir=tmp_path)

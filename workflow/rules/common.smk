@@ -1,4 +1,5 @@
 # Shared helpers: the resolved study config, target lists and wildcard constraints.
+import os
 import sys
 
 import yaml
@@ -14,9 +15,16 @@ except UserError as err:
 DATASET = STUDY["dataset"]["name"]
 ARCHS = STUDY["study"]["architectures"]
 FOLDS = list(range(STUDY["data"]["folds"]))
+# Extra test sets (FER2013-format CSVs) are evaluated with the final model only.
+EXTRA_TEST_SETS = STUDY["data"].get("extra_test_sets") or {}
 R = "results"
-# The package's CLI with the interpreter that runs Snakemake: works without an activated venv.
-FERSTUDY = f"{sys.executable} -m ferstudy"
+# Rules call the package's CLI (`ferstudy ...`); put the interpreter's bin directory first on PATH
+# so that `.venv/bin/snakemake` finds the venv's `ferstudy` without an activated venv.
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
 wildcard_constraints:

@@ -9,8 +9,10 @@ rule demo_csv:
         seed=STUDY["data"]["demo_seed"],
     log:
         f"{R}/logs/demo_csv.log",
+    conda:
+        "../../envs/ferstudy.yaml"
     shell:
-        "{FERSTUDY} demo --out {output} --images {params.images} --seed {params.seed} > {log} 2>&1"
+        "ferstudy demo --out {output} --images {params.images} --seed {params.seed} > {log} 2>&1"
 
 
 rule prepare:
@@ -29,8 +31,10 @@ rule prepare:
         f"{R}/logs/prepare.log",
     benchmark:
         f"{R}/benchmarks/prepare.tsv"
+    conda:
+        "../../envs/ferstudy.yaml"
     shell:
-        "{FERSTUDY} prepare --csv {input.csv} --h5 {output.h5} --dataset {params.dataset}"
+        "ferstudy prepare --csv {input.csv} --h5 {output.h5} --dataset {params.dataset}"
         " --folds {params.folds} --fold-seed {params.fold_seed}"
         " --summary-csv {output.summary_csv} --summary-md {output.summary_md} --faces {output.faces}"
         " > {log} 2>&1"

@@ -11,8 +11,10 @@ rule evaluate_arch:
         f"{R}/cv/{{arch}}/metrics.json",
     log:
         f"{R}/logs/evaluate/{{arch}}.log",
+    conda:
+        "../../envs/ferstudy.yaml"
     shell:
-        "{FERSTUDY} evaluate-arch --run-config {input.run_config} --predictions {input.predictions}"
+        "ferstudy evaluate-arch --run-config {input.run_config} --predictions {input.predictions}"
         " --benchmarks {input.benchmarks} --out {output} > {log} 2>&1"
 
 
@@ -29,8 +31,10 @@ rule aggregate:
         alpha=STUDY["study"].get("alpha", 0.05),
     log:
         f"{R}/logs/aggregate.log",
+    conda:
+        "../../envs/ferstudy.yaml"
     shell:
-        "{FERSTUDY} aggregate --h5 {input.h5} --metrics {input.metrics} --baseline {params.baseline}"
+        "ferstudy aggregate --h5 {input.h5} --metrics {input.metrics} --baseline {params.baseline}"
         " --alpha {params.alpha} --summary {output.summary} --ablation {output.ablation} --cost {output.cost}"
         " > {log} 2>&1"
 
@@ -45,18 +49,40 @@ rule select:
         metric=STUDY["study"].get("select_metric", "accuracy"),
     log:
         f"{R}/logs/select.log",
+    conda:
+        "../../envs/ferstudy.yaml"
     shell:
-        "{FERSTUDY} select --summary {input.summary} --metric {params.metric}"
+        "ferstudy select --summary {input.summary} --metric {params.metric}"
         " --final-config {input.final_config} --out {output} > {log} 2>&1"
+
+
+rule predict_extra:
+    input:
+        model=f"{R}/final/model.pt",
+        csv=lambda w: EXTRA_TEST_SETS[w.name],
+    output:
+        f"{R}/final/extra/{{name}}/predictions.csv",
+    log:
+        f"{R}/logs/predict_extra/{{name}}.log",
+    conda:
+        "../../envs/ferstudy.yaml"
+    shell:
+        "ferstudy predict --model {input.model} --csv {input.csv} --out {output} > {log} 2>&1"
 
 
 rule evaluate_final:
     input:
         public=f"{R}/final/predictions_public.csv",
         private=f"{R}/final/predictions_private.csv",
+        extra=expand(f"{R}/final/extra/{{name}}/predictions.csv", name=EXTRA_TEST_SETS),
     output:
         f"{R}/final/metrics.json",
+    params:
+        extra=" ".join(f"{name}={R}/final/extra/{name}/predictions.csv" for name in EXTRA_TEST_SETS),
     log:
         f"{R}/logs/evaluate_final.log",
+    conda:
+        "../../envs/ferstudy.yaml"
     shell:
-        "{FERSTUDY} evaluate-final --public {input.public} --private {input.private} --out {output} > {log} 2>&1"
+        "ferstudy evaluate-final --public {input.public} --private {input.private} --extra {params.extra}"
+        " --out {output} > {log} 2>&1"

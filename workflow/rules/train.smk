@@ -37,14 +37,16 @@ rule train_fold:
         config=f"{R}/cv/{{arch}}/fold{{fold}}/config.yaml",
     params:
         checkpoint=f"{R}/checkpoints/cv/{{arch}}/fold{{fold}}.pt",
-        out_dir=f"{R}/cv/{{arch}}/fold{{fold}}",
+        out_dir=lambda w, output: os.path.dirname(output.model),
     threads: 1
     log:
         f"{R}/logs/train/{{arch}}/fold{{fold}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{arch}}/fold{{fold}}.tsv"
+    conda:
+        "../../envs/ferstudy.yaml"
     shell:
-        "{FERSTUDY} train --h5 {input.h5} --run-config {input.run_config} --fold {wildcards.fold}"
+        "ferstudy train --h5 {input.h5} --run-config {input.run_config} --fold {wildcards.fold}"
         " --out-dir {params.out_dir} --checkpoint {params.checkpoint} --threads {threads} > {log} 2>&1"
 
 
@@ -62,14 +64,16 @@ rule train_final:
         config=f"{R}/final/config.yaml",
     params:
         checkpoint=f"{R}/checkpoints/final.pt",
-        cv_dir=f"{R}/cv",
-        out_dir=f"{R}/final",
+        cv_dir=lambda w, input: os.path.dirname(os.path.dirname(input.run_configs[0])),
+        out_dir=lambda w, output: os.path.dirname(output.model),
     threads: workflow.cores
     log:
         f"{R}/logs/train_final.log",
     benchmark:
         f"{R}/benchmarks/train_final.tsv"
+    conda:
+        "../../envs/ferstudy.yaml"
     shell:
-        "{FERSTUDY} train-final --h5 {input.h5} --selection {input.selection} --cv-dir {params.cv_dir}"
+        "ferstudy train-final --h5 {input.h5} --selection {input.selection} --cv-dir {params.cv_dir}"
         " --final-config {input.final_config} --out-dir {params.out_dir} --checkpoint {params.checkpoint}"
         " --threads {threads} > {log} 2>&1"
