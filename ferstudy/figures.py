@@ -7,8 +7,9 @@ preferences, Grad-CAM saliency and example predictions. They find layers generic
 (`nn.Conv2d` modules, feature maps by their output shapes), so they work for the layer-list
 `nn.Sequential` models and for the torchvision backbones alike.
 
-Example faces are always PublicTest faces, picked with a seeded generator; PrivateTest is never
-read here. Every title names the dataset, so demo figures cannot pass for FER2013 ones.
+Example faces are always PublicTest faces, picked with a seeded generator; PrivateTest appears
+only as the final model's metrics (`confusion_final`). Every title names the dataset, so demo
+figures cannot pass for FER2013 ones.
 """
 
 import json
@@ -141,17 +142,18 @@ def plot_training_curves(histories, path, dataset, baseline=None, final=None, nc
         ax.tick_params(labelsize=8)
     for ax in axes.flat[len(archs):]:
         ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch", fontsize=9)
+    for i, ax in enumerate(axes.flat[:len(archs)]):
+        if i + ncols >= len(archs):  # the lowest panel of its column
+            ax.set_xlabel("epoch", fontsize=9)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy", fontsize=9)
     k = len(next(iter(histories.values())))
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, [f"{lab} (mean ± std over {k} folds)" for lab in labels], loc="upper center",
-               ncol=2, fontsize=9, bbox_to_anchor=(0.5, 1.0 - 0.4 / height), frameon=False)
+               ncol=2, fontsize=9, bbox_to_anchor=(0.5, 1.0 - 0.3 / height), frameon=False)
     fig.suptitle(f"Training curves per architecture, {k}-fold cross-validation ({dataset_label(dataset)})",
                  fontsize=12, y=1 - 0.08 / height, va="top")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))
     return save(fig, path)
 
 
@@ -170,7 +172,8 @@ def plot_cv_accuracy(summary, path, dataset, baseline=None, final=None, fold_sco
         ax.errorbar(row["accuracy_mean"], i, xerr=row["accuracy_std"], fmt="o", color=color, ms=7, capsize=4,
                     lw=1.8, zorder=3)
         if fold_scores and arch in fold_scores:
-            ax.plot(fold_scores[arch], [i] * len(fold_scores[arch]), "|", color="0.45", ms=9, zorder=2)
+            ax.plot(fold_scores[arch], [i - 0.25] * len(fold_scores[arch]), "o", mfc="none", mec="0.45", ms=4,
+                    mew=1, zorder=2)
         ax.annotate(f"{row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f}",
                     (row["accuracy_mean"] + row["accuracy_std"], i), xytext=(7, 0), textcoords="offset points",
                     va="center", fontsize=8.5, color=color)
@@ -193,7 +196,7 @@ def plot_cv_accuracy(summary, path, dataset, baseline=None, final=None, fold_sco
     ax.set_xlim(lo - 0.08 * pad, hi + 0.35 * pad)
     ax.set_ylim(-0.7, len(s) - 0.3)
     k = int(s["folds"].max()) if "folds" in s else None
-    ax.set_xlabel(f"held-out accuracy (mean ± std over {k} folds; ticks: single folds)")
+    ax.set_xlabel(f"held-out accuracy (mean ± std over {k} folds; small circles: single folds)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(f"Cross-validation accuracy per architecture\n({dataset_label(dataset)}; "
                  f"dashed: baseline mean)", fontsize=11)
@@ -212,27 +215,42 @@ def pareto_front(x, y):
     return front
 
 
-def _place_labels(ax, xs, ys, texts, colors, fontsize=8.5):
-    """Greedy label placement: each label at the first of 8 offsets that overlaps nothing placed."""
+def _place_labels(ax, xs, ys, texts, colors, yerr=None, fontsize=8.5):
+    """Greedy label placement: each label (top point first) at the first candidate offset that
+    overlaps no placed label, point or error bar; labels pushed further out get a leader line."""
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     pts = ax.transData.transform(np.column_stack([xs, ys]))
-    taken = [(p[0] - 5, p[1] - 5, p[0] + 5, p[1] + 5) for p in pts]
+    taken = [(p[0] - 6, p[1] - 6, p[0] + 6, p[1] + 6) for p in pts]
+    if yerr is not None:
+        lo = ax.transData.transform(np.column_stack([xs, np.asarray(ys) - yerr]))
+        hi = ax.transData.transform(np.column_stack([xs, np.asarray(ys) + yerr]))
+        taken += [(a[0] - 4, a[1], b[0] + 4, b[1]) for a, b in zip(lo, hi)]
     axbox = ax.get_window_extent(renderer)
-    offsets = [(6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"),
-               (-6, -4, "right", "top"), (0, 8, "center", "bottom"), (0, -8, "center", "top"),
-               (12, 14, "left", "bottom"), (-12, -14, "right", "top")]
+    near = [(6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"),
+            (-6, -4, "right", "top"), (0, 8, "center", "bottom"), (0, -8, "center", "top")]
+    far = []
+    for r in (24, 42, 60):
+        for a in np.deg2rad(np.arange(22.5, 360, 45)):
+            dx, dy = r * np.cos(a), r * 0.8 * np.sin(a)
+            far.append((dx, dy, "left" if dx > 0 else "right", "bottom" if dy > 0 else "top"))
     for i in np.argsort(-np.asarray(ys)):
         best, best_cost = None, np.inf
-        for dx, dy, ha, va in offsets:
-            ann = ax.annotate(texts[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                              fontsize=fontsize, color=colors[i])
+        for k, (dx, dy, ha, va) in enumerate(near + far):
+            leader = {} if k < len(near) else {"arrowprops": {"arrowstyle": "-", "lw": 0.6, "color": "0.5",
+                                                                "shrinkB": 5}}
+            ann = ax.annotate(texts[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha,
+                              va=va, fontsize=fontsize, color=colors[i], **leader)
             bb = ann.get_window_extent(renderer)
             box = (bb.x0, bb.y0, bb.x1, bb.y1)
             cost = sum(max(0, min(box[2], t[2]) - max(box[0], t[0])) * max(0, min(box[3], t[3]) - max(box[1], t[1]))
                        for t in taken)
-            cost += 1e3 * (box[0] < axbox.x0 or box[2] > axbox.x1 or box[1] < axbox.y0 or box[3] > axbox.y1)
+            cost += 1e5 * (box[0] < axbox.x0 or box[2] > axbox.x1 or box[1] < axbox.y0 or box[3] > axbox.y1)
+            # ambiguous: the label is as close to another point as to its own
+            gaps = np.hypot(np.maximum(0, np.maximum(box[0] - pts[:, 0], pts[:, 0] - box[2])),
+                            np.maximum(0, np.maximum(box[1] - pts[:, 1], pts[:, 1] - box[3])))
+            cost += 500 * bool(np.delete(gaps, i).min(initial=np.inf) < gaps[i] + 4)
             if cost < best_cost:
                 if best is not None:
                     best[0].remove()
@@ -242,6 +260,19 @@ def _place_labels(ax, xs, ys, texts, colors, fontsize=8.5):
             if cost == 0:
                 break
         taken.append(best[1])
+
+
+def dodge_log(x, y, step=0.03):
+    """Spread points that share an x value (e.g. architectures with equal FLOPs) by `step` decades,
+    ordered by y, so that none hides another; other points stay where they are."""
+    x = np.asarray(x, dtype=float).copy()
+    y = np.asarray(y, dtype=float)
+    for value in np.unique(x):
+        group = np.flatnonzero(x == value)
+        if len(group) > 1:
+            group = group[np.argsort(y[group], kind="stable")]
+            x[group] = value * 10 ** ((np.arange(len(group)) - (len(group) - 1) / 2) * step)
+    return x
 
 
 def plot_accuracy_vs_compute(cost, path, dataset, baseline=None, final=None, summary=None):
@@ -255,9 +286,10 @@ def plot_accuracy_vs_compute(cost, path, dataset, baseline=None, final=None, sum
         df = df.merge(summary[["architecture", "factor", "accuracy_std"]], on="architecture", how="left")
     factors = list(dict.fromkeys(df["factor"].fillna("")) if "factor" in df else [""])
     cmap = plt.get_cmap("tab10" if len(factors) <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(9, 6))
-    x, y = df["mflops"].to_numpy(float), df["accuracy_mean"].to_numpy(float)
-    front = pareto_front(x, y)
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    y = df["accuracy_mean"].to_numpy(float)
+    front = pareto_front(df["mflops"].to_numpy(float), y)
+    x = dodge_log(df["mflops"], y)
     ax.plot(x[front], y[front], "--", color="0.6", lw=1, zorder=1, label="Pareto front")
     for f_i, factor in enumerate(factors):
         sel = (df["factor"].fillna("") == factor).to_numpy() if "factor" in df else np.ones(len(df), bool)
@@ -265,13 +297,15 @@ def plot_accuracy_vs_compute(cost, path, dataset, baseline=None, final=None, sum
         ax.errorbar(x[sel], y[sel], yerr=yerr, fmt="o", ms=7, capsize=3, color=cmap(f_i % cmap.N),
                     label=factor or "architectures", zorder=3)
     for i, arch in enumerate(df["architecture"]):
-        if arch in (final, baseline):
-            ax.plot(x[i], y[i], "o", ms=14, mfc="none", mec=_arch_color(arch, baseline, final), mew=2, zorder=4)
+        if arch in (final, baseline):  # rings in black: the factor colours may include red and blue
+            ax.plot(x[i], y[i], "o", ms=15, mfc="none", mec="black", mew=2 if arch == final else 1.2,
+                    ls="none", zorder=4)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
     ax.tick_params(axis="x", which="minor", labelsize=8)
-    ax.set_xlabel("forward MFLOPs per image (log scale)")
+    dodged = "; equal values are spread slightly" if len(np.unique(df["mflops"])) < len(df) else ""
+    ax.set_xlabel(f"forward MFLOPs per image (log scale{dodged})")
     ax.set_ylabel("held-out accuracy (mean ± std over folds)")
     ax.grid(alpha=0.3, which="both")
     span = max(x.max() / x.min(), 1.5) if len(x) else 2
@@ -283,9 +317,8 @@ def plot_accuracy_vs_compute(cost, path, dataset, baseline=None, final=None, sum
     ax.legend(title="factor varied", fontsize=8, title_fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5),
               frameon=False)
     labels = [a + (f" ({_role(a, baseline, final)})" if _role(a, baseline, final) else "") for a in df["architecture"]]
-    colors = [_arch_color(a, baseline, final) if _role(a, baseline, final) else "0.15" for a in df["architecture"]]
-    _place_labels(ax, x, y, labels, colors)
-    ax.set_title(f"Accuracy against compute (circled: final model in red, baseline in blue)\n"
+    _place_labels(ax, x, y, labels, ["0.1"] * len(labels), yerr=err)
+    ax.set_title(f"Accuracy against compute (ringed: the final architecture and the baseline)\n"
                  f"({dataset_label(dataset)})", fontsize=11)
     fig.tight_layout()
     return save(fig, path)
@@ -330,14 +363,15 @@ def plot_confusion_cv(arch_metrics, path, dataset):
 def plot_confusion_final(final_metrics, path, dataset, arch):
     """The final model's row-normalised confusion matrices on PublicTest and PrivateTest."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.8), gridspec_kw={"wspace": 0.42})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6), layout="constrained")
     for ax, key, name in zip(axes, ("public", "private"),
                              ("PublicTest (chose the checkpoint)", "PrivateTest (untouched test set)")):
         m = final_metrics[key]
         im = _confusion_panel(ax, m["confusion_matrix"],
                               f"{name}\nn = {m['n']}, accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}")
-    fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02, label="fraction of the true class")
-    _headroom(fig, f"Final model {arch}: confusion matrices, rows sum to 1 ({dataset_label(dataset)})", 0.95, 12)
+    fig.colorbar(im, ax=axes, shrink=0.85, label="fraction of the true class")
+    fig.get_layout_engine().set(wspace=0.08)
+    fig.suptitle(f"Final model {arch}: confusion matrices, rows sum to 1 ({dataset_label(dataset)})", fontsize=12)
     return save(fig, path)
 
 
@@ -356,8 +390,9 @@ def plot_final_history(history, path, dataset, arch, best_epoch=None):
         ax.axvline(best_epoch, color=FINAL_COLOR, ls="--", lw=1.2, label=f"kept checkpoint: epoch {best_epoch}")
         ax.set_ylabel("accuracy" if what == "acc" else "cross-entropy loss")
     best_acc = float(history.loc[history["epoch"] == best_epoch, "val_acc"].iloc[0])
-    axes[0].annotate(f"{best_acc:.3f}", (best_epoch, best_acc), xytext=(6, -12), textcoords="offset points",
-                     color=FINAL_COLOR, fontsize=9)
+    axes[0].annotate(f"{best_acc:.3f}", (best_epoch, best_acc), xytext=(-5, 6), textcoords="offset points",
+                     ha="right", color=FINAL_COLOR, fontsize=9, fontweight="bold")
+    axes[0].margins(y=0.1)
     axes[0].legend(fontsize=8.5, loc="lower right")
     axes[2].plot(e, history["lr"], "o-", ms=3, color="0.3")
     axes[2].axvline(best_epoch, color=FINAL_COLOR, ls="--", lw=1.2)
@@ -411,8 +446,7 @@ def _show_mosaic(ax, kernels, ncols, labels, fontsize=7):
 
     kh = kernels.shape[1]
     img, tops = kernel_mosaic(kernels, ncols, gap=max(1, round(kh / 3)), gap_y=max(1, round(kh * 0.7)))
-    cmap = colormaps["RdBu_r"].copy()
-    cmap.set_bad("white")
+    cmap = colormaps["RdBu_r"].with_extremes(bad="white")
     ax.imshow(img, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     for (x, y), label in zip(tops, labels):
         ax.text(x, y - 0.05 * kh, label, ha="center", va="bottom", fontsize=fontsize)
@@ -682,7 +716,8 @@ def plot_channel_emotion(model, data, crop, path, dataset, arch, per_class=150, 
     top_ax.set_ylabel("η²", fontsize=9)
     top_ax.tick_params(labelsize=7)
     top_ax.set_title(f"the {len(chans)} most emotion-selective of {c_all} channels; η² = share of a channel's "
-                     f"variance\nexplained by the emotion (bar colour: the emotion it prefers)", fontsize=8.5, loc="left")
+                     f"variance\nexplained by the emotion (bar colour: the emotion it prefers)",
+                     fontsize=8.5, loc="left")
     im = ax.imshow(z[:, chans], cmap="RdBu_r", vmin=-2.3, vmax=2.3, aspect="auto", interpolation="nearest")
     ax.scatter(np.arange(len(chans)), prefer[chans], marker="s", s=40, facecolor="none", edgecolor="black", lw=1.2)
     ax.set_yticks(range(len(CLASS_NAMES)))
@@ -706,7 +741,7 @@ def plot_channel_emotion(model, data, crop, path, dataset, arch, per_class=150, 
         count_ax.spines[side].set_visible(False)
     _headroom(fig, f"Mean activation per emotion of the last feature map's channels ({name}, {c_all}×{h}×{w}) of "
                    f"{arch},\nz-scored per channel across emotions; {len(idx)} PublicTest faces "
-                   f"({dataset_label(dataset)})", 1.25, 10.5)
+                   f"({dataset_label(dataset)})", 1.1, 10.5)
     save(fig, path)
     return means, sel
 
@@ -737,7 +772,8 @@ def plot_saliency(model, data, crop, path, dataset, arch, per_class=3, seed=0):
             ax.imshow(face, cmap="gray", interpolation="nearest")
             ax.imshow(cams[j], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
             pred = int(probs[j].argmax())
-            ax.set_title(f"p({CLASS_NAMES[c]}) {probs[j, c]:.2f}" + ("" if pred == c else f"\npred {CLASS_NAMES[pred]}"),
+            wrong = "" if pred == c else f"\npred {CLASS_NAMES[pred]}"
+            ax.set_title(f"p({CLASS_NAMES[c]}) {probs[j, c]:.2f}{wrong}",
                          fontsize=7.5, color=RIGHT if pred == c else WRONG, pad=2)
     _headroom(fig, f"Grad-CAM of the true emotion at {name} of the final model {arch}\n({dataset_label(dataset)})\n"
                    f"{per_class} PublicTest faces per emotion, each beside its overlay: red = regions that raise the "
@@ -798,7 +834,8 @@ def plot_examples(data, predictions_csv, path, dataset, arch, per_kind=3, seed=0
                    f"correct/total; title: predicted emotion and its probability (misclassified: and the true one's)",
               1.25, 10)
     for k, (text, color) in enumerate((("correct", RIGHT), ("misclassified", WRONG))):
-        left, right = axes[0, k * (per_kind + 1)].get_position(), axes[0, k * (per_kind + 1) + per_kind - 1].get_position()
+        first = k * (per_kind + 1)
+        left, right = axes[0, first].get_position(), axes[0, first + per_kind - 1].get_position()
         fig.text((left.x0 + right.x1) / 2, left.y1 + 0.42 / fig.get_figheight(), text, ha="center", va="bottom",
                  fontsize=11, fontweight="bold", color=color)
     return save(fig, path)

@@ -53,9 +53,30 @@ def data_targets():
     return [f"{R}/data/dataset.h5", f"{R}/data/summary.csv", f"{R}/data/summary.md", f"{R}/data/faces.png"]
 
 
+FIGURE_NAMES = [
+    "training_curves",
+    "cv_accuracy",
+    "accuracy_vs_compute",
+    "confusion_cv",
+    "confusion_final",
+    "final_history",
+    "filters_layer1",
+    "filters_deeper",
+    "activations",
+    "channel_emotion",
+    "saliency",
+    "examples",
+]
+
+
+def figure_targets():
+    return [f"{R}/figures/{name}.png" for name in FIGURE_NAMES]
+
+
 def all_targets():
     return data_targets() + [
         f"{R}/tables/cv_summary.csv",
         f"{R}/final/selection.json",
         f"{R}/final/metrics.json",
+        *figure_targets(),
     ]

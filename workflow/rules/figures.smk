@@ -2,26 +2,6 @@
 # activations per emotion, Grad-CAM, example predictions). One job writes them all: the model
 # figures share one model load, and each figure takes seconds.
 
-FIGURE_NAMES = [
-    "training_curves",
-    "cv_accuracy",
-    "accuracy_vs_compute",
-    "confusion_cv",
-    "confusion_final",
-    "final_history",
-    "filters_layer1",
-    "filters_deeper",
-    "activations",
-    "channel_emotion",
-    "saliency",
-    "examples",
-]
-
-
-def figure_targets():
-    return [f"{R}/figures/{name}.png" for name in FIGURE_NAMES]
-
-
 rule figures:
     input:
         h5=f"{R}/data/dataset.h5",
@@ -43,12 +23,15 @@ rule figures:
     params:
         archs=ARCHS,
         baseline=STUDY["study"]["baseline"],
-        out_dir=f"{R}/figures",
+        results=lambda w, input: os.path.dirname(os.path.dirname(input.h5)),
+        out_dir=lambda w, output: os.path.dirname(output[0]),
     threads: 1
     log:
         f"{R}/logs/figures.log",
     benchmark:
         f"{R}/benchmarks/figures.tsv"
+    conda:
+        "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy figures --h5 {input.h5} --results {R} --archs {params.archs} --baseline {params.baseline}"
+        "ferstudy figures --h5 {input.h5} --results {params.results} --archs {params.archs} --baseline {params.baseline}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
