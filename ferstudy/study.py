@@ -23,9 +23,9 @@ def evaluate_arch(prediction_files, run_config, model_file=None, benchmark_files
     for path in prediction_files:
         labels, probs, _ = read_predictions(path)
         folds.append(classification_metrics(labels, probs))
-    return {"architecture": run_config["name"], "description": run_config.get("description", ""),
-            "factor": run_config.get("factor", ""), "folds": folds, "aggregate": aggregate_folds(folds),
-            "cost": model_cost(run_config, model_file, benchmark_files)}
+    return {"architecture": run_config["name"], "dataset": run_config.get("dataset"),
+            "description": run_config.get("description", ""), "factor": run_config.get("factor", ""),
+            "folds": folds, "aggregate": aggregate_folds(folds), "cost": model_cost(run_config, model_file, benchmark_files)}
 
 
 def model_cost(run_config, model_file=None, benchmark_files=()):
@@ -51,7 +51,8 @@ def aggregate(metrics_files, baseline, alpha, n_train, n_test):
     rows = []
     for name, m in results.items():
         agg = m["aggregate"]["metrics"]
-        row = {"architecture": name, "factor": m["factor"], "description": m["description"], "folds": len(m["folds"])}
+        row = {"architecture": name, "dataset": m.get("dataset"), "factor": m["factor"],
+               "description": m["description"], "folds": len(m["folds"])}
         for key in SUMMARY_METRICS:
             row[f"{key}_mean"], row[f"{key}_std"] = agg[key]["mean"], agg[key]["std"]
         rows.append(row)
@@ -80,7 +81,7 @@ def select(summary, metric, forced=None):
         chosen, reason = ranked.loc[0, "architecture"], f"highest mean cross-validation {metric}"
     row = summary.set_index("architecture").loc[chosen]
     runner_up = ranked[ranked["architecture"] != chosen].head(1)
-    return {"architecture": chosen, "metric": metric, "reason": reason,
+    return {"architecture": chosen, "dataset": row.get("dataset"), "metric": metric, "reason": reason,
             "mean": float(row[col]), "std": float(row[f"{metric}_std"]),
             "runner_up": None if runner_up.empty else {"architecture": runner_up["architecture"].iloc[0],
                                                          "mean": float(runner_up[col].iloc[0])},
