@@ -282,10 +282,11 @@ _MODULES = {
 
 
 def init_weights(model):
-    """torchvision-style init: kaiming-normal (fan_out) convs, BN 1/0, linear N(0, 0.01)."""
+    """Kaiming-normal convs (fan_in: keeps the forward signal's scale, which nets without batch
+    norm need to train at all), BN 1/0, linear N(0, 0.01)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
