@@ -1,5 +1,6 @@
 """The Snakemake workflow end to end on the built-in demo data (tiny config), and its incrementality."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -57,11 +58,25 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     results = tmp_path / "results"
     for path in ("data/dataset.h5", "data/faces.png", "tables/cv_summary.csv", "tables/ablation.csv",
                  "final/selection.json", "final/metrics.json", "final/predictions_private.csv",
-                 "cv/pool_avg/fold1/history.csv", "benchmarks/train/baseline/fold0.tsv"):
+                 "cv/pool_avg/fold1/history.csv", "benchmarks/train/baseline/fold0.tsv",
+                 "figures/saliency.png", "figures/training_curves.png", "report/report.md"):
         assert (results / path).is_file(), path
     assert "DEMO DATA" in (results / "logs" / "demo_csv.log").read_text()
     # Nothing to do when nothing changed.
     assert not [j for j in planned_jobs(snakemake(tmp_path, "-n").stdout) if j[0] != "all"]
+    report_md = (results / "report" / "report.md").read_text()
+    assert "DEMO" in report_md[:2000] and "../figures/cv_accuracy.png" in report_md
+    # `snakemake --report` (HTML) works on the finished study.
+    snakemake(tmp_path, "--report", "report.html")
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    # Editing the template reruns only the report.
+    template = REPO / "report" / "report.md.j2"
+    stat = template.stat()
+    try:
+        os.utime(template, (stat.st_atime, stat.st_mtime + 3600))
+        assert {r for r, _ in planned_jobs(snakemake(tmp_path, "-n").stdout)} == {"report", "all"}
+    finally:
+        os.utime(template, (stat.st_atime, stat.st_mtime))
     # Change one architecture: only its jobs and what depends on them rerun.
     change = tmp_path / "change.yaml"
     change.write_text(yaml.safe_dump({"architectures": {"pool_avg": {"blocks": {"kernel": 5}}}}))
@@ -69,6 +84,6 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     trained = sorted(w for r, w in jobs if r == "train_fold")
     assert trained == ["arch=pool_avg, fold=0", "arch=pool_avg, fold=1"]
     rules = {r for r, _ in jobs}
-    assert {"run_config", "evaluate_arch", "aggregate", "select"} <= rules
+    assert {"run_config", "evaluate_arch", "aggregate", "select", "figures", "report"} <= rules
     assert not any("baseline" in w for r, w in jobs)
     assert {"prepare", "demo_csv"}.isdisjoint(rules)

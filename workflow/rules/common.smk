@@ -79,4 +79,5 @@ def all_targets():
         f"{R}/final/selection.json",
         f"{R}/final/metrics.json",
         *figure_targets(),
+        f"{R}/report/report.md",
     ]
