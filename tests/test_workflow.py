@@ -1,6 +1,5 @@
 """The Snakemake workflow end to end on the built-in demo data (tiny config), and its incrementality."""
 
-import os
 import re
 import shutil
 import subprocess
@@ -69,14 +68,14 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     # `snakemake --report` (HTML) works on the finished study.
     snakemake(tmp_path, "--report", "report.html")
     assert (tmp_path / "report.html").stat().st_size > 10_000
-    # Editing the template reruns only the report.
+    # Editing the template reruns only the report (Snakemake compares content, so really edit it).
     template = REPO / "report" / "report.md.j2"
-    stat = template.stat()
+    original = template.read_bytes()
     try:
-        os.utime(template, (stat.st_atime, stat.st_mtime + 3600))
+        template.write_bytes(original + b"{# edited by test_workflow #}\n")
         assert {r for r, _ in planned_jobs(snakemake(tmp_path, "-n").stdout)} == {"report", "all"}
     finally:
-        os.utime(template, (stat.st_atime, stat.st_mtime))
+        template.write_bytes(original)
     # Change one architecture: only its jobs and what depends on them rerun.
     change = tmp_path / "change.yaml"
     change.write_text(yaml.safe_dump({"architectures": {"pool_avg": {"blocks": {"kernel": 5}}}}))
