@@ -297,6 +297,11 @@ def build_parser(command=None):
 
 
 def main(argv=None):
+    # Before torch loads: spinning OpenMP threads steal the core from the thread they wait for when
+    # other jobs share the machine (measured: 2-thread training at 29 img/s instead of 524).
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)

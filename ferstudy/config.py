@@ -231,10 +231,13 @@ def environment():
 
     env = {"ferstudy": __version__, "python": platform.python_version(), "platform": platform.platform(),
            "processor": platform.processor() or platform.machine()}
-    for mod in ("torch", "torchvision", "numpy", "h5py", "sklearn", "pandas", "snakemake"):
+    from importlib.metadata import PackageNotFoundError, version
+
+    # Versions from package metadata: importing sklearn, torchvision or snakemake costs seconds.
+    for dist in ("torch", "torchvision", "numpy", "h5py", "scikit-learn", "pandas", "snakemake"):
         try:
-            env[mod] = str(__import__(mod).__version__)
-        except ImportError:
+            env[dist] = version(dist)
+        except PackageNotFoundError:
             pass
     try:
         import torch

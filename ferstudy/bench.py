@@ -1,0 +1,685 @@
+"""Benchmark harness: `ferstudy bench` prints one JSON line per measurement (and writes them to
+`--out`). See docs/PERFORMANCE.md for what each line means and the targets.
+
+Measurements, in the order they run (each line: `name`, the numbers, `units`, `context`):
+
+1. `matmul`      the machine's attainable fp32 rate: an n x n sgemm (default 2048) repeated, best
+                 trial, with the configured threads. Every `fraction_of_matmul` below divides by it.
+2. `train_step`  per architecture: images/s through the project's real training step
+                 (`train.train_one_epoch` with the real `Augmenter`, `make_optimizer`,
+                 `make_scheduler`) on a fixed number of batches; achieved GFLOP/s counts
+                 3 x forward FLOPs per image (forward + backward, a multiply-add = 2 FLOPs; the
+                 first conv's unneeded input gradient is counted too, so this slightly flatters).
+3. `train_pil`   the same model and batch size trained the way most public FER2013 code does it:
+                 a per-image `Dataset` of PIL images, torchvision RandomCrop + RandomHorizontalFlip
+                 + ToTensor + Normalize, a `DataLoader` (0 and 2 workers), a plain loop, NCHW.
+                 `train_vs_pil` gives the ratio project / best PIL loop.
+4. `ingest`, `h5_load`  `data.prepare` of a real CSV (`--csv`) and `data.load_h5` of the result.
+5. `inference`, `latency`  `train.predict` in batches of 256, and one image at a time (median).
+6. `snakemake_dry_run`, `snakemake_change`  `snakemake -n` in a finished study (`--study-dir`),
+                 and the jobs a change to one architecture's spec triggers.
+
+A measurement that cannot run (no CSV, no study dir) prints a line with `skipped` saying why.
+Times are the best of `--trials` (the machine's attainable speed; medians are given beside).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger("ferstudy.bench")
+
+GROUPS = ("matmul", "train", "pil", "ingest", "inference", "snakemake")
+FLOPS_CONVENTION = ("training FLOPs per image = 3 x forward FLOPs of conv and linear layers "
+                    "(forward + backward; multiply-add = 2 FLOPs; norms, activations, pooling not counted)")
+
+
+# ---------------------------------------------------------------- config and context
+
+def load_config(config_path="config.yaml", configfiles=(), preset=None, workdir=None):
+    """The resolved study config: config.yaml, then each `--configfile` deep-merged over it (as
+    Snakemake does), then an optional preset override; resolved relative to `workdir` (the study
+    directory; default the config file's directory)."""
+    from .config import deep_merge, load_yaml, resolve_config
+
+    raw = load_yaml(config_path)
+    for extra in configfiles or ():
+        raw = deep_merge(raw, load_yaml(extra))
+    if preset:
+        raw["preset"] = preset
+    workdir = Path(config_path).resolve().parent if workdir is None else Path(workdir)
+    return resolve_config(raw, workdir=workdir, source=str(config_path))
+
+
+def all_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def base_context(threads):
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"threads": threads, "torch": torch.__version__, "cpu": cpu_name(), "cores": all_cores(),
+            "loadavg_1m": round(load, 2) if load is not None else None,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
+def set_threads(threads):
+    import torch
+
+    from .train import setup_torch
+
+    setup_torch(torch.device("cpu"), threads)  # exactly what a training job does
+
+
+# ---------------------------------------------------------------- data
+
+def bench_images(n, h5=None, seed=0):
+    """(images uint8 (n, 48, 48), labels int64 (n,)): Training rows of a prepared HDF5, or the
+    built-in demo faces (real-looking pixel statistics; the content does not change the speed)."""
+    import numpy as np
+
+    if h5:
+        from .data import load_h5
+
+        data = load_h5(h5)
+        train = data.indices("Training")
+        pick = np.random.default_rng(seed).permutation(train)[:n]
+        pick = np.resize(pick, n)  # repeat when the file is smaller than n
+        return data.images[pick], data.labels[pick].astype(np.int64)
+    from .demo import make_demo_faces
+
+    images, labels, _ = make_demo_faces(max(n, 100), seed)
+    return images[:n], labels[:n].astype(np.int64)
+
+
+# ---------------------------------------------------------------- 1. matmul
+
+def matmul_rate(threads, n=2048, reps=3, trials=5):
+    """Attainable fp32 GFLOP/s: best of `trials` timings of `reps` n x n matmuls."""
+    import torch
+
+    set_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    c = torch.empty(n, n)
+    torch.mm(a, b, out=c)  # warm-up: thread pool, caches
+    rates = []
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=c)
+        rates.append(2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
+    return {"name": "matmul", "gflops": max(rates), "gflops_median": statistics.median(rates),
+            "n": n, "reps": reps, "trials": trials,
+            "units": {"gflops": "GFLOP/s fp32 (2 n^3 per n x n matmul), best trial"},
+            "context": base_context(threads)}
+
+
+# ---------------------------------------------------------------- 2. the project's training step
+
+def _training_settings(run_cfg, batch_size=None):
+    t = copy.deepcopy(run_cfg["training"])
+    t["device"] = "cpu"
+    if batch_size:
+        t["batch_size"] = int(batch_size)
+    return t
+
+
+def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, trials=3, batch_size=None,
+                     channels_last=None):
+    """Images/s of the real training step (`train.train_one_epoch`) on `batches` batches per trial.
+
+    Model, optimizer, scheduler and augmentation are built as `train.fit` builds them. The indices
+    repeat the given images as needed, so a few hundred images serve any number of batches.
+    Returns a dict: img_per_s (best trial), img_per_s_median, forward_flops, gflops, ...
+    """
+    import torch
+
+    from .augment import Augmenter
+    from .models import build_model, forward_flops
+    from .train import make_optimizer, make_scheduler, train_one_epoch, use_channels_last
+
+    set_threads(threads)
+    device = torch.device("cpu")
+    t = _training_settings(run_cfg, batch_size)
+    bs = t["batch_size"]
+    if channels_last is None:
+        channels_last = use_channels_last(t, device)
+    aug_cfg = {k: v for k, v in t["augment"].items() if k != "enabled"}
+    augmenter = Augmenter(aug_cfg, enabled=t["augment"].get("enabled", True))
+    crop = aug_cfg.get("crop", 48)
+
+    torch.manual_seed(t["seed"])
+    model = build_model(run_cfg["model"], input_size=crop)
+    flops = forward_flops(model, crop)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, t)
+    total_steps = warmup + trials * batches
+    scheduler = make_scheduler(optimizer, {**t, "epochs": 1}, total_steps)
+    x = torch.from_numpy(images).unsqueeze(1)
+    y = torch.from_numpy(labels)
+
+    def run(n_batches, epoch):
+        idx = torch.arange(n_batches * bs) % len(x)
+        t0 = time.perf_counter()
+        _, _, n = train_one_epoch(model, x, y, idx, augmenter, optimizer, scheduler, t, epoch, channels_last,
+                                  False)
+        return n / (time.perf_counter() - t0)
+
+    if warmup:
+        run(warmup, 0)
+    rates = [run(batches, e + 1) for e in range(trials)]
+    best = max(rates)
+    return {"img_per_s": best, "img_per_s_median": statistics.median(rates), "forward_flops": flops,
+            "gflops": 3 * flops * best / 1e9, "batch_size": bs, "batches": batches, "trials": trials,
+            "channels_last": bool(channels_last), "augment": augmenter.enabled and aug_cfg,
+            "model": model}
+
+
+def eval_throughput(model, images, threads, crop, tta="none", channels_last=True, batch_size=512, trials=3,
+                    n_images=None):
+    """Source images/s of `train.predict` (evaluation crops, TTA views, softmax) over `images`."""
+    import torch
+
+    from .train import predict
+
+    set_threads(threads)
+    x = torch.from_numpy(images).unsqueeze(1)
+    n = n_images or len(x)
+    idx = torch.arange(n) % len(x)
+    model = model.eval()
+    predict(model, x, idx[:min(n, batch_size)], crop, tta, channels_last, False, batch_size)  # warm-up
+    rates = []
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        predict(model, x, idx, crop, tta, channels_last, False, batch_size)
+        rates.append(n / (time.perf_counter() - t0))
+    return max(rates), statistics.median(rates)
+
+
+# ---------------------------------------------------------------- 3. the public-code way
+
+class _PilFaces:
+    """Per-image Dataset returning (PIL image, label) through torchvision transforms."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i], mode="L")), int(self.labels[i])
+
+
+def pil_loop_throughput(run_cfg, images, labels, threads, workers, batches=8, warmup=1, trials=3,
+                        batch_size=None):
+    """Images/s of the usual public FER2013 training loop (see the module docstring), same model
+    and batch size. Worker start-up is excluded (warm-up batches of a fresh iterator per trial),
+    which flatters this loop a little."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+
+    from .augment import MEAN, STD
+    from .models import build_model
+
+    set_threads(threads)
+    t = _training_settings(run_cfg, batch_size)
+    bs = t["batch_size"]
+    crop = t["augment"].get("crop", 48)
+    transform = transforms.Compose([transforms.RandomCrop(crop), transforms.RandomHorizontalFlip(),
+                                    transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    n = bs * (warmup + batches)
+    pick = np.resize(np.arange(len(images)), n)  # repeat the images when fewer than n
+    dataset = _PilFaces(images[pick], labels[pick], transform)
+    torch.manual_seed(t["seed"])
+    model = build_model(run_cfg["model"], input_size=crop)
+    optimizer = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
+    loader = DataLoader(dataset, batch_size=bs, shuffle=True, num_workers=workers, drop_last=True)
+
+    rates = []
+    model.train()
+    for _ in range(trials):
+        it = iter(loader)
+        done, t0 = 0, None
+        for step, (x, y) in enumerate(it):
+            if step == warmup:
+                t0 = time.perf_counter()
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            if step >= warmup:
+                done += len(x)
+        rates.append(done / (time.perf_counter() - t0))
+        del it
+    return {"img_per_s": max(rates), "img_per_s_median": statistics.median(rates), "workers": workers,
+            "batch_size": bs, "batches": batches, "trials": trials,
+            "augment": f"RandomCrop({crop}), RandomHorizontalFlip, ToTensor, Normalize"}
+
+
+# ---------------------------------------------------------------- 4. ingest
+
+def ingest_times(csv, folds=5, fold_seed=0, trials=3):
+    from .data import load_h5, prepare
+
+    with tempfile.TemporaryDirectory(prefix="ferstudy-bench-") as tmp:
+        h5 = Path(tmp) / "bench.h5"
+        t0 = time.perf_counter()
+        data = prepare(csv, h5, folds=folds, fold_seed=fold_seed)
+        ingest_s = time.perf_counter() - t0
+        loads = []
+        for _ in range(trials):
+            t0 = time.perf_counter()
+            load_h5(h5)
+            loads.append(time.perf_counter() - t0)
+        h5_bytes = h5.stat().st_size
+    return {"rows": int(len(data.labels)), "seconds": ingest_s, "csv_bytes": Path(csv).stat().st_size,
+            "h5_load_s": min(loads), "h5_load_s_median": statistics.median(loads), "h5_bytes": h5_bytes}
+
+
+# ---------------------------------------------------------------- 6. Snakemake
+
+def snakemake_command():
+    exe = Path(sys.executable).with_name("snakemake")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
+
+
+def run_snakemake(study_dir, args, timeout=600):
+    """(seconds, combined output) of `snakemake <args>` run in `study_dir`."""
+    env = dict(os.environ)
+    t0 = time.perf_counter()
+    proc = subprocess.run(snakemake_command() + list(args), cwd=study_dir, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    seconds = time.perf_counter() - t0
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        last = out.strip().splitlines()[-1] if out.strip() else ""
+        raise RuntimeError(f"snakemake {' '.join(args)} in {study_dir} failed ({proc.returncode}): {last}")
+    return seconds, out
+
+
+def parse_job_stats(text):
+    """{rule: count} from a Snakemake `Job stats:` table (without the `total` row); {} if none."""
+    counts, inside = {}, False
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("Job stats"):
+            inside, counts = True, {}
+            continue
+        if not inside:
+            continue
+        if not s or s.startswith("job ") or set(s) <= set("- "):
+            if not s and counts:
+                inside = False
+            continue
+        m = re.fullmatch(r"(\S+)\s+(\d+)", s)
+        if not m:
+            inside = False
+            continue
+        if m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def parse_dry_run_jobs(text):
+    """['rule[wildcards]', ...] from a Snakemake dry run's job listing."""
+    jobs, rule = [], None
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?(?:checkpoint|rule) (\w+):\s*$", line.strip())
+        if m:
+            if rule is not None:
+                jobs.append(rule)
+            rule = m.group(1)
+            continue
+        if rule is not None and line.strip().startswith("wildcards:"):
+            jobs.append(f"{rule}[{line.strip()[len('wildcards:'):].strip()}]")
+            rule = None
+    if rule is not None:
+        jobs.append(rule)
+    return jobs
+
+
+def default_change_arch(cfg, change):
+    """A studied architecture that no other extends and that `change` really alters."""
+    from .config import resolve_arch
+
+    names = cfg["study"]["architectures"]
+    extended = {e.get("extends") for e in cfg["architectures"].values()}
+    for name in names:
+        if name in extended or name == cfg["study"]["baseline"]:
+            continue
+        if "backbone" in resolve_arch(cfg, name)["model"]:
+            continue
+        if changed_archs(cfg, name, change) == [name]:
+            return name
+    return None
+
+
+def changed_archs(cfg, arch, change):
+    """Studied architectures whose resolved run config differs after `change` to `arch`."""
+    from .config import deep_merge, resolve_arch
+
+    changed = copy.deepcopy(cfg)
+    changed["architectures"][arch] = deep_merge(changed["architectures"][arch], change)
+    return [n for n in cfg["study"]["architectures"] if resolve_arch(cfg, n) != resolve_arch(changed, n)]
+
+
+def snakemake_times(study_dir, cfg, arch=None, change=None, trials=3):
+    """Dry-run time of a finished study and the jobs one architecture change triggers."""
+    import yaml
+
+    change = change or {"blocks": {"kernel": 5}}
+    times = []
+    for _ in range(trials):
+        seconds, out = run_snakemake(study_dir, ["-n"])
+        times.append(seconds)
+    pending = parse_job_stats(out)
+    arch = arch or default_change_arch(cfg, change)
+    result = {"dry_run_s": min(times), "dry_run_s_median": statistics.median(times), "trials": trials,
+              "pending_jobs": sum(pending.values()), "pending_by_rule": pending}
+    if arch is None:
+        return result, None
+    expected = changed_archs(cfg, arch, change)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="ferstudy-bench-", delete=False) as f:
+        yaml.safe_dump({"architectures": {arch: change}}, f)
+        override = f.name
+    try:
+        seconds, out = run_snakemake(study_dir, ["-n", "--configfile", override])
+    finally:
+        os.unlink(override)
+    jobs = parse_dry_run_jobs(out)
+    by_rule = parse_job_stats(out)
+    trained = sorted({m.group(1) for j in jobs for m in [re.search(r"arch=([\w-]+)", j)] if m
+                      and j.startswith("train_fold")})
+    change_line = {"arch": arch, "change": change, "dry_run_s": seconds, "jobs": sum(by_rule.values()),
+                   "jobs_by_rule": by_rule, "job_list": jobs, "expected_archs": expected,
+                   "retrained_archs": trained, "only_expected": trained == sorted(expected)}
+    return result, change_line
+
+
+# ---------------------------------------------------------------- the command
+
+class Recorder:
+    """Prints each measurement as one JSON line and keeps it for the output file."""
+
+    def __init__(self, stream=None):
+        self.lines, self.stream = [], stream or sys.stdout
+
+    def __call__(self, record):
+        line = json.dumps(record, default=_jsonable)
+        self.lines.append(line)
+        print(line, file=self.stream, flush=True)
+        return record
+
+
+def _jsonable(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def run_bench(args, emit=None):
+    """Run every measurement `args` asks for; returns the list of records."""
+    from .config import resolve_arch
+
+    emit = emit or Recorder()
+    threads = args.threads or all_cores()
+    cfg = load_config(args.config, args.configfile, args.preset, args.study_dir)
+    archs = args.archs or list(cfg["architectures"])
+    for name in archs:
+        if name not in cfg["architectures"]:
+            from .errors import UserError
+            raise UserError(f"--archs: unknown architecture {name!r} (config has {', '.join(cfg['architectures'])})")
+    pil_archs = args.pil_archs if args.pil_archs is not None else [cfg["study"]["baseline"]]
+    ctx = {**base_context(threads), "preset": cfg["preset"], "dataset": cfg["dataset"]["name"],
+           "data": f"HDF5 {args.h5}" if args.h5 else "demo faces"}
+    records = []
+
+    def out(record):
+        record.setdefault("context", {})
+        record["context"] = {**ctx, **record["context"], "loadavg_1m": base_context(threads)["loadavg_1m"]}
+        records.append(emit(record))
+
+    only = set(args.only or GROUPS)
+    if "train" in only:
+        only.add("matmul")  # the training lines divide by it
+    archs = archs if "train" in only else []
+    pil_archs = pil_archs if "pil" in only else []
+
+    # 1. the machine's attainable rate
+    peak = None
+    if "matmul" in only:
+        mm = matmul_rate(threads, n=args.matmul_size, trials=args.trials + 2)
+        out(mm)
+        peak = mm["gflops"]
+
+    # 2. + 3. training throughput, and the public-code loop beside it
+    max_bs = max([args.batch_size or resolve_arch(cfg, a)["training"]["batch_size"] for a in archs + pil_archs]
+                 + [64])
+    images, labels = bench_images(min(max_bs * (args.batches + args.warmup), args.max_images), args.h5)
+    project = {}
+    layouts = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}[args.channels_last]
+    for name in archs:
+        run_cfg = resolve_arch(cfg, name)
+        for cl in layouts:
+            r = train_throughput(run_cfg, images, labels, threads, args.batches, args.warmup, args.trials,
+                                 args.batch_size, cl)
+            r.pop("model")
+            project.setdefault(name, r["img_per_s"])
+            out({"name": "train_step", "arch": name, "img_per_s": r["img_per_s"],
+                 "img_per_s_median": r["img_per_s_median"], "mflops_forward": r["forward_flops"] / 1e6,
+                 "gflops": r["gflops"], "fraction_of_matmul": r["gflops"] / peak,
+                 "units": {"img_per_s": "images/s, best trial", "mflops_forward": "MFLOP per image, forward",
+                           "gflops": "GFLOP/s achieved; " + FLOPS_CONVENTION,
+                           "fraction_of_matmul": "gflops / matmul gflops"},
+                 "context": {"batch_size": r["batch_size"], "batches": r["batches"], "trials": r["trials"],
+                             "channels_last": r["channels_last"], "augment": r["augment"],
+                             "loop": "ferstudy.train.train_one_epoch"}})
+    if threads > 1 and archs:  # thread scaling of the first architecture's training step
+        name = cfg["study"]["baseline"] if cfg["study"]["baseline"] in archs else archs[0]
+        run_cfg = resolve_arch(cfg, name)
+        one = train_throughput(run_cfg, images, labels, 1, args.batches, args.warmup, args.trials,
+                               args.batch_size)["img_per_s"]
+        out({"name": "thread_scaling", "arch": name, "img_per_s_1": one, "img_per_s_n": project[name],
+             "speedup": project[name] / one, "units": {"speedup": f"img/s at {threads} threads / at 1 thread"},
+             "context": {"batch_size": args.batch_size or run_cfg["training"]["batch_size"]}})
+    for name in pil_archs:
+        run_cfg = resolve_arch(cfg, name)
+        if name not in project:
+            r = train_throughput(run_cfg, images, labels, threads, args.batches, args.warmup, args.trials,
+                                 args.batch_size)
+            project[name] = r["img_per_s"]
+        pil = {}
+        for workers in args.pil_workers:
+            r = pil_loop_throughput(run_cfg, images, labels, threads, workers, args.batches, args.warmup,
+                                    args.trials, args.batch_size)
+            pil[workers] = r["img_per_s"]
+            out({"name": "train_pil", "arch": name, "workers": workers, "img_per_s": r["img_per_s"],
+                 "img_per_s_median": r["img_per_s_median"],
+                 "units": {"img_per_s": "images/s, best trial (DataLoader start-up excluded)"},
+                 "context": {"batch_size": r["batch_size"], "batches": r["batches"], "trials": r["trials"],
+                             "channels_last": False, "augment": r["augment"],
+                             "loop": "Dataset of PIL images + torchvision transforms + DataLoader + plain loop"}})
+        best_workers = max(pil, key=pil.get)
+        out({"name": "train_vs_pil", "arch": name, "project_img_per_s": project[name],
+             "pil_best_img_per_s": pil[best_workers], "pil_best_workers": best_workers,
+             "ratio": project[name] / pil[best_workers],
+             "units": {"ratio": "project img/s / best PIL+DataLoader img/s"},
+             "context": {"batch_size": args.batch_size or run_cfg["training"]["batch_size"]}})
+
+    # 4. ingest and HDF5 load
+    if "ingest" not in only:
+        pass
+    elif args.csv and Path(args.csv).is_file():
+        r = ingest_times(args.csv, cfg["data"]["folds"], cfg["data"]["fold_seed"])
+        out({"name": "ingest", "csv": str(args.csv), "rows": r["rows"], "seconds": r["seconds"],
+             "rows_per_s": r["rows"] / r["seconds"], "mb_per_s": r["csv_bytes"] / 1e6 / r["seconds"],
+             "units": {"seconds": "s for ferstudy.data.prepare (parse, validate, folds, sha256, HDF5 write)",
+                       "mb_per_s": "MB of the CSV file (as stored, compressed or not) per s"},
+             "context": {"csv_bytes": r["csv_bytes"]}})
+        out({"name": "h5_load", "path": "(written by ingest)", "rows": r["rows"], "seconds": r["h5_load_s"],
+             "seconds_median": r["h5_load_s_median"], "mb_per_s": r["h5_bytes"] / 1e6 / r["h5_load_s"],
+             "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"}, "context": {"h5_bytes": r["h5_bytes"]}})
+    else:
+        out({"name": "ingest", "skipped": f"no CSV ({args.csv or 'give --csv'} not found)", "context": {}})
+    if args.h5 and "ingest" in only:
+        from .data import load_h5
+
+        loads = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            data = load_h5(args.h5)
+            loads.append(time.perf_counter() - t0)
+        out({"name": "h5_load", "path": str(args.h5), "rows": int(len(data.labels)), "seconds": min(loads),
+             "seconds_median": statistics.median(loads), "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"},
+             "context": {"h5_bytes": Path(args.h5).stat().st_size}})
+
+    # 5. inference
+    if "inference" in only:
+        for r in inference_records(cfg, args, images, threads):
+            out(r)
+
+    # 6. Snakemake
+    if "snakemake" not in only:
+        pass
+    elif args.study_dir:
+        import yaml
+
+        change = yaml.safe_load(args.change) if args.change else None
+        dry, chg = snakemake_times(args.study_dir, cfg, args.change_arch, change, trials=args.trials)
+        out({"name": "snakemake_dry_run", "seconds": dry["dry_run_s"], "seconds_median": dry["dry_run_s_median"],
+             "pending_jobs": dry["pending_jobs"], "pending_by_rule": dry["pending_by_rule"],
+             "units": {"seconds": "s wall of `snakemake -n`, best trial"},
+             "context": {"study_dir": str(args.study_dir), "trials": dry["trials"]}})
+        if chg is None:
+            out({"name": "snakemake_change", "skipped": "no architecture that the change alters alone", "context": {}})
+        else:
+            out({"name": "snakemake_change", **{k: v for k, v in chg.items()},
+                 "units": {"dry_run_s": "s wall of `snakemake -n --configfile <override>`",
+                           "jobs": "jobs the change triggers"},
+                 "context": {"study_dir": str(args.study_dir)}})
+    else:
+        out({"name": "snakemake_dry_run", "skipped": "no --study-dir (a finished study directory)", "context": {}})
+    return records
+
+
+def inference_records(cfg, args, images, threads):
+    import numpy as np
+    import torch
+
+    from .config import resolve_arch
+    from .models import build_model
+    from .train import load_model, predict, use_channels_last
+
+    set_threads(threads)
+    if args.model and Path(args.model).is_file():
+        model, payload = load_model(args.model)
+        crop, source = payload["input_size"], str(args.model)
+        t = payload.get("run_config", {}).get("training", {})
+    else:
+        run_cfg = resolve_arch(cfg, cfg["study"]["baseline"])
+        torch.manual_seed(0)
+        crop = run_cfg["training"]["augment"].get("crop", 48)
+        model, t = build_model(run_cfg["model"], input_size=crop).eval(), run_cfg["training"]
+        source = f"{run_cfg['name']} (fresh weights; no --model)"
+    channels_last = use_channels_last(t, torch.device("cpu"))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    rate, median = eval_throughput(model, images, threads, crop, "none", channels_last, batch_size=256,
+                                   trials=args.trials, n_images=max(1024, 256 * 4))
+    x = torch.from_numpy(images).unsqueeze(1)
+    one = torch.zeros(1, dtype=torch.long)
+    lat = []
+    for i in range(args.latency_reps + 5):
+        one[0] = i % len(x)
+        t0 = time.perf_counter()
+        predict(model, x, one, crop, "none", channels_last, False, 1)
+        lat.append(time.perf_counter() - t0)
+    lat = np.array(lat[5:]) * 1000
+    ctx = {"model": source, "tta": "none", "channels_last": channels_last, "loop": "ferstudy.train.predict"}
+    return [{"name": "inference", "img_per_s": rate, "img_per_s_median": median,
+             "units": {"img_per_s": "images/s in batches of 256, best trial"},
+             "context": {**ctx, "batch_size": 256, "trials": args.trials}},
+            {"name": "latency", "ms_median": float(np.median(lat)), "ms_p90": float(np.percentile(lat, 90)),
+             "reps": args.latency_reps, "units": {"ms_median": "ms per single image (median)", "ms_p90": "ms"},
+             "context": {**ctx, "batch_size": 1}}]
+
+
+def cmd_bench(args):
+    from .io import atomic_path
+
+    records = run_bench(args)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            Path(tmp).write_text("".join(json.dumps(r, default=_jsonable) + "\n" for r in records))
+        log.info("wrote %d measurements to %s", len(records), args.out)
+
+
+def add_arguments(p):
+    p.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups of measurements "
+                                                             "(default: all; train implies matmul)")
+    p.add_argument("--config", default="config.yaml", help="study config (default config.yaml)")
+    p.add_argument("--configfile", nargs="*", default=[], help="YAML files merged over --config, as Snakemake does")
+    p.add_argument("--preset", help="override the config's preset (e.g. cpu: full-width networks, batch 128)")
+    p.add_argument("--archs", nargs="*", help="architectures to time (default: every one in the config)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, help="override every architecture's batch size")
+    p.add_argument("--batches", type=int, default=8, help="timed batches per trial (default 8)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed batches first (default 1)")
+    p.add_argument("--trials", type=int, default=3, help="repetitions; the best is reported (default 3)")
+    p.add_argument("--channels-last", choices=["auto", "on", "off", "both"], default="auto",
+                   help="memory format of the training step (auto: as the config says)")
+    p.add_argument("--pil-archs", nargs="*", help="architectures for the PIL+DataLoader comparison "
+                                                  "(default: the study baseline; the option without names skips it)")
+    p.add_argument("--pil-workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers to try")
+    p.add_argument("--matmul-size", type=int, default=2048)
+    p.add_argument("--max-images", type=int, default=2048, help="distinct images generated or read")
+    p.add_argument("--h5", help="prepared HDF5 to train on (default: demo faces)")
+    p.add_argument("--csv", help="FER2013 CSV (.csv or .csv.gz) to time the ingest of")
+    p.add_argument("--model", help="saved model for the inference lines (default: the baseline, fresh)")
+    p.add_argument("--latency-reps", type=int, default=100)
+    p.add_argument("--study-dir", help="finished study directory for the Snakemake lines")
+    p.add_argument("--change-arch", help="architecture to alter for snakemake_change (default: a leaf one)")
+    p.add_argument("--change", help="YAML of the change (default: '{blocks: {kernel: 5}}')")
+    p.add_argument("--out", help="also write the JSON lines here (e.g. results/bench.jsonl)")
+
+
+def register(subparsers):
+    p = subparsers.add_parser("bench", help="benchmark harness: one JSON line per measurement",
+                              description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)
+    return p

@@ -1,0 +1,140 @@
+"""Study cost prediction: job counts, training images x epochs (hand-computed), the greedy
+schedule, and the prediction arithmetic on made-up measurements."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.model_selection import StratifiedKFold
+
+from ferstudy import cost
+from ferstudy.config import load_yaml, resolve_arch, resolve_config
+from ferstudy.train import subsample
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The architectures and the demo preset pinned here, so edits to config.yaml do not move the
+# hand-computed numbers (only the schema and the training defaults come from config.yaml).
+ARCHS = {
+    "baseline": {"blocks": {"filters": [8, 16], "convs": 1, "head_dropout": 0.3}},
+    "wide": {"extends": "baseline", "blocks": {"filters": [16, 32]}},
+    "half_data": {"extends": "baseline", "training": {"subsample": 0.5}},
+}
+DEMO = {"data": {"folds": 3, "demo_images": 2000},
+        "training": {"epochs": 10, "batch_size": 32, "tta": "none"},
+        "study": {"only": ["baseline", "wide", "half_data"]},
+        "final": {"training": {"epochs": 12}}}
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    raw = load_yaml(REPO / "config.yaml")
+    raw["architectures"] = ARCHS
+    raw["presets"] = {"demo": DEMO}
+    raw["preset"] = "demo"
+    raw["study"] = {**raw["study"], "baseline": "baseline", "only": []}
+    raw["final"] = {"architecture": None, "training": {}}
+    return resolve_config(raw, workdir=tmp_path_factory.mktemp("nodata"))  # no data/: the demo
+
+
+def test_job_count_of_a_fresh_demo_study(cfg):
+    jobs = cost.count_jobs(cfg)
+    # 3 architectures x 3 folds; demo data adds demo_csv
+    assert jobs == {"demo_csv": 1, "prepare": 1, "run_config": 3, "final_config": 1, "train_fold": 9,
+                    "evaluate_arch": 3, "aggregate": 1, "select": 1, "train_final": 1, "evaluate_final": 1,
+                    "figures": 1, "report": 1, "all": 1}
+    assert sum(jobs.values()) == 25
+
+
+def test_demo_sizes_and_images_x_epochs_by_hand(cfg):
+    counts, source = cost.data_counts(cfg)
+    assert source.startswith("config")
+    # 2000 demo faces, class weights .13 .06 .14 .22 .16 .12 .17 -> 260 120 280 440 320 240 340;
+    # 10 % of each class to PublicTest and to PrivateTest, the rest Training.
+    assert counts["Training"] == [208, 96, 224, 352, 256, 192, 272]
+    assert sum(counts["Training"]) == 1600 and sum(counts["PublicTest"]) == 200
+    base = cost.cv_workload(resolve_arch(cfg, "baseline"), counts, 3)
+    # 1600 Training rows in 3 folds: held out 534, 533, 533; trained on the other two
+    assert [j["n_train"] for j in base["jobs"]] == [1066, 1067, 1067]
+    assert [j["n_val"] for j in base["jobs"]] == [534, 533, 533]
+    assert [j["steps"] for j in base["jobs"]] == [33, 33, 33]  # 1066 // 32, ragged batch dropped
+    assert base["images_x_epochs"] == 1600 * 2 * 10
+    half = cost.cv_workload(resolve_arch(cfg, "half_data"), counts, 3)
+    # subsample 0.5 of each class of each fold's training part, with the same rounding as
+    # train.subsample: checked against scikit-learn's folds and the real function
+    labels = np.repeat(np.arange(7), counts["Training"])
+    skf = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+    real = [len(subsample(tr, labels, 0.5, seed=0)) for tr, _ in skf.split(np.zeros(len(labels)), labels)]
+    assert [j["n_train"] for j in half["jobs"]] == real
+    assert half["images_x_epochs"] == sum(real) * 10
+    final = cost.final_workload(resolve_arch(cfg, "baseline", final=True), counts)
+    assert (final["n_train"], final["epochs"], final["images_x_epochs"]) == (1600, 12, 19200)
+    assert (final["n_public"], final["n_private"]) == (200, 200)
+
+
+def test_subsample_and_folds_by_hand_and_against_the_real_code():
+    # Training labels: 10 of class 0, 5 of class 1, 3 of class 6; 3 folds.
+    counts = {"Training": [10, 5, 0, 0, 0, 0, 3], "PublicTest": [1] * 7, "PrivateTest": [1] * 7}
+    held = cost.fold_held_out_counts(np.array(counts["Training"]), 3)
+    # label-sorted rows dealt round-robin: fold 0 gets 4+1+1, folds 1 and 2 get 3+2+1
+    assert held[:, [0, 1, 6]].tolist() == [[4, 1, 1], [3, 2, 1], [3, 2, 1]]
+    run = {"training": {"epochs": 4, "batch_size": 5, "subsample": 0.5}}
+    w = cost.cv_workload(run, counts, 3)
+    # fold 0 trains on 6+4+2 -> half: 3+2+1 = 6; folds 1, 2 on 7+3+2 -> round(3.5)=4 + round(1.5)=2 + 1 = 7
+    assert [j["n_train"] for j in w["jobs"]] == [6, 7, 7]
+    assert w["images_x_epochs"] == 20 * 4
+    # the same numbers from scikit-learn's folds and ferstudy.train.subsample
+    labels = np.repeat([0, 1, 6], [10, 5, 3])
+    skf = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+    real = [len(subsample(tr, labels, 0.5, seed=0)) for tr, _ in skf.split(np.zeros(18), labels)]
+    assert real == [6, 7, 7]
+
+
+def test_fer2013_sizes_from_config():
+    counts = {k: list(v) for k, v in cost.FER2013_COUNTS.items()}
+    assert [sum(v) for v in counts.values()] == [28709, 3589, 3589]
+    w = cost.cv_workload({"training": {"epochs": 4, "batch_size": 128, "subsample": 1.0}}, counts, 3)
+    assert sum(j["n_train"] for j in w["jobs"]) == 28709 * 2
+    assert [j["n_val"] for j in w["jobs"]] == [9570, 9570, 9569]
+
+
+def test_greedy_longest_first_schedule_by_hand():
+    makespan, placed = cost.lpt_schedule({"a": 5, "b": 4, "c": 3, "d": 3, "e": 2}, 2)
+    # a->slot0 [0,5); b->slot1 [0,4); c->slot1 [4,7); d->slot0 [5,8); e->slot1 [7,9)
+    assert placed == {"a": (0, 0), "b": (1, 0), "c": (1, 4), "d": (0, 5), "e": (1, 7)}
+    assert makespan == 9
+    assert cost.lpt_schedule({"x": 2, "y": 2, "z": 2}, 1)[0] == 6
+    assert cost.lpt_schedule({"x": 2, "y": 2, "z": 2}, 8)[0] == 2
+    assert cost.lpt_schedule({}, 2)[0] == 0
+
+
+def test_prediction_arithmetic(cfg):
+    counts, _ = cost.data_counts(cfg)
+    names = cfg["study"]["architectures"]
+    m = {"data_source": "config", "counts": counts,
+         "constants": {"job_overhead_s": 3.0, "light_job_s": 2.0, "snakemake_job_s": 1.0,
+                       "snakemake_startup_s": 3.0, "demo_csv_s": 1.0, "prepare_s": 2.0},
+         "per_arch": {n: {"img_per_s": 1056.0, "eval_img_per_s": 533.0, "checkpoint_s": 0.0} for n in names},
+         "final": {"architecture": "baseline", "img_per_s": 1600.0, "eval_img_per_s": 200.0, "threads": 2}}
+    p = cost.predict(cfg, 2, m)
+    assert p["jobs"] == 25 and p["cores"] == 2
+    # fold job: 4 s overhead + 10 epochs x (33*32/1056 = 1 s train + ~1 s held-out eval) + ~1 s eval
+    job = p["per_arch"]["baseline"]["predicted_job_s"]
+    assert job == pytest.approx(4 + 10 * 2 + 1, abs=0.05)
+    assert p["per_arch"]["baseline"]["images_x_epochs"] == 32000
+    # final: 4 + 12 x (1 s train + 1 s PublicTest) + 2 s (PublicTest + PrivateTest)
+    assert p["final"]["predicted_job_s"] == pytest.approx(4 + 12 * 2 + 2)
+    assert p["final"]["assumed"] is True
+    total = p["phases_s"]["startup_and_data"] + p["phases_s"]["cross_validation"] + p["final"]["predicted_job_s"] \
+        + p["phases_s"]["light_jobs_after"]
+    assert p["predicted_total_s"] == pytest.approx(total)
+    # start-up 3 + demo_csv (1 + light 3) + prepare (2 + light 3); after the final model:
+    # aggregate, select, evaluate_final, figures, report: 5 light jobs of 3 s
+    assert p["phases_s"]["startup_and_data"] == pytest.approx(12)
+    assert p["phases_s"]["light_jobs_after"] == pytest.approx(15)
+    # 6 fold jobs of 25 s (baseline, wide), 3 of ~19.9 s (half_data: 16 steps, 512 images -> 0.485 s
+    # per epoch) and 3 evaluate_arch jobs of 3 s on 2 slots, longest first: slot 0 gets 3 x 25 + 2 x 19.9
+    assert p["per_arch"]["half_data"]["predicted_job_s"] == pytest.approx(4 + 10 * (512 / 1056 + 1) + 1, abs=0.05)
+    assert p["phases_s"]["cross_validation"] == pytest.approx(3 * 25 + 2 * 19.86, abs=0.1)
+    for key in ("images_x_epochs", "img_per_s", "predicted_job_s"):
+        assert all(key in a for a in p["per_arch"].values())
