@@ -235,7 +235,7 @@ class Augmenter:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def _erase(self, x, p):
-        b, crop = x.shape[0], x.shape[-1]
+        crop = x.shape[-1]
         area = _uniform(p["e_area"], 0.02, 0.33) * crop * crop
         ratio = torch.exp(_uniform(p["e_ratio"], math.log(0.3), math.log(3.3)))
         h = torch.sqrt(area * ratio).round().clamp(1, crop).long()

@@ -155,7 +155,7 @@ def resolve_arch(cfg, name, final=False):
     training = deep_merge(cfg["training"], merged.get("training", {}))
     if final:
         training = deep_merge(training, cfg.get("final", {}).get("training", {}))
-    from .models import validate_spec
+    from .spec import validate_spec
 
     try:
         validate_spec(model, input_size=training.get("augment", {}).get("crop", 48))

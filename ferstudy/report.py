@@ -529,7 +529,7 @@ def augmentation_text(aug):
            "changed in brightness and contrast" if aug.get("brightness") or aug.get("contrast") else None]
     ops = [o for o in ops if o]
     return (f"Training faces are {and_join(ops)}" if ops else "Augmentation is on but every operation is off") + \
-        (f"; evaluation uses the centre crop." if crop < 48 else ".")
+        ("; evaluation uses the centre crop." if crop < 48 else ".")
 
 
 def findings(ctx):

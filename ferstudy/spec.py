@@ -1,0 +1,255 @@
+"""Architecture specs checked without torch: layer lists planned shape by shape, backbones named.
+
+`ferstudy.models` builds the modules from these plans; config validation and dry runs use this
+module alone, so they never import torch (seconds saved on every `snakemake -n`).
+
+A spec is either ``{"layers": [...]}`` (see docs/DESIGN.md, "Architecture spec") or
+``{"backbone": "resnet18" | "vgg11_bn", "pretrained": None | "path/to/weights.pth"}``.
+
+Layer lists are checked and their shapes computed by plain Python (`plan_layers`) before any
+module is built, so a bad spec fails with one line naming the layer, e.g.::
+
+    layer 3 ({'conv': {'filter': 32}}): unknown option 'filter' (expected filters, kernel, stride, padding, bias)
+
+Layer indices in messages are 0-based positions in the resolved ``layers`` list.
+
+Layer types (each list item is a bare string or a one-key mapping, as YAML gives them):
+
+=============  ==========================================================================
+``conv``       ``conv: 32`` or ``conv: {filters, kernel: 3, stride: 1, padding: same, bias: true}``;
+               padding is ``same``, ``valid`` or an int; ``same`` with stride > 1 pads
+               kernel // 2 (output = ceil(size / stride)). bias defaults to true; write
+               ``bias: false`` before a batchnorm if you want to save the redundant parameters.
+``batchnorm``  BatchNorm2d on a feature map, BatchNorm1d once flattened (no options)
+``relu`` ``elu`` ``gelu``   activations (no options; not in-place, so hooks see clean tensors)
+``leakyrelu``  ``leakyrelu: 0.1`` or ``{slope: 0.1}``; bare ``leakyrelu`` = slope 0.01
+``maxpool`` ``avgpool``  ``maxpool: 2`` or ``{size: 2, stride: size, padding: 0}``
+``dropout``    ``dropout: 0.25`` or ``{p: 0.25}`` (plain Dropout, also on feature maps)
+``gap``        global average pooling to one value per channel (flattens)
+``flatten``    flatten the feature map
+``fc``         ``fc: 256`` or ``{units: 256}``: hidden linear layer
+=============  ==========================================================================
+
+The builder flattens automatically before the first ``fc`` / the head and appends the final
+``Linear(features, num_classes)`` named ``head``. Module names are ``<type><index>`` so a printed
+model maps line by line onto the spec.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ferstudy.errors import UserError
+
+BACKBONES = ("resnet18", "vgg11_bn")
+LAYER_TYPES = ("conv", "batchnorm", "relu", "leakyrelu", "elu", "gelu", "maxpool", "avgpool",
+               "dropout", "gap", "flatten", "fc")
+_CONV_OPTIONS = ("filters", "kernel", "stride", "padding", "bias")
+_POOL_OPTIONS = ("size", "stride", "padding")
+
+
+# ----------------------------------------------------------------------------- spec checking
+@dataclass
+class LayerPlan:
+    """One resolved layer: module type name, constructor arguments, and the shape after it."""
+
+    index: int | None  # position in the spec; None for layers the builder adds
+    name: str  # module name in the Sequential
+    kind: str  # layer type (see LAYER_TYPES) or "head"
+    args: dict = field(default_factory=dict)
+    shape: tuple = ()  # (C, H, W) or (F,) after this layer
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _split_item(i, item):
+    """A list item -> (where, type, value); `where` prefixes every message about it."""
+    where = f"layer {i} ({item!r})"
+    if isinstance(item, str):
+        kind, value = item, None
+    elif isinstance(item, dict):
+        if len(item) != 1:
+            raise UserError(f"{where}: a layer is a mapping with exactly one key (its type), "
+                            f"got {len(item)} keys; check the indentation of this list item")
+        (kind, value), = item.items()
+    else:
+        raise UserError(f"{where}: a layer must be a type name or a one-key mapping, "
+                        f"e.g. `- relu` or `- conv: 32`")
+    if kind not in LAYER_TYPES:
+        raise UserError(f"{where}: unknown layer type {kind!r} (expected {', '.join(LAYER_TYPES)})")
+    return where, kind, value
+
+
+def _options(where, value, allowed, scalar_key):
+    """Normalise a layer's value to a dict of options; a bare scalar means `scalar_key`."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        for k in value:
+            if k not in allowed:
+                expected = ", ".join(allowed) if allowed else "no options"
+                raise UserError(f"{where}: unknown option {k!r} (expected {expected})")
+        return dict(value)
+    if scalar_key is None:
+        raise UserError(f"{where}: this layer takes no value (write it as a bare name)")
+    return {scalar_key: value}
+
+
+def _int_option(where, opts, key, default, minimum):
+    v = opts.get(key, default)
+    if v is None:
+        raise UserError(f"{where}: missing {key!r}")
+    if not _is_int(v) or v < minimum:
+        raise UserError(f"{where}: {key} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def _out_size(size, kernel, stride, padding):
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def plan_layers(layers, in_channels=1, input_size=48):
+    """Check a layer list and compute every shape, without torch. Returns a list of LayerPlan."""
+    if not isinstance(layers, list) or not layers:
+        raise UserError("layers must be a non-empty list of layers")
+    c, h, w = in_channels, input_size, input_size
+    flat = None  # feature count once the tensor is 2-D
+    flattened_at = None
+    seen_conv = False
+    plan = []
+
+    def need_map(where, kind):
+        if flat is not None:
+            raise UserError(f"{where}: {kind} needs a feature map, but the tensor was already "
+                            f"flattened at layer {flattened_at}; move it before the gap/flatten/fc")
+
+    def shape():
+        return (flat,) if flat is not None else (c, h, w)
+
+    for i, item in enumerate(layers):
+        where, kind, value = _split_item(i, item)
+        args = {}
+        if kind == "conv":
+            need_map(where, "conv")
+            o = _options(where, value, _CONV_OPTIONS, "filters")
+            filters = _int_option(where, o, "filters", None, 1)
+            kernel = _int_option(where, o, "kernel", 3, 1)
+            stride = _int_option(where, o, "stride", 1, 1)
+            bias = o.get("bias", True)
+            if not isinstance(bias, bool):
+                raise UserError(f"{where}: bias must be true or false, got {bias!r}")
+            padding = o.get("padding", "same")
+            if padding == "same":
+                if kernel % 2 == 0 and stride > 1:
+                    raise UserError(f"{where}: padding 'same' with an even kernel needs stride 1; "
+                                    f"give an integer padding")
+                pad = "same" if kernel % 2 == 0 else kernel // 2
+            elif padding == "valid":
+                pad = 0
+            elif _is_int(padding) and padding >= 0:
+                pad = padding
+            else:
+                raise UserError(f"{where}: padding must be 'same', 'valid' or an integer >= 0, "
+                                f"got {padding!r}")
+            if pad == "same":  # even kernel, stride 1: torch pads asymmetrically, size unchanged
+                h2, w2 = h, w
+            else:
+                h2, w2 = _out_size(h, kernel, stride, pad), _out_size(w, kernel, stride, pad)
+            args = dict(in_channels=c, out_channels=filters, kernel_size=kernel, stride=stride,
+                        padding=pad, bias=bias)
+            c, h, w = filters, h2, w2
+            seen_conv = True
+        elif kind in ("maxpool", "avgpool"):
+            need_map(where, kind)
+            o = _options(where, value, _POOL_OPTIONS, "size")
+            size = _int_option(where, o, "size", None, 1)
+            stride = _int_option(where, o, "stride", size, 1)
+            padding = _int_option(where, o, "padding", 0, 0)
+            if padding > size // 2:
+                raise UserError(f"{where}: padding must be at most size // 2 = {size // 2}")
+            args = dict(kernel_size=size, stride=stride, padding=padding)
+            h, w = _out_size(h, size, stride, padding), _out_size(w, size, stride, padding)
+        elif kind == "batchnorm":
+            _options(where, value, (), None)
+            args = dict(num_features=flat if flat is not None else c)
+        elif kind in ("relu", "elu", "gelu"):
+            _options(where, value, (), None)
+        elif kind == "leakyrelu":
+            o = _options(where, value, ("slope",), "slope")
+            slope = o.get("slope", 0.01)
+            if not _is_number(slope) or slope < 0:
+                raise UserError(f"{where}: slope must be a number >= 0, got {slope!r}")
+            args = dict(negative_slope=float(slope))
+        elif kind == "dropout":
+            o = _options(where, value, ("p",), "p")
+            p = o.get("p")
+            if p is None:
+                raise UserError(f"{where}: give the drop probability, e.g. `dropout: 0.25`")
+            if not _is_number(p) or not 0 <= p < 1:
+                raise UserError(f"{where}: p must be a number in [0, 1), got {p!r}")
+            args = dict(p=float(p))
+        elif kind in ("gap", "flatten"):
+            _options(where, value, (), None)
+            need_map(where, kind)
+            flat = c if kind == "gap" else c * h * w
+            flattened_at = i
+        elif kind == "fc":
+            o = _options(where, value, ("units",), "units")
+            units = _int_option(where, o, "units", None, 1)
+            if flat is None:
+                if not seen_conv:
+                    raise UserError(f"{where}: fc before any conv layer; add conv layers first "
+                                    f"(or put `flatten` before it for a pixel MLP)")
+                plan.append(LayerPlan(None, f"flatten{i}", "flatten", {}, (c * h * w,)))
+                flat, flattened_at = c * h * w, i
+            args = dict(in_features=flat, out_features=units)
+            flat = units
+        if flat is None and (h < 1 or w < 1):
+            raise UserError(f"after layer {i} ({item!r}) the feature map is {max(h, 0)}x{max(w, 0)}: "
+                            f"too much pooling or striding for {input_size}x{input_size} input")
+        plan.append(LayerPlan(i, f"{kind}{i}", kind, args, shape()))
+    return plan
+
+
+def _check_top(spec):
+    if not isinstance(spec, dict):
+        raise UserError(f"an architecture must be a mapping with `layers` or `backbone`, got {spec!r}")
+    if ("layers" in spec) == ("backbone" in spec):
+        raise UserError("an architecture needs exactly one of `layers` or `backbone`")
+    allowed = ("layers",) if "layers" in spec else ("backbone", "pretrained")
+    for k in spec:
+        if k not in allowed:
+            raise UserError(f"unknown architecture key {k!r} (expected {', '.join(allowed)})")
+
+
+def _check_backbone(spec, input_size):
+    name = spec["backbone"]
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r} (expected {', '.join(BACKBONES)})")
+    pretrained = spec.get("pretrained")
+    if pretrained is not None:
+        if not isinstance(pretrained, (str, os.PathLike)):
+            raise UserError(f"pretrained must be null or a path to a state dict file, got {pretrained!r}")
+        if not os.path.isfile(pretrained):
+            raise UserError(f"pretrained weights file {str(pretrained)!r} not found "
+                            f"(download it yourself; ferstudy never downloads)")
+    minimum = 32 if name == "vgg11_bn" else 8
+    if input_size < minimum:
+        raise UserError(f"backbone {name} needs input of at least {minimum}x{minimum}, "
+                        f"got {input_size}x{input_size}")
+
+
+def validate_spec(spec, input_size=48, in_channels=1):
+    """Raise UserError for a bad spec (same messages as build_model); allocates no weights."""
+    _check_top(spec)
+    if "layers" in spec:
+        plan_layers(spec["layers"], in_channels, input_size)
+    else:
+        _check_backbone(spec, input_size)
