@@ -7,6 +7,10 @@ rule demo_csv:
     params:
         images=STUDY["data"]["demo_images"],
         seed=STUDY["data"]["demo_seed"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         f"{R}/logs/demo_csv.log",
     conda:
@@ -27,6 +31,10 @@ rule prepare:
         dataset=DATASET,
         folds=STUDY["data"]["folds"],
         fold_seed=STUDY["data"]["fold_seed"],
+    threads: 1
+    resources:
+        mem_mb=prepare_mem_mb,
+        runtime=prepare_runtime,
     log:
         f"{R}/logs/prepare.log",
     benchmark:
@@ -38,3 +46,8 @@ rule prepare:
         " --folds {params.folds} --fold-seed {params.fold_seed}"
         " --summary-csv {output.summary_csv} --summary-md {output.summary_md} --faces {output.faces}"
         " > {log} 2>&1"
+
+
+# Light jobs run in the Snakemake process (also under a cluster executor), not as cluster jobs.
+localrules:
+    demo_csv,

@@ -9,6 +9,10 @@ rule evaluate_arch:
         benchmarks=expand(f"{R}/benchmarks/train/{{{{arch}}}}/fold{{fold}}.tsv", fold=FOLDS),
     output:
         f"{R}/cv/{{arch}}/metrics.json",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         f"{R}/logs/evaluate/{{arch}}.log",
     conda:
@@ -29,6 +33,10 @@ rule aggregate:
     params:
         baseline=STUDY["study"]["baseline"],
         alpha=STUDY["study"].get("alpha", 0.05),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         f"{R}/logs/aggregate.log",
     conda:
@@ -47,6 +55,10 @@ rule select:
         f"{R}/final/selection.json",
     params:
         metric=STUDY["study"].get("select_metric", "accuracy"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         f"{R}/logs/select.log",
     conda:
@@ -62,6 +74,11 @@ rule predict_extra:
         csv=lambda w: EXTRA_TEST_SETS[w.name],
     output:
         f"{R}/final/extra/{{name}}/predictions.csv",
+    threads: 1
+    resources:
+        mem_mb=predict_extra_mem_mb,
+        runtime=predict_extra_runtime,
+        gpu=train_final_gpu,
     log:
         f"{R}/logs/predict_extra/{{name}}.log",
     conda:
@@ -79,6 +96,10 @@ rule evaluate_final:
         f"{R}/final/metrics.json",
     params:
         extra=" ".join(f"{name}={R}/final/extra/{name}/predictions.csv" for name in EXTRA_TEST_SETS),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         f"{R}/logs/evaluate_final.log",
     conda:
@@ -86,3 +107,11 @@ rule evaluate_final:
     shell:
         "ferstudy evaluate-final --public {input.public} --private {input.private} --extra {params.extra}"
         " --out {output} > {log} 2>&1"
+
+
+# Light jobs run in the Snakemake process (also under a cluster executor), not as cluster jobs.
+localrules:
+    evaluate_arch,
+    aggregate,
+    select,
+    evaluate_final,

@@ -26,6 +26,9 @@ rule figures:
         results=lambda w, input: os.path.dirname(os.path.dirname(input.h5)),
         out_dir=lambda w, output: os.path.dirname(output[0]),
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     log:
         f"{R}/logs/figures.log",
     benchmark:
@@ -35,3 +38,7 @@ rule figures:
     shell:
         "ferstudy figures --h5 {input.h5} --results {params.results} --archs {params.archs} --baseline {params.baseline}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+
+
+localrules:
+    figures,

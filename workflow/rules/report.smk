@@ -24,6 +24,9 @@ rule report:
         results=lambda w, input: os.path.dirname(os.path.dirname(input.h5)),
         preset=STUDY["preset"],
     threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         f"{R}/logs/report.log",
     conda:
@@ -31,3 +34,7 @@ rule report:
     shell:
         "ferstudy report --results {params.results} --out {output} --template {input.template} --preset {params.preset}"
         " --threads {threads} > {log} 2>&1"
+
+
+localrules:
+    report,

@@ -9,6 +9,10 @@ rule run_config:
     params:
         # The resolved spec is the rerun trigger: editing one architecture reruns only its jobs.
         spec=lambda w: resolve_arch(STUDY, w.arch),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         f"{R}/logs/run_config/{{arch}}.log",
     run:
@@ -20,6 +24,10 @@ rule final_config:
         f"{R}/final/final_config.yaml",
     params:
         final=lambda w: {"architecture": STUDY["final"].get("architecture"), "training": STUDY["final"].get("training") or {}},
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         f"{R}/logs/final_config.log",
     run:
@@ -39,6 +47,10 @@ rule train_fold:
         checkpoint=f"{R}/checkpoints/cv/{{arch}}/fold{{fold}}.pt",
         out_dir=lambda w, output: os.path.dirname(output.model),
     threads: 1
+    resources:
+        mem_mb=train_fold_mem_mb,
+        runtime=train_fold_runtime,
+        gpu=train_fold_gpu,
     log:
         f"{R}/logs/train/{{arch}}/fold{{fold}}.log",
     benchmark:
@@ -66,7 +78,11 @@ rule train_final:
         checkpoint=f"{R}/checkpoints/final.pt",
         cv_dir=lambda w, input: os.path.dirname(os.path.dirname(input.run_configs[0])),
         out_dir=lambda w, output: os.path.dirname(output.model),
-    threads: workflow.cores
+    threads: train_final_threads
+    resources:
+        mem_mb=train_final_mem_mb,
+        runtime=train_final_runtime,
+        gpu=train_final_gpu,
     log:
         f"{R}/logs/train_final.log",
     benchmark:
@@ -77,3 +93,9 @@ rule train_final:
         "ferstudy train-final --h5 {input.h5} --selection {input.selection} --cv-dir {params.cv_dir}"
         " --final-config {input.final_config} --out-dir {params.out_dir} --checkpoint {params.checkpoint}"
         " --threads {threads} > {log} 2>&1"
+
+
+# Light jobs run in the Snakemake process (also under a cluster executor), not as cluster jobs.
+localrules:
+    run_config,
+    final_config,
