@@ -1,35 +1,10 @@
 """Architecture spec -> `torch.nn.Module`, torchvision backbones, parameter and FLOP counts.
 
-A spec is either ``{"layers": [...]}`` (see docs/DESIGN.md, "Architecture spec") or
-``{"backbone": "resnet18" | "vgg11_bn", "pretrained": None | "path/to/weights.pth"}``.
-
-Layer lists are checked and their shapes computed by plain Python (`plan_layers`) before any
-module is built, so a bad spec fails with one line naming the layer, e.g.::
-
-    layer 3 ({'conv': {'filter': 32}}): unknown option 'filter' (expected filters, kernel, stride, padding, bias)
-
-Layer indices in messages are 0-based positions in the resolved ``layers`` list.
-
-Layer types (each list item is a bare string or a one-key mapping, as YAML gives them):
-
-=============  ==========================================================================
-``conv``       ``conv: 32`` or ``conv: {filters, kernel: 3, stride: 1, padding: same, bias: true}``;
-               padding is ``same``, ``valid`` or an int; ``same`` with stride > 1 pads
-               kernel // 2 (output = ceil(size / stride)). bias defaults to true; write
-               ``bias: false`` before a batchnorm if you want to save the redundant parameters.
-``batchnorm``  BatchNorm2d on a feature map, BatchNorm1d once flattened (no options)
-``relu`` ``elu`` ``gelu``   activations (no options; not in-place, so hooks see clean tensors)
-``leakyrelu``  ``leakyrelu: 0.1`` or ``{slope: 0.1}``; bare ``leakyrelu`` = slope 0.01
-``maxpool`` ``avgpool``  ``maxpool: 2`` or ``{size: 2, stride: size, padding: 0}``
-``dropout``    ``dropout: 0.25`` or ``{p: 0.25}`` (plain Dropout, also on feature maps)
-``gap``        global average pooling to one value per channel (flattens)
-``flatten``    flatten the feature map
-``fc``         ``fc: 256`` or ``{units: 256}``: hidden linear layer
-=============  ==========================================================================
-
-The builder flattens automatically before the first ``fc`` / the head and appends the final
-``Linear(features, num_classes)`` named ``head``. Module names are ``<type><index>`` so a printed
-model maps line by line onto the spec.
+A spec is either ``{"layers": [...]}`` or ``{"backbone": "resnet18" | "vgg11_bn", "pretrained":
+None | "path/to/weights.pth"}``. The layer types, their options and the checks live in
+`ferstudy.spec` (torch-free, shared with config validation); this module turns the checked
+plan into modules named ``<type><index>``, so a printed model maps line by line onto the spec,
+and appends the final ``Linear(features, num_classes)`` named ``head``.
 """
 
 from __future__ import annotations
