@@ -11,7 +11,7 @@ from ferstudy import CLASS_NAMES, SPLIT_NAMES
 from ferstudy.data import count_table, load_h5, parse_fer_csv, prepare, write_summary
 from ferstudy.errors import UserError
 
-from conftest import REAL_CSV_GZ
+from conftest import REAL_CSV_GZ, require_real_data
 
 
 def independent_parse(lines):
@@ -149,8 +149,7 @@ def test_summary_counts_and_faces(real_slice_csv, tmp_path):
 
 @pytest.mark.slow
 def test_full_real_fer2013_exact_counts(tmp_path):
-    if not REAL_CSV_GZ.is_file():
-        pytest.skip("real FER2013 not available")
+    require_real_data()
     d = prepare(REAL_CSV_GZ, tmp_path / "fer.h5", folds=5)
     assert np.bincount(d.split).tolist() == [28709, 3589, 3589]
     assert np.bincount(d.labels).tolist() == [4953, 547, 5121, 8989, 6077, 4002, 6198]
