@@ -73,6 +73,7 @@ def cmd_train(args):
              "seconds": time.perf_counter() - t0}
     save_model(out / "model.pt", model, run_cfg, {"fold": args.fold})
     write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
+    Path(args.checkpoint).unlink(missing_ok=True)  # done: a forced rerun must train again, not reload
     log.info("held-out accuracy %.4f (%s fold %d), %.0f s", float((probs.argmax(1) == data.labels[val_idx]).mean()),
              run_cfg["name"], args.fold, extra["seconds"])
 
@@ -124,6 +125,7 @@ def cmd_train_final(args):
              "n_train": int(len(train_idx)), "threads": args.threads, "seconds": seconds}
     save_model(out / "model.pt", model, run_cfg, {"best_epoch": best["epoch"]})
     write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
+    Path(args.checkpoint).unlink(missing_ok=True)
     log.info("final model: best PublicTest accuracy %.4f at epoch %s; %.0f s", best["val_acc"] or float("nan"),
              best["epoch"], seconds)
 

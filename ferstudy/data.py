@@ -164,8 +164,10 @@ def _parse_pixels(a, pix_start, pix_end, bad):
     first = np.searchsorted(ends, pix_start, side="right")
     bad |= (np.searchsorted(ends, pix_end, side="right") - first) != N_PIXELS
     long_runs = np.flatnonzero(is_digit[:-3] & is_digit[1:-2] & is_digit[2:-1] & is_digit[3:])
-    if len(long_runs):  # four or more digits in a row: let the diagnosis judge those lines
-        bad[np.searchsorted(pix_start, long_runs, side="right") - 1] = True
+    if len(long_runs):  # four or more digits in a row inside a pixel field: let the diagnosis judge
+        line = np.searchsorted(pix_start, long_runs, side="right") - 1
+        inside = (line >= 0) & (long_runs < pix_end[np.maximum(line, 0)])
+        bad[line[inside]] = True
     good_lines = np.flatnonzero(~bad)
     e = ends[(first[good_lines, None] + np.arange(N_PIXELS)).ravel()]
     digit = np.where(is_digit, a - ord("0"), 0).astype(np.uint8)

@@ -191,8 +191,14 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     steps = max(1, len(train_idx) // min(t["batch_size"], len(train_idx)))
     scheduler = make_scheduler(optimizer, t, steps)
 
-    fingerprint = config_hash({"run": run_cfg, "train": train_idx.tolist()[:50] + [len(train_idx)],
-                               "val": val_np.tolist()[:50] + [len(val_np)]})
+    # What a checkpoint must match to be resumed: the run config, the exact images, the code version.
+    import hashlib
+
+    from . import __version__
+
+    indices = hashlib.sha256(train_idx.astype(np.int64).tobytes() + b"|" + val_np.astype(np.int64).tobytes())
+    fingerprint = config_hash({"run": run_cfg, "indices": indices.hexdigest(), "version": __version__,
+                               "data": data.attrs.get("source_sha256")})
     state = {"epoch": 0, "history": [], "best": None}
     checkpoint_path = Path(checkpoint_path)
     if checkpoint_path.is_file():
@@ -217,7 +223,9 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
                         channels_last, amp)
         val_loss, val_acc = probs_loss_acc(probs, val_labels)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(val_loss)
+            # Only the final model may let its validation set (PublicTest) steer the schedule; a
+            # cross-validation fold steps on its training loss, or the held-out fold would leak in.
+            scheduler.step(val_loss if select_best else train_loss)
         seconds = time.perf_counter() - t0
         state["history"].append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                                  "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds,

@@ -156,3 +156,13 @@ def test_full_real_fer2013_exact_counts(tmp_path):
     table = count_table(d)
     assert table.loc["Training", CLASS_NAMES].tolist() == [3995, 436, 4097, 7215, 4830, 3171, 4965]
     assert table.loc["PrivateTest", CLASS_NAMES].tolist() == [491, 55, 528, 879, 594, 416, 626]
+
+
+def test_long_number_outside_pixels_blames_only_its_own_line(real_slice_lines, tmp_path):
+    lines = list(real_slice_lines)
+    lines[7] = "1234," + lines[7].split(",", 1)[1]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError) as err:
+        parse_fer_csv(bad)
+    assert "1 malformed line(s)" in str(err.value) and "line 8: emotion '1234' is not a label 0-6" in str(err.value)
