@@ -66,7 +66,9 @@ def cmd_train(args):
              run_cfg["name"], args.fold, data.attrs.get("dataset"), len(train_idx), len(val_idx), args.threads,
              pick_device(run_cfg["training"]))
     model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads)
-    probs = _predict_indices(model, run_cfg, data, val_idx)
+    probs = state.get("val_probs")
+    if probs is None:  # resumed after the last epoch's checkpoint: nothing was predicted in this process
+        probs = _predict_indices(model, run_cfg, data, val_idx)
     write_predictions(out / "predictions.csv", data.row[val_idx], data.labels[val_idx], probs)
     write_history(out / "history.csv", state["history"])
     extra = {"fold": args.fold, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "threads": args.threads,

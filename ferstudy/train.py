@@ -213,6 +213,7 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
             progress(f"ignoring {checkpoint_path}: it belongs to another configuration")
 
     val_labels = data.labels[val_np]
+    probs = None
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -241,6 +242,8 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
                  f"{seconds:.1f} s/epoch, ~{eta:.0f} s left")
     if select_best and state["best"] is not None:
         model.load_state_dict(state["best"]["model"])
+    elif probs is not None:
+        state["val_probs"] = probs  # the last epoch's validation predictions: callers need not predict again
     return model, state
 
 
