@@ -279,6 +279,8 @@ def compare_to_baseline(per_arch_fold_scores, baseline, n_train, n_test, alpha=0
     std), t, p and df of `corrected_resampled_ttest`, and
         verdict = "helped" (p < alpha, difference > 0) | "hurt" (p < alpha, difference < 0)
                   | "no measurable difference" (otherwise, including p = NaN).
+    n_train: training images of one fold, or {arch: images} when architectures trained on
+    different subsamples (a pair then uses the smaller: the more conservative correction).
     No correction for multiple comparisons is applied.
     """
     if baseline not in per_arch_fold_scores:
@@ -294,7 +296,8 @@ def compare_to_baseline(per_arch_fold_scores, baseline, n_train, n_test, alpha=0
             raise UserError(f"architecture '{arch}' has {scores.size} fold scores but baseline "
                             f"'{baseline}' has {base.size}; folds are paired by index, so run the "
                             "same folds for both")
-        test = corrected_resampled_ttest(scores - base, n_train, n_test)
+        pair_n_train = min(n_train[arch], n_train[baseline]) if isinstance(n_train, dict) else n_train
+        test = corrected_resampled_ttest(scores - base, pair_n_train, n_test)
         p = test["p"]
         if p < alpha and test["mean_diff"] > 0:
             verdict = "helped"

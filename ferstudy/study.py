@@ -25,6 +25,7 @@ def evaluate_arch(prediction_files, run_config, model_file=None, benchmark_files
         folds.append(classification_metrics(labels, probs))
     return {"architecture": run_config["name"], "dataset": run_config.get("dataset"),
             "description": run_config.get("description", ""), "factor": run_config.get("factor", ""),
+            "subsample": float(run_config["training"].get("subsample", 1.0)),
             "folds": folds, "aggregate": aggregate_folds(folds), "cost": model_cost(run_config, model_file, benchmark_files)}
 
 
@@ -43,7 +44,10 @@ def model_cost(run_config, model_file=None, benchmark_files=()):
 
 
 def aggregate(metrics_files, baseline, alpha, n_train, n_test):
-    """(summary, ablation, cost) DataFrames over all architectures."""
+    """(summary, ablation, cost) DataFrames over all architectures.
+
+    n_train: training images of one full fold; each architecture's t-test uses the share its
+    `training.subsample` kept, since the test's correction depends on the images really trained on."""
     results = {}
     for path in metrics_files:
         m = json.loads(Path(path).read_text())
@@ -60,7 +64,8 @@ def aggregate(metrics_files, baseline, alpha, n_train, n_test):
     scores = {name: m["aggregate"]["metrics"]["accuracy"]["folds"] for name, m in results.items()}
     if baseline not in scores:
         raise UserError(f"study.baseline {baseline!r} has no results among {', '.join(scores)}")
-    ablation = pd.DataFrame(compare_to_baseline(scores, baseline, n_train, n_test, alpha=alpha))
+    trained = {name: max(1, round(n_train * m.get("subsample", 1.0))) for name, m in results.items()}
+    ablation = pd.DataFrame(compare_to_baseline(scores, baseline, trained, n_test, alpha=alpha))
     if len(ablation):
         ablation.insert(1, "factor", [results[a]["factor"] for a in ablation["arch"]])
     cost = pd.DataFrame([{"architecture": name, **m["cost"],

@@ -311,3 +311,14 @@ def test_module_does_not_import_torch():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert "torch" not in imported
+
+
+def test_subsampled_training_widens_the_corrected_test():
+    """With fewer training images per fold the Nadeau-Bengio correction (1/k + n_test/n_train) grows,
+    so the same fold differences are less significant; a pair uses the smaller of its two n_train."""
+    small = scores_plus(DIFFS)
+    full = M.compare_to_baseline({"base": BASE, "small": small}, "base", n_train=800, n_test=200)[0]
+    sub = M.compare_to_baseline({"base": BASE, "small": small}, "base",
+                                n_train={"base": 800, "small": 240}, n_test=200)[0]
+    assert sub["p"] == pytest.approx(M.corrected_resampled_ttest(DIFFS, 240, 200)["p"])
+    assert sub["p"] > full["p"]

@@ -28,7 +28,7 @@ def test_select_forced_architecture_must_exist():
         select(summary({"a": 0.6}), "accuracy", forced="zzz")
 
 
-def _metrics_file(tmp_path, name, fold_accuracies, rng):
+def _metrics_file(tmp_path, name, fold_accuracies, rng, subsample=1.0):
     folds = []
     for acc in fold_accuracies:
         labels = rng.integers(0, 7, 200)
@@ -36,7 +36,7 @@ def _metrics_file(tmp_path, name, fold_accuracies, rng):
         folds.append(classification_metrics(labels, np.eye(7)[preds]))
     path = tmp_path / f"{name}.json"
     write_json(path, {"architecture": name, "dataset": "demo", "factor": "f", "description": name, "folds": folds,
-                      "aggregate": aggregate_folds(folds), "cost": {"params": 10, "mflops": 1.0}})
+                      "subsample": subsample, "aggregate": aggregate_folds(folds), "cost": {"params": 10, "mflops": 1.0}})
     return path
 
 
@@ -50,3 +50,16 @@ def test_aggregate_tables_and_verdicts(tmp_path):
     verdicts = dict(zip(ablation["arch"], ablation["verdict"]))
     assert verdicts["better"] == "helped" and verdicts["same"] == "no measurable difference"
     assert len(cost) == 3 and (cost["params"] == 10).all()
+
+
+def test_aggregate_uses_the_subsampled_training_size(tmp_path):
+    """An architecture trained on 10% of each fold is tested with n_train = 10% of the fold."""
+    rng = np.random.default_rng(0)
+    accs = [0.50, 0.56, 0.51]
+    base = _metrics_file(tmp_path, "base", [0.50, 0.52, 0.51], rng)
+    full = aggregate([base, _metrics_file(tmp_path, "other", accs, np.random.default_rng(1))],
+                     "base", 0.05, n_train=4000, n_test=2000)[1]
+    sub = aggregate([base, _metrics_file(tmp_path, "other", accs, np.random.default_rng(1), subsample=0.1)],
+                    "base", 0.05, n_train=4000, n_test=2000)[1]
+    assert sub["p"].iloc[0] > full["p"].iloc[0]
+    assert sub["diff_pp"].iloc[0] == pytest.approx(full["diff_pp"].iloc[0])
