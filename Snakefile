@@ -18,6 +18,7 @@ include: "workflow/rules/report.smk"
 
 onstart:
     announce_dataset()
+    announce_cost(log)
 
 
 rule all:

@@ -570,6 +570,127 @@ def compare(prediction, actual):
                       "ratio": prediction["predicted_total_s"] / total if total else None}}
 
 
+# ---------------------------------------------------------------- inside a study (the Snakefile's onstart)
+
+PREDICTION = Path("cost/prediction.json")   # under the study's results directory
+WHOLE_RUN = Path("cost/run.json")           # the last run that built the whole study
+
+
+def fingerprint(study_cfg, cores):
+    """What a prediction depends on: the resolved config, the cores and the ferstudy version."""
+    import hashlib
+
+    from . import __version__
+
+    blob = json.dumps({"config": study_cfg, "cores": cores, "version": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def in_study_prediction(raw_config, study_cfg, cores, jobs_by_rule, jobs_to_run, results="results",
+                        started_at=None, snakemake_log=None):
+    """Called by the Snakefile's onstart; returns the lines to log first.
+
+    A run that builds the whole study (every job of the DAG to do) measures this machine with
+    `ferstudy predict-cost` unless a prediction for the same config and cores exists, and records
+    itself in results/cost/run.json so that the report can set the prediction against the real
+    time. A partial run only says how much of the study it redoes and repeats a matching prediction.
+    The prediction is advice: if measuring fails the study goes on, with a warning naming the log."""
+    import yaml
+
+    from .io import write_json, write_text
+
+    results = Path(results)
+    pred_path, fp = results / PREDICTION, fingerprint(study_cfg, cores)
+    total = sum(jobs_by_rule.values())
+    whole = jobs_to_run >= total
+    pred = json.loads(pred_path.read_text()) if pred_path.is_file() else None
+    lines = [f"This run: {jobs_to_run} of the study's {total} jobs."]
+    if pred is None or pred.get("fingerprint") != fp:
+        pred = None
+        if whole:
+            config_path = results / "cost" / "study_config.yaml"
+            write_text(config_path, yaml.safe_dump(raw_config, sort_keys=False))
+            log_path = results / "logs" / "predict_cost.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, "-m", "ferstudy", "predict-cost", "--config", str(config_path),
+                   "--study-dir", os.getcwd(), "--cores", str(cores), "--no-dry-run",
+                   "--jobs-by-rule", json.dumps(jobs_by_rule), "--out", str(pred_path)]
+            with open(log_path, "w") as log_file:
+                done = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=_env())
+            if done.returncode == 0:
+                pred = json.loads(pred_path.read_text())
+                pred.update(fingerprint=fp, measured_in_study=True)
+                write_json(pred_path, pred)
+            else:
+                lines.append(f"Could not predict the study's cost (see {log_path}); the study goes on.")
+    if whole:
+        write_json(results / WHOLE_RUN, {"started_at": started_at or time.time(), "snakemake_log": snakemake_log,
+                                         "fingerprint": fp, "jobs": total, "cores": cores})
+    if pred:
+        lines.append(prediction_line(pred))
+    elif not whole:
+        lines.append("No cost prediction for this config yet: `ferstudy predict-cost --cores N` makes one.")
+    return lines
+
+
+def predicted_study_s(pred):
+    """Predicted wall time of the study, the measurement itself included when the study made it."""
+    return pred["predicted_total_s"] + (pred.get("measure_s") or 0.0 if pred.get("measured_in_study") else 0.0)
+
+
+def prediction_line(pred):
+    fold_jobs = sum(p["jobs"] for p in pred["per_arch"].values())
+    images = sum(p["images_x_epochs"] for p in pred["per_arch"].values()) + pred["final"]["images_x_epochs"]
+    f = pred["final"]
+    per_arch = sorted(f["per_arch_s"].values())
+    measured = (f" (this machine measured in {pred['measure_s']:.0f} s)" if pred.get("measured_in_study") else "")
+    return (f"Predicted for the whole study on {pred['cores']} cores: {clock(predicted_study_s(pred))}{measured}: "
+            f"{pred['jobs']} jobs, {fold_jobs} cross-validation jobs, {images:,} training images x epochs; "
+            f"final model {f['architecture']}{' (assumed)' if f['assumed'] else ''} {clock(f['predicted_job_s'])}, "
+            f"{clock(per_arch[0])}-{clock(per_arch[-1])} whichever architecture wins. Details: "
+            f"results/{PREDICTION}.")
+
+
+def clock(seconds):
+    seconds = int(round(seconds))
+    h, m, s = seconds // 3600, seconds % 3600 // 60, seconds % 60
+    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
+
+
+def predicted_vs_actual(results, now=None):
+    """The report's table: the whole-study prediction against the last whole-study run, or None.
+
+    The total is the run's elapsed time: from Snakemake's log when that run has ended, else up to
+    now (the report is the run's last job). Per job: Snakemake's benchmark files."""
+    results = Path(results)
+    pred_path, run_path = results / PREDICTION, results / WHOLE_RUN
+    if not (pred_path.is_file() and run_path.is_file()):
+        return None
+    pred, run = json.loads(pred_path.read_text()), json.loads(run_path.read_text())
+    if pred.get("fingerprint") != run.get("fingerprint"):
+        return None  # the config changed after the whole-study run: nothing comparable
+    actual = actual_times(results.parent)
+    ended = [r for r in actual["runs"] if run.get("snakemake_log") and Path(r["log"]).name ==
+             Path(run["snakemake_log"]).name]
+    if ended:
+        total, total_note = ended[0]["elapsed_s"], "whole run"
+    else:
+        total, total_note = (now or time.time()) - run["started_at"], "up to the report"
+    rows = [{"what": "whole study", "predicted_s": predicted_study_s(pred), "actual_s": total, "note": total_note}]
+    for name, p in pred["per_arch"].items():
+        if name in actual["per_arch_job_s"]:
+            rows.append({"what": f"{name} fold job (mean)", "predicted_s": p["predicted_job_s"],
+                         "actual_s": actual["per_arch_job_s"][name], "note": ""})
+    chosen = actual.get("final_architecture")
+    if actual.get("final_job_s") and chosen in pred["final"]["per_arch_s"]:
+        rows.append({"what": f"final model ({chosen})", "predicted_s": pred["final"]["per_arch_s"][chosen],
+                     "actual_s": actual["final_job_s"], "note": ""})
+    for r in rows:
+        r["error"] = r["predicted_s"] / r["actual_s"] - 1 if r["actual_s"] else None
+    return {"rows": rows, "cores": pred["cores"], "measure_s": pred.get("measure_s"),
+            "total_error": rows[0]["error"], "measured_in_study": bool(pred.get("measured_in_study"))}
+
+
 # ---------------------------------------------------------------- the command
 
 def cmd_predict_cost(args):
@@ -583,7 +704,9 @@ def cmd_predict_cost(args):
     h5 = args.h5 or workdir / "results/data/dataset.h5"
     m = measure(cfg, cores, batches=args.batches, warmup=args.warmup, h5=h5, final_arch=args.final_arch)
     static = count_jobs(cfg)
-    if args.dry_run and (workdir / "Snakefile").is_file():
+    if args.jobs_by_rule:
+        m["jobs_by_rule"], m["jobs_from"] = json.loads(args.jobs_by_rule), "the running study's DAG"
+    elif args.dry_run and (workdir / "Snakefile").is_file():
         try:
             m["jobs_by_rule"] = dry_run_jobs(workdir, args.config, args.configfile, args.preset)
             m["jobs_from"] = f"snakemake -n --forceall in {workdir}"
@@ -624,6 +747,7 @@ def register(subparsers):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-dry-run", dest="dry_run", action="store_false",
                    help="count jobs from the rule table only, without `snakemake -n --forceall`")
+    p.add_argument("--jobs-by-rule", metavar="JSON", help="the study's jobs per rule (the Snakefile's onstart passes its DAG)")
     p.add_argument("--compare", metavar="STUDY_DIR", help="add the real times of a finished study")
     p.add_argument("--out", help="write the prediction JSON here")
     p.set_defaults(func=cmd_predict_cost)

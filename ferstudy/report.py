@@ -181,6 +181,7 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
     Every figure must exist unless `allow_missing_figures` (then missing ones are not linked)."""
     import pandas as pd
 
+    from .cost import predicted_vs_actual
     from .data import count_table, load_h5
 
     r = Path(results_dir)
@@ -259,6 +260,7 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "threads": final_cfg.get("threads"),
         "preset": preset,
         "benchmarks": benchmark_times(r, archs),
+        "cost_prediction": predicted_vs_actual(r),
         "inspect": inspect_model(r / "final" / "model.pt", data, threads=threads),
         "seed_picks": SEED,
         "figures": {name: link(r / "figures" / f"{name}.png") if (r / "figures" / f"{name}.png").is_file() else None
@@ -817,7 +819,21 @@ def findings(ctx):
                     f"trained for hundreds of GPU epochs (Khaireddin and Chen, 2021); this study trained each fold "
                     f"for {ctx['cv_training'].get('epochs')} epochs.")
     f["reflections"] = " ".join(refl)
+    f["cost_prediction"] = cost_prediction_sentence(ctx.get("cost_prediction"))
     return f
+
+
+def cost_prediction_sentence(cp):
+    """How far the measured prediction made before the study was from its real wall time."""
+    if not cp or cp["total_error"] is None:
+        return ("No cost prediction matches this study's config, so predicted and real wall time are not "
+                "compared; a run that builds the whole study makes one.")
+    err = cp["total_error"]
+    how = "made by measuring every network on this machine when the run started" if cp["measured_in_study"] else \
+        "made with `ferstudy predict-cost` before the run"
+    return (f"The prediction of the whole study's wall time, {how}, was {pct(abs(err))} "
+            f"{'above' if err > 0 else 'below'} the real time, {'within' if abs(err) <= 0.25 else 'outside'} "
+            f"the 25% this tool aims at.")
 
 
 # ---------------------------------------------------------------- rendering

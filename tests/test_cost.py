@@ -138,3 +138,73 @@ def test_prediction_arithmetic(cfg):
     assert p["phases_s"]["cross_validation"] == pytest.approx(3 * 25 + 2 * 19.86, abs=0.1)
     for key in ("images_x_epochs", "img_per_s", "predicted_job_s"):
         assert all(key in a for a in p["per_arch"].values())
+
+
+def _fake_prediction(cfg, cores=2):
+    counts, _ = cost.data_counts(cfg)
+    names = cfg["study"]["architectures"]
+    m = {"data_source": "config", "counts": counts,
+         "constants": {"job_overhead_s": 3.0, "light_job_s": 2.0, "snakemake_job_s": 1.0,
+                       "snakemake_startup_s": 3.0, "demo_csv_s": 1.0, "prepare_s": 2.0},
+         "per_arch": {n: {"img_per_s": 1056.0, "eval_img_per_s": 533.0, "checkpoint_s": 0.0} for n in names},
+         "final": {"architecture": "baseline", "img_per_s": 1600.0, "eval_img_per_s": 200.0, "threads": 2},
+         "measure_s": 30.0}
+    return cost.predict(cfg, cores, m)
+
+
+def test_in_study_prediction_reuses_a_matching_prediction_and_records_whole_runs(cfg, tmp_path):
+    """A matching prediction is repeated without measuring; a whole-study run is recorded for the
+    report, a partial one is not; a changed config or core count no longer matches."""
+    from ferstudy.io import write_json
+
+    results = tmp_path / "results"
+    pred = {**_fake_prediction(cfg), "fingerprint": cost.fingerprint(cfg, 2), "measured_in_study": True}
+    write_json(results / cost.PREDICTION, pred)
+    jobs = cost.count_jobs(cfg)
+    lines = cost.in_study_prediction({}, cfg, 2, jobs, 5, results=results, started_at=100.0)
+    assert lines[0] == "This run: 5 of the study's 25 jobs."
+    assert "Predicted for the whole study on 2 cores" in lines[1] and "25 jobs, 9 cross-validation jobs" in lines[1]
+    assert f"{cost.clock(pred['predicted_total_s'] + 30.0)}" in lines[1]  # the measurement counts in a study
+    assert not (results / cost.WHOLE_RUN).exists()  # partial run: nothing to compare with later
+    cost.in_study_prediction({}, cfg, 2, jobs, 25, results=results, started_at=100.0, snakemake_log="x.log")
+    run = (results / cost.WHOLE_RUN).read_text()
+    assert '"started_at": 100.0' in run and cost.fingerprint(cfg, 2) in run
+    # a partial run under another core count: no prediction for it, and no measuring either
+    lines = cost.in_study_prediction({}, cfg, 4, jobs, 5, results=results)
+    assert "No cost prediction for this config yet" in lines[1]
+    assert cost.fingerprint(cfg, 4) != cost.fingerprint(cfg, 2)
+
+
+def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
+    from ferstudy.io import write_json
+
+    results = tmp_path / "results"
+    pred = {**_fake_prediction(cfg), "fingerprint": "f00", "measured_in_study": False}
+    write_json(results / cost.PREDICTION, pred)
+    write_json(results / cost.WHOLE_RUN, {"started_at": 1000.0, "snakemake_log": None, "fingerprint": "f00"})
+    for arch, seconds in (("baseline", 20.0), ("wide", 50.0)):
+        for fold in range(3):
+            tsv = results / "benchmarks" / "train" / arch / f"fold{fold}.tsv"
+            tsv.parent.mkdir(parents=True, exist_ok=True)
+            tsv.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:20\t100\n")
+    cmp = cost.predicted_vs_actual(results, now=1000.0 + pred["predicted_total_s"] / 1.25)
+    total = cmp["rows"][0]
+    assert total["what"] == "whole study" and total["note"] == "up to the report"
+    assert cmp["total_error"] == pytest.approx(0.25)          # predicted 25% above the real time
+    rows = {r["what"]: r for r in cmp["rows"]}
+    base = pred["per_arch"]["baseline"]["predicted_job_s"]
+    assert rows["baseline fold job (mean)"]["error"] == pytest.approx(base / 20.0 - 1)
+    assert rows["wide fold job (mean)"]["actual_s"] == 50.0 and "half_data fold job (mean)" not in rows
+    # the config changed after that run: nothing comparable
+    write_json(results / cost.WHOLE_RUN, {"started_at": 1000.0, "fingerprint": "other"})
+    assert cost.predicted_vs_actual(results) is None
+
+
+def test_report_sentence_follows_the_prediction_error():
+    from ferstudy.report import cost_prediction_sentence
+
+    near = cost_prediction_sentence({"total_error": -0.08, "measured_in_study": True})
+    far = cost_prediction_sentence({"total_error": 0.4, "measured_in_study": False})
+    assert "8.0% below" in near and "within the 25%" in near
+    assert "40.0% above" in far and "outside the 25%" in far
+    assert "not compared" in cost_prediction_sentence(None)

@@ -53,8 +53,12 @@ def test_unknown_config_key_fails_before_any_job(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
-    snakemake(tmp_path)
+    log = snakemake(tmp_path).stderr
     results = tmp_path / "results"
+    # The first lines of the log: the jobs and the wall time predicted by measuring this machine.
+    head = log[:log.index("rule ")] if "rule " in log else log
+    assert "This run: " in head and "Predicted for the whole study on 2 cores" in head, head[-3000:]
+    assert (results / "cost" / "prediction.json").is_file() and (results / "cost" / "run.json").is_file()
     for path in ("data/dataset.h5", "data/faces.png", "tables/cv_summary.csv", "tables/ablation.csv",
                  "final/selection.json", "final/metrics.json", "final/predictions_private.csv",
                  "cv/pool_avg/fold1/history.csv", "benchmarks/train/baseline/fold0.tsv",
@@ -65,6 +69,7 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     assert not [j for j in planned_jobs(snakemake(tmp_path, "-n").stdout) if j[0] != "all"]
     report_md = (results / "report" / "report.md").read_text()
     assert "DEMO" in report_md[:2000] and "../figures/cv_accuracy.png" in report_md
+    assert "| whole study (up to the report) |" in report_md and "the 25% this tool aims at" in report_md
     # `snakemake --report` (HTML) works on the finished study.
     snakemake(tmp_path, "--report", "report.html")
     assert (tmp_path / "report.html").stat().st_size > 10_000

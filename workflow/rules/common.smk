@@ -43,6 +43,23 @@ def announce_dataset():
         logger.info(f"Dataset: {STUDY['dataset']['csv']} (preset {STUDY['preset']!r})")
 
 
+def announce_cost(log):
+    """First lines of the study's log: the jobs to do and the predicted wall time (ferstudy/cost.py).
+    Local runs only: on a cluster the submitting host's speed predicts nothing."""
+    if not STUDY["study"].get("predict_cost", True) or not workflow.local_exec:
+        return
+    from collections import Counter
+
+    from ferstudy.cost import in_study_prediction
+
+    jobs = dict(Counter(job.rule.name for job in workflow.dag.jobs))
+    to_run = sum(1 for _ in workflow.dag.needrun_jobs())
+    started = workflow.start_time.timestamp() if hasattr(workflow, "start_time") else None
+    for line in in_study_prediction(config, STUDY, workflow.cores, jobs, to_run, results=R,
+                                    started_at=started, snakemake_log=log):
+        logger.info(line)
+
+
 def write_yaml(path, obj):
     from ferstudy.io import write_text
 
