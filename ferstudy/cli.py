@@ -99,7 +99,7 @@ def cmd_train_final(args):
 
     import yaml
 
-    from .config import deep_merge, load_yaml
+    from .config import final_training, load_yaml
     from .data import load_h5
     from .io import write_text
     from .train import fit, save_model, write_history, write_predictions
@@ -108,7 +108,7 @@ def cmd_train_final(args):
     arch = selection["architecture"]
     run_cfg = load_yaml(Path(args.cv_dir) / arch / "run_config.yaml")
     final_cfg = load_yaml(args.final_config)
-    run_cfg["training"] = deep_merge(run_cfg["training"], final_cfg.get("training") or {})
+    run_cfg["training"] = final_training(run_cfg["training"], final_cfg)
     data = load_h5(args.h5)
     train_idx, public, private = data.indices("Training"), data.indices("PublicTest"), data.indices("PrivateTest")
     out = Path(args.out_dir)

@@ -9,6 +9,7 @@ job needs: the model spec (a layer list or a backbone) and the merged training s
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -66,11 +67,16 @@ def _describe(err):
 
 
 def choose_preset(cfg, dataset):
-    """`preset: auto` picks demo for the demo data, gpu when CUDA is there, cpu otherwise."""
+    """`preset: auto` picks demo for the demo data; else `training.device` decides (cuda: gpu,
+    cpu: cpu) and, when that is auto too, whether this machine has CUDA. On a cluster the machine
+    deciding is the submitting host, so name the preset or the device there."""
     name = cfg.get("preset", "auto")
     if name == "auto":
+        device = cfg.get("training", {}).get("device", "auto")
         if dataset == "demo":
             name = "demo"
+        elif device != "auto":
+            name = "gpu" if device == "cuda" else "cpu"
         else:
             name = "gpu" if _cuda_available() else "cpu"
     if name != "none" and name not in cfg.get("presets", {}):
@@ -80,6 +86,9 @@ def choose_preset(cfg, dataset):
 
 
 def _cuda_available():
+    if not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/kfd").exists()
+            or os.environ.get("CUDA_VISIBLE_DEVICES")):
+        return False  # no NVIDIA (or ROCm) driver here: skip the torch import, dry runs stay fast
     try:
         import torch
         return torch.cuda.is_available()
@@ -154,7 +163,7 @@ def resolve_arch(cfg, name, final=False):
     model = _model_spec(arch_name, merged)
     training = deep_merge(cfg["training"], merged.get("training", {}))
     if final:
-        training = deep_merge(training, cfg.get("final", {}).get("training", {}))
+        training = final_training(training, cfg.get("final"))
     from .spec import validate_spec
 
     try:
@@ -170,6 +179,11 @@ def resolve_arch(cfg, name, final=False):
         "data": {k: cfg["data"][k] for k in ("folds", "fold_seed") if k in cfg["data"]},
         "dataset": cfg.get("dataset", {}).get("name"),
     }
+
+
+def final_training(training, final):
+    """The final retrain's settings: an architecture's training settings with `final.training` over them."""
+    return deep_merge(training, (final or {}).get("training") or {})
 
 
 def _model_spec(name, merged):

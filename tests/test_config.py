@@ -91,3 +91,26 @@ def test_blocks_expand_to_a_layer_list():
     assert [c["stride"] for c in convs] == [1, 2, 1, 2] and all(c["bias"] for c in convs)
     assert "batchnorm" not in layers and layers.count("elu") == 5
     assert layers[-4:] == ["gap", {"fc": 32}, "elu", {"dropout": 0.5}]
+
+
+def test_auto_preset_follows_the_configured_device(tmp_path):
+    """On real data `preset: auto` takes training.device when it names one (the host that submits
+    a cluster study need not have the GPU); the demo data always gets the demo preset."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "fer2013.csv").write_text("emotion,pixels,Usage\n")
+    assert resolve_config(with_change(("training", "device"), "cuda"), workdir=tmp_path)["preset"] == "gpu"
+    assert resolve_config(with_change(("training", "device"), "cpu"), workdir=tmp_path)["preset"] == "cpu"
+    assert resolve_config(with_change(("training", "device"), "cuda"), workdir=tmp_path / "none")["preset"] == "demo"
+
+
+def test_final_retrain_settings_are_merged_one_way(tmp_path):
+    """resolve_arch(final=True) (cost prediction, resources) and train-final (final_training over the
+    architecture's run config) give the same settings."""
+    from ferstudy.config import final_training
+
+    cfg = resolve_config(with_change(("final", "training"), {"lr": 0.01, "augment": {"flip": False}}),
+                         workdir=tmp_path)
+    arch = "no_augment"
+    final = resolve_arch(cfg, arch, final=True)["training"]
+    assert final == final_training(resolve_arch(cfg, arch)["training"], cfg["final"])
+    assert final["lr"] == 0.01 and final["augment"]["flip"] is False and final["augment"]["enabled"] is False
