@@ -181,6 +181,13 @@ def resolve_arch(cfg, name, final=False):
     }
 
 
+def evaluation_epochs(training):
+    """Epochs after which the validation set is predicted: every `eval_every` and always the last
+    (0: the last only; on a CPU, predicting a large held-out fold can cost more than the epoch)."""
+    every, epochs = training.get("eval_every", 1), training["epochs"]
+    return {e for e in range(1, epochs + 1) if e == epochs or (every > 0 and e % every == 0)}
+
+
 def final_training(training, final):
     """The final retrain's settings: an architecture's training settings with `final.training` over them."""
     return deep_merge(training, (final or {}).get("training") or {})

@@ -10,8 +10,8 @@ The model (every constant is measured on this machine when the command runs; non
   (fold k holds every K-th row of the label-sorted Training set), and `training.subsample`
   keeps max(1, round(f * n_c)) images of each class, as `train.subsample` does: both exact.
 * a cross-validation job (1 thread, N side by side) takes `job_overhead_s` + epochs x
-  (steps x batch / training img/s + held-out / eval img/s + checkpoint save) + one more
-  held-out prediction + Snakemake's per-job cost. Training img/s: a few batches through the
+  (steps x batch / training img/s + checkpoint save) + evaluations x held-out / eval img/s
+  (evaluations: every `eval_every` epochs and after the last) + Snakemake's per-job cost. Training img/s: a few batches through the
   real training step (`bench.train_throughput`); eval img/s: `train.predict` with the
   architecture's TTA; both at 1 thread in N processes side by side, as the fold jobs run.
 * `job_overhead_s` is measured by running the real command: N `ferstudy train` side by side
@@ -118,6 +118,12 @@ def subsampled(class_counts, fraction):
     return int(sum(max(1, round(fraction * c)) for c in class_counts if c > 0))
 
 
+def evaluation_epochs(training):
+    from .config import evaluation_epochs as epochs
+
+    return epochs(training)
+
+
 def cv_workload(run_cfg, counts, folds):
     """Per fold job: training images (after subsample), held-out images, steps per epoch."""
     t = run_cfg["training"]
@@ -128,15 +134,16 @@ def cv_workload(run_cfg, counts, folds):
         n = subsampled(train_counts - held[k], t.get("subsample", 1.0))
         bs = min(t["batch_size"], n)
         jobs.append({"fold": k, "n_train": n, "n_val": int(held[k].sum()), "steps": n // bs, "batch_size": bs})
-    return {"epochs": t["epochs"], "tta": t.get("tta", "none"), "jobs": jobs,
-            "images_x_epochs": sum(j["n_train"] for j in jobs) * t["epochs"]}
+    return {"epochs": t["epochs"], "evaluations": len(evaluation_epochs(t)), "tta": t.get("tta", "none"),
+            "jobs": jobs, "images_x_epochs": sum(j["n_train"] for j in jobs) * t["epochs"]}
 
 
 def final_workload(final_cfg, counts):
     t = final_cfg["training"]
     n = subsampled(counts["Training"], t.get("subsample", 1.0))
     bs = min(t["batch_size"], n)
-    return {"epochs": t["epochs"], "tta": t.get("tta", "none"), "n_train": n, "steps": n // bs, "batch_size": bs,
+    return {"epochs": t["epochs"], "evaluations": len(evaluation_epochs(t)), "tta": t.get("tta", "none"),
+            "n_train": n, "steps": n // bs, "batch_size": bs,
             "n_public": int(sum(counts["PublicTest"])), "n_private": int(sum(counts["PrivateTest"])),
             "images_x_epochs": n * t["epochs"]}
 
@@ -437,17 +444,18 @@ def measure(cfg, cores, batches=3, warmup=1, h5=None, final_arch=None):
 # ---------------------------------------------------------------- prediction
 
 def fold_job_seconds(w, job, rates, overhead):
-    """Predicted seconds of one cross-validation job."""
-    views = 1  # eval img/s is measured with the TTA views included
-    eval_s = job["n_val"] * views / rates["eval_img_per_s"]
+    """Predicted seconds of one cross-validation job (eval img/s has the TTA views included; the
+    last evaluation's predictions are the job's output, not predicted again)."""
+    eval_s = job["n_val"] / rates["eval_img_per_s"]
     train_s = job["steps"] * job["batch_size"] / rates["img_per_s"]
-    return overhead + w["epochs"] * (train_s + eval_s + rates.get("checkpoint_s", 0.0)) + eval_s
+    return overhead + w["epochs"] * (train_s + rates.get("checkpoint_s", 0.0)) + w["evaluations"] * eval_s
 
 
 def final_job_seconds(w, train_rate, eval_rate, overhead, checkpoint_s=0.0):
     train_s = w["steps"] * w["batch_size"] / train_rate
     public_s = w["n_public"] / eval_rate
-    return overhead + w["epochs"] * (train_s + public_s + checkpoint_s) + (w["n_public"] + w["n_private"]) / eval_rate
+    return (overhead + w["epochs"] * (train_s + checkpoint_s) + w["evaluations"] * public_s
+            + (w["n_public"] + w["n_private"]) / eval_rate)
 
 
 def predict(cfg, cores, m):

@@ -107,7 +107,8 @@ def mean_std_by_epoch(histories, column):
     """(epochs, mean, std) of `column` over the folds' history DataFrames (std 0 for one fold)."""
     import pandas as pd
 
-    stacked = pd.concat([h[["epoch", column]] for h in histories]).groupby("epoch")[column]
+    # epochs without a held-out evaluation (`eval_every`) have NaN there and are left out
+    stacked = pd.concat([h[["epoch", column]] for h in histories]).dropna().groupby("epoch")[column]
     std = stacked.std(ddof=1).fillna(0.0)
     return stacked.mean().index.to_numpy(), stacked.mean().to_numpy(), std.to_numpy()
 

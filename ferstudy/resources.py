@@ -95,13 +95,14 @@ def train_estimate(cfg, arch, final=False, threads=1):
     run_cfg = resolve_arch(cfg, arch, final=final)
     counts, _ = data_counts(cfg)
     train_s, eval_s = seconds_per_image(run_cfg, threads)
-    if final:  # all of Training; PublicTest every epoch; PublicTest + PrivateTest at the end
+    if final:  # all of Training; PublicTest every `eval_every` epochs; PublicTest + PrivateTest at the end
         w = final_workload(run_cfg, counts)
-        seconds = w["epochs"] * (w["n_train"] * train_s + w["n_public"] * eval_s) \
+        seconds = w["epochs"] * w["n_train"] * train_s + w["evaluations"] * w["n_public"] * eval_s \
             + (w["n_public"] + w["n_private"]) * eval_s
-    else:  # k-1 folds; the held-out fold every epoch
+    else:  # k-1 folds; the held-out fold every `eval_every` epochs
         w = cv_workload(run_cfg, counts, cfg["data"]["folds"])
-        seconds = max(w["epochs"] * (j["n_train"] * train_s + j["n_val"] * eval_s) for j in w["jobs"])
+        seconds = max(w["epochs"] * j["n_train"] * train_s + w["evaluations"] * j["n_val"] * eval_s
+                      for j in w["jobs"])
     n_images = sum(sum(v) for v in counts.values())
     return math.ceil(RUNTIME_SAFETY * (STARTUP_SECONDS + seconds) / 60), job_mem_mb(run_cfg, n_images)
 

@@ -1,7 +1,7 @@
 """The one training loop: cross-validation folds, the final model and the benchmark all use it.
 
 `fit()` trains a model from a run config (see `config.resolve_arch`) on given indices of the
-prepared data and evaluates on others every epoch. A checkpoint dict {model, optimizer,
+prepared data and evaluates on others every `eval_every` epochs and after the last. A checkpoint dict {model, optimizer,
 scheduler, epoch, history, best, config} is written atomically after every epoch, so a killed
 job started again resumes where it stopped and ends with the same weights as an uninterrupted
 run: all randomness of epoch e comes from generators seeded with (seed, e), not from state
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import CLASS_NAMES
 from .augment import Augmenter, eval_views
-from .config import config_hash
+from .config import config_hash, evaluation_epochs
 from .io import atomic_path
 from .models import build_model
 
@@ -213,6 +213,7 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
             progress(f"ignoring {checkpoint_path}: it belongs to another configuration")
 
     val_labels = data.labels[val_np]
+    eval_epochs = evaluation_epochs(t)
     probs = None
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
         t0 = time.perf_counter()
@@ -220,25 +221,31 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
         train_loss, train_acc, n = train_one_epoch(model, images, labels, train_t, augmenter, optimizer,
                                                    scheduler, t, epoch, channels_last, amp)
         train_seconds = time.perf_counter() - t0
-        probs = predict(model, images, torch.from_numpy(val_np).to(device), crop, t.get("tta", "none"),
-                        channels_last, amp)
-        val_loss, val_acc = probs_loss_acc(probs, val_labels)
+        probs, val_loss, val_acc = None, math.nan, math.nan
+        if epoch in eval_epochs:
+            probs = predict(model, images, torch.from_numpy(val_np).to(device), crop, t.get("tta", "none"),
+                            channels_last, amp)
+            val_loss, val_acc = probs_loss_acc(probs, val_labels)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             # Only the final model may let its validation set (PublicTest) steer the schedule; a
             # cross-validation fold steps on its training loss, or the held-out fold would leak in.
-            scheduler.step(val_loss if select_best else train_loss)
+            if not select_best:
+                scheduler.step(train_loss)
+            elif probs is not None:
+                scheduler.step(val_loss)
         seconds = time.perf_counter() - t0
         state["history"].append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                                  "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds,
                                  "images_per_s": n / train_seconds})
-        if select_best and (state["best"] is None or val_acc > state["best"]["val_acc"]):
+        if select_best and probs is not None and (state["best"] is None or val_acc > state["best"]["val_acc"]):
             state["best"] = {"epoch": epoch, "val_acc": val_acc,
                              "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         state["epoch"] = epoch
         save_checkpoint(checkpoint_path, model, optimizer, scheduler, state, run_cfg, fingerprint)
         eta = (t["epochs"] - epoch) * np.mean([h["seconds"] for h in state["history"][-3:]])
         progress(f"epoch {epoch}/{t['epochs']} lr {lr:.4f} train loss {train_loss:.3f} acc {train_acc:.3f} | "
-                 f"val loss {val_loss:.3f} acc {val_acc:.3f} | {n / train_seconds:.0f} img/s | "
+                 + (f"val loss {val_loss:.3f} acc {val_acc:.3f} | " if probs is not None else "val not evaluated | ")
+                 + f"{n / train_seconds:.0f} img/s | "
                  f"{seconds:.1f} s/epoch, ~{eta:.0f} s left")
     if select_best and state["best"] is not None:
         model.load_state_dict(state["best"]["model"])

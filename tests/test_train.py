@@ -48,6 +48,23 @@ def test_same_seed_same_weights_bit_for_bit(real_h5, tmp_path):
     assert not torch.equal(next(iter(other.state_dict().values())), next(iter(m1.state_dict().values())))
 
 
+def test_held_out_evaluated_every_n_epochs_and_after_the_last(real_h5, tmp_path):
+    """eval_every 2 over 3 epochs predicts the held-out fold after epochs 2 and 3 only; the weights
+    are those of an every-epoch run (evaluation draws no random numbers and changes no state)."""
+    import math
+
+    data = load_h5(real_h5)
+    tr, va = data.fold_indices(0)
+    sparse_model, sparse = fit(tiny_run_config(epochs=3, eval_every=2), data, tr, va, tmp_path / "a.pt",
+                               progress=lambda s: None)
+    dense_model, dense = fit(tiny_run_config(epochs=3), data, tr, va, tmp_path / "b.pt", progress=lambda s: None)
+    assert [math.isnan(h["val_acc"]) for h in sparse["history"]] == [True, False, False]
+    assert sparse["history"][-1]["val_loss"] == dense["history"][-1]["val_loss"]
+    assert (sparse["val_probs"] == dense["val_probs"]).all()
+    for a, b in zip(sparse_model.state_dict().values(), dense_model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_training_learns_on_real_faces(real_h5, tmp_path):
     data = load_h5(real_h5)
     tr, va = data.fold_indices(1)
