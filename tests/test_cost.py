@@ -201,6 +201,12 @@ def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
     base = pred["per_arch"]["baseline"]["predicted_job_s"]
     assert rows["baseline fold job (mean)"]["error"] == pytest.approx(base / 20.0 - 1)
     assert rows["wide fold job (mean)"]["actual_s"] == 50.0 and "half_data fold job (mean)" not in rows
+    # cross-validation chose `wide` for the final model: the total counts wide's predicted final time
+    (results / "final").mkdir()
+    (results / "final" / "selection.json").write_text('{"architecture": "wide"}')
+    chosen = cost.predicted_vs_actual(results, now=1000.0 + pred["predicted_total_s"])
+    shift = pred["final"]["per_arch_s"]["wide"] - pred["final"]["predicted_job_s"]
+    assert chosen["rows"][0]["predicted_s"] == pytest.approx(pred["predicted_total_s"] + shift)
     # the config changed after that run: nothing comparable
     write_json(results / cost.WHOLE_RUN, {"started_at": 1000.0, "fingerprint": "other"})
     assert cost.predicted_vs_actual(results) is None
