@@ -108,14 +108,18 @@ def test_greedy_longest_first_schedule_by_hand():
     assert cost.lpt_schedule({}, 2)[0] == 0
 
 
-def test_prediction_arithmetic(cfg):
+def made_up_measurements(cfg):
     counts, _ = cost.data_counts(cfg)
     names = cfg["study"]["architectures"]
-    m = {"data_source": "config", "counts": counts,
-         "constants": {"job_overhead_s": 3.0, "light_job_s": 2.0, "snakemake_job_s": 1.0,
-                       "snakemake_startup_s": 3.0, "demo_csv_s": 1.0, "prepare_s": 2.0},
-         "per_arch": {n: {"img_per_s": 1056.0, "eval_img_per_s": 533.0, "checkpoint_s": 0.0} for n in names},
-         "final": {"architecture": "baseline", "img_per_s": 1600.0, "eval_img_per_s": 200.0, "threads": 2}}
+    return {"data_source": "config", "counts": counts,
+            "constants": {"job_overhead_s": 3.0, "light_job_s": 2.0, "snakemake_job_s": 1.0,
+                          "snakemake_startup_s": 3.0, "demo_csv_s": 1.0, "prepare_s": 2.0},
+            "per_arch": {n: {"img_per_s": 1056.0, "eval_img_per_s": 533.0, "checkpoint_s": 0.0} for n in names},
+            "final": {"architecture": "baseline", "img_per_s": 1600.0, "eval_img_per_s": 200.0, "threads": 2}}
+
+
+def test_prediction_arithmetic(cfg):
+    m = made_up_measurements(cfg)
     p = cost.predict(cfg, 2, m)
     assert p["jobs"] == 25 and p["cores"] == 2
     # fold job: 4 s overhead + 10 epochs x (33*32/1056 = 1 s train + ~1 s held-out eval)
@@ -147,15 +151,7 @@ def test_prediction_arithmetic(cfg):
 
 
 def _fake_prediction(cfg, cores=2):
-    counts, _ = cost.data_counts(cfg)
-    names = cfg["study"]["architectures"]
-    m = {"data_source": "config", "counts": counts,
-         "constants": {"job_overhead_s": 3.0, "light_job_s": 2.0, "snakemake_job_s": 1.0,
-                       "snakemake_startup_s": 3.0, "demo_csv_s": 1.0, "prepare_s": 2.0},
-         "per_arch": {n: {"img_per_s": 1056.0, "eval_img_per_s": 533.0, "checkpoint_s": 0.0} for n in names},
-         "final": {"architecture": "baseline", "img_per_s": 1600.0, "eval_img_per_s": 200.0, "threads": 2},
-         "measure_s": 30.0}
-    return cost.predict(cfg, cores, m)
+    return cost.predict(cfg, cores, {**made_up_measurements(cfg), "measure_s": 30.0})
 
 
 def test_in_study_prediction_reuses_a_matching_prediction_and_records_whole_runs(cfg, tmp_path):
