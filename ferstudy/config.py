@@ -86,9 +86,9 @@ def choose_preset(cfg, dataset):
 
 
 def _cuda_available():
-    if not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/kfd").exists()
+    if not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/kfd").exists() or Path("/dev/dxg").exists()
             or os.environ.get("CUDA_VISIBLE_DEVICES")):
-        return False  # no NVIDIA (or ROCm) driver here: skip the torch import, dry runs stay fast
+        return False  # no NVIDIA, ROCm or WSL2 GPU driver here: skip the torch import, dry runs stay fast
     try:
         import torch
         return torch.cuda.is_available()
@@ -140,6 +140,8 @@ def resolve_config(raw, workdir=".", source="config"):
     study.setdefault("baseline", names[0])
     for name in cfg["architectures"]:
         resolve_arch(cfg, name)  # fail early for every declared one, naming the architecture and layer
+    for name in names:
+        resolve_arch(cfg, name, final=True)  # and for the final retrain of every candidate
     return cfg
 
 
@@ -164,6 +166,10 @@ def resolve_arch(cfg, name, final=False):
     training = deep_merge(cfg["training"], merged.get("training", {}))
     if final:
         training = final_training(training, cfg.get("final"))
+        if training.get("schedule") == "plateau" and training.get("eval_every", 1) != 1:
+            # the final model's plateau schedule steps on PublicTest loss, so it needs it every epoch
+            raise UserError(f"architecture {arch_name!r}: the final model's schedule `plateau` needs "
+                            f"training.eval_every 1 (final.training.eval_every), not {training.get('eval_every')}")
     from .spec import validate_spec
 
     try:

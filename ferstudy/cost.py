@@ -23,7 +23,7 @@ The model (every constant is measured on this machine when the command runs; non
   trivial workflow of no-op jobs whose Snakefile resolves this config as common.smk does.
   demo_csv and prepare are timed by doing the work (demo CSV, `data.prepare`, data summary).
 * the final model: all of Training, `final.training` epochs, `--cores` threads, PublicTest
-  evaluated every epoch, PublicTest + PrivateTest predicted at the end. Its architecture is
+  evaluated every `eval_every` epochs, PublicTest + PrivateTest predicted at the end. Its architecture is
   chosen by cross-validation, so unless `final.architecture` names one the prediction assumes
   the study baseline and lists every candidate's time under `final.per_arch_s`.
 * schedule: Snakemake start-up (DAG with the config resolved), demo_csv -> prepare, then the
@@ -595,24 +595,31 @@ def fingerprint(study_cfg, cores):
 
 
 def in_study_prediction(raw_config, study_cfg, cores, jobs_by_rule, jobs_to_run, results="results",
-                        started_at=None, snakemake_log=None):
-    """Called by the Snakefile's onstart; returns the lines to log first.
+                        started_at=None, snakemake_log=None, enabled=True, say=print):
+    """Called by the Snakefile's onstart: `say`s the jobs to do and the predicted wall time.
 
-    A run that builds the whole study (every job of the DAG to do) measures this machine with
-    `ferstudy predict-cost` unless a prediction for the same config and cores exists, and records
-    itself in results/cost/run.json so that the report can set the prediction against the real
-    time. A partial run only says how much of the study it redoes and repeats a matching prediction.
-    The prediction is advice: if measuring fails the study goes on, with a warning naming the log."""
+    A run that builds the whole study (every job of the DAG to do, `all` among them) measures this
+    machine with `ferstudy predict-cost` unless a prediction for the same config, cores and version
+    exists, and records itself in results/cost/run.json so that the report can set the prediction
+    against the real time. A partial run says how much of the study it redoes and repeats a
+    matching prediction; if the config changed since the recorded run, that record goes (the report
+    then compares nothing). The prediction is advice: if measuring fails the study goes on."""
     import yaml
 
     from .io import write_json, write_text
 
     results = Path(results)
-    pred_path, fp = results / PREDICTION, fingerprint(study_cfg, cores)
+    pred_path, run_path, fp = results / PREDICTION, results / WHOLE_RUN, fingerprint(study_cfg, cores)
     total = sum(jobs_by_rule.values())
-    whole = jobs_to_run >= total
-    pred = json.loads(pred_path.read_text()) if pred_path.is_file() else None
-    lines = [f"This run: {jobs_to_run} of the study's {total} jobs."]
+    whole = jobs_to_run >= total and "all" in jobs_by_rule
+    say(f"This run: {jobs_to_run} of the study's {total} jobs.")
+    recorded = _read_json(run_path)
+    if recorded and (whole or recorded.get("fingerprint") != fp):
+        run_path.unlink()  # replaced below, or no longer this study's
+    if not enabled:
+        return
+    pred = _read_json(pred_path)
+    measured = False
     if pred is None or pred.get("fingerprint") != fp:
         pred = None
         if whole:
@@ -620,39 +627,50 @@ def in_study_prediction(raw_config, study_cfg, cores, jobs_by_rule, jobs_to_run,
             write_text(config_path, yaml.safe_dump(raw_config, sort_keys=False))
             log_path = results / "logs" / "predict_cost.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
+            say(f"Measuring every network on this machine to predict the study's wall time "
+                f"(log: {log_path}; `study: {{predict_cost: false}}` skips this)...")
             cmd = [sys.executable, "-m", "ferstudy", "predict-cost", "--config", str(config_path),
                    "--study-dir", os.getcwd(), "--cores", str(cores), "--no-dry-run",
                    "--jobs-by-rule", json.dumps(jobs_by_rule), "--out", str(pred_path)]
             with open(log_path, "w") as log_file:
                 done = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=_env())
             if done.returncode == 0:
-                pred = json.loads(pred_path.read_text())
-                pred.update(fingerprint=fp, measured_in_study=True)
+                pred = {**json.loads(pred_path.read_text()), "fingerprint": fp, "measured_in_study": True}
                 write_json(pred_path, pred)
+                measured = True
             else:
-                lines.append(f"Could not predict the study's cost (see {log_path}); the study goes on.")
-    if whole:
-        write_json(results / WHOLE_RUN, {"started_at": started_at or time.time(), "snakemake_log": snakemake_log,
-                                         "fingerprint": fp, "jobs": total, "cores": cores})
+                say(f"Could not predict the study's cost (see {log_path}); the study goes on.")
+    if whole and pred:
+        if isinstance(snakemake_log, (list, tuple)):  # Snakemake hands onstart a list of log files
+            snakemake_log = snakemake_log[0] if snakemake_log else None
+        write_json(run_path, {"started_at": started_at or time.time(), "snakemake_log": snakemake_log,
+                              "fingerprint": fp, "jobs": total, "cores": cores, "measured_this_run": measured})
     if pred:
-        lines.append(prediction_line(pred))
+        say(prediction_line(pred, measured))
     elif not whole:
-        lines.append("No cost prediction for this config yet: `ferstudy predict-cost --cores N` makes one.")
-    return lines
+        say("No cost prediction for this config yet: `ferstudy predict-cost --cores N` makes one.")
 
 
-def predicted_study_s(pred):
-    """Predicted wall time of the study, the measurement itself included when the study made it."""
-    return pred["predicted_total_s"] + (pred.get("measure_s") or 0.0 if pred.get("measured_in_study") else 0.0)
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def prediction_line(pred):
+def predicted_study_s(pred, measured_this_run):
+    """Predicted wall time of the study, the measurement included when this run made it."""
+    return pred["predicted_total_s"] + ((pred.get("measure_s") or 0.0) if measured_this_run else 0.0)
+
+
+def prediction_line(pred, measured_this_run):
     fold_jobs = sum(p["jobs"] for p in pred["per_arch"].values())
     images = sum(p["images_x_epochs"] for p in pred["per_arch"].values()) + pred["final"]["images_x_epochs"]
     f = pred["final"]
     per_arch = sorted(f["per_arch_s"].values())
-    measured = (f" (this machine measured in {pred['measure_s']:.0f} s)" if pred.get("measured_in_study") else "")
-    return (f"Predicted for the whole study on {pred['cores']} cores: {clock(predicted_study_s(pred))}{measured}: "
+    measured = f" (this machine measured in {pred['measure_s']:.0f} s)" if measured_this_run else ""
+    return (f"Predicted for the whole study on {pred['cores']} cores: "
+            f"{clock(predicted_study_s(pred, measured_this_run))}{measured}: "
             f"{pred['jobs']} jobs, {fold_jobs} cross-validation jobs, {images:,} training images x epochs; "
             f"final model {f['architecture']}{' (assumed)' if f['assumed'] else ''} {clock(f['predicted_job_s'])}, "
             f"{clock(per_arch[0])}-{clock(per_arch[-1])} whichever architecture wins. Details: "
@@ -666,42 +684,43 @@ def clock(seconds):
 
 
 def predicted_vs_actual(results, now=None):
-    """The report's table: the whole-study prediction against the last whole-study run, or None.
+    """The report's table: the whole-study prediction against the recorded whole-study run, or None.
 
-    The total is the run's elapsed time: from Snakemake's log when that run has ended, else up to
-    now (the report is the run's last job). Per job: Snakemake's benchmark files. The predicted
-    total counts the final model that cross-validation chose (the prediction lists every one)."""
+    The total is that run's elapsed time from Snakemake's log once it has ended well, or up to now
+    while it is the newest run and still going (the report is its last job); a failed run
+    compares no total. Per job: Snakemake's benchmark files. The predicted total counts the final
+    model that cross-validation chose (the prediction lists every candidate's time)."""
     results = Path(results)
-    pred_path, run_path = results / PREDICTION, results / WHOLE_RUN
-    if not (pred_path.is_file() and run_path.is_file()):
+    pred, run = _read_json(results / PREDICTION), _read_json(results / WHOLE_RUN)
+    if not pred or not run or pred.get("fingerprint") != run.get("fingerprint"):
         return None
-    pred, run = json.loads(pred_path.read_text()), json.loads(run_path.read_text())
-    if pred.get("fingerprint") != run.get("fingerprint"):
-        return None  # the config changed after the whole-study run: nothing comparable
     actual = actual_times(results.parent)
-    ended = [r for r in actual["runs"] if run.get("snakemake_log") and Path(r["log"]).name ==
-             Path(run["snakemake_log"]).name]
+    log_name = Path(run["snakemake_log"]).name if run.get("snakemake_log") else None
+    ended = [r for r in actual["runs"] if Path(r["log"]).name == log_name]
+    newest = sorted((results.parent / ".snakemake" / "log").glob("*.snakemake.log"))
     if ended:
-        total, total_note = ended[0]["elapsed_s"], "whole run"
+        total, note = (ended[0]["elapsed_s"], "whole run") if ended[0]["ok"] else (None, "the run failed")
+    elif newest and newest[-1].name == log_name:
+        total, note = (now or time.time()) - run["started_at"], "up to the report"
     else:
-        total, total_note = (now or time.time()) - run["started_at"], "up to the report"
-    predicted = predicted_study_s(pred)
+        total, note = None, "the run's log is gone"
+    predicted = predicted_study_s(pred, run.get("measured_this_run", False))
     chosen, f = actual.get("final_architecture"), pred["final"]
     if f["assumed"] and chosen in f["per_arch_s"]:
         # cross-validation chose the final network after the prediction: count that one's predicted time
         predicted += f["per_arch_s"][chosen] - f["predicted_job_s"]
-    rows = [{"what": "whole study", "predicted_s": predicted, "actual_s": total, "note": total_note}]
+    rows = [{"what": "whole study", "predicted_s": predicted, "actual_s": total, "note": note}]
     for name, p in pred["per_arch"].items():
         if name in actual["per_arch_job_s"]:
             rows.append({"what": f"{name} fold job (mean)", "predicted_s": p["predicted_job_s"],
                          "actual_s": actual["per_arch_job_s"][name], "note": ""})
-    if actual.get("final_job_s") and chosen in pred["final"]["per_arch_s"]:
-        rows.append({"what": f"final model ({chosen})", "predicted_s": pred["final"]["per_arch_s"][chosen],
+    if actual.get("final_job_s") and chosen in f["per_arch_s"]:
+        rows.append({"what": f"final model ({chosen})", "predicted_s": f["per_arch_s"][chosen],
                      "actual_s": actual["final_job_s"], "note": ""})
     for r in rows:
         r["error"] = r["predicted_s"] / r["actual_s"] - 1 if r["actual_s"] else None
     return {"rows": rows, "cores": pred["cores"], "measure_s": pred.get("measure_s"),
-            "total_error": rows[0]["error"], "measured_in_study": bool(pred.get("measured_in_study"))}
+            "total_error": rows[0]["error"], "measured_in_study": bool(run.get("measured_this_run"))}
 
 
 # ---------------------------------------------------------------- the command

@@ -386,8 +386,9 @@ def plot_final_history(history, path, dataset, arch, best_epoch=None):
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.7]})
     e = history["epoch"]
     for ax, what in zip(axes[:2], ("acc", "loss")):
+        val = history[f"val_{what}"].notna()  # epochs without an evaluation (`eval_every`) are NaN
         ax.plot(e, history[f"train_{what}"], "o-", ms=3, color="C1", label="training batches (augmented)")
-        ax.plot(e, history[f"val_{what}"], "o-", ms=3, color="C0", label="PublicTest")
+        ax.plot(e[val], history.loc[val, f"val_{what}"], "o-", ms=3, color="C0", label="PublicTest")
         ax.axvline(best_epoch, color=FINAL_COLOR, ls="--", lw=1.2, label=f"kept checkpoint: epoch {best_epoch}")
         ax.set_ylabel("accuracy" if what == "acc" else "cross-entropy loss")
     best_acc = float(history.loc[history["epoch"] == best_epoch, "val_acc"].iloc[0])

@@ -824,13 +824,14 @@ def findings(ctx):
 
 
 def cost_prediction_sentence(cp):
-    """How far the measured prediction made before the study was from its real wall time."""
+    """How far the prediction made when the study started was from its real wall time."""
     if not cp or cp["total_error"] is None:
-        return ("No cost prediction matches this study's config, so predicted and real wall time are not "
-                "compared; a run that builds the whole study makes one.")
+        why = f" ({cp['rows'][0]['note']})" if cp else ""
+        return (f"No whole-study cost prediction can be set against this study's real wall time{why}; a local "
+                "run that builds the whole study with `study.predict_cost` on makes one.")
     err = cp["total_error"]
-    how = "made by measuring every network on this machine when the run started" if cp["measured_in_study"] else \
-        "made with `ferstudy predict-cost` before the run"
+    how = ("made by measuring every network on this machine when the run started" if cp["measured_in_study"]
+           else "repeated from an earlier measurement of the same config on this machine")
     return (f"The prediction of the whole study's wall time, {how}, was {pct(abs(err))} "
             f"{'above' if err > 0 else 'below'} the real time, {'within' if abs(err) <= 0.25 else 'outside'} "
             f"the 25% this tool aims at.")

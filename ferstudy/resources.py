@@ -6,7 +6,8 @@ rules in workflow/rules/*.smk call these functions through thin wrappers in comm
 cluster submission stay fast and torch-free. Sizes (images per fold, subsampling, epochs) come
 from the same workload functions as the prediction (ferstudy/cost.py).
 
-runtime = start-up + epochs x (training + held-out images) x seconds per image, x a safety factor;
+runtime = start-up + (epochs x training images + evaluations x held-out images) x seconds per
+image, x a safety factor (evaluations: every `eval_every` epochs and after the last);
 seconds per image come from the architecture's FLOPs and a throughput estimate (measured here: a
 2-core CPU trains the demo CNNs at 10-37 GFLOP/s per thread, counting 3x the forward FLOPs; an
 H200 trains the full vgg_deep at ~15,000 images/s, ~27 TFLOP/s in bf16).

@@ -114,3 +114,13 @@ def test_final_retrain_settings_are_merged_one_way(tmp_path):
     final = resolve_arch(cfg, arch, final=True)["training"]
     assert final == final_training(resolve_arch(cfg, arch)["training"], cfg["final"])
     assert final["lr"] == 0.01 and final["augment"]["flip"] is False and final["augment"]["enabled"] is False
+
+
+def test_final_plateau_schedule_needs_publictest_every_epoch(tmp_path):
+    with pytest.raises(UserError, match="'baseline'.*plateau.*eval_every 1"):
+        resolve_config(with_change(("final", "training"), {"schedule": "plateau", "eval_every": 0}), workdir=tmp_path)
+    # cross-validation steps on training loss: any eval_every will do there
+    raw = with_change(("training",), {**BASE["training"], "schedule": "plateau", "eval_every": 0})
+    raw["final"]["training"] = {"eval_every": 1}
+    cfg = resolve_config(raw, workdir=tmp_path / "x")
+    assert resolve_arch(cfg, "baseline")["training"]["schedule"] == "plateau"

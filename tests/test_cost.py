@@ -156,40 +156,67 @@ def _fake_prediction(cfg, cores=2):
 
 def test_in_study_prediction_reuses_a_matching_prediction_and_records_whole_runs(cfg, tmp_path):
     """A matching prediction is repeated without measuring; a whole-study run is recorded for the
-    report, a partial one is not; a changed config or core count no longer matches."""
+    report (Snakemake's list of log files kept as one path), a partial one is not; a changed config
+    or core count no longer matches and drops the record."""
     from ferstudy.io import write_json
 
     results = tmp_path / "results"
     pred = {**_fake_prediction(cfg), "fingerprint": cost.fingerprint(cfg, 2), "measured_in_study": True}
     write_json(results / cost.PREDICTION, pred)
     jobs = cost.count_jobs(cfg)
-    lines = cost.in_study_prediction({}, cfg, 2, jobs, 5, results=results, started_at=100.0)
+    lines = []
+    cost.in_study_prediction({}, cfg, 2, jobs, 5, results=results, started_at=100.0, say=lines.append)
     assert lines[0] == "This run: 5 of the study's 25 jobs."
     assert "Predicted for the whole study on 2 cores" in lines[1] and "25 jobs, 9 cross-validation jobs" in lines[1]
-    assert f"{cost.clock(pred['predicted_total_s'] + 30.0)}" in lines[1]  # the measurement counts in a study
+    assert cost.clock(pred["predicted_total_s"]) in lines[1] and "measured in" not in lines[1]  # nothing measured
     assert not (results / cost.WHOLE_RUN).exists()  # partial run: nothing to compare with later
-    cost.in_study_prediction({}, cfg, 2, jobs, 25, results=results, started_at=100.0, snakemake_log="x.log")
-    run = (results / cost.WHOLE_RUN).read_text()
-    assert '"started_at": 100.0' in run and cost.fingerprint(cfg, 2) in run
-    # a partial run under another core count: no prediction for it, and no measuring either
-    lines = cost.in_study_prediction({}, cfg, 4, jobs, 5, results=results)
+    cost.in_study_prediction({}, cfg, 2, jobs, 25, results=results, started_at=100.0,
+                             snakemake_log=["/x/.snakemake/log/a.snakemake.log"], say=lines.append)
+    run = cost._read_json(results / cost.WHOLE_RUN)
+    assert run["started_at"] == 100.0 and run["fingerprint"] == cost.fingerprint(cfg, 2)
+    assert run["snakemake_log"] == "/x/.snakemake/log/a.snakemake.log" and run["measured_this_run"] is False
+    # a partial run under another core count: no prediction for it, no measuring, and the record goes
+    lines = []
+    cost.in_study_prediction({}, cfg, 4, jobs, 5, results=results, say=lines.append)
     assert "No cost prediction for this config yet" in lines[1]
-    assert cost.fingerprint(cfg, 4) != cost.fingerprint(cfg, 2)
+    assert not (results / cost.WHOLE_RUN).exists()
+    # a whole run that may not predict (Slurm, predict_cost: false) keeps no stale record either
+    write_json(results / cost.WHOLE_RUN, run)
+    cost.in_study_prediction({}, cfg, 2, jobs, 25, results=results, enabled=False, say=lines.append)
+    assert not (results / cost.WHOLE_RUN).exists()
+
+
+def test_failed_measurement_does_not_stop_the_study(cfg, tmp_path):
+    """predict-cost failing (here: a config it cannot read) is said and the study goes on."""
+    lines = []
+    cost.in_study_prediction({"not": "a study config"}, cfg, 2, cost.count_jobs(cfg), 25,
+                             results=tmp_path / "results", say=lines.append)
+    assert "Could not predict the study's cost" in lines[-1]
+    assert not (tmp_path / "results" / cost.WHOLE_RUN).exists()
+
+
+def _write_benchmarks(results, seconds_by_arch, folds=3):
+    for arch, seconds in seconds_by_arch.items():
+        for fold in range(folds):
+            tsv = results / "benchmarks" / "train" / arch / f"fold{fold}.tsv"
+            tsv.parent.mkdir(parents=True, exist_ok=True)
+            tsv.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:20\t100\n")
 
 
 def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
     from ferstudy.io import write_json
 
     results = tmp_path / "results"
-    pred = {**_fake_prediction(cfg), "fingerprint": "f00", "measured_in_study": False}
+    pred = {**_fake_prediction(cfg), "fingerprint": "f00", "measured_in_study": True}
     write_json(results / cost.PREDICTION, pred)
-    write_json(results / cost.WHOLE_RUN, {"started_at": 1000.0, "snakemake_log": None, "fingerprint": "f00"})
-    for arch, seconds in (("baseline", 20.0), ("wide", 50.0)):
-        for fold in range(3):
-            tsv = results / "benchmarks" / "train" / arch / f"fold{fold}.tsv"
-            tsv.parent.mkdir(parents=True, exist_ok=True)
-            tsv.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:20\t100\n")
-    cmp = cost.predicted_vs_actual(results, now=1000.0 + pred["predicted_total_s"] / 1.25)
+    logs = tmp_path / ".snakemake" / "log"
+    logs.mkdir(parents=True)
+    (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\n")  # the run, still going
+    write_json(results / cost.WHOLE_RUN, {"started_at": 1000.0, "fingerprint": "f00", "measured_this_run": True,
+                                          "snakemake_log": str(logs / "2026-01-01T000000.snakemake.log")})
+    _write_benchmarks(results, {"baseline": 20.0, "wide": 50.0})
+    predicted = pred["predicted_total_s"] + 30.0  # the run measured for 30 s first
+    cmp = cost.predicted_vs_actual(results, now=1000.0 + predicted / 1.25)
     total = cmp["rows"][0]
     assert total["what"] == "whole study" and total["note"] == "up to the report"
     assert cmp["total_error"] == pytest.approx(0.25)          # predicted 25% above the real time
@@ -197,12 +224,25 @@ def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
     base = pred["per_arch"]["baseline"]["predicted_job_s"]
     assert rows["baseline fold job (mean)"]["error"] == pytest.approx(base / 20.0 - 1)
     assert rows["wide fold job (mean)"]["actual_s"] == 50.0 and "half_data fold job (mean)" not in rows
+    # the run ended: its elapsed time from Snakemake's log counts, not the time since
+    (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\nElapsed time: 0:01:40\n")
+    assert cost.predicted_vs_actual(results, now=1e9)["rows"][0]["actual_s"] == 100.0
+    # ... unless it failed: then no total is compared
+    (logs / "2026-01-01T000000.snakemake.log").write_text(
+        "Execute 25 jobs...\nExiting because a job execution failed.\nElapsed time: 0:01:40\n")
+    failed = cost.predicted_vs_actual(results)
+    assert failed["total_error"] is None and failed["rows"][0]["note"] == "the run failed"
+    (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\nElapsed time: 0:01:40\n")
     # cross-validation chose `wide` for the final model: the total counts wide's predicted final time
     (results / "final").mkdir()
     (results / "final" / "selection.json").write_text('{"architecture": "wide"}')
-    chosen = cost.predicted_vs_actual(results, now=1000.0 + pred["predicted_total_s"])
+    chosen = cost.predicted_vs_actual(results)
     shift = pred["final"]["per_arch_s"]["wide"] - pred["final"]["predicted_job_s"]
-    assert chosen["rows"][0]["predicted_s"] == pytest.approx(pred["predicted_total_s"] + shift)
+    assert chosen["rows"][0]["predicted_s"] == pytest.approx(predicted + shift)
+    # a later run's report: the recorded run is not the newest and has no end -> no total
+    (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\n")
+    (logs / "2026-01-02T000000.snakemake.log").write_text("Execute 3 jobs...\n")
+    assert cost.predicted_vs_actual(results)["total_error"] is None
     # the config changed after that run: nothing comparable
     write_json(results / cost.WHOLE_RUN, {"started_at": 1000.0, "fingerprint": "other"})
     assert cost.predicted_vs_actual(results) is None
@@ -213,6 +253,8 @@ def test_report_sentence_follows_the_prediction_error():
 
     near = cost_prediction_sentence({"total_error": -0.08, "measured_in_study": True})
     far = cost_prediction_sentence({"total_error": 0.4, "measured_in_study": False})
-    assert "8.0% below" in near and "within the 25%" in near
-    assert "40.0% above" in far and "outside the 25%" in far
-    assert "not compared" in cost_prediction_sentence(None)
+    assert "8.0% below" in near and "within the 25%" in near and "measuring every network" in near
+    assert "40.0% above" in far and "outside the 25%" in far and "earlier measurement" in far
+    assert "No whole-study cost prediction" in cost_prediction_sentence(None)
+    failed = cost_prediction_sentence({"total_error": None, "rows": [{"note": "the run failed"}]})
+    assert "(the run failed)" in failed

@@ -45,19 +45,18 @@ def announce_dataset():
 
 def announce_cost(log):
     """First lines of the study's log: the jobs to do and the predicted wall time (ferstudy/cost.py).
-    Local runs only: on a cluster the submitting host's speed predicts nothing."""
-    if not STUDY["study"].get("predict_cost", True) or not workflow.local_exec:
-        return
+    Measured on local runs only: on a cluster the submitting host's speed predicts nothing."""
     from collections import Counter
 
     from ferstudy.cost import in_study_prediction
 
-    jobs = dict(Counter(job.rule.name for job in workflow.dag.jobs))
-    to_run = sum(1 for _ in workflow.dag.needrun_jobs())
-    started = workflow.start_time.timestamp() if hasattr(workflow, "start_time") else None
-    for line in in_study_prediction(config, STUDY, workflow.cores, jobs, to_run, results=R,
-                                    started_at=started, snakemake_log=log):
-        logger.info(line)
+    enabled = STUDY["study"].get("predict_cost", True) and workflow.local_exec and not workflow.touch
+    try:
+        in_study_prediction(config, STUDY, workflow.cores, dict(Counter(j.rule.name for j in workflow.dag.jobs)),
+                            sum(1 for _ in workflow.dag.needrun_jobs()), results=R, enabled=enabled,
+                            started_at=workflow.start_time.timestamp(), snakemake_log=log, say=logger.info)
+    except Exception as err:  # the prediction is advice: never stop the study for it
+        logger.warning(f"Cost prediction skipped: {err!r}")
 
 
 def write_yaml(path, obj):
