@@ -695,7 +695,9 @@ def predicted_vs_actual(results, now=None):
     if not pred or not run or pred.get("fingerprint") != run.get("fingerprint"):
         return None
     actual = actual_times(results.parent)
-    log_name = Path(run["snakemake_log"]).name if run.get("snakemake_log") else None
+    log = run.get("snakemake_log")
+    log = log[0] if isinstance(log, list) and log else log  # records written before the list was unpacked
+    log_name = Path(log).name if log else None
     ended = [r for r in actual["runs"] if Path(r["log"]).name == log_name]
     newest = sorted((results.parent / ".snakemake" / "log").glob("*.snakemake.log"))
     if ended:

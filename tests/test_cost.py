@@ -227,6 +227,10 @@ def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
     # the run ended: its elapsed time from Snakemake's log counts, not the time since
     (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\nElapsed time: 0:01:40\n")
     assert cost.predicted_vs_actual(results, now=1e9)["rows"][0]["actual_s"] == 100.0
+    listed = {**cost._read_json(results / cost.WHOLE_RUN)}
+    listed["snakemake_log"] = [listed["snakemake_log"]]  # as Snakemake hands it to onstart
+    write_json(results / cost.WHOLE_RUN, listed)
+    assert cost.predicted_vs_actual(results, now=1e9)["rows"][0]["actual_s"] == 100.0
     # ... unless it failed: then no total is compared
     (logs / "2026-01-01T000000.snakemake.log").write_text(
         "Execute 25 jobs...\nExiting because a job execution failed.\nElapsed time: 0:01:40\n")
