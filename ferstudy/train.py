@@ -4,8 +4,8 @@
 prepared data and evaluates on others every `eval_every` epochs and after the last. A checkpoint
 dict {model, optimizer, scheduler, epoch, history, best, config} is written atomically after
 every epoch, so a killed job started again resumes where it stopped and ends with the same
-weights as an uninterrupted run: all randomness of epoch e comes from generators seeded with (seed, e), not from state
-carried across epochs.
+weights as an uninterrupted run: all randomness of epoch e comes from generators seeded with
+(seed, e), not from state carried across epochs.
 """
 
 import logging
