@@ -54,6 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import evaluation_epochs
+
 log = logging.getLogger("ferstudy.cost")
 
 N_CLASSES = 7
@@ -62,7 +64,6 @@ N_CLASSES = 7
 FER2013_COUNTS = {"Training": [3995, 436, 4097, 7215, 4830, 3171, 4965],
                   "PublicTest": [467, 56, 496, 895, 653, 415, 607],
                   "PrivateTest": [491, 55, 528, 879, 594, 416, 626]}
-TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}
 
 
 # ---------------------------------------------------------------- data sizes
@@ -116,12 +117,6 @@ def subsampled(class_counts, fraction):
     if fraction >= 1.0:
         return int(sum(class_counts))
     return int(sum(max(1, round(fraction * c)) for c in class_counts if c > 0))
-
-
-def evaluation_epochs(training):
-    from .config import evaluation_epochs as epochs
-
-    return epochs(training)
 
 
 def cv_workload(run_cfg, counts, folds):
@@ -712,13 +707,13 @@ def predicted_vs_actual(results, now=None):
         # cross-validation chose the final network after the prediction: count that one's predicted time
         predicted += f["per_arch_s"][chosen] - f["predicted_job_s"]
     rows = [{"what": "whole study", "predicted_s": predicted, "actual_s": total, "note": note}]
-    for name, p in pred["per_arch"].items():
-        if name in actual["per_arch_job_s"]:
-            rows.append({"what": f"{name} fold job (mean)", "predicted_s": p["predicted_job_s"],
-                         "actual_s": actual["per_arch_job_s"][name], "note": ""})
-    if actual.get("final_job_s") and chosen in f["per_arch_s"]:
-        rows.append({"what": f"final model ({chosen})", "predicted_s": f["per_arch_s"][chosen],
-                     "actual_s": actual["final_job_s"], "note": ""})
+    jobs = compare(pred, actual)
+    rows += [{"what": f"{name} fold job (mean)", "predicted_s": r["predicted_job_s"], "actual_s": r["actual_job_s"],
+              "note": ""} for name, r in jobs["per_arch"].items() if r["actual_job_s"] is not None]
+    final = jobs["final"]
+    if final["actual_job_s"] and final["predicted_job_s_for_actual_architecture"] is not None:
+        rows.append({"what": f"final model ({chosen})", "predicted_s": final["predicted_job_s_for_actual_architecture"],
+                     "actual_s": final["actual_job_s"], "note": ""})
     for r in rows:
         r["error"] = r["predicted_s"] / r["actual_s"] - 1 if r["actual_s"] else None
     return {"rows": rows, "cores": pred["cores"], "measure_s": pred.get("measure_s"),

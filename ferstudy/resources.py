@@ -18,7 +18,9 @@ import math
 import os
 
 from .config import resolve_arch
-from .cost import TTA_VIEWS, cv_workload, data_counts, final_workload
+from .cost import cv_workload, data_counts, final_workload
+
+TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}  # images predicted per face (augment.eval_views)
 
 CSV_KB_PER_IMAGE = 8.4           # one FER2013 CSV row (2304 pixels as text)
 CPU_FLOPS_PER_THREAD = 20e9      # training FLOP/s of one CPU thread (measured 10-37e9)
