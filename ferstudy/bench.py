@@ -150,18 +150,19 @@ def _training_settings(run_cfg, batch_size=None):
 
 
 def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, trials=3, batch_size=None,
-                     channels_last=None):
+                     channels_last=None, amp=None):
     """Images/s of the real training step (`train.train_one_epoch`) on `batches` batches per trial.
 
     Model, optimizer, scheduler and augmentation are built as `train.fit` builds them. The indices
     repeat the given images as needed, so a few hundred images serve any number of batches.
-    Returns a dict: img_per_s (best trial), img_per_s_median, forward_flops, gflops, ...
+    amp: bf16 autocast on/off; None decides as a training job would (`train.choose_amp`).
+    Returns a dict: img_per_s (best trial), img_per_s_median, forward_flops, gflops, precision, ...
     """
     import torch
 
     from .augment import Augmenter
     from .models import build_model, forward_flops
-    from .train import make_optimizer, make_scheduler, train_one_epoch, use_channels_last
+    from .train import choose_amp, make_optimizer, make_scheduler, train_one_epoch, use_channels_last
 
     set_threads(threads)
     device = torch.device("cpu")
@@ -178,6 +179,9 @@ def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, tria
     flops = forward_flops(model, crop)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    reason = "given"
+    if amp is None:
+        amp, reason = choose_amp(t, device, model, crop)
     optimizer = make_optimizer(model, t)
     total_steps = warmup + trials * batches
     scheduler = make_scheduler(optimizer, {**t, "epochs": 1}, total_steps)
@@ -188,7 +192,7 @@ def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, tria
         idx = torch.arange(n_batches * bs) % len(x)
         t0 = time.perf_counter()
         _, _, n = train_one_epoch(model, x, y, idx, augmenter, optimizer, scheduler, t, epoch, channels_last,
-                                  False)
+                                  amp)
         return n / (time.perf_counter() - t0)
 
     if warmup:
@@ -198,11 +202,11 @@ def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, tria
     return {"img_per_s": best, "img_per_s_median": statistics.median(rates), "forward_flops": flops,
             "gflops": 3 * flops * best / 1e9, "batch_size": bs, "batches": batches, "trials": trials,
             "channels_last": bool(channels_last), "augment": augmenter.enabled and aug_cfg,
-            "model": model}
+            "precision": "bf16" if amp else "fp32", "precision_reason": reason, "amp": bool(amp), "model": model}
 
 
 def eval_throughput(model, images, threads, crop, tta="none", channels_last=True, batch_size=512, trials=3,
-                    n_images=None):
+                    n_images=None, amp=False):
     """Source images/s of `train.predict` (evaluation crops, TTA views, softmax) over `images`."""
     import torch
 
@@ -213,11 +217,11 @@ def eval_throughput(model, images, threads, crop, tta="none", channels_last=True
     n = n_images or len(x)
     idx = torch.arange(n) % len(x)
     model = model.eval()
-    predict(model, x, idx[:min(n, batch_size)], crop, tta, channels_last, False, batch_size)  # warm-up
+    predict(model, x, idx[:min(n, batch_size)], crop, tta, channels_last, amp, batch_size)  # warm-up
     rates = []
     for _ in range(trials):
         t0 = time.perf_counter()
-        predict(model, x, idx, crop, tta, channels_last, False, batch_size)
+        predict(model, x, idx, crop, tta, channels_last, amp, batch_size)
         rates.append(n / (time.perf_counter() - t0))
     return max(rates), statistics.median(rates)
 

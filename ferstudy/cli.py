@@ -68,28 +68,33 @@ def cmd_train(args):
     model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads)
     probs = state.get("val_probs")
     if probs is None:  # resumed after the last epoch's checkpoint: nothing was predicted in this process
-        probs = _predict_indices(model, run_cfg, data, val_idx)
+        probs = _predict_indices(model, run_cfg, data, val_idx, state["amp"])
     write_predictions(out / "predictions.csv", data.row[val_idx], data.labels[val_idx], probs)
     write_history(out / "history.csv", state["history"])
     extra = {"fold": args.fold, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "threads": args.threads,
-             "seconds": time.perf_counter() - t0}
-    save_model(out / "model.pt", model, run_cfg, {"fold": args.fold})
+             "seconds": time.perf_counter() - t0, **_precision(state)}
+    save_model(out / "model.pt", model, run_cfg, {"fold": args.fold, "amp": state["amp"]})
     write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
     Path(args.checkpoint).unlink(missing_ok=True)  # done: a forced rerun must train again, not reload
     log.info("held-out accuracy %.4f (%s fold %d), %.0f s", float((probs.argmax(1) == data.labels[val_idx]).mean()),
              run_cfg["name"], args.fold, extra["seconds"])
 
 
-def _predict_indices(model, run_cfg, data, idx):
+def _precision(state):
+    """What every result records of the precision it was trained in."""
+    return {"precision": "bf16" if state["amp"] else "fp32", "precision_reason": state["precision_reason"]}
+
+
+def _predict_indices(model, run_cfg, data, idx, amp):
     import torch
 
-    from .train import predict, use_amp, use_channels_last
+    from .train import predict, use_channels_last
 
     t = run_cfg["training"]
     device = next(model.parameters()).device
     images = torch.from_numpy(data.images).unsqueeze(1).to(device)
     return predict(model, images, torch.from_numpy(idx).to(device), t["augment"].get("crop", 48),
-                   t.get("tta", "none"), use_channels_last(t, device), use_amp(t, device))
+                   t.get("tta", "none"), use_channels_last(t, device), amp)
 
 
 def cmd_train_final(args):
@@ -119,13 +124,13 @@ def cmd_train_final(args):
     seconds = time.perf_counter() - t0
     for name, idx in (("public", public), ("private", private)):
         # PrivateTest is predicted once, here, with the checkpoint PublicTest chose; nothing reads it to choose.
-        probs = _predict_indices(model, run_cfg, data, idx)
+        probs = _predict_indices(model, run_cfg, data, idx, state["amp"])
         write_predictions(out / f"predictions_{name}.csv", data.row[idx], data.labels[idx], probs)
     write_history(out / "history.csv", state["history"])
     best = state["best"] or {"epoch": state["epoch"], "val_acc": None}
     extra = {"selection": selection, "best_epoch": best["epoch"], "best_public_acc": best["val_acc"],
-             "n_train": int(len(train_idx)), "threads": args.threads, "seconds": seconds}
-    save_model(out / "model.pt", model, run_cfg, {"best_epoch": best["epoch"]})
+             "n_train": int(len(train_idx)), "threads": args.threads, "seconds": seconds, **_precision(state)}
+    save_model(out / "model.pt", model, run_cfg, {"best_epoch": best["epoch"], "amp": state["amp"]})
     write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
     Path(args.checkpoint).unlink(missing_ok=True)
     log.info("final model: best PublicTest accuracy %.4f at epoch %s; %.0f s", best["val_acc"] or float("nan"),
@@ -178,14 +183,15 @@ def cmd_predict(args):
     import torch
 
     from .data import parse_fer_csv
-    from .train import load_model, predict, setup_torch, use_channels_last, write_predictions
+    from .train import cpu_has_bf16, load_model, predict, setup_torch, use_channels_last, write_predictions
 
     images, labels, _, row = parse_fer_csv(args.csv)
     setup_torch(torch.device("cpu"), args.threads)
     model, payload = load_model(args.model)
     t = payload["run_config"]["training"]
     probs = predict(model, torch.from_numpy(images).unsqueeze(1), torch.from_numpy(np.arange(len(row))),
-                    payload["input_size"], t.get("tta", "none"), use_channels_last(t, torch.device("cpu")))
+                    payload["input_size"], t.get("tta", "none"), use_channels_last(t, torch.device("cpu")),
+                    amp=bool(payload.get("amp")) and cpu_has_bf16())  # the precision it was trained and chosen in
     write_predictions(args.out, row, labels, probs)
     log.info("%s: %d faces predicted, accuracy %.4f", args.csv, len(row), float((probs.argmax(1) == labels).mean()))
 

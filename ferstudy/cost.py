@@ -130,6 +130,7 @@ def cv_workload(run_cfg, counts, folds):
         bs = min(t["batch_size"], n)
         jobs.append({"fold": k, "n_train": n, "n_val": int(held[k].sum()), "steps": n // bs, "batch_size": bs})
     return {"epochs": t["epochs"], "evaluations": len(evaluation_epochs(t)), "tta": t.get("tta", "none"),
+            "curve_images": 2 * int(t.get("curve_images", 0)),  # per epoch: held-out + trained-on subsets
             "jobs": jobs, "images_x_epochs": sum(j["n_train"] for j in jobs) * t["epochs"]}
 
 
@@ -360,9 +361,9 @@ def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1):
     t = run_cfg["training"]
     crop = t["augment"].get("crop", 48)
     ev, _ = eval_throughput(r["model"], images, threads, crop, t.get("tta", "none"),
-                            use_channels_last(t, torch.device("cpu")), trials=trials, n_images=512)
+                            use_channels_last(t, torch.device("cpu")), trials=trials, n_images=512, amp=r["amp"])
     return {"img_per_s": r["img_per_s"], "eval_img_per_s": ev, "checkpoint_s": checkpoint_seconds(r["model"]),
-            "mflops_forward": r["forward_flops"] / 1e6}
+            "mflops_forward": r["forward_flops"] / 1e6, "bf16": float(r["amp"])}
 
 
 def _measure_worker(cfg, names, batches, warmup, h5):
@@ -443,7 +444,9 @@ def fold_job_seconds(w, job, rates, overhead):
     last evaluation's predictions are the job's output, not predicted again)."""
     eval_s = job["n_val"] / rates["eval_img_per_s"]
     train_s = job["steps"] * job["batch_size"] / rates["img_per_s"]
-    return overhead + w["epochs"] * (train_s + rates.get("checkpoint_s", 0.0)) + w["evaluations"] * eval_s
+    curve_s = min(w.get("curve_images", 0), job["n_train"] + job["n_val"]) / rates["eval_img_per_s"]
+    return (overhead + w["epochs"] * (train_s + curve_s + rates.get("checkpoint_s", 0.0))
+            + w["evaluations"] * eval_s)
 
 
 def final_job_seconds(w, train_rate, eval_rate, overhead, checkpoint_s=0.0):

@@ -104,8 +104,8 @@ def train_estimate(cfg, arch, final=False, threads=1):
             + (w["n_public"] + w["n_private"]) * eval_s
     else:  # k-1 folds; the held-out fold every `eval_every` epochs
         w = cv_workload(run_cfg, counts, cfg["data"]["folds"])
-        seconds = max(w["epochs"] * j["n_train"] * train_s + w["evaluations"] * j["n_val"] * eval_s
-                      for j in w["jobs"])
+        seconds = max(w["epochs"] * (j["n_train"] * train_s + w["curve_images"] * eval_s)  # curve: TTA-free, bounded
+                      + w["evaluations"] * j["n_val"] * eval_s for j in w["jobs"])
     n_images = sum(sum(v) for v in counts.values())
     return math.ceil(RUNTIME_SAFETY * (STARTUP_SECONDS + seconds) / 60), job_mem_mb(run_cfg, n_images)
 

@@ -10,6 +10,7 @@ weights as an uninterrupted run: all randomness of epoch e comes from generators
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 
@@ -20,11 +21,13 @@ import torch.nn.functional as F
 from . import CLASS_NAMES
 from .augment import Augmenter, eval_views
 from .config import config_hash, evaluation_epochs
+from .errors import UserError
 from .io import atomic_path
 from .models import build_model
 
 log = logging.getLogger("ferstudy.train")
-HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "curve_train_acc",
+                   "curve_val_acc", "seconds", "images_per_s"]
 
 
 # ---------------------------------------------------------------- set-up
@@ -32,7 +35,6 @@ HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_ac
 def pick_device(training):
     want = training.get("device", "auto")
     if want == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
         raise UserError("config key training.device: cuda requested but torch sees no CUDA device")
     return torch.device("cuda" if want in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
@@ -53,9 +55,76 @@ def use_channels_last(training, device):
     return bool(setting) if setting != "auto" else True  # measured faster for these convnets on CPU and GPU
 
 
+def cpu_has_bf16():
+    """Native bf16 on this CPU (AVX-512 BF16 or AMX on x86, BF16 on Arm), as torch's oneDNN sees it.
+    Without it, bf16 autocast on a CPU is emulated and slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def use_amp(training, device):
+    """Autocast setting before any measurement: True/False when decided, None when `auto` on a
+    bf16-capable CPU leaves it to `choose_amp`'s measurement."""
     setting = training.get("amp", "auto")
-    return device.type == "cuda" if setting == "auto" else bool(setting) and device.type == "cuda"
+    if setting != "auto":
+        return bool(setting)
+    if device.type == "cuda":
+        return True
+    return None if cpu_has_bf16() else False
+
+
+def choose_amp(training, device, model, crop, probe=None):
+    """(amp, reason). `amp: auto` on a CPU with native bf16 times a few training steps of this
+    network in both precisions (`probe`, by default `time_precisions`) and takes bf16 only when it
+    is at least `BF16_MIN_GAIN` faster; the reason goes into the log and every result."""
+    decided = use_amp(training, device)
+    setting = training.get("amp", "auto")
+    if decided is not None:
+        if setting != "auto":
+            return decided, f"amp: {setting} in the config"
+        return decided, ("CUDA device" if device.type == "cuda" else "this CPU has no native bf16")
+    fp32, bf16 = (probe or time_precisions)(model, training, crop)
+    gain = bf16 / fp32
+    if gain >= BF16_MIN_GAIN:
+        return True, f"native bf16 CPU, measured {gain:.2f}x fp32 for this network ({bf16:.0f} vs {fp32:.0f} img/s)"
+    return False, f"native bf16 CPU, but bf16 measured {gain:.2f}x fp32 for this network: fp32"
+
+
+BF16_MIN_GAIN = 1.1  # a near tie stays fp32: the measurement is noisy, fp32 is the reference precision
+
+
+def time_precisions(model, training, crop, steps=4, warmup=2):
+    """Training images/s of a throwaway copy of `model` in fp32 and in bf16 autocast, alternating
+    trials (machine noise hits both alike). Touches no global RNG state and not `model` itself."""
+    import copy
+
+    bs = min(int(training["batch_size"]), 256)
+    rates = {False: [], True: []}
+    with torch.random.fork_rng(devices=[]):
+        probe = copy.deepcopy(model).train()
+        opt = torch.optim.SGD(probe.parameters(), lr=1e-3, momentum=0.9)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand(bs, 1, crop, crop, generator=gen).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 7, (bs,), generator=gen)
+
+        def run(amp, n):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    loss = F.cross_entropy(probe(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            return n * bs / (time.perf_counter() - t0)
+
+        for amp in (False, True):
+            run(amp, warmup)
+        for _ in range(2):
+            for amp in (False, True):
+                rates[amp].append(run(amp, steps))
+    return max(rates[False]), max(rates[True])
 
 
 def make_optimizer(model, t):
@@ -172,7 +241,7 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     t = run_cfg["training"]
     device = pick_device(t)
     setup_torch(device, threads)
-    channels_last, amp = use_channels_last(t, device), use_amp(t, device)
+    channels_last = use_channels_last(t, device)
     aug_cfg = {k: v for k, v in t["augment"].items() if k != "enabled"}
     augmenter = Augmenter(aug_cfg, enabled=t["augment"].get("enabled", True))
     crop = aug_cfg.get("crop", 48)
@@ -202,18 +271,24 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     state = {"epoch": 0, "history": [], "best": None}
     checkpoint_path = Path(checkpoint_path)
     if checkpoint_path.is_file():
-        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        ckpt = load_torch_file(checkpoint_path, "checkpoint", device)
         if ckpt.get("fingerprint") == fingerprint:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
-            state = {k: ckpt[k] for k in ("epoch", "history", "best")}
+            state = {k: ckpt[k] for k in ("epoch", "history", "best", "amp", "precision_reason")}
             progress(f"resuming from {checkpoint_path} after epoch {state['epoch']}")
         else:
             progress(f"ignoring {checkpoint_path}: it belongs to another configuration")
 
+    if "amp" not in state:  # a resumed run keeps the precision it started with
+        state["amp"], state["precision_reason"] = choose_amp(t, device, model, crop)
+    amp = state["amp"]
+    progress(f"precision {'bf16 autocast' if amp else 'fp32'} ({state['precision_reason']})")
+
     val_labels = data.labels[val_np]
     eval_epochs = evaluation_epochs(t)
+    curve = learning_curve_sets(t, data.labels, train_idx, val_np, device)
     probs = None
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
         t0 = time.perf_counter()
@@ -226,6 +301,7 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
             probs = predict(model, images, torch.from_numpy(val_np).to(device), crop, t.get("tta", "none"),
                             channels_last, amp)
             val_loss, val_acc = probs_loss_acc(probs, val_labels)
+        curve_train_acc, curve_val_acc = curve_accuracies(model, images, labels, curve, crop, channels_last, amp)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             # Only the final model may let its validation set (PublicTest) steer the schedule; a
             # cross-validation fold steps on its training loss, or the held-out fold would leak in.
@@ -235,7 +311,8 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
                 scheduler.step(val_loss)
         seconds = time.perf_counter() - t0
         state["history"].append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-                                 "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds,
+                                 "val_loss": val_loss, "val_acc": val_acc, "curve_train_acc": curve_train_acc,
+                                 "curve_val_acc": curve_val_acc, "seconds": seconds,
                                  "images_per_s": n / train_seconds})
         if select_best and probs is not None and (state["best"] is None or val_acc > state["best"]["val_acc"]):
             state["best"] = {"epoch": epoch, "val_acc": val_acc,
@@ -254,10 +331,31 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     return model, state
 
 
+def learning_curve_sets(t, labels, train_idx, val_idx, device):
+    """Fixed stratified subsets (`training.curve_images` each, 0: none) of the images trained on and
+    of the held-out ones, predicted after every epoch without augmentation: a cheap learning curve
+    and the train-vs-held-out gap (over- or under-fitting) along it."""
+    n = int(t.get("curve_images", 0))
+    if n <= 0:
+        return None
+    pick = [subsample(idx, labels, min(1.0, n / len(idx)), t["seed"] + 1) for idx in (train_idx, val_idx)]
+    return [torch.from_numpy(idx).to(device) for idx in pick]
+
+
+def curve_accuracies(model, images, labels, curve, crop, channels_last, amp):
+    if curve is None:
+        return math.nan, math.nan
+    accs = []
+    for idx in curve:
+        probs = predict(model, images, idx, crop, "none", channels_last, amp)
+        accs.append(float((probs.argmax(1) == labels[idx].cpu().numpy()).mean()))
+    return tuple(accs)
+
+
 def save_checkpoint(path, model, optimizer, scheduler, state, run_cfg, fingerprint):
     ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": state["epoch"], "history": state["history"], "best": state["best"], "config": run_cfg,
-            "fingerprint": fingerprint}
+            "fingerprint": fingerprint, "amp": state["amp"], "precision_reason": state["precision_reason"]}
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
@@ -290,7 +388,44 @@ def write_predictions(path, rows, labels, probs):
 
 
 def load_model(path, device="cpu"):
-    payload = torch.load(path, map_location=device, weights_only=False)
-    model = build_model(payload["spec"], input_size=payload["input_size"])
-    model.load_state_dict(payload["model"])
+    payload = load_torch_file(path, "model", device)
+    try:
+        model = build_model(payload["spec"], input_size=payload["input_size"])
+        model.load_state_dict(payload["model"])
+    except (UserError, RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: not a ferstudy model: its weights do not fit its own layer spec "
+                        f"({str(err).splitlines()[0][:200]})") from None
     return model.to(device).eval(), payload
+
+
+# What a file must hold to be one of ours (save_model, save_checkpoint).
+REQUIRED_KEYS = {"model": ("model", "spec", "input_size", "run_config"),
+                 "checkpoint": ("model", "optimizer", "scheduler", "epoch", "history", "fingerprint")}
+
+
+def load_torch_file(path, kind, device="cpu"):
+    """A model or checkpoint file read as data, never as code: torch's weights-only unpickler
+    accepts tensors, plain containers, numbers and strings, which is all ferstudy writes; a file
+    that names any other Python object (which unpickling would call) is refused before anything in
+    it runs. Every problem is one UserError line naming the file."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {kind} file not found")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsafe:
+            raise UserError(f"{path}: refused: not a plain ferstudy {kind} file: loading it would call the Python "
+                            f"object {unsafe.group(1)} (files from untrusted sources can run code this way); nothing "
+                            f"in it was run. A ferstudy {kind} of an older version: rerun the job that wrote it") from None
+        raise UserError(f"{path}: not a ferstudy {kind} file (not a PyTorch file torch can read)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserError(f"{path}: not a ferstudy {kind} file ({str(err).splitlines()[0][:160]})") from None
+    missing = [k for k in REQUIRED_KEYS[kind] if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise UserError(f"{path}: not a ferstudy {kind} file (a PyTorch file without {', '.join(missing)}: "
+                        f"another project's?)")
+    return payload

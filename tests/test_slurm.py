@@ -137,8 +137,8 @@ def _strip_timing(obj):
 def _same_weights(a, b):
     import torch
 
-    sa = torch.load(a, map_location="cpu", weights_only=False)["model"]
-    sb = torch.load(b, map_location="cpu", weights_only=False)["model"]
+    sa = torch.load(a, map_location="cpu", weights_only=True)["model"]
+    sb = torch.load(b, map_location="cpu", weights_only=True)["model"]
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 

@@ -20,7 +20,7 @@ from ferstudy.train import fit, load_model, subsample
 def tiny_run_config(epochs=2, **training):
     t = {"epochs": epochs, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
          "weight_decay": 5e-4, "schedule": "onecycle", "warmup_fraction": 0.2, "label_smoothing": 0.1,
-         "seed": 3, "subsample": 1.0, "tta": "flip", "device": "cpu", "channels_last": "auto", "amp": "auto",
+         "seed": 3, "subsample": 1.0, "tta": "flip", "device": "cpu", "channels_last": "auto", "amp": False,
          "augment": {"enabled": True, "crop": 44, "pad": 0, "flip": True, "rotate": 10, "scale": 0.1,
                      "translate": 0.05, "erase": 0.25, "brightness": 0.2, "contrast": 0.2}}
     t.update(training)
@@ -89,10 +89,19 @@ def _train_cmd(h5, run_config, out, ckpt):
             "--fold", "0", "--out-dir", str(out), "--checkpoint", str(ckpt), "--threads", "1"]
 
 
+def needs_bf16(amp):
+    from ferstudy.train import cpu_has_bf16
+
+    if amp and not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX-512 BF16 / AMX / Arm BF16): bf16 autocast is not used here")
+
+
 @pytest.mark.slow
-def test_killed_job_resumes_to_identical_result(real_h5, tmp_path):
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_killed_job_resumes_to_identical_result(real_h5, tmp_path, amp):
+    needs_bf16(amp)
     rc = tmp_path / "run_config.yaml"
-    rc.write_text(yaml.safe_dump(tiny_run_config(epochs=6)))
+    rc.write_text(yaml.safe_dump(tiny_run_config(epochs=6, amp=amp)))
     # Uninterrupted reference run.
     subprocess.run(_train_cmd(real_h5, rc, tmp_path / "ref", tmp_path / "ref.pt"), check=True, capture_output=True)
     # Interrupted run: SIGKILL once the checkpoint of an early epoch exists, then start it again.
@@ -105,7 +114,7 @@ def test_killed_job_resumes_to_identical_result(real_h5, tmp_path):
     assert proc.poll() is None, "the job ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert torch.load(ckpt, weights_only=False)["epoch"] < 6
+    assert torch.load(ckpt, weights_only=True)["epoch"] < 6
     assert not (tmp_path / "out" / "model.pt").exists()
     rerun = subprocess.run(_train_cmd(real_h5, rc, tmp_path / "out", ckpt), check=True, capture_output=True, text=True)
     assert "resuming from" in rerun.stderr
@@ -118,6 +127,8 @@ def test_killed_job_resumes_to_identical_result(real_h5, tmp_path):
         assert torch.equal(a, b), k
     hist = pd.read_csv(tmp_path / "out" / "history.csv")
     assert hist["epoch"].tolist() == list(range(1, 7))
+    recorded = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert recorded["precision"] == ("bf16" if amp else "fp32")
 
 
 def test_train_outputs_record_config_and_versions(real_h5, tmp_path):
