@@ -13,20 +13,26 @@ import pandas as pd
 from .errors import UserError
 from .io import atomic_path, write_json
 from .metrics import aggregate_folds, classification_metrics, compare_to_baseline, read_predictions
+from .stability import curve_from_histories, holm_adjusted, last_gap_pp, paired_curve_pp, stability
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy")
 
 
 def evaluate_arch(prediction_files, run_config, model_file=None, benchmark_files=()):
-    """metrics.json content for one architecture: per-fold metrics, their aggregate and the cost."""
-    folds = []
+    """metrics.json content for one architecture: per-fold metrics, their aggregate, the cost and the
+    learning curve (from each fold's history.csv, written beside its predictions by the same job)."""
+    folds, histories = [], []
     for path in prediction_files:
         labels, probs, _ = read_predictions(path)
         folds.append(classification_metrics(labels, probs))
+        history = Path(path).with_name("history.csv")
+        histories.append(pd.read_csv(history).to_dict("records") if history.is_file() else [])
     return {"architecture": run_config["name"], "dataset": run_config.get("dataset"),
             "description": run_config.get("description", ""), "factor": run_config.get("factor", ""),
             "subsample": float(run_config["training"].get("subsample", 1.0)),
-            "folds": folds, "aggregate": aggregate_folds(folds), "cost": model_cost(run_config, model_file, benchmark_files)}
+            "epochs": int(run_config["training"]["epochs"]),
+            "folds": folds, "aggregate": aggregate_folds(folds), "curve": curve_from_histories(histories),
+            "cost": model_cost(run_config, model_file, benchmark_files)}
 
 
 def model_cost(run_config, model_file=None, benchmark_files=()):
@@ -65,13 +71,38 @@ def aggregate(metrics_files, baseline, alpha, n_train, n_test):
     if baseline not in scores:
         raise UserError(f"study.baseline {baseline!r} has no results among {', '.join(scores)}")
     trained = {name: max(1, round(n_train * m.get("subsample", 1.0))) for name, m in results.items()}
-    ablation = pd.DataFrame(compare_to_baseline(scores, baseline, trained, n_test, alpha=alpha))
+    ablation = pd.DataFrame(budget_checked(compare_to_baseline(scores, baseline, trained, n_test, alpha=alpha),
+                                           results, baseline, trained, n_test))
     if len(ablation):
         ablation.insert(1, "factor", [results[a]["factor"] for a in ablation["arch"]])
     cost = pd.DataFrame([{"architecture": name, **m["cost"],
                           "accuracy_mean": m["aggregate"]["metrics"]["accuracy"]["mean"]}
                          for name, m in results.items()])
     return summary, ablation, cost
+
+
+def budget_checked(comparisons, results, baseline, trained, n_test):
+    """Each comparison with what the verdict rests on and whether it depends on the budget: the Holm
+    adjusted p over all comparisons, the images and epochs behind the test, the train-minus-held-out
+    gaps, the paired learning curve and the `stability` label (ferstudy/stability.py)."""
+    adjusted = holm_adjusted([c["p"] for c in comparisons])
+    base_curve = results[baseline].get("curve")
+    out = []
+    for c, p_holm in zip(comparisons, adjusted):
+        arch = c["arch"]
+        curve = results[arch].get("curve")
+        epochs, diffs = paired_curve_pp(curve, base_curve)
+        significant = c["verdict"] in ("helped", "hurt")
+        gap, base_gap = last_gap_pp(curve), last_gap_pp(base_curve)
+        label, reason, evidence = stability(epochs, diffs, c["diff_pp"], significant, c["std_pp"], c["k"],
+                                            results[arch]["factor"], gap, base_gap)
+        out.append({**c, "p_holm": p_holm, "holm": bool(p_holm < c["alpha"]),
+                    "n_train": min(trained[arch], trained[baseline]), "n_test": n_test,
+                    "epochs": results[arch].get("epochs"), "gap_pp": gap, "baseline_gap_pp": base_gap,
+                    "curve_epochs": " ".join(str(e) for e in epochs),
+                    "curve_diff_pp": " ".join(f"{d:.2f}" for d in diffs),
+                    **evidence, "stability": label, "stability_reason": reason})
+    return out
 
 
 def select(summary, metric, forced=None):

@@ -1,0 +1,75 @@
+"""The budget-stability rule on made-up learning curves (ferstudy/stability.py)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ferstudy.stability import (MIN_OVERFIT_GAP_PP, curve_from_histories, holm_adjusted, last_gap_pp,
+                                paired_curve_pp, stability)
+
+EPOCHS = list(range(1, 9))
+
+
+def label(diffs, final=None, significant=True, **kw):
+    final = diffs[-1] if final is None else final
+    return stability(EPOCHS, diffs, final, significant, kw.pop("std_pp", 0.8), kw.pop("k", 3), **kw)[0]
+
+
+def test_a_steady_significant_difference_holds():
+    assert label([1.0, 2.0, 2.5, 3.0, 3.1, 2.9, 3.2, 3.0]) == "holds"
+    assert label([-4.0, -5.0, -6.0, -6.5, -6.0, -6.4, -6.2, -6.3]) == "holds"
+
+
+def test_a_difference_that_flips_sign_with_budget_is_budget_dependent():
+    # ahead early, behind late: the sign changes over the late curve
+    assert label([5.0, 4.0, 3.0, 2.0, 1.5, -0.5, -1.5, -2.5]) == "budget-dependent"
+    # ahead all along but shrinking fast: the trend reverses it by twice the budget
+    assert label([8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.5, 2.0]) == "budget-dependent"
+    # behind all along, catching up fast: a "hurt" verdict that the trend undoes
+    assert label([-9.0, -8.0, -7.0, -6.0, -4.5, -3.5, -2.5, -1.8]) == "budget-dependent"
+
+
+def test_no_difference_stays_undecided_unless_a_trend_opens_one():
+    assert label([0.3, -0.2, 0.4, 0.1, -0.3, 0.2, -0.1, 0.2], significant=False) == "undecided"
+    assert label([-3.0, -2.0, -1.0, -0.4, 0.2, 0.8, 1.2, 1.6], final=0.9, significant=False) == "budget-dependent"
+
+
+def test_a_regularizer_that_lost_before_over_fitting_is_budget_dependent():
+    steady_win = [2.0, 3.0, 4.0, 4.5, 4.8, 4.9, 5.0, 5.0]  # e.g. no_augment ahead of the baseline
+    # the variant (no augmentation) is the less regularized network (larger gap) and is not over-fitting
+    kw = dict(factor="augmentation", variant_gap_pp=MIN_OVERFIT_GAP_PP - 2, baseline_gap_pp=0.5)
+    assert label(steady_win, **kw) == "budget-dependent"
+    # once it over-fits, the curve decides: a steady win holds
+    assert label(steady_win, factor="augmentation", variant_gap_pp=15.0, baseline_gap_pp=3.0) == "holds"
+    # the same numbers for a factor that is no regularizer: the curve decides
+    assert label(steady_win, factor="depth", variant_gap_pp=1.0, baseline_gap_pp=0.5) == "holds"
+    # dropout that hurt (variant more regularized: smaller gap) while the baseline does not over-fit
+    assert label([-2.0, -3.0, -3.0, -3.5, -3.6, -3.4, -3.5, -3.6], factor="dropout",
+                 variant_gap_pp=-1.0, baseline_gap_pp=2.0) == "budget-dependent"
+
+
+def test_noise_band_follows_the_fold_spread():
+    wiggle = [1.5, 1.2, 1.8, 1.6, -1.3, 1.9, 1.4, 1.7]  # one dip below zero
+    assert label(wiggle, std_pp=0.3) == "budget-dependent"  # band 1 pp: the dip is a sign change
+    assert label(wiggle, std_pp=2.0) == "holds"  # band 2.3 pp: the dip is noise
+
+
+def test_holm_adjusted_p_values():
+    adj = holm_adjusted([0.01, 0.04, 0.03, float("nan")])
+    assert adj == pytest.approx([0.04, 0.09, 0.09, 1.0])  # 4 x 0.01; 3 x 0.03; max(2 x 0.04, 0.09); NaN as 1
+    assert holm_adjusted([]) == []
+
+
+def test_curves_from_fold_histories_and_the_gap():
+    hist = [[{"epoch": e, "train_acc": 0.3 + 0.05 * e, "curve_train_acc": 0.3 + 0.06 * e,
+              "curve_val_acc": 0.3 + 0.04 * e + 0.01 * f} for e in range(1, 5)] for f in range(3)]
+    curve = curve_from_histories(hist)
+    assert curve["epochs"] == [1, 2, 3, 4] and len(curve["val_acc"]) == 3
+    assert last_gap_pp(curve) == pytest.approx(100 * (0.54 - 0.46 - 0.01))
+    other = curve_from_histories([[{**r, "curve_val_acc": r["curve_val_acc"] + 0.02} for r in h] for h in hist])
+    epochs, diffs = paired_curve_pp(other, curve)
+    assert epochs == [1, 2, 3, 4] and diffs == pytest.approx([2.0] * 4)
+    no_curve = [[{"epoch": 1, "train_acc": 0.5, "curve_val_acc": float("nan")}]]
+    assert curve_from_histories(no_curve) is None
+    assert math.isnan(last_gap_pp(None))
