@@ -113,9 +113,23 @@ def mean_std_by_epoch(histories, column):
     return stacked.mean().index.to_numpy(), stacked.mean().to_numpy(), std.to_numpy()
 
 
-def plot_training_curves(histories, path, dataset, baseline=None, final=None, ncols=5):
+def batches_label(augmented):
+    """Legend text of the training-batch accuracy: what those batches were. augmented: a bool, a
+    {arch: bool} (panels whose network was not augmented say so themselves) or None (unknown)."""
+    values = set(augmented.values()) if isinstance(augmented, dict) else {augmented}
+    if values == {True}:
+        return "training batches (augmented)"
+    if values == {False}:
+        return "training batches (not augmented)"
+    if values == {True, False}:
+        return "training batches (augmented unless the panel says not)"
+    return "training batches, as trained"
+
+
+def plot_training_curves(histories, path, dataset, baseline=None, final=None, ncols=5, augmented=None):
     """Small multiples, one panel per architecture: held-out and training accuracy per epoch,
-    mean over folds with a +-1 std band. histories: {arch: [history DataFrame per fold]}."""
+    mean over folds with a +-1 std band. histories: {arch: [history DataFrame per fold]};
+    augmented: {arch: whether its training faces were augmented} (for the legend)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
@@ -126,10 +140,13 @@ def plot_training_curves(histories, path, dataset, baseline=None, final=None, nc
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, height), sharey=True, squeeze=False)
     for ax, arch in zip(axes.flat, archs):
         for column, color, label in (("val_acc", "C0", "held-out fold"),
-                                     ("train_acc", "C1", "training batches (augmented)")):
+                                     ("train_acc", "C1", batches_label(augmented))):
             epochs, mean, std = mean_std_by_epoch(histories[arch], column)
             ax.plot(epochs, mean, color=color, lw=1.8, marker="o", ms=2.5, label=label)
             ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.25, lw=0)
+        if isinstance(augmented, dict) and len(set(augmented.values())) > 1 and augmented.get(arch) is False:
+            ax.text(0.03, 0.95, "training faces not augmented", transform=ax.transAxes, ha="left", va="top",
+                    fontsize=7.5, color="C1")
         _, val, val_std = mean_std_by_epoch(histories[arch], "val_acc")
         ax.text(0.97, 0.05, f"last {val[-1]:.3f} ± {val_std[-1]:.3f}", transform=ax.transAxes, ha="right",
                 fontsize=8, color="C0")
@@ -376,8 +393,9 @@ def plot_confusion_final(final_metrics, path, dataset, arch):
     return save(fig, path)
 
 
-def plot_final_history(history, path, dataset, arch, best_epoch=None):
-    """Final model: training and PublicTest accuracy and loss per epoch, the learning rate, best epoch."""
+def plot_final_history(history, path, dataset, arch, best_epoch=None, augmented=None):
+    """Final model: training and PublicTest accuracy and loss per epoch, the learning rate, best epoch.
+    augmented: whether its training faces were augmented (for the legend; None: not said)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
@@ -387,7 +405,7 @@ def plot_final_history(history, path, dataset, arch, best_epoch=None):
     e = history["epoch"]
     for ax, what in zip(axes[:2], ("acc", "loss")):
         val = history[f"val_{what}"].notna()  # epochs without an evaluation (`eval_every`) are NaN
-        ax.plot(e, history[f"train_{what}"], "o-", ms=3, color="C1", label="training batches (augmented)")
+        ax.plot(e, history[f"train_{what}"], "o-", ms=3, color="C1", label=batches_label(augmented))
         ax.plot(e[val], history.loc[val, f"val_{what}"], "o-", ms=3, color="C0", label="PublicTest")
         ax.axvline(best_epoch, color=FINAL_COLOR, ls="--", lw=1.2, label=f"kept checkpoint: epoch {best_epoch}")
         ax.set_ylabel("accuracy" if what == "acc" else "cross-entropy loss")
@@ -876,14 +894,20 @@ def make_all(h5, results, out_dir, archs=None, final_arch=None, baseline=None, t
     if {"filters_layer1", "filters_deeper", "activations", "channel_emotion", "saliency"} & set(wanted):
         model, payload = load_model(_need(final / "model.pt"))
         crop = int(payload["input_size"])
-    best_epoch = None
+    best_epoch, final_augmented = None, None
     if (final / "config.yaml").is_file():
-        best_epoch = (yaml.safe_load((final / "config.yaml").read_text()) or {}).get("best_epoch")
+        final_cfg = yaml.safe_load((final / "config.yaml").read_text()) or {}
+        best_epoch = final_cfg.get("best_epoch")
+        final_augmented = _augmented(final_cfg.get("run_config"))
+
+    def cv_augmented():
+        paths = {a: results / "cv" / a / "run_config.yaml" for a in archs}
+        return {a: _augmented(yaml.safe_load(p.read_text())) for a, p in paths.items() if p.is_file()}
 
     makers = {
         "training_curves": lambda p: plot_training_curves(
             {a: [pd.read_csv(_need(results / "cv" / a / f"fold{k}" / "history.csv")) for k in range(folds)]
-             for a in archs}, p, dataset, baseline, final_arch),
+             for a in archs}, p, dataset, baseline, final_arch, augmented=cv_augmented()),
         "cv_accuracy": lambda p: plot_cv_accuracy(
             summary[summary["architecture"].isin(archs)], p, dataset, baseline, final_arch,
             {a: arch_metrics(a)["aggregate"]["metrics"]["accuracy"]["folds"] for a in archs}),
@@ -893,7 +917,7 @@ def make_all(h5, results, out_dir, archs=None, final_arch=None, baseline=None, t
         "confusion_cv": lambda p: plot_confusion_cv(arch_metrics(final_arch), p, dataset),
         "confusion_final": lambda p: plot_confusion_final(_read_json(final / "metrics.json"), p, dataset, final_arch),
         "final_history": lambda p: plot_final_history(pd.read_csv(_need(final / "history.csv")), p, dataset,
-                                                      final_arch, best_epoch),
+                                                      final_arch, best_epoch, final_augmented),
         "filters_layer1": lambda p: plot_filters_layer1(model, p, dataset, final_arch),
         "filters_deeper": lambda p: plot_filters_deeper(model, p, dataset, final_arch),
         "activations": lambda p: plot_activations(model, data, crop, p, dataset, final_arch, seed),
@@ -910,6 +934,12 @@ def make_all(h5, results, out_dir, archs=None, final_arch=None, baseline=None, t
         written.append(path)
         log.info("%s (%.1f s)", path, time.perf_counter() - t0)
     return written
+
+
+def _augmented(run_cfg):
+    """Whether a run config's training faces were augmented (None when it does not say)."""
+    augment = ((run_cfg or {}).get("training") or {}).get("augment")
+    return None if augment is None else bool(augment.get("enabled", True))
 
 
 def cmd_figures(args):

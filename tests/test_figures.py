@@ -217,3 +217,17 @@ def test_backbone_filters_taps_and_grad_cam(study, tmp_path):
 def test_figure_titles_say_demo():
     assert "DEMO" in figures.dataset_label("demo") and "not FER2013" in figures.dataset_label("demo")
     assert figures.dataset_label("fer2013") == "FER2013"
+
+
+def test_training_batch_legend_says_whether_they_were_augmented(tmp_path):
+    assert figures.batches_label(True) == "training batches (augmented)"
+    assert figures.batches_label(False) == "training batches (not augmented)"
+    assert figures.batches_label({"a": True, "b": True}) == "training batches (augmented)"
+    assert figures.batches_label({"a": True, "b": False}) == "training batches (augmented unless the panel says not)"
+    assert figures.batches_label(None) == "training batches, as trained"
+    assert figures._augmented({"training": {"augment": {"enabled": False}}}) is False
+    assert figures._augmented({"training": {"augment": {"crop": 44}}}) is True and figures._augmented({}) is None
+    h = pd.DataFrame({"epoch": [1, 2], "train_acc": [0.3, 0.5], "val_acc": [np.nan, 0.4]})
+    figures.plot_training_curves({"base": [h, h], "no_aug": [h, h]}, tmp_path / "c.png", "demo",
+                                 augmented={"base": True, "no_aug": False})
+    assert_png(tmp_path / "c.png")
