@@ -4,10 +4,15 @@ from those numbers.
 - `collect(results_dir)` reads the results (tables, cross-validation and final metrics, the final
   model, the prepared data, benchmarks) into one dict of numbers, `ctx`. It raises `UserError`
   naming every missing file.
-- `findings(ctx)` turns numbers into sentences. Each finding is a small pure function of `ctx`:
-  significance comes from the ablation verdicts (corrected resampled t-test, `study.alpha`),
-  "within one standard deviation" and "within sampling noise" are computed, and a different
-  result gives a different sentence. Nothing is claimed that the numbers do not support.
+- `findings(ctx)` turns numbers into sentences: it merges one pure function of `ctx` per report
+  section (`SECTIONS`: data, protocol, verdicts, fit, cost, budget, per-class effects, selection,
+  final model, per class, inside the model, reflections, reproducibility). A verdict is stated one
+  way everywhere (`verdict_clause`): the corrected resampled t-test's verdict (p < `study.alpha`),
+  its Holm-adjusted p over all comparisons and its budget-stability label from ablation.csv
+  (ferstudy/stability.py); summaries lead with the verdicts that survive Holm and hold. The
+  runner-up is compared by the same paired test; "within sampling noise" and the over- or
+  under-fitting reading are computed, and a different result gives a different sentence. Nothing
+  is claimed that the numbers do not support.
 - `render(ctx, template_dir)` fills `report/report.md.j2` (Jinja2) with `ctx` and the findings.
 - `register(subparsers)` adds `ferstudy report`.
 
@@ -15,7 +20,7 @@ How words are counted (`prose_words`): the rendered markdown minus fenced code b
 (lines starting with `|`), image lines (`![...](...)`), headings (`#`), HTML comments and
 horizontal rules; link targets and emphasis markers are dropped, link texts and inline code are
 kept (`snake_case` names are one word); a word is a whitespace-separated token containing a letter
-or a digit. The template aims at 1,200-1,500 such words (`PROSE_WORDS`); `ferstudy report` logs the
+or a digit. The template aims at 1,500-2,800 such words (`PROSE_WORDS`); `ferstudy report` logs the
 count and warns outside that range.
 """
 
@@ -33,7 +38,7 @@ from .errors import UserError
 
 log = logging.getLogger("ferstudy.report")
 
-PROSE_WORDS = (1200, 1500)
+PROSE_WORDS = (1500, 2800)
 FIGURE_NAMES = ("training_curves", "cv_accuracy", "accuracy_vs_compute", "confusion_cv", "confusion_final",
                 "final_history", "filters_layer1", "filters_deeper", "activations", "channel_emotion",
                 "saliency", "examples")
@@ -202,26 +207,32 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
     run_cfgs = {a: _read_yaml(r / "cv" / a / "run_config.yaml") for a in archs}
 
     baseline = str(ablation["baseline"].iloc[0]) if len(ablation) else archs[0]
+    counts = count_table(data)
+    n_train = int(counts.loc["Training", "total"])
+    k = int(data.attrs.get("folds", summary["folds"].max()))
+    class_counts = {s: [int(counts.loc[s, c]) for c in CLASS_NAMES] for s in SPLIT_NAMES}
     rows = []
     for rec in _records(summary):
         a = rec["architecture"]
         c = cost.loc[a].to_dict() if a in cost.index else {}
         rows.append({**rec, "params": c.get("params"), "mflops": c.get("mflops"),
                      "train_seconds_per_fold": c.get("train_seconds_per_fold"), "peak_rss_mb": c.get("peak_rss_mb"),
+                     "fold_scores": cv[a]["aggregate"]["metrics"],
                      "fold_accuracy": cv[a]["aggregate"]["metrics"]["accuracy"]["folds"],
                      "layers": layer_summary(run_cfgs[a]["model"]),
                      "conv_filters": conv_filters(run_cfgs[a]["model"]),
+                     "activations": activations(run_cfgs[a]["model"]),
+                     "subsample": float(run_cfgs[a]["training"].get("subsample", 1.0)),
+                     "dropout": has_dropout(run_cfgs[a]["model"]),
+                     "augmented": bool(run_cfgs[a]["training"].get("augment", {}).get("enabled", True)),
+                     "recall": {cl: v["recall"]["mean"] for cl, v in cv[a]["aggregate"]["per_class"].items()},
+                     "support": {cl: v["support"]["mean"] for cl, v in cv[a]["aggregate"]["per_class"].items()},
+                     "fit": curve_fit(cv[a].get("curve")),
+                     "workload": fold_workload(run_cfgs[a], class_counts, k),
                      "training_changes": training_changes(run_cfgs[baseline]["training"], run_cfgs[a]["training"])
                      if a != baseline and baseline in run_cfgs else []})
-    abl = _records(ablation)
     desc = {row["architecture"]: row["description"] for row in rows}
-    for row in abl:
-        row["description"] = desc.get(row["arch"], "")
-        row["p"] = float(row["p"]) if row["p"] is not None else math.nan
-
-    counts = count_table(data)
-    n_train = int(counts.loc["Training", "total"])
-    k = int(data.attrs.get("folds", summary["folds"].max()))
+    abl = ablation_rows(_records(ablation), desc)
     chosen = selection["architecture"]
     report_dir = Path(report_path).parent if report_path else r / "report"
 
@@ -229,6 +240,8 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         return Path(os.path.relpath(path, report_dir)).as_posix()
 
     final_run = final_cfg.get("run_config", {})
+    final_training = final_run.get("training", {})
+    by_name = {row["architecture"]: row for row in rows}
     ctx = {
         "dataset": data.attrs.get("dataset", "unknown"),
         "demo": data.attrs.get("dataset") == "demo",
@@ -246,15 +259,21 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "ablation": abl,
         "selection": selection,
         "selected_by_cv": str(selection.get("reason", "")).startswith("highest"),
-        "chosen": next(row for row in rows if row["architecture"] == chosen),
+        "chosen": by_name[chosen],
         "cv_chosen": cv[chosen]["aggregate"],
         "cv_training": run_cfgs[baseline]["training"],
+        "chosen_training": run_cfgs[chosen]["training"],
+        "runner_up_test": runner_up_test(selection, by_name, selection.get("metric", "accuracy"),
+                                         n_train * (k - 1) // k, n_train // k),
         "final": {"public": final_metrics["public"], "private": final_metrics["private"],
                   "extra": {name: m for name, m in final_metrics.items()  # extra test sets, if any
                             if name not in ("public", "private") and isinstance(m, dict) and "accuracy" in m},
-                  "training": final_run.get("training", {}), "model": final_run.get("model", {}),
+                  "training": final_training, "model": final_run.get("model", {}),
+                  "workload": final_workload_of(final_training, class_counts),
                   "best_epoch": final_cfg.get("best_epoch"), "best_public_acc": final_cfg.get("best_public_acc"),
                   "seconds": final_cfg.get("seconds"), "history": history, "n_train": final_cfg.get("n_train")},
+        "precision": {"final": {"precision": final_cfg.get("precision"), "reason": final_cfg.get("precision_reason")},
+                      "folds": fold_precisions(r, archs, k)},
         "environment": final_cfg.get("environment", {}),
         "config_hash": final_cfg.get("config_hash"),
         "threads": final_cfg.get("threads"),
@@ -269,6 +288,107 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "results_dir": r.as_posix(),
     }
     return ctx
+
+
+ABLATION_DEFAULTS = {"p_holm": math.nan, "holm": False, "n_train": None, "n_test": None, "gap_pp": math.nan,
+                     "baseline_gap_pp": math.nan, "stability": "unchecked",
+                     "stability_reason": "ablation.csv has no stability label (written by an older ferstudy)"}
+
+
+def _float(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def ablation_rows(records, descriptions):
+    """ablation.csv rows with clean types: floats (NaN for missing), `holm` a bool, text never NaN;
+    the columns an older ablation.csv lacks get `ABLATION_DEFAULTS` (Holm p computed here)."""
+    from .stability import holm_adjusted
+
+    rows = [{**ABLATION_DEFAULTS, **{key: v for key, v in rec.items() if not _missing(v)}} for rec in records]
+    if rows and "p_holm" not in records[0]:
+        for row, p_holm in zip(rows, holm_adjusted([_float(rw.get("p")) for rw in rows])):
+            row["p_holm"] = p_holm
+            row["holm"] = bool(p_holm < _float(row["alpha"])) and row["verdict"] != "no measurable difference"
+    for row in rows:
+        row["description"] = descriptions.get(row["arch"], "")
+        for key in ("p", "p_holm", "diff_pp", "std_pp", "t", "gap_pp", "baseline_gap_pp", "mean", "baseline_mean"):
+            row[key] = _float(row.get(key))
+        row["holm"] = str(row["holm"]).lower() == "true"
+        row["note"] = row["note"] if isinstance(row.get("note"), str) else None
+    return rows
+
+
+def _missing(v):
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def curve_fit(curve):
+    """The last epoch of a learning curve, mean over folds: held-out and trained-on accuracy (fixed
+    subsets, un-augmented), the accuracy on the training batches (as trained) and the gap (pp)."""
+    from .stability import last_gap_pp
+
+    if not curve:
+        return None
+
+    def last(key):
+        values = [fold[-1] for fold in curve.get(key) or [] if fold and np.isfinite(fold[-1])]
+        return float(np.mean(values)) if values else math.nan
+
+    return {"epoch": int(curve["epochs"][-1]), "val": last("val_acc"), "train": last("train_acc"),
+            "batches": last("train_acc_augmented"), "gap_pp": last_gap_pp(curve)}
+
+
+def fold_workload(run_cfg, class_counts, folds):
+    """Images, batch, SGD steps and epochs of one fold job (mean over folds), as `cost.cv_workload`."""
+    from .cost import cv_workload
+
+    w = cv_workload(run_cfg, {"Training": class_counts["Training"]}, folds)
+    n = float(np.mean([j["n_train"] for j in w["jobs"]]))
+    steps = float(np.mean([j["steps"] for j in w["jobs"]]))
+    return {"n_train": n, "batch_size": w["jobs"][0]["batch_size"], "steps_per_epoch": steps,
+            "epochs": int(w["epochs"]), "steps": steps * w["epochs"]}
+
+
+def final_workload_of(training, class_counts):
+    """The same numbers for the final model (`cost.final_workload`); None without its settings."""
+    from .cost import final_workload
+
+    if not training.get("epochs") or not training.get("batch_size"):
+        return None
+    w = final_workload({"training": training}, class_counts)
+    return {"n_train": w["n_train"], "batch_size": w["batch_size"], "steps_per_epoch": w["steps"],
+            "epochs": int(w["epochs"]), "steps": w["steps"] * w["epochs"]}
+
+
+def runner_up_test(selection, rows, metric, fold_train, fold_test):
+    """The chosen architecture against the runner-up, paired by fold: the corrected resampled t-test
+    with the pair's images (the smaller subsample of the two, as `study.aggregate` does)."""
+    from .metrics import corrected_resampled_ttest
+
+    runner = selection.get("runner_up")
+    if not runner or runner["architecture"] not in rows:
+        return None
+    a, b = rows[selection["architecture"]], rows[runner["architecture"]]
+    fa, fb = a["fold_scores"][metric]["folds"], b["fold_scores"][metric]["folds"]
+    if len(fa) != len(fb) or len(fa) < 2:
+        return None
+    n_train = min(max(1, round(fold_train * row["subsample"])) for row in (a, b))
+    test = corrected_resampled_ttest(np.subtract(fa, fb), n_train, fold_test)
+    return {"architecture": runner["architecture"], **test, "diff_pp": 100 * test["mean_diff"]}
+
+
+def fold_precisions(results, archs, folds):
+    """[{arch, fold, precision, reason}] from each fold job's config.yaml (None where not recorded)."""
+    out = []
+    for a in archs:
+        for k in range(folds):
+            path = Path(results) / "cv" / a / f"fold{k}" / "config.yaml"
+            cfg = _read_yaml(path) if path.is_file() else {}
+            out.append({"arch": a, "fold": k, "precision": cfg.get("precision"), "reason": cfg.get("precision_reason")})
+    return out
 
 
 def layer_summary(model_spec):
@@ -305,6 +425,25 @@ def conv_filters(model_spec):
             opts = item["conv"]
             widths.append(str(opts["filters"] if isinstance(opts, dict) else opts))
     return "-".join(widths)
+
+
+ACTIVATIONS = ("relu", "leakyrelu", "elu", "gelu")
+
+
+def _layer_kinds(model_spec):
+    return [item if isinstance(item, str) else next(iter(item)) for item in model_spec.get("layers", [])]
+
+
+def activations(model_spec):
+    """The activation layers a network uses, in first-use order: ['relu'] ('relu' for a backbone)."""
+    if "backbone" in model_spec:
+        return ["relu"]
+    kinds = _layer_kinds(model_spec)
+    return [a for a in dict.fromkeys(kinds) if a in ACTIVATIONS]
+
+
+def has_dropout(model_spec):
+    return any(kind == "dropout" for kind in _layer_kinds(model_spec))
 
 
 def training_changes(base, other, prefix=""):
@@ -463,42 +602,117 @@ def inspect_model(model_path, data, threads=1, per_class=CHANNEL_FACES_PER_CLASS
 
 
 # ---------------------------------------------------------------- findings: numbers -> sentences
+#
+# One function per report section, each a pure function of `ctx` returning {key: text}; `findings`
+# merges them. A verdict is stated one way everywhere (`verdict_clause`): the verdict of the raw
+# corrected t-test (p < alpha), its Holm-adjusted p over all comparisons, and its budget-stability
+# label (ferstudy/stability.py). Summaries lead with the verdicts that survive Holm and hold.
 
-def _effect(row):
-    """'+4.1 pp, p = 0.012' (and the test's note when there is one)."""
-    note = f"; {row['note']}" if row.get("note") and isinstance(row["note"], str) else ""
-    return f"{pp(row['diff_pp'])}, {pval(row['p'])}{note}"
+SIGNIFICANT = ("helped", "hurt")
+HARD_CLASSES = ("fear", "disgust")  # recognised worst by FER2013 networks: does an operation lift them?
+OVERFIT_CLEAR_PP = 10.0  # a train-minus-held-out gap from which a network clearly over-fits
+LABEL_WORDS = {"holds": ("holds", "hold"), "budget-dependent": ("is budget-dependent", "are budget-dependent"),
+               "undecided": ("is undecided", "are undecided"), "unchecked": ("is unchecked", "are unchecked")}
+
+
+def _significant(row):
+    return row["verdict"] in SIGNIFICANT
+
+
+def _label(row):
+    return row.get("stability") or "unchecked"
 
 
 def _verdict_phrase(row):
     v = row["verdict"]
-    if v in ("helped", "hurt"):
+    if v in SIGNIFICANT:
         return v
     if row["p"] is None or not np.isfinite(row["p"]):
         return "could not be tested"
     return "made no measurable difference"
 
 
-def _factor_sentence(frows):
-    """Variants of one factor grouped by verdict: '`a` (+4.1 pp, p = 0.01) helped; `b` (...) and ...'."""
-    groups = {}
-    for row in frows:
-        groups.setdefault(_verdict_phrase(row), []).append(f"{code(row['arch'])} ({_effect(row)})")
-    order = ("helped", "hurt", "made no measurable difference", "could not be tested")
-    return "; ".join(f"{and_join(groups[v])} {v}" for v in order if v in groups) + "."
+def _effect(row):
+    """'+4.1 pp, p = 0.012, Holm p = 0.13' (and the test's note when there is one)."""
+    holm_p = f", Holm {pval(row['p_holm'])}" if np.isfinite(row.get("p_holm", math.nan)) else ""
+    note = f"; {row['note']}" if row.get("note") else ""
+    return f"{pp(row['diff_pp'])}, {pval(row['p'])}{holm_p}{note}"
 
 
-def holm(pvalues, alpha):
-    """Holm step-down: which p-values stay significant after correcting for their number."""
-    p = np.asarray([x if x is not None and np.isfinite(x) else 1.0 for x in pvalues])
-    order = np.argsort(p, kind="stable")
-    keep = np.zeros(len(p), dtype=bool)
-    for rank, i in enumerate(order):
-        if p[i] <= alpha / (len(p) - rank):
-            keep[i] = True
-        else:
-            break
-    return keep
+def verdict_clause(row, reason=False):
+    """How every verdict is stated: 'helped (+4.9 pp, p = 0.024, Holm p = 0.29; budget-dependent)',
+    and with `reason` the label's reason after a colon."""
+    why = f": {row['stability_reason']}" if reason and row.get("stability_reason") else ""
+    return f"{_verdict_phrase(row)} ({_effect(row)}; {_label(row)}{why})"
+
+
+def variant_sentence(row, reason=True):
+    return f"{code(row['arch'])} {verdict_clause(row, reason)}."
+
+
+def _code_effect(row):
+    return f"{code(row['arch'])} ({_effect(row)})"
+
+
+def factor_sentence(frows):
+    """The verdicts of one factor: each significant or budget-dependent one in its own sentence with
+    the label's reason; the undecided null verdicts together, the reason as their projections."""
+    undecided = [r for r in frows if not _significant(r) and _label(r) == "undecided"
+                 and np.isfinite(_float(r.get("projected_2x_pp")))]
+    out = [variant_sentence(r) for r in frows if r not in undecided]
+    if undecided:
+        one = len(undecided) == 1
+        out.append(f"{and_join(_code_effect(r) for r in undecided)} "
+                   f"made no measurable difference (undecided: {'its' if one else 'their'} late "
+                   f"{'trend points' if one else 'trends point'} to "
+                   f"{and_join(pp(_float(r['projected_2x_pp'])) for r in undecided)} at twice the budget, "
+                   f"no clear difference either).")
+    return " ".join(out)
+
+
+def _short_clause(row):
+    """The In-short form of a verdict: '`a` hurt (-15.1 pp; holds)'."""
+    return f"{code(row['arch'])} {_verdict_phrase(row)} ({pp(row['diff_pp'])}; {_label(row)})"
+
+
+def _strength(row):
+    """Sort key: significant verdicts that survive Holm first, those that hold before the others, then by p."""
+    p = row["p"] if np.isfinite(row["p"]) else 1.0
+    return (not (_significant(row) and row["holm"]), not _significant(row), _label(row) != "holds", p)
+
+
+def label_counts(rows):
+    """{label: count} in the order holds, budget-dependent, undecided (unchecked last), zeros left out."""
+    counts = {lab: sum(_label(r) == lab for r in rows) for lab in LABEL_WORDS}
+    return {lab: n for lab, n in counts.items() if n}
+
+
+def counts_text(counts):
+    """'3 hold, 1 is budget-dependent and 7 are undecided'."""
+    return and_join(f"{n} {LABEL_WORDS[lab][n != 1]}" for lab, n in counts.items())
+
+
+def min_detectable_pp(ctx):
+    """(k, df, critical t, {arch: the difference that would have reached p < alpha, pp}) from each
+    comparison's own spread and n_train/n_test; None without comparisons."""
+    from scipy import stats
+
+    abl = ctx["ablation"]
+    if not abl or int(abl[0]["k"]) < 2:
+        return None
+    k, df = int(abl[0]["k"]), int(abl[0]["df"])
+    t_crit = float(stats.t.ppf(1 - ctx["alpha"] / 2, df))
+    mdd = {r["arch"]: t_crit * math.sqrt(1 / k + _n_test(r, ctx) / _n_train(r, ctx)) * r["std_pp"]
+           for r in abl if np.isfinite(r["std_pp"])}
+    return k, df, t_crit, mdd
+
+
+def _n_train(row, ctx):
+    return float(row["n_train"]) if row.get("n_train") else ctx["data"]["fold_train"]
+
+
+def _n_test(row, ctx):
+    return float(row["n_test"]) if row.get("n_test") else ctx["data"]["fold_test"]
 
 
 OPERATIONS = {
@@ -507,12 +721,28 @@ OPERATIONS = {
     "kernel size": "Larger kernels see more of the face per layer, at a higher cost.",
     "pooling": "Pooling downsamples by the window's maximum or mean; a strided convolution learns it.",
     "normalization": "Batch normalization standardises each channel over the mini-batch.",
-    "activation": "ELU and GELU are smooth and let small negative values through.",
     "dropout": "Dropout zeroes random activations in training, against memorising faces.",
-    "augmentation": "Augmentation varies every training face at random.",
+    "augmentation": "Augmentation varies every training face at random, against memorising faces.",
     "capacity": "A much larger VGG-style network tests whether capacity is the bottleneck.",
     "backbone": "Torchvision backbones adapted to one grey channel test off-the-shelf designs.",
 }
+ACTIVATION_NAMES = {"relu": "ReLU", "leakyrelu": "Leaky ReLU", "elu": "ELU", "gelu": "GELU"}
+ACTIVATION_TEXT = {"elu": "ELU is smooth and lets negative values through, saturating at -1",
+                   "gelu": "GELU is a smooth ReLU that lets small negative values through",
+                   "leakyrelu": "Leaky ReLU keeps a small slope for them"}
+
+
+def operation_text(factor, ctx):
+    """What the operation does; for activations, only those that ran."""
+    if factor != "activation":
+        return OPERATIONS.get(factor, "")
+    base = next(r for r in ctx["archs"] if r["architecture"] == ctx["baseline"])["activations"]
+    ran = [a for r in ctx["archs"] if r["factor"] == "activation" for a in r["activations"] if a not in base]
+    ran = list(dict.fromkeys(ran))
+    if base == ["relu"] and ran and all(a in ACTIVATION_TEXT for a in ran):
+        return f"Where the baseline's ReLU zeroes negative inputs, {and_join(ACTIVATION_TEXT[a] for a in ran)}."
+    names = lambda acts: and_join(ACTIVATION_NAMES.get(a, a) for a in acts)  # noqa: E731
+    return f"The baseline uses {names(base)}; the variants use {names(ran) or 'the same'}."
 
 
 # Training settings that are the operation itself for a factor (not a confound when they differ).
@@ -521,7 +751,7 @@ OPERATION_SETTINGS = {"augmentation": ("augment.",)}
 
 def augmentation_text(aug):
     """What the augmentation settings do, in words (only the active ones)."""
-    if not aug.get("enabled", False):
+    if not aug.get("enabled", True):
         return "No augmentation is used."
     crop = aug.get("crop", 48)
     ops = [f"randomly cropped to {crop}x{crop}" if crop < 48 else None, "flipped" if aug.get("flip") else None,
@@ -530,172 +760,340 @@ def augmentation_text(aug):
            "partly erased" if aug.get("erase") else None,
            "changed in brightness and contrast" if aug.get("brightness") or aug.get("contrast") else None]
     ops = [o for o in ops if o]
-    return (f"Training faces are {and_join(ops)}" if ops else "Augmentation is on but every operation is off") + \
-        ("; evaluation uses the centre crop." if crop < 48 else ".")
+    return (f"The baseline's training faces are {and_join(ops)}" if ops else
+            "Augmentation is on but every operation is off") + ("; evaluation uses the centre crop." if crop < 48 else ".")
 
 
 def findings(ctx):
-    """All generated sentences, keyed by topic; each one a function of the numbers in `ctx`."""
+    """All generated sentences, keyed by topic: the merged dicts of the section functions."""
     f = {}
-    alpha, metric = ctx["alpha"], ctx["metric"]
-    mname = metric.replace("_", " ")
-    rows = {row["architecture"]: row for row in ctx["archs"]}
-    base = rows[ctx["baseline"]]
-    abl = ctx["ablation"]
-    chosen = ctx["chosen"]
-    sel = ctx["selection"]
+    for section in SECTIONS:
+        f.update(section(ctx))
+    return f
 
-    # -- data
+
+# -- 1. data and protocol
+
+def data_findings(ctx):
     train = ctx["data"]["counts"]["Training"]
     big = max(CLASS_NAMES, key=lambda c: train[c])
     small = min(CLASS_NAMES, key=lambda c: train[c])
     private = ctx["data"]["counts"]["PrivateTest"]
     major = max(CLASS_NAMES, key=lambda c: private[c])
-    f["augment"] = augmentation_text(ctx["cv_training"].get("augment", {}))
-    f["data_balance"] = (
-        f"The classes are unbalanced: {big} is the largest Training class ({num(train[big])} faces, "
-        f"{pct(train[big] / train['total'])}) and {small} the smallest ({num(train[small])}, "
-        f"{pct(train[small] / train['total'])}), a ratio of {train[big] / max(train[small], 1):.1f} to 1. "
-        f"Always answering {major} would score {pct(private[major] / private['total'])} on PrivateTest, "
-        f"and guessing uniformly {pct(1 / len(CLASS_NAMES))}.")
+    return {"augment": augmentation_text(ctx["cv_training"].get("augment", {})),
+            "data_balance": (
+                f"The classes are unbalanced: {big} is the largest Training class ({num(train[big])} faces, "
+                f"{pct(train[big] / train['total'])}) and {small} the smallest ({num(train[small])}, "
+                f"{pct(train[small] / train['total'])}), a ratio of {train[big] / max(train[small], 1):.1f} to 1. "
+                f"Always answering {major} would score {pct(private[major] / private['total'])} on PrivateTest, "
+                f"and guessing uniformly {pct(1 / len(CLASS_NAMES))}.")}
 
-    # -- ablation, per factor
+
+def protocol_findings(ctx):
+    abl, k = ctx["ablation"], ctx["data"]["folds"]
+    df = int(abl[0]["df"]) if abl else k - 1
+    return {"tests": (
+        f"A variant \"helped\" or \"hurt\" only when p < {ctx['alpha']:g}; with k = {k} folds each test has "
+        f"{df} degrees of freedom. Each verdict also gives its Holm-adjusted p over the "
+        f"{plural(len(abl), 'comparison')} and a budget-stability label (section 4); summaries lead with the "
+        f"verdicts that survive Holm (Holm p < {ctx['alpha']:g}) and hold.")}
+
+
+# -- 3. results: verdicts, the test's power, fit
+
+def verdict_findings(ctx):
+    abl, alpha = ctx["ablation"], ctx["alpha"]
+    f = {"variants": {row["arch"]: variant_sentence(row) for row in abl}, "factors": []}
+    if not abl:
+        return f
     by_factor = {}
     for row in abl:
         by_factor.setdefault(row["factor"], []).append(row)
-    f["variants"] = {row["arch"]: f"{code(row['arch'])} {_verdict_phrase(row)} ({_effect(row)})." for row in abl}
-    f["factors"] = [{"factor": factor, "explain": OPERATIONS.get(factor, ""), "sentence": _factor_sentence(frows)}
-                    for factor, frows in by_factor.items()]
-    helped = [r for r in abl if r["verdict"] == "helped"]
-    hurt = [r for r in abl if r["verdict"] == "hurt"]
+    f["factors"] = [{"factor": factor, "explain": operation_text(factor, ctx),
+                     "sentence": factor_sentence(frows)} for factor, frows in by_factor.items()]
+    f["short_ablation"] = short_ablation(ctx)
+    f["multiple"] = multiple_text(abl, alpha)
+    f["power"] = power_text(ctx)
+    confounds = []
+    for r in ctx["archs"]:
+        own = OPERATION_SETTINGS.get(r["factor"], ())
+        extra = [c for c in r["training_changes"] if not c.startswith(own)] if own else r["training_changes"]
+        if extra:
+            confounds.append((r["architecture"], extra))
+    if confounds:
+        f["confounds"] = ("Some variants change more than the architecture: " + "; ".join(
+            f"{code(a)} also trains with {and_join(ch)}" for a, ch in confounds) + ". Their differences mix both changes.")
+    return f
+
+
+def short_ablation(ctx):
+    """The In-short verdicts: those surviving Holm first (holding ones first), then the rest."""
+    abl = ctx["ablation"]
+    sig = sorted([r for r in abl if _significant(r)], key=_strength)
+    lead, rest = [r for r in sig if r["holm"]], [r for r in sig if not r["holm"]]
+    null = [r for r in abl if not _significant(r)]
+    tests = plural(len(abl), "test")
+    text = (f"Surviving the Holm correction for {tests}, {and_join(_short_clause(r) for r in lead)} against the "
+            f"baseline." if lead else f"No difference from the baseline survives the Holm correction for {tests}.")
+    if rest:
+        text += f" Before the correction (p < {ctx['alpha']:g}), {and_join(_short_clause(r) for r in rest)}."
+    if null:
+        text += f" {plural(len(null), 'variant')} made no measurable difference."
+    epochs = ctx["cv_training"].get("epochs")
+    return text + f" Of all {len(abl)} verdicts at {epochs} epochs per fold, {counts_text(label_counts(abl))}."
+
+
+def multiple_text(abl, alpha):
+    from scipy import stats
+
     n = len(abl)
-    survivors = []
-    if n:
-        f["ablation_count"] = (
-            f"Of the {plural(n, 'variant')} compared with {code(ctx['baseline'])}, {len(helped)} helped, "
-            f"{len(hurt)} hurt and {n - len(helped) - len(hurt)} made no measurable difference "
-            f"at α = {alpha:g}" + (f" (helped: {and_join(code(r['arch']) for r in helped)})" if helped else "")
-            + (f" (hurt: {and_join(code(r['arch']) for r in hurt)})" if hurt else "") + ".")
-        f["short_ablation"] = (f"Against the baseline, {len(helped)} of {n} variants helped, {len(hurt)} hurt and "
-                               f"{n - len(helped) - len(hurt)} made no measurable difference.")
-        sig = [r for r in abl if r["verdict"] != "no measurable difference"]
-        keep = holm([r["p"] for r in abl], alpha)
-        survivors = [r["arch"] for r, k in zip(abl, keep) if k]
-        from scipy import stats
+    sig = [r for r in abl if _significant(r)]
+    survivors = sorted([r for r in sig if r["holm"]], key=_strength)
+    chance_p = float(stats.binom.sf(len(sig) - 1, n, alpha)) if sig else 1.0
+    text = (f"If no operation mattered, about {n * alpha:.1f} of these {n} uncorrected tests would come out "
+            f"significant by chance; {len(sig)} did")
+    if not sig:
+        return text + ", so no operation showed a measurable effect at this budget."
+    if chance_p < alpha:
+        text += f", more than chance explains (binomial {pval(chance_p)})."
+    else:
+        text += (f", which chance could produce (binomial {pval(chance_p)}), so treat "
+                 f"{'it' if len(sig) == 1 else 'them'} as tentative.")
+    if survivors:
+        return text + (f" After the Holm correction for the {n} tests, "
+                       + and_join(f"{code(r['arch'])} ({r['verdict']}; {_label(r)})" for r in survivors)
+                       + f" {'remains' if len(survivors) == 1 else 'remain'} significant.")
+    return text + f" After the Holm correction for the {n} tests, none remains significant."
 
-        chance_p = float(stats.binom.sf(len(sig) - 1, n, alpha)) if sig else 1.0
-        text = (f"If no operation mattered, about {n * alpha:.1f} of these {n} uncorrected tests would come out "
-                f"significant by chance; {len(sig)} did")
-        if not sig:
-            text += ", so no operation showed a measurable effect at this budget."
-        elif chance_p < alpha:
-            text += f", more than chance explains (binomial {pval(chance_p)})."
-        else:
-            text += (f", which chance could produce (binomial {pval(chance_p)}), so treat "
-                     f"{'it' if len(sig) == 1 else 'them'} as tentative.")
-        if sig:
-            text += (f" After a Holm correction for the {n} tests, {and_join(code(a) for a in survivors)} "
-                     f"{'remains' if len(survivors) == 1 else 'remain'} significant." if survivors else
-                     f" After a Holm correction for the {n} tests, none remains significant.")
-        f["multiple"] = text
-        stds = [r["std_pp"] for r in abl if r["std_pp"] is not None and np.isfinite(r["std_pp"])]
-        k = int(abl[0]["k"])
-        if stds and k >= 2:
-            from scipy import stats
 
-            t_crit = float(stats.t.ppf(1 - alpha / 2, k - 1))
-            mdd = t_crit * math.sqrt(1 / k + ctx["data"]["fold_test"] / max(ctx["data"]["fold_train"], 1)) \
-                * float(np.median(stds))
-            f["power"] = (f"With k = {k} folds (critical t = {t_crit:.2f}) and a median spread of the paired "
-                          f"differences of {np.median(stds):.1f} pp, a difference needed about {mdd:.1f} pp to reach "
-                          f"p < {alpha:g}; smaller real effects are invisible here, so \"no measurable difference\" "
-                          f"is not evidence of no effect.")
-        confounds = []
-        for r in ctx["archs"]:
-            own = OPERATION_SETTINGS.get(r["factor"], ())
-            extra = [c for c in r["training_changes"] if not c.startswith(own)] if own else r["training_changes"]
-            if extra:
-                confounds.append((r["architecture"], extra))
-        if confounds:
-            f["confounds"] = ("Some variants change more than the architecture: " + "; ".join(
-                f"{code(a)} also trains with {and_join(ch)}" for a, ch in confounds)
-                + ". Their differences mix both changes.")
+def power_text(ctx):
+    found = min_detectable_pp(ctx)
+    if not found or not found[3]:
+        return ""
+    k, df, t_crit, mdd = found
+    abl = [r for r in ctx["ablation"] if r["arch"] in mdd]
+    n_train = sorted({_n_train(r, ctx) for r in abl})
+    n_test = _n_test(abl[0], ctx)
+    factors = [1 / k + n_test / n for n in n_train]
+    if len(n_train) == 1:
+        ratio = f"1/{k} + {num(n_test)}/{num(n_train[0])} = {factors[0]:.2f}"
+    else:
+        ratio = f"{min(factors):.2f} to {max(factors):.2f} (n_train varies with the subsample)"
+    median_std = float(np.median([r["std_pp"] for r in abl]))
+    return (f"With k = {k} folds each corrected t-test has {df} degrees of freedom (critical t = {t_crit:.2f}). "
+            f"The correction multiplies the variance of the mean difference by 1/k + n_test/n_train = {ratio} "
+            f"(n_train: the faces each fold model of the pair trained on; n_test: its held-out faces), where a "
+            f"naive paired test would use 1/k. With the median spread of the paired differences, {median_std:.1f} pp, a "
+            f"difference needed about {float(np.median(list(mdd.values()))):.1f} pp to reach p < {ctx['alpha']:g}; "
+            f"smaller real effects are invisible here, so \"no measurable difference\" is not evidence of no effect.")
 
-    # -- cost
-    best = max(ctx["archs"], key=lambda r: r[f"{metric}_mean"])
-    if all(r["mflops"] is not None and np.isfinite(r["mflops"]) for r in ctx["archs"]):
-        close = [r for r in ctx["archs"] if r[f"{metric}_mean"] >= best[f"{metric}_mean"] - best[f"{metric}_std"]]
-        cheapest = min(close, key=lambda r: r["mflops"])
-        text = (f"The best network by cross-validation {mname}, {code(best['architecture'])}, costs "
-                f"{mflops(best['mflops'])} MFLOPs per face and {num(best['params'])} parameters "
-                f"({best['mflops'] / base['mflops']:.1f}x the baseline's compute).")
-        if cheapest["architecture"] != best["architecture"]:
-            text += (f" {code(cheapest['architecture'])} comes within one standard deviation of it "
-                     f"({pct(cheapest[f'{metric}_mean'])} against {pct(best[f'{metric}_mean'])}) with "
-                     f"{mflops(cheapest['mflops'])} MFLOPs, {best['mflops'] / cheapest['mflops']:.1f}x less compute.")
-        else:
-            text += " No cheaper network comes within one standard deviation of it."
-        f["cost"] = text
 
-    # -- selection
-    runner = sel.get("runner_up")
-    by_cv = ctx["selected_by_cv"]
+def fit_reading(gap_pp):
+    """'under-fitting' | 'beginning to over-fit' | 'over-fitting' from a train-minus-held-out gap (pp)."""
+    from .stability import MIN_OVERFIT_GAP_PP
+
+    if gap_pp < MIN_OVERFIT_GAP_PP:
+        return "under-fitting"
+    return "beginning to over-fit" if gap_pp < OVERFIT_CLEAR_PP else "over-fitting"
+
+
+def fit_findings(ctx):
+    """Per network: the train-vs-held-out gap at the last epoch on the learning-curve faces."""
+    from .stability import MIN_OVERFIT_GAP_PP
+
+    fits = [r for r in ctx["archs"] if r["fit"] and np.isfinite(r["fit"]["gap_pp"])]
+    if not fits:
+        return {"fit_rows": [], "fit": (
+            "No learning curve was recorded (`training.curve_images` is 0), so how much better each network "
+            "fits its training faces than new ones is not known.")}
+    rows = [[code(r["architecture"]), pct(r["fit"]["val"]), pct(r["fit"]["train"]), pp(r["fit"]["gap_pp"]),
+             pct(r["fit"]["batches"]) + ("" if r["augmented"] else " (not augmented)"), fit_reading(r["fit"]["gap_pp"])]
+            for r in sorted(fits, key=lambda r: -r["fit"]["gap_pp"])]
+    groups = {}
+    for r in fits:
+        groups.setdefault(fit_reading(r["fit"]["gap_pp"]), []).append(r)
+
+    def names(rs):
+        rs = sorted(rs, key=lambda r: -r["fit"]["gap_pp"])
+        return and_join(f"{code(r['architecture'])} ({pp(r['fit']['gap_pp'])})" for r in rs) if len(rs) <= 4 else \
+            f"{len(rs)} networks"
+
+    faces = int(ctx["cv_training"].get("curve_images") or 0)
+    text = (f"At the last epoch ({fits[0]['fit']['epoch']}), on {num(faces) + ' ' if faces else ''}trained-on "
+            f"and as many held-out faces per fold without augmentation, ")
+    parts = []
+    under = groups.get("under-fitting", [])
+    if under:
+        parts.append(f"{'all ' + str(len(fits)) if len(under) == len(fits) else f'{len(under)} of the {len(fits)}'} "
+                     f"networks fit their training faces less than "
+                     f"{MIN_OVERFIT_GAP_PP:g} pp better than new ones" + (f" ({names(under)})" if len(under) <= 4 else "")
+                     + ": they are under-fitting, so more epochs or capacity would pay before more regularization")
+    if groups.get("beginning to over-fit"):
+        rs = groups["beginning to over-fit"]
+        parts.append(f"{names(rs)} {'is' if len(rs) == 1 else 'are'} beginning to over-fit "
+                     f"({MIN_OVERFIT_GAP_PP:g}-{OVERFIT_CLEAR_PP:g} pp)")
+    if groups.get("over-fitting"):
+        rs = groups["over-fitting"]
+        parts.append(f"{names(rs)} {'over-fits' if len(rs) == 1 else 'over-fit'} (a gap of {OVERFIT_CLEAR_PP:g} pp "
+                     f"or more), where regularization can pay off")
+    text += "; ".join(parts) + "."
+    base = next(r for r in ctx["archs"] if r["architecture"] == ctx["baseline"])
+    if base["fit"] and base["augmented"] and np.isfinite(base["fit"]["batches"]) and np.isfinite(base["fit"]["train"]):
+        text += (f" Accuracy on the training batches during the epoch (augmented{', dropout on' if base['dropout'] else ''}) "
+                 f"measures the harder task trained on, not the fit: {code(base['architecture'])} scored "
+                 f"{pct(base['fit']['batches'])} on its batches against {pct(base['fit']['train'])} on un-augmented "
+                 f"trained-on faces.")
+    return {"fit": text, "fit_rows": rows}
+
+
+def cost_findings(ctx):
+    metric, rows = ctx["metric"], ctx["archs"]
+    base = next(r for r in rows if r["architecture"] == ctx["baseline"])
+    best = max(rows, key=lambda r: r[f"{metric}_mean"])
+    if not all(r["mflops"] is not None and np.isfinite(r["mflops"]) for r in rows):
+        return {}
+    close = [r for r in rows if r[f"{metric}_mean"] >= best[f"{metric}_mean"] - best[f"{metric}_std"]]
+    cheapest = min(close, key=lambda r: r["mflops"])
+    text = (f"The best network by cross-validation {metric.replace('_', ' ')}, {code(best['architecture'])}, costs "
+            f"{mflops(best['mflops'])} MFLOPs per face and {num(best['params'])} parameters "
+            f"({best['mflops'] / base['mflops']:.1f}x the baseline's compute).")
+    if cheapest["architecture"] != best["architecture"]:
+        text += (f" {code(cheapest['architecture'])} comes within one standard deviation of it "
+                 f"({pct(cheapest[f'{metric}_mean'])} against {pct(best[f'{metric}_mean'])}) with "
+                 f"{mflops(cheapest['mflops'])} MFLOPs, {best['mflops'] / cheapest['mflops']:.1f}x less compute.")
+    else:
+        text += " No cheaper network comes within one standard deviation of it."
+    return {"cost": text}
+
+
+# -- 4. what this budget can and cannot show
+
+BUDGET_RULE = ("a verdict is budget-dependent when the variant-minus-baseline curve changed sign over the last "
+               "half of the epochs, when its late trend carried on for as many epochs again would flip or erase a "
+               "significant difference or make a null one measurable, or when a regularizer (dropout, augmentation) "
+               "lost while the less regularized network was not yet over-fitting (a gap under {gap:g} pp); it holds "
+               "when it is significant and none of these apply, and is undecided otherwise")
+
+
+def budget_findings(ctx):
+    from .stability import MIN_OVERFIT_GAP_PP
+
+    base = next(r for r in ctx["archs"] if r["architecture"] == ctx["baseline"])
+    w, fw, tr = base["workload"], ctx["final"]["workload"], ctx["cv_training"]
+    share = tr.get("subsample", 1.0)
+    text = (f"Each fold model trained {w['epochs']} epochs on about {num(w['n_train'])} faces"
+            + (f" ({pct(share, 0)} of its {num(ctx['data']['fold_train'])})" if share < 1 else "")
+            + f" at batch {w['batch_size']}: {num(w['steps'])} SGD steps ({num(w['steps_per_epoch'])} per epoch)")
+    if fw:
+        text += (f"; the final model {fw['epochs']} epochs on {num(fw['n_train'])} faces at batch {fw['batch_size']}, "
+                 f"{num(fw['steps'])} steps ({fw['steps'] / max(w['steps'], 1):.1f}x)")
+    found = min_detectable_pp(ctx)
+    mdd = float(np.median(list(found[3].values()))) if found and found[3] else math.nan
+    text += (f". Such a budget can show which operations matter early in training, after each face was seen "
+             f"{plural(w['epochs'], 'time')}; it cannot show which would win at convergence"
+             + (f", and differences under about {mdd:.1f} pp stay invisible" if np.isfinite(mdd) else "") + ".")
+    abl = ctx["ablation"]
+    if abl:
+        curve = int(tr.get("curve_images") or 0)
+        text += (f" Each verdict is labelled from the paired learning curves ("
+                 + (f"{num(curve)} held-out faces per fold, after every epoch" if curve else "none was recorded")
+                 + f"): {counts_text(label_counts(abl))}. The rule: "
+                 + BUDGET_RULE.format(gap=MIN_OVERFIT_GAP_PP) + ". The labels flag risk from the evidence the study "
+                 "has and do not prove stability; `scripts/recheck_budget.py` retrains a pair at a longer budget.")
+    return {"budget": text}
+
+
+# -- 4. per-class effect of each operation
+
+def class_effect_findings(ctx):
+    """Recall per class of each variant against the baseline's (mean over folds, descriptive)."""
+    abl = ctx["ablation"]
+    rows = {r["architecture"]: r for r in ctx["archs"]}
+    base = rows[ctx["baseline"]]
+    if not abl:
+        return {"class_effect_rows": []}
+
+    def diff(arch, c):
+        return 100 * (rows[arch]["recall"][c] - base["recall"][c])
+
+    table = [[f"{code(ctx['baseline'])} (recall)", "baseline", *(pct(base["recall"][c], 0) for c in CLASS_NAMES),
+              pct(base["accuracy_mean"], 1)]]
+    table += [[code(r["arch"]), r["factor"], *(f"{diff(r['arch'], c):+.1f}" for c in CLASS_NAMES), pp(r["diff_pp"])]
+              for r in abl]
+    parts = []
+    for c in HARD_CLASSES:
+        up = max(abl, key=lambda r: diff(r["arch"], c))
+        down = min(abl, key=lambda r: diff(r["arch"], c))
+        parts.append(f"{c} (baseline recall {pct(base['recall'][c], 0)}) gained most with {code(up['arch'])} "
+                     f"({pp(diff(up['arch'], c))}) and lost most with {code(down['arch'])} ({pp(diff(down['arch'], c))})")
+    text = "Per class, " + "; ".join(parts) + "."
+    aug = [r for r in abl if r["factor"] == "augmentation"]
+    if aug:
+        def moved(arch):
+            return and_join(f"{c} by {pp(diff(arch, c))}" for c in HARD_CLASSES)
+
+        text += (" Does augmentation lift the hard classes? " + "; ".join(
+            f"{code(r['arch'])} moved {moved(r['arch'])}, against {pp(r['diff_pp'])} in accuracy" for r in aug) + ".")
+    rare = min(HARD_CLASSES, key=lambda c: base["support"][c])
+    text += (f" These are differences of mean recall over the folds, not tested: one {rare} face moves a fold's "
+             f"{rare} recall by {100 / max(base['support'][rare], 1):.1f} pp.")
+    return {"class_effect_rows": table, "class_effects": text}
+
+
+# -- 5. the final architecture and why
+
+def selection_findings(ctx):
+    sel, runner, test = ctx["selection"], ctx["selection"].get("runner_up"), ctx.get("runner_up_test")
+    chosen, by_cv, alpha = ctx["chosen"], ctx["selected_by_cv"], ctx["alpha"]
+    base = next(r for r in ctx["archs"] if r["architecture"] == ctx["baseline"])
+    mname = ctx["metric"].replace("_", " ")
     tie = bool(runner) and runner["mean"] == sel["mean"] and by_cv
     text = (f"The final architecture is {code(sel['architecture'])}, {'chosen by ' if by_cv else ''}{sel['reason']}"
             f"{' (a tie, broken by name)' if tie else ''}: "
             f"{pct(sel['mean'])} ± {pct(sel['std'])} over {plural(int(chosen['folds']), 'fold')}.")
+    paired = ""
     if runner:
         margin = 100 * (sel["mean"] - runner["mean"])
-        within = abs(margin) <= 100 * sel["std"]
         text += (f" {'The runner-up' if by_cv else 'The best other architecture'} {code(runner['architecture'])} "
                  f"reached {pct(runner['mean'])}, "
-                 + (f"{abs(margin):.1f} pp {'behind' if margin >= 0 else 'ahead'}" if margin else "a tie")
-                 + (f", within one standard deviation ({100 * sel['std']:.1f} pp), so these folds do not settle "
-                    f"the order of the top two." if within else
-                    f", more than one standard deviation ({100 * sel['std']:.1f} pp)."))
+                 + (f"{abs(margin):.1f} pp {'behind' if margin >= 0 else 'ahead'}" if margin else "a tie"))
+        if test and np.isfinite(test["p"]):
+            paired = f"; paired t-test {pval(test['p'])}"
+            text += (f". Paired by fold, the corrected resampled t-test of the two gives t = {test['t']:.2f} "
+                     f"(df = {test['df']}), {pval(test['p'])}"
+                     + (f": a measurable difference at α = {alpha:g}." if test["p"] < alpha else
+                        ", so these folds do not settle which of the two is better."))
+        else:
+            text += "."
+    row = next((r for r in ctx["ablation"] if r["arch"] == sel["architecture"]), None)
     if sel["architecture"] == ctx["baseline"] and by_cv:
         text += " No variant had a higher mean than the baseline, so the baseline itself was retrained."
-    else:
-        row = next((r for r in abl if r["arch"] == sel["architecture"]), None)
-        if row is not None:
-            holm_note = "" if row["verdict"] == "no measurable difference" else (
-                ", and stays so after the Holm correction" if row["arch"] in survivors else
-                ", though not after the Holm correction")
-            text += (" Against the baseline its advantage was significant" if row["verdict"] == "helped" else
-                     " Against the baseline it did not differ measurably" if row["verdict"] != "hurt" else
-                     " Against the baseline it was significantly worse") + \
-                f" ({pp(row['diff_pp'])}, {pval(row['p'])}){holm_note}."
-        if chosen["mflops"] and base["mflops"]:
-            text += (f" It costs {chosen['mflops'] / base['mflops']:.1f}x the baseline's compute and "
-                     f"{chosen['params'] / base['params']:.1f}x its parameters.")
-    f["selection"] = text
+    elif row is not None:
+        text += f" Against the baseline it {verdict_clause(row, reason=True)}."
+    if sel["architecture"] != ctx["baseline"] and chosen["mflops"] and base["mflops"]:
+        text += (f" It costs {chosen['mflops'] / base['mflops']:.1f}x the baseline's compute and "
+                 f"{chosen['params'] / base['params']:.1f}x its parameters.")
     order = ("" if not runner else "tied with" if runner["mean"] == sel["mean"] else
              "ahead of" if sel["mean"] > runner["mean"] else "behind")
-    f["short_selection"] = ((f"Cross-validation chose {code(sel['architecture'])}" if by_cv else
-                             f"The config named {code(sel['architecture'])} as the final architecture")
-                            + f" ({pct(sel['mean'])} ± {100 * sel['std']:.1f} mean {mname})"
-                            + (f", {order} {code(runner['architecture'])} ({pct(runner['mean'])})" if runner else "")
-                            + ".")
+    short = ((f"Cross-validation chose {code(sel['architecture'])}" if by_cv else
+              f"The config named {code(sel['architecture'])} as the final architecture")
+             + f" ({pct(sel['mean'])} ± {100 * sel['std']:.1f} mean {mname})"
+             + (f", {order} {code(runner['architecture'])} ({pct(runner['mean'])}{paired})" if runner else "") + ".")
+    return {"selection": text, "short_selection": short}
 
-    # -- final test results
-    pub, prv = ctx["final"]["public"], ctx["final"]["private"]
-    fin = ctx["final"]
+
+def final_findings(ctx):
+    fin, sel = ctx["final"], ctx["selection"]
+    pub, prv = fin["public"], fin["private"]
+    f = {"final_budget": final_budget_text(ctx), "cv_gap": cv_gap_text(ctx)}
     se = math.sqrt(sum(m["accuracy"] * (1 - m["accuracy"]) / m["n"] for m in (pub, prv)))  # of the difference
     gap = 100 * (pub["accuracy"] - prv["accuracy"])
-    text = (f"The final model scores {pct(prv['accuracy'])} on PrivateTest and {pct(pub['accuracy'])} on "
-            f"PublicTest. ")
+    text = f"The final model scores {pct(prv['accuracy'])} on PrivateTest and {pct(pub['accuracy'])} on PublicTest. "
     if abs(gap) <= 2 * 100 * se:
-        text += (f"The {abs(gap):.1f} pp gap is within sampling noise (two standard errors: {200 * se:.1f} pp).")
+        text += f"The {abs(gap):.1f} pp gap is within sampling noise (two standard errors: {200 * se:.1f} pp)."
     else:
         text += (f"PublicTest is {abs(gap):.1f} pp {'higher' if gap > 0 else 'lower'}, more than two standard "
-                 f"errors ({200 * se:.1f} pp)"
-                 + (", as expected when a set chooses the checkpoint." if gap > 0 else "."))
-    cv_gap = 100 * (prv["accuracy"] - sel["mean"])
-    text += (f" PrivateTest is {abs(cv_gap):.1f} pp {'above' if cv_gap >= 0 else 'below'} the "
-             f"cross-validation mean; the final model trained on {num(ctx['data']['n_train'])} faces "
-             f"for {fin['training'].get('epochs', '?')} epochs, each fold model on "
-             f"{num(ctx['data']['fold_train'] * ctx['cv_training'].get('subsample', 1.0))} for "
-             f"{ctx['cv_training'].get('epochs', '?')}.")
+                 f"errors ({200 * se:.1f} pp)" + (", as expected when a set chooses the checkpoint." if gap > 0 else "."))
     f["final"] = text
     if fin["extra"]:
         f["extra"] = ("On the extra test set" + ("s" if len(fin["extra"]) > 1 else "") + " it scores " + and_join(
@@ -703,27 +1101,117 @@ def findings(ctx):
             + f", against {pct(prv['accuracy'])} on PrivateTest.")
     f["short_final"] = (f"Retrained on all of Training, it scores {pct(prv['accuracy'])} on the untouched "
                         f"PrivateTest set (macro F1 {prv['macro_f1']:.3f}).")
-    hist = fin["history"]
-    if hist:
-        last = hist[-1]
-        epochs = int(last["epoch"])
-        be = fin["best_epoch"]
-        text = "" if be is None else (f"PublicTest accuracy peaked at epoch {be} of {epochs}" +
-                                      (", the last, so the model had not clearly stopped improving"
-                                       if be == epochs else "") + ". ")
-        gap = 100 * (last["train_acc"] - last["val_acc"])
-        text += (f"At the last epoch training accuracy (augmented faces) was {pct(last['train_acc'])} against "
-                 f"{pct(last['val_acc'])} on PublicTest"
-                 + (": the network fits its training faces much better than new ones." if gap > 10 else
-                    ": little sign of overfitting." if gap <= 3 else "."))
-        f["history"] = text
+    f["history"] = final_history_text(ctx)
     f["protocol"] = (
         f"PrivateTest was predicted once, after cross-validation had chosen the architecture and PublicTest the "
         f"epoch{'' if fin['best_epoch'] is None else ' (' + str(fin['best_epoch']) + ')'}; nothing read it to "
-        f"choose anything, so {pct(prv['accuracy'])} is an unbiased "
-        f"estimate, while the PublicTest score is optimistic.")
+        f"choose anything, so {pct(prv['accuracy'])} is an unbiased estimate, while the PublicTest score is optimistic.")
+    return f
 
-    # -- per class
+
+def final_budget_text(ctx):
+    """How the final budget was set, against a fold model's."""
+    fw, cw = ctx["final"]["workload"], ctx["chosen"]["workload"]
+    if not fw:
+        return ""
+    preset = f"`{ctx['preset']}` preset" if ctx.get("preset") else "preset"
+    text = (f"The final budget comes from `final.training` in the config: {fw['epochs']} epochs on all "
+            f"{num(fw['n_train'])} Training faces at batch {fw['batch_size']}, {num(fw['steps'])} SGD steps, "
+            f"{fw['steps'] / max(cw['steps'], 1):.1f}x a fold model's {num(cw['steps'])} ({cw['epochs']} epochs on "
+            f"about {num(cw['n_train'])} faces at batch {cw['batch_size']}). It was set so that the whole study fits "
+            f"the {preset}'s time budget")
+    cp = ctx.get("cost_prediction")
+    whole = cp["rows"][0] if cp and cp.get("rows") else None
+    if whole and whole.get("predicted_s") and whole.get("actual_s"):
+        text += f" (predicted {seconds(whole['predicted_s'])} when the study started; it took {seconds(whole['actual_s'])})"
+    return text + "."
+
+
+def cv_gap_text(ctx):
+    """Why PrivateTest differs from the cross-validation mean: what the final model had that a fold model had not."""
+    fin, chosen = ctx["final"], ctx["chosen"]
+    fw, cw = fin["workload"], chosen["workload"]
+    ft, ct = fin["training"], ctx["chosen_training"]
+    gap = 100 * (fin["private"]["accuracy"] - chosen["accuracy_mean"])
+    had = []
+    if fw:
+        if fw["n_train"] != round(cw["n_train"]):
+            had.append(f"{num(fw['n_train'])} training faces against about {num(cw['n_train'])} "
+                       f"({fw['n_train'] / max(cw['n_train'], 1):.1f}x)")
+        if fw["epochs"] != cw["epochs"]:
+            had.append(f"{fw['epochs']} epochs against {cw['epochs']}")
+        had.append(f"{num(fw['steps'])} SGD steps against {num(cw['steps'])}")
+    for key, what in (("batch_size", "batch size"), ("lr", "learning rate"), ("schedule", "schedule")):
+        if key in ft and ft.get(key) != ct.get(key):
+            had.append(f"{what} {ft[key]} against {ct.get(key)}")
+    if ft.get("tta", "none") != ct.get("tta", "none"):
+        had.append(f"test-time augmentation {ft.get('tta', 'none')} against {ct.get('tta', 'none')}")
+    if fin["best_epoch"] is not None:
+        had.append(f"the checkpoint PublicTest chose (epoch {fin['best_epoch']})")
+    text = (f"PrivateTest accuracy is {abs(gap):.1f} pp {'above' if gap >= 0 else 'below'} the cross-validation "
+            f"mean of {code(chosen['architecture'])} ({pct(chosen['accuracy_mean'])}).")
+    if had:
+        text += f" A fold model is not the final model: the final one had {and_join(had)}."
+    p = fin["private"]["accuracy"]
+    noise = 200 * math.sqrt(p * (1 - p) / fin["private"]["n"])
+    if abs(gap) <= noise:
+        text += f" The difference is within PrivateTest's sampling noise (two standard errors: {noise:.1f} pp)."
+    elif gap > 0:
+        text += (" Each of these usually raises accuracy, so the cross-validation means compare networks at the fold "
+                 "budget and do not estimate the final accuracy.")
+    else:
+        text += f" It scored lower despite them, by more than PrivateTest's sampling noise (two standard errors: {noise:.1f} pp)."
+    return text
+
+
+def final_history_text(ctx):
+    fin = ctx["final"]
+    hist = fin["history"]
+    if not hist:
+        return ""
+    last = hist[-1]
+    epochs, be = int(last["epoch"]), fin["best_epoch"]
+    text = "" if be is None else (f"PublicTest accuracy peaked at epoch {be} of {epochs}" +
+                                  (", the last, so the model had not clearly stopped improving"
+                                   if be == epochs else "") + ". ")
+    augment = fin["training"].get("augment")
+    augmented = None if augment is None else bool(augment.get("enabled", True))
+    dropout = has_dropout(fin["model"])
+    measured = {True: "augmented faces", False: "un-augmented training faces", None: "training batches"}[augmented]
+    gap = 100 * (last["train_acc"] - last["val_acc"])
+    text += (f"At the last epoch training accuracy ({measured}) was {pct(last['train_acc'])}, measured during the "
+             f"epoch{' with dropout on' if dropout else ''}, against {pct(last['val_acc'])} on PublicTest")
+    if gap > 10:
+        text += ": the network fits its training faces much better than new ones."
+    elif gap <= 3:
+        text += (": little sign of over-fitting" + (", though augmented faces are harder than the faces themselves, "
+                                                     "so the gap understates it." if augmented else "."))
+    else:
+        text += "."
+    return text
+
+
+# -- 6. per class
+
+def top_confusions(cm, n=3):
+    """The n largest off-diagonal counts: [(true, predicted, count, share of the true class)]."""
+    cm = np.asarray(cm, dtype=float)
+    off = cm.copy()
+    np.fill_diagonal(off, -1)
+    order = np.argsort(-off, axis=None, kind="stable")[:n]
+    out = []
+    for flat in order:
+        i, j = np.unravel_index(flat, cm.shape)
+        if off[i, j] > 0:
+            out.append((CLASS_NAMES[i], CLASS_NAMES[j], int(cm[i, j]), float(cm[i, j] / cm[i].sum())))
+    return out
+
+
+def per_class_findings(ctx):
+    prv = ctx["final"]["private"]
+    train = ctx["data"]["counts"]["Training"]
+    big = max(CLASS_NAMES, key=lambda c: train[c])
+    small = min(CLASS_NAMES, key=lambda c: train[c])
     pc = prv["per_class"]
     present = [c for c in CLASS_NAMES if pc[c]["support"] > 0]
     best_c = max(present, key=lambda c: pc[c]["f1"])
@@ -743,22 +1231,24 @@ def findings(ctx):
     else:
         text += (f" In cross-validation {cv_best} is best and {cv_worst} worst (by mean F1), so the ranking "
                  f"is not stable across these evaluations.")
-    cm = np.asarray(prv["confusion_matrix"], dtype=float)
-    off = cm.copy()
-    np.fill_diagonal(off, -1)
-    i, j = np.unravel_index(np.argmax(off), off.shape)
-    if off[i, j] > 0:
-        text += (f" The most frequent confusion is {CLASS_NAMES[i]} taken for {CLASS_NAMES[j]}: "
-                 f"{int(cm[i, j])} of the {int(cm[i].sum())} {CLASS_NAMES[i]} faces "
-                 f"({pct(cm[i, j] / cm[i].sum(), 0)}).")
+    pairs = top_confusions(prv["confusion_matrix"])
+    if pairs:
+        text += (f" The {'most frequent confusions are' if len(pairs) > 1 else 'most frequent confusion is'} "
+                 + and_join(f"{a} taken for {b} ({n} of the {int(pc[a]['support'])} {a} faces, {pct(share, 0)})"
+                            for a, b, n, share in pairs) + ".")
     few = [c for c in present if pc[c]["support"] < 30]
     if few:
         tiny = min(few, key=lambda c: pc[c]["support"])
         text += (f" Per-class scores rest on few faces ({plural(len(few), 'class', 'classes')} under 30): one "
                  f"{tiny} face moves its recall by {100 / pc[tiny]['support']:.0f} pp.")
-    f["per_class"] = text
+    return {"per_class": text}
 
-    # -- inside the model
+
+# -- 7. inside the model
+
+def model_findings(ctx):
+    alpha = ctx["alpha"]
+    f = {}
     fl = ctx["inspect"]["filters"]
     if fl:
         frac = fl["edge"] / fl["n"]
@@ -778,49 +1268,187 @@ def findings(ctx):
     else:
         f["filters"] = "The final model has no first-layer kernels larger than 1x1 to classify."
     ch = ctx["inspect"]["channels"]
-    if ch:
-        fav = max(ch["prefer"], key=ch["prefer"].get)
-        none = [e for e, v in ch["prefer"].items() if v == 0]
-        text = (f"In the last feature map ({ch['layer']}, {ch['channels']} channels of {ch['size']}), measured on "
-                f"{num(ch['faces'])} PublicTest faces, " + (f"{plural(ch['dead'], 'channel')} never changed; of the "
-                f"other {ch['live']}, " if ch["dead"] else "") +
-                f"{ch['prefer'][fav]} respond most to {fav} ({ch['prefer_null'][fav]} with shuffled labels)"
-                + (f" and none prefers {and_join(none)}" if none else "") + ". ")
-        expected = 0.05 * ch["live"]
-        text += (f"The emotion explains a median {pct(ch['eta_median'])} of a channel's variance (η²), against "
-                 f"{pct(ch['eta_null_median'])} with shuffled labels; {ch['selective']} of {ch['live']} channels "
-                 f"exceed the shuffled 95th percentile (about {expected:.0f} would by chance)")
-        from scipy import stats
-
-        p_sel = float(stats.binom.sf(ch["selective"] - 1, ch["live"], 0.05)) if ch["live"] else 1.0
-        text += (f": more than chance ({pval(p_sel)}), so the deep channels carry emotion information." if p_sel < alpha
-                 else f": no more than chance ({pval(p_sel)}).")
-        f["channels"] = text
-    else:
+    if not ch:
         f["channels"] = "The final model has no spatial feature maps to inspect."
+        return f
+    from scipy import stats
 
-    # -- reflections (generated from the same numbers)
-    refl = []
-    if n:
-        means = [r[f"{metric}_mean"] for r in ctx["archs"]]
-        quiet = n - len(helped) - len(hurt)
-        spread = 100 * (max(means) - min(means))
-        folds = plural(int(abl[0]["k"]), "fold")
-        if 2 * quiet >= n:
-            refl.append(f"A table of means invites over-reading: here the means span {spread:.1f} pp and look like a "
-                        f"ranking, yet {quiet} of the {n} differences from the baseline are not measurable with {folds}"
-                        + (", so no single operation can be said to matter at this budget." if quiet == n else "."))
-        else:
-            refl.append(f"The means span {spread:.1f} pp and {n - quiet} of the {n} differences from the baseline are "
-                        f"measurable with {folds}, yet {quiet} are not: the verdicts, not the order of the means, say "
-                        f"which operations made a difference.")
-    if not ctx["demo"] and prv["accuracy"] < 0.70:
-        refl.append(f"At {pct(prv['accuracy'])} the model stays below the 73% reported for a VGG-style network "
-                    f"trained for hundreds of GPU epochs (Khaireddin and Chen, 2021); this study trained each fold "
-                    f"for {ctx['cv_training'].get('epochs')} epochs.")
-    f["reflections"] = " ".join(refl)
-    f["cost_prediction"] = cost_prediction_sentence(ctx.get("cost_prediction"))
+    fav = max(ch["prefer"], key=ch["prefer"].get)
+    none = [e for e, v in ch["prefer"].items() if v == 0]
+    text = (f"In the last feature map ({ch['layer']}, {ch['channels']} channels of {ch['size']}), measured on "
+            f"{num(ch['faces'])} PublicTest faces, " + (f"{plural(ch['dead'], 'channel')} never changed; of the "
+            f"other {ch['live']}, " if ch["dead"] else "") +
+            f"{ch['prefer'][fav]} respond most to {fav} ({ch['prefer_null'][fav]} with shuffled labels)"
+            + (f" and none prefers {and_join(none)}" if none else "") + ". ")
+    expected = 0.05 * ch["live"]
+    text += (f"The emotion explains a median {pct(ch['eta_median'])} of a channel's variance (η²), against "
+             f"{pct(ch['eta_null_median'])} with shuffled labels; {ch['selective']} of {ch['live']} channels "
+             f"exceed the shuffled 95th percentile (about {expected:.0f} would by chance)")
+    p_sel = float(stats.binom.sf(ch["selective"] - 1, ch["live"], 0.05)) if ch["live"] else 1.0
+    text += (f": more than chance ({pval(p_sel)}), so the deep channels carry emotion information." if p_sel < alpha
+             else f": no more than chance ({pval(p_sel)}).")
+    f["channels"] = text
     return f
+
+
+# -- 8. reflections and limitations, generated from the same numbers
+
+def reflection_findings(ctx):
+    refl = [means_reflection(ctx), regularizer_reflection(ctx), underfit_reflection(ctx), final_gap_reflection(ctx),
+            literature_reflection(ctx), hindsight_reflection(ctx)]
+    return {"reflections": " ".join(r for r in refl if r), "limitations": limitations_text(ctx)}
+
+
+def means_reflection(ctx):
+    abl, metric = ctx["ablation"], ctx["metric"]
+    n = len(abl)
+    if not n:
+        return ""
+    means = [r[f"{metric}_mean"] for r in ctx["archs"]]
+    quiet = sum(not _significant(r) for r in abl)
+    held = sum(_significant(r) and r["holm"] and _label(r) == "holds" for r in abl)
+    spread = 100 * (max(means) - min(means))
+    folds = plural(int(abl[0]["k"]), "fold")
+    text = (f"A table of means invites over-reading: here the means span {spread:.1f} pp and look like a ranking, yet "
+            f"{quiet} of the {n} differences from the baseline are not measurable with {folds}")
+    if quiet == n:
+        return text + ", so no single operation can be said to matter at this budget."
+    held_text = ("none of the others both survives" if not held else
+                 f"only {held} of the other {n - quiet} both {'survives' if held == 1 else 'survive'}")
+    return text + (f", and {held_text} the Holm correction and holds at twice the budget: the verdicts and their "
+                   f"labels, not the order of the means, say which operations made a difference.")
+
+
+def regularizer_reflection(ctx):
+    from .stability import MIN_OVERFIT_GAP_PP, regularizer_lost_too_early
+
+    early = [r for r in ctx["ablation"] if regularizer_lost_too_early(
+        r["factor"], r["diff_pp"], _significant(r), r["gap_pp"], r["baseline_gap_pp"])]
+    if not early:
+        return ""
+    factors = and_join(dict.fromkeys(r["factor"] for r in early))
+    return (f"Less regularization won in {and_join(code(r['arch']) for r in early)} while the less regularized "
+            f"network was not yet over-fitting (a train-minus-held-out gap under {MIN_OVERFIT_GAP_PP:g} pp): "
+            f"{factors} can pay off only once there is over-fitting to prevent, so "
+            f"{'this verdict describes' if len(early) == 1 else 'these verdicts describe'} the short budget, "
+            f"not {factors} itself.")
+
+
+def underfit_reflection(ctx):
+    from .stability import MIN_OVERFIT_GAP_PP
+
+    fits = [r for r in ctx["archs"] if r["fit"] and np.isfinite(r["fit"]["gap_pp"])]
+    under = [r for r in fits if r["fit"]["gap_pp"] < MIN_OVERFIT_GAP_PP]
+    if not fits or 2 * len(under) < len(fits):
+        return ""
+    who = f"All {len(fits)}" if len(under) == len(fits) else f"{len(under)} of the {len(fits)}"
+    return (f"{who} networks were still under-fitting at the last epoch, so the budget more "
+            f"than the architecture limited what they learnt, and a short budget favours networks that learn fast.")
+
+
+def final_gap_reflection(ctx):
+    fin, chosen = ctx["final"], ctx["chosen"]
+    gap = 100 * (fin["private"]["accuracy"] - chosen["accuracy_mean"])
+    effects = [r for r in ctx["ablation"] if np.isfinite(r["diff_pp"])]
+    if not effects or not fin["workload"]:
+        return ""
+    top = max(effects, key=lambda r: abs(r["diff_pp"]))
+    if gap <= abs(top["diff_pp"]):
+        return ""
+    return (f"More faces and epochs mattered more than any single operation: the final model is {gap:.1f} pp above "
+            f"its cross-validation mean, while the largest difference from the baseline was "
+            f"{abs(top['diff_pp']):.1f} pp ({code(top['arch'])}).")
+
+
+def literature_reflection(ctx):
+    prv = ctx["final"]["private"]
+    if ctx["demo"] or prv["accuracy"] >= 0.70:
+        return ""
+    return (f"At {pct(prv['accuracy'])} the model stays below the 73% reported for a VGG-style network trained for "
+            f"hundreds of GPU epochs (Khaireddin and Chen, 2021); this study trained each fold for "
+            f"{ctx['cv_training'].get('epochs')} epochs.")
+
+
+def hindsight_reflection(ctx):
+    abl = ctx["ablation"]
+    counts = label_counts(abl)
+    found = min_detectable_pp(ctx)
+    ideas = []
+    if counts.get("budget-dependent"):
+        one = counts["budget-dependent"] == 1
+        ideas.append(f"the {'' if one else str(counts['budget-dependent']) + ' '}budget-dependent "
+                     f"{'verdict deserves' if one else 'verdicts deserve'} a longer run of {'its pair' if one else 'their pairs'} "
+                     f"(`scripts/recheck_budget.py`)")
+    if found and found[3] and 2 * counts.get("undecided", 0) >= len(abl):
+        mdd = float(np.median(list(found[3].values())))
+        ideas.append(f"with {found[0]} folds a difference needed about {mdd:.1f} pp to be seen, so more folds could "
+                     f"settle some of the {counts['undecided']} undecided verdicts")
+    good = [r for r in abl if r["verdict"] == "helped" and _label(r) == "holds"]
+    if len(good) >= 2:
+        ideas.append(f"a second round combining {and_join(code(r['arch']) for r in good)} could reveal interactions")
+    return f"In hindsight, {'; '.join(ideas)}." if ideas else ""
+
+
+def limitations_text(ctx):
+    tr, abl = ctx["cv_training"], ctx["ablation"]
+    text = ("Each network was trained once per fold with one seed, so the fold spread mixes data and initialisation "
+            "noise.")
+    if tr.get("epochs", 0) < 30:
+        share = tr.get("subsample", 1.0)
+        text += (f" The budget was small ({tr['epochs']} epochs per fold"
+                 + (f" on {pct(share, 0)} of each fold's training faces" if share < 1 else "")
+                 + "); section 4 says what it can and cannot show.")
+    if abl:
+        kept = sum(_significant(r) and r["holm"] for r in abl)
+        text += (f" Verdicts use the uncorrected p; {kept} of the {len(abl)} {'survives' if kept == 1 else 'survive'} "
+                 f"the Holm correction, and every variant is compared with one baseline only.")
+    text += (" The demo faces are synthetic: nothing here transfers to real faces." if ctx["demo"] else
+             " FER2013 faces are small web images with noisy labels; results need not transfer to video or "
+             "spontaneous expressions.")
+    return text
+
+
+# -- 10. reproducibility
+
+PRECISION_NAMES = {"bf16": "bf16 autocast", "fp32": "fp32"}
+
+
+def precision_text(ctx):
+    """The precision of the final model and of the fold jobs (grouped by precision), with the reasons
+    their config.yaml recorded."""
+    fin, folds = ctx["precision"]["final"], ctx["precision"]["folds"]
+
+    def name(p):
+        return PRECISION_NAMES.get(p, "an unrecorded precision")
+
+    def why(items):
+        reasons = list(dict.fromkeys(fo["reason"] for fo in items if fo["reason"]))
+        return f" ({reasons[0]})" if len(reasons) == 1 else f" (measured per network, e.g. {reasons[0]})" if reasons else ""
+
+    text = f"The final model trained in {name(fin['precision'])}" + (f" ({fin['reason']})" if fin["reason"] else "")
+    groups = {}
+    for fo in folds:
+        groups.setdefault(fo["precision"], []).append(fo)
+    if len(groups) == 1:
+        (p, items), = groups.items()
+        same = p == fin["precision"] and why(items) == (f" ({fin['reason']})" if fin["reason"] else "")
+        text += f"; so did all {len(items)} fold jobs" if same else f"; all {len(items)} fold jobs in {name(p)}{why(items)}"
+    elif groups:
+        def who(items):
+            archs = list(dict.fromkeys(fo["arch"] for fo in items))
+            return and_join(code(a) for a in archs) if len(archs) <= 4 else plural(len(archs), "network")
+
+        text += f"; of the {plural(len(folds), 'fold job')}, " + and_join(
+            f"{len(items)} in {name(p)} ({who(items)}){why(items)}" for p, items in groups.items())
+    text += "."
+    if "bf16" in (fin["precision"], *groups):
+        text += (" In bf16 autocast the convolutions and matrix products run in bfloat16; weights, batch-norm "
+                 "statistics, the loss and the optimizer stay fp32.")
+    return text
+
+
+def reproducibility_findings(ctx):
+    return {"precision": precision_text(ctx), "cost_prediction": cost_prediction_sentence(ctx.get("cost_prediction"))}
 
 
 def cost_prediction_sentence(cp):
@@ -835,6 +1463,11 @@ def cost_prediction_sentence(cp):
     return (f"The prediction of the whole study's wall time, {how}, was {pct(abs(err))} "
             f"{'above' if err > 0 else 'below'} the real time, {'within' if abs(err) <= 0.25 else 'outside'} "
             f"the 25% this tool aims at.")
+
+
+SECTIONS = (data_findings, protocol_findings, verdict_findings, fit_findings, cost_findings, budget_findings,
+            class_effect_findings, selection_findings, final_findings, per_class_findings, model_findings,
+            reflection_findings, reproducibility_findings)
 
 
 # ---------------------------------------------------------------- rendering

@@ -96,9 +96,23 @@ def fake_predictions(labels, accuracy, rng, confuse=(2, 4)):
     return probs / probs.sum(1, keepdims=True)
 
 
-def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", seed=0):
+def fold_history(epochs, score, gap_pp, lift=0.15):
+    """history.csv rows of a fold job: the learning curve rises to `score` at the last epoch, the
+    trained-on curve `gap_pp` above it, the whole held-out set predicted after the last epoch only."""
+    rows = []
+    for e in range(1, epochs + 1):
+        val = score - lift * (epochs - e) / epochs
+        last = e == epochs
+        rows.append([e, 0.05, 1.5 - e / epochs, val + (gap_pp - 4) / 100, 1.6 - e / epochs if last else np.nan,
+                     score if last else np.nan, val + gap_pp / 100, val, 10.0, 300.0])
+    return rows
+
+
+def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", seed=0, gaps=None,
+                  precision=("fp32", "this CPU has no native bf16")):
     """results/ under `root`: per-fold accuracies `scores[arch]` (list, one per fold) for every
-    architecture of `cfg`; every file the report reads, written by the project's own writers."""
+    architecture of `cfg`, learning curves ending `gaps[arch]` pp (default 3) below the trained-on
+    curve; every file the report reads, written by the project's own writers."""
     rng = np.random.default_rng(seed)
     r = Path(root) / "results"
     k = cfg["data"]["folds"]
@@ -122,6 +136,10 @@ def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", see
             preds.append(r / "cv" / arch / f"fold{fold}" / "predictions.csv")
             write_predictions(preds[-1], data.row[held], data.labels[held],
                               fake_predictions(data.labels[held].astype(int), scores[arch][fold], rng))
+            write_history(preds[-1].with_name("history.csv"),
+                          fold_history(run_cfg["training"]["epochs"], scores[arch][fold], (gaps or {}).get(arch, 3.0)))
+            write_text(preds[-1].with_name("config.yaml"), yaml.safe_dump(
+                {"fold": fold, "precision": precision[0], "precision_reason": precision[1]}))
             benches.append(r / "benchmarks" / "train" / arch / f"fold{fold}.tsv")
             write_text(benches[-1], f"s\th:m:s\tmax_rss\n{20 + 5 * fold}\t0:00:20\t{300 + fold}\n")
         result = study.evaluate_arch(preds, run_cfg, benchmark_files=benches)
@@ -141,7 +159,7 @@ def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", see
     epochs = run_cfg["training"]["epochs"]
     write_history(r / "final" / "history.csv",
                   [[e, 0.1, 1.5 - e / epochs, 0.4 + 0.4 * e / epochs, 1.6 - e / epochs, 0.4 + 0.02 * min(e, 9),
-                    10.0, 300.0]
+                    np.nan, np.nan, 10.0, 300.0]
                    for e in range(1, epochs + 1)])
     for name, idx, acc in (("public", np.flatnonzero(split == 1), final_acc[0]),
                            ("private", np.flatnonzero(split == 2), final_acc[1])):
@@ -150,7 +168,7 @@ def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", see
     write_json(r / "final" / "metrics.json", study.evaluate_final(r / "final" / "predictions_public.csv",
                                                                     r / "final" / "predictions_private.csv"))
     extra = {"selection": selection, "best_epoch": 9, "best_public_acc": final_acc[0], "n_train": n_train,
-             "threads": 2, "seconds": 321.0}
+             "threads": 2, "seconds": 321.0, "precision": precision[0], "precision_reason": precision[1]}
     write_text(r / "final" / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
     write_text(r / "benchmarks" / "train_final.tsv", "s\th:m:s\tmax_rss\n321.0\t0:05:21\t900\n")
     for name in report.FIGURE_NAMES:
@@ -236,7 +254,10 @@ def test_significance_follows_the_numbers(demo_cfg, tmp_path):
     assert sent_a.startswith("`kernel_5` helped (+"), sent_a
     assert sent_b.startswith("`kernel_5` made no measurable difference ("), sent_b
     factor_a = next(fac["sentence"] for fac in f_a["factors"] if fac["factor"] == "kernel size")
-    assert re.fullmatch(r"`kernel_5` \(\+[0-9.]+ pp, p = 0\.0\d+\) helped\.", factor_a), factor_a
+    assert re.fullmatch(r"`kernel_5` helped \(\+[0-9.]+ pp, p = 0\.0\d+, Holm p [=<] [0-9.]+; "
+                        r"(holds|budget-dependent): .+\)\.", factor_a), factor_a
+    factor_b = next(fac["sentence"] for fac in f_b["factors"] if fac["factor"] == "kernel size")
+    assert "made no measurable difference (undecided: its late trend points to" in factor_b, factor_b
     _, text, _ = make_report(a, tmp_path / "ra")
     assert f"**Kernel size.** {report.OPERATIONS['kernel size']} {factor_a}" in text
 
@@ -248,19 +269,40 @@ def test_the_chosen_architecture_follows_the_numbers(demo_cfg, tmp_path):
     f_pool = report.findings(report.collect(build_results(tmp_path / "p", demo_cfg, win_pool)))
     f_base = report.findings(report.collect(build_results(tmp_path / "b", demo_cfg, win_base)))
     assert "The final architecture is `pool_avg`" in f_pool["selection"]
-    assert "significant" in f_pool["selection"]
+    assert "Against the baseline it helped (+" in f_pool["selection"]
+    assert "; holds: " in f_pool["selection"] or "; budget-dependent: " in f_pool["selection"]
     assert "The final architecture is `baseline`" in f_base["selection"]
     assert "No variant had a higher mean than the baseline" in f_base["selection"]
     assert "No variant" not in f_pool["selection"]
-    assert "more than one standard deviation" in f_pool["selection"]  # 0.71 against about 0.62
+    assert "standard deviation" not in f_pool["selection"]  # the runner-up is compared by a paired test
 
 
-def test_margin_within_one_std_is_said(demo_cfg, tmp_path):
+def runner_up_expectation(ctx):
+    """The corrected resampled t-test of the chosen against the runner-up, computed here from the
+    per-fold scores of metrics.json and the pair's own n_train / n_test."""
+    from ferstudy.metrics import corrected_resampled_ttest
+
+    rows = {r["architecture"]: r for r in ctx["archs"]}
+    a, b = ctx["selection"]["architecture"], ctx["selection"]["runner_up"]["architecture"]
+    scores = {name: json.loads((Path(ctx["results_dir"]) / "cv" / name / "metrics.json").read_text())
+              ["aggregate"]["metrics"]["accuracy"]["folds"] for name in (a, b)}
+    n_train = min(max(1, round(ctx["data"]["fold_train"] * rows[n]["subsample"])) for n in (a, b))
+    return b, corrected_resampled_ttest(np.subtract(scores[a], scores[b]), n_train, ctx["data"]["fold_test"])
+
+
+def test_the_runner_up_is_compared_by_a_paired_test(demo_cfg, tmp_path):
     close = default_scores(demo_cfg, overrides={"pool_avg": [0.66, 0.60, 0.72], "act_elu": [0.65, 0.61, 0.71]})
-    f_close = report.findings(report.collect(build_results(tmp_path / "c", demo_cfg, close)))
-    assert "`pool_avg`" in f_close["selection"] and "`act_elu`" in f_close["selection"]
-    assert "within one standard deviation" in f_close["selection"]
-    assert "more than one standard deviation" not in f_close["selection"]
+    clear = default_scores(demo_cfg, overrides={"pool_avg": [0.70, 0.75, 0.72], "act_elu": [0.64, 0.68, 0.65]})
+    for name, scores, settled in (("close", close, False), ("clear", clear, True)):
+        ctx = report.collect(build_results(tmp_path / name, demo_cfg, scores))
+        f = report.findings(ctx)
+        runner, test = runner_up_expectation(ctx)
+        assert runner == "act_elu" and test["df"] == 2
+        assert f"t = {test['t']:.2f} (df = 2), {report.pval(test['p'])}" in f["selection"], f["selection"]
+        assert (test["p"] < ctx["alpha"]) == settled
+        assert ("a measurable difference" in f["selection"]) == settled
+        assert ("do not settle which of the two is better" in f["selection"]) == (not settled)
+        assert f"`act_elu` (" in f["short_selection"] and f"paired t-test {report.pval(test['p'])}" in f["short_selection"]
 
 
 def test_an_architecture_named_in_the_config_is_not_called_the_cv_choice(demo_cfg, tmp_path):
@@ -272,7 +314,7 @@ def test_an_architecture_named_in_the_config_is_not_called_the_cv_choice(demo_cf
     assert "The config named `pool_avg`" in f["short_selection"] and "Cross-validation chose" not in text
     assert "named in config (final.architecture)" in f["selection"] and "chosen by" not in f["selection"]
     assert "The best other architecture" in f["selection"] and "pp ahead" in f["selection"]
-    assert "significantly worse" in f["selection"] and "The architecture named in the config" in text
+    assert "Against the baseline it hurt (-" in f["selection"] and "The architecture named in the config" in text
 
 
 # ---------------------------------------------------------------- banner, per-class facts, CLI, errors
@@ -355,3 +397,162 @@ def test_cli_writes_the_report_and_names_missing_files(demo_results, tmp_path, c
     assert all((out.parent / link).is_file() for link in links)
     with pytest.raises(UserError, match="template not found"):
         report.render(report.collect(demo_results), tmp_path)
+
+
+# ---------------------------------------------------------------- verdicts, budget, fit, per class
+
+@pytest.fixture(scope="module")
+def mixed_results(tmp_path_factory, demo_cfg):
+    """A study with one strong, stable verdict (`depth_3blocks` hurt on every fold), a regularizer
+    that lost before anything over-fit (`no_augment` helped with a 4 pp gap, the baseline's 3 pp)
+    and two networks that do over-fit (`kernel_5` 7 pp, `filters_double` 15 pp)."""
+    base = [0.60, 0.63, 0.61]
+    scores = default_scores(demo_cfg, overrides={"depth_3blocks": [b - 0.20 for b in base],
+                                                 "no_augment": [b + d for b, d in zip(base, (0.05, 0.07, 0.06))]})
+    with fast_writers():
+        return build_results(tmp_path_factory.mktemp("mixed"), demo_cfg, scores,
+                             gaps={"filters_double": 15.0, "kernel_5": 7.0, "no_augment": 4.0})
+
+
+def test_every_verdict_sentence_carries_its_stability_label(mixed_results, tmp_path):
+    ctx, text, _ = make_report(mixed_results, tmp_path)
+    f = report.findings(ctx)
+    rows = {r["arch"]: r for r in ctx["ablation"]}
+    assert rows["depth_3blocks"]["stability"] == "holds" and rows["depth_3blocks"]["holm"]
+    assert rows["no_augment"]["verdict"] == "helped" and not rows["no_augment"]["holm"]
+    assert rows["no_augment"]["stability"] == "budget-dependent"
+    for arch, row in rows.items():
+        assert f"; {row['stability']}: {row['stability_reason']})." in f["variants"][arch], arch
+        factor = next(fac["sentence"] for fac in f["factors"] if fac["factor"] == row["factor"])
+        assert f"`{arch}` " in factor and row["stability"] in factor, (arch, factor)
+        assert re.search(rf"\| `{arch}` \|.*\| {re.escape(row['verdict'])} \| {row['stability']} \|", text), arch
+    assert "; budget-dependent: the regularizer lost while the less regularized network" in f["variants"]["no_augment"]
+    # the In-short line leads with what survives Holm and holds, then what only the raw test saw
+    short = f["short_ablation"]
+    assert short.startswith("Surviving the Holm correction for 13 tests, `depth_3blocks` hurt (-20.0 pp; holds)"), short
+    assert "Before the correction (p < 0.05), `no_augment` helped (+6.0 pp; budget-dependent)" in short
+    assert text.split("**In short.** ")[1].startswith(short)
+    # the final architecture's rationale states the same verdict, label and reason
+    assert ctx["selection"]["architecture"] == "no_augment"
+    assert f"Against the baseline it {report.verdict_clause(rows['no_augment'], reason=True)}." in f["selection"]
+    assert "Less regularization won in `no_augment`" in f["reflections"]
+    assert "| variant | factor | difference | t | p | Holm p | verdict | stability |" in text
+
+
+def test_budget_section_states_the_budget_the_counts_and_the_rule(mixed_results):
+    ctx = report.collect(mixed_results)
+    f = report.findings(ctx)
+    w, fw = ctx["chosen"]["workload"], ctx["final"]["workload"]
+    tr = ctx["cv_training"]
+    assert w["epochs"] == tr["epochs"] and w["steps"] == w["steps_per_epoch"] * tr["epochs"]
+    assert w["steps_per_epoch"] == round(w["n_train"]) // tr["batch_size"]
+    assert f"Each fold model trained {tr['epochs']} epochs on about {report.num(w['n_train'])} faces" in f["budget"]
+    assert f"{report.num(w['steps'])} SGD steps" in f["budget"]
+    assert report.counts_text(report.label_counts(ctx["ablation"])) in f["budget"]
+    assert "The rule: a verdict is budget-dependent when" in f["budget"]
+    assert f"the whole study fits the preset's time budget" in f["final_budget"]
+    assert f"`final.training` in the config: {fw['epochs']} epochs on all {report.num(fw['n_train'])}" in f["final_budget"]
+    assert fw["epochs"] == ctx["final"]["training"]["epochs"] and fw["n_train"] == ctx["data"]["n_train"]
+
+
+def test_fit_gap_says_over_or_under_fitting(mixed_results):
+    ctx = report.collect(mixed_results)
+    f = report.findings(ctx)
+    fits = {r["architecture"]: r["fit"] for r in ctx["archs"]}
+    assert fits["filters_double"]["gap_pp"] == pytest.approx(15.0) and fits["baseline"]["gap_pp"] == pytest.approx(3.0)
+    assert "`filters_double` (+15.0 pp) over-fits" in f["fit"]
+    assert "`kernel_5` (+7.0 pp) is beginning to over-fit" in f["fit"]
+    assert "12 of the 14 networks fit their training faces less than 5 pp better than new ones" in f["fit"]
+    assert "under-fitting" in f["fit"]
+    reading = {row[0]: row[-1] for row in f["fit_rows"]}
+    assert reading["`filters_double`"] == "over-fitting" and reading["`baseline`"] == "under-fitting"
+    assert reading["`kernel_5`"] == "beginning to over-fit"
+    assert report.fit_reading(4.9) == "under-fitting" and report.fit_reading(10.0) == "over-fitting"
+
+
+def test_final_history_says_what_training_accuracy_was_measured_on(mixed_results, demo_results):
+    f_aug = report.findings(ctx_aug := report.collect(demo_results))
+    f_raw = report.findings(ctx_raw := report.collect(mixed_results))
+    assert ctx_aug["final"]["training"]["augment"]["enabled"] and ctx_raw["selection"]["architecture"] == "no_augment"
+    assert "training accuracy (augmented faces)" in f_aug["history"]
+    assert "training accuracy (un-augmented training faces)" in f_raw["history"]
+    assert "(augmented faces)" not in f_raw["history"]
+
+
+def test_cv_gap_to_the_final_accuracy_is_explained(demo_results):
+    ctx = report.collect(demo_results)
+    f = report.findings(ctx)
+    fw, cw = ctx["final"]["workload"], ctx["chosen"]["workload"]
+    gap = 100 * (ctx["final"]["private"]["accuracy"] - ctx["chosen"]["accuracy_mean"])
+    assert f["cv_gap"].startswith(f"PrivateTest accuracy is {abs(gap):.1f} pp {'above' if gap >= 0 else 'below'}")
+    assert f"{report.num(fw['n_train'])} training faces against about {report.num(cw['n_train'])}" in f["cv_gap"]
+    assert f"{fw['epochs']} epochs against {cw['epochs']}" in f["cv_gap"]
+    assert f"{report.num(fw['steps'])} SGD steps against {report.num(cw['steps'])}" in f["cv_gap"]
+    assert f"the checkpoint PublicTest chose (epoch {ctx['final']['best_epoch']})" in f["cv_gap"]
+
+
+def test_per_class_effects_and_top_confusions(mixed_results):
+    ctx = report.collect(mixed_results)
+    f = report.findings(ctx)
+    r = Path(ctx["results_dir"])
+    recall = {a: json.loads((r / "cv" / a / "metrics.json").read_text())["aggregate"]["per_class"]
+              for a in ("baseline", "no_augment")}
+    row = next(row for row in f["class_effect_rows"] if row[0] == "`no_augment`")
+    fear = CLASS_NAMES.index("fear") + 2
+    assert row[fear] == f"{100 * (recall['no_augment']['fear']['recall']['mean'] - recall['baseline']['fear']['recall']['mean']):+.1f}"
+    assert len(f["class_effect_rows"]) == len(ctx["ablation"]) + 1
+    assert "Does augmentation lift the hard classes? `no_augment` moved fear by" in f["class_effects"]
+    assert "disgust (baseline recall" in f["class_effects"] and "not tested" in f["class_effects"]
+    assert f["per_class"].count(" taken for ") == 3 and "fear taken for sad" in f["per_class"]
+    assert report.top_confusions([[5, 1, 0], [4, 9, 2], [0, 0, 3]], n=5) == [  # rows: the true class
+        ("disgust", "angry", 4, 4 / 15), ("disgust", "fear", 2, 2 / 15), ("angry", "disgust", 1, 1 / 6)]
+
+
+def test_activation_paragraph_names_only_the_activations_that_ran(demo_results):
+    ctx = report.collect(demo_results)
+    assert [r["architecture"] for r in ctx["archs"] if r["factor"] == "activation"] == ["act_elu"]
+    text = report.operation_text("activation", ctx)
+    assert "ELU" in text and "GELU" not in text
+    gelu = copy.deepcopy(ctx)
+    gelu["archs"] = [dict(r, activations=["gelu"]) if r["architecture"] == "act_elu" else r for r in gelu["archs"]]
+    text = report.operation_text("activation", gelu)
+    assert "GELU" in text and not re.search(r"\bELU\b", text)
+
+
+def test_reflections_and_limitations_follow_the_numbers(mixed_results, demo_results):
+    f_mixed = report.findings(report.collect(mixed_results))
+    f_demo = report.findings(report.collect(demo_results))
+    assert f_mixed["reflections"] != f_demo["reflections"]
+    assert "Less regularization won" not in f_demo["reflections"]
+    assert "not corrected for multiple comparisons" not in f_mixed["limitations"]
+    assert "survive the Holm correction" in f_mixed["limitations"] or "survives the Holm" in f_mixed["limitations"]
+
+
+def test_precision_is_summarized_from_the_results(demo_results):
+    ctx = report.collect(demo_results)
+    assert report.precision_text(ctx) == ("The final model trained in fp32 (this CPU has no native bf16); "
+                                          f"so did all {len(ctx['precision']['folds'])} fold jobs.")
+    mixed = copy.deepcopy(ctx)
+    mixed["precision"] = {
+        "final": {"precision": "bf16", "reason": "native bf16 CPU, measured 1.50x fp32 for this network"},
+        "folds": [{"arch": "a", "fold": 0, "precision": "bf16", "reason": "measured 1.4x"},
+                  {"arch": "a", "fold": 1, "precision": "bf16", "reason": "measured 1.3x"},
+                  {"arch": "b", "fold": 0, "precision": "fp32", "reason": "bf16 measured 0.9x: fp32"}]}
+    text = report.precision_text(mixed)
+    assert text.startswith("The final model trained in bf16 autocast (native bf16 CPU, measured 1.50x")
+    assert "of the 3 fold jobs, 2 in bf16 autocast (`a`) (measured per network, e.g. measured 1.4x)" in text
+    assert "1 in fp32 (`b`) (bf16 measured 0.9x: fp32)" in text and "stay fp32" in text
+
+
+def test_an_older_ablation_table_still_renders(demo_results, tmp_path):
+    import pandas as pd
+
+    r = tmp_path / "results"
+    shutil.copytree(demo_results, r)
+    old = pd.read_csv(r / "tables" / "ablation.csv")
+    old = old[["arch", "factor", "baseline", "metric", "k", "mean", "baseline_mean", "diff_pp", "std_pp", "t", "p",
+               "df", "alpha", "verdict", "note"]]
+    study.write_csv(old, r / "tables" / "ablation.csv")
+    ctx, text, _ = make_report(r, tmp_path)
+    assert all(row["stability"] == "unchecked" and np.isfinite(row["p_holm"]) for row in ctx["ablation"])
+    assert "| unchecked |" in text and "nan" not in text.lower().split()
