@@ -899,51 +899,59 @@ def fit_reading(gap_pp):
 
 def fit_findings(ctx):
     """Per network: the train-vs-held-out gap at the last epoch on the learning-curve faces."""
-    from .stability import MIN_OVERFIT_GAP_PP
-
-    fits = [r for r in ctx["archs"] if r["fit"] and np.isfinite(r["fit"]["gap_pp"])]
+    fits = sorted([r for r in ctx["archs"] if r["fit"] and np.isfinite(r["fit"]["gap_pp"])],
+                  key=lambda r: -r["fit"]["gap_pp"])
     if not fits:
         return {"fit_rows": [], "fit": (
             "No learning curve was recorded (`training.curve_images` is 0), so how much better each network "
             "fits its training faces than new ones is not known.")}
     rows = [[code(r["architecture"]), pct(r["fit"]["val"]), pct(r["fit"]["train"]), pp(r["fit"]["gap_pp"]),
              pct(r["fit"]["batches"]) + ("" if r["augmented"] else " (not augmented)"), fit_reading(r["fit"]["gap_pp"])]
-            for r in sorted(fits, key=lambda r: -r["fit"]["gap_pp"])]
+            for r in fits]
+    faces = int(ctx["cv_training"].get("curve_images") or 0)
+    text = (f"At the last epoch ({fits[0]['fit']['epoch']}), on {num(faces) + ' ' if faces else ''}trained-on "
+            f"and as many held-out faces per fold without augmentation, {fit_groups_text(fits)}."
+            + batches_note(next(r for r in ctx["archs"] if r["architecture"] == ctx["baseline"])))
+    return {"fit": text, "fit_rows": rows}
+
+
+def fit_groups_text(fits):
+    """'12 of the 14 networks fit ... under-fitting; `a` (+7.0 pp) is beginning to over-fit ...'."""
+    from .stability import MIN_OVERFIT_GAP_PP
+
     groups = {}
     for r in fits:
         groups.setdefault(fit_reading(r["fit"]["gap_pp"]), []).append(r)
 
     def names(rs):
-        rs = sorted(rs, key=lambda r: -r["fit"]["gap_pp"])
-        return and_join(f"{code(r['architecture'])} ({pp(r['fit']['gap_pp'])})" for r in rs) if len(rs) <= 4 else \
-            f"{len(rs)} networks"
+        return (and_join(f"{code(r['architecture'])} ({pp(r['fit']['gap_pp'])})" for r in rs) if len(rs) <= 4 else
+                f"{len(rs)} networks")
 
-    faces = int(ctx["cv_training"].get("curve_images") or 0)
-    text = (f"At the last epoch ({fits[0]['fit']['epoch']}), on {num(faces) + ' ' if faces else ''}trained-on "
-            f"and as many held-out faces per fold without augmentation, ")
     parts = []
-    under = groups.get("under-fitting", [])
+    under, begin, over = (groups.get(g, []) for g in ("under-fitting", "beginning to over-fit", "over-fitting"))
     if under:
-        parts.append(f"{'all ' + str(len(fits)) if len(under) == len(fits) else f'{len(under)} of the {len(fits)}'} "
-                     f"networks fit their training faces less than "
-                     f"{MIN_OVERFIT_GAP_PP:g} pp better than new ones" + (f" ({names(under)})" if len(under) <= 4 else "")
-                     + ": they are under-fitting, so more epochs or capacity would pay before more regularization")
-    if groups.get("beginning to over-fit"):
-        rs = groups["beginning to over-fit"]
-        parts.append(f"{names(rs)} {'is' if len(rs) == 1 else 'are'} beginning to over-fit "
+        who = f"all {len(fits)}" if len(under) == len(fits) else f"{len(under)} of the {len(fits)}"
+        parts.append(f"{who} networks fit their training faces less than {MIN_OVERFIT_GAP_PP:g} pp better than new "
+                     f"ones" + (f" ({names(under)})" if len(under) <= 4 else "")
+                     + ": they are under-fitting, so more epochs or capacity should pay before more regularization")
+    if begin:
+        parts.append(f"{names(begin)} {'is' if len(begin) == 1 else 'are'} beginning to over-fit "
                      f"({MIN_OVERFIT_GAP_PP:g}-{OVERFIT_CLEAR_PP:g} pp)")
-    if groups.get("over-fitting"):
-        rs = groups["over-fitting"]
-        parts.append(f"{names(rs)} {'over-fits' if len(rs) == 1 else 'over-fit'} (a gap of {OVERFIT_CLEAR_PP:g} pp "
-                     f"or more), where regularization can pay off")
-    text += "; ".join(parts) + "."
-    base = next(r for r in ctx["archs"] if r["architecture"] == ctx["baseline"])
-    if base["fit"] and base["augmented"] and np.isfinite(base["fit"]["batches"]) and np.isfinite(base["fit"]["train"]):
-        text += (f" Accuracy on the training batches during the epoch (augmented{', dropout on' if base['dropout'] else ''}) "
-                 f"measures the harder task trained on, not the fit: {code(base['architecture'])} scored "
-                 f"{pct(base['fit']['batches'])} on its batches against {pct(base['fit']['train'])} on un-augmented "
-                 f"trained-on faces.")
-    return {"fit": text, "fit_rows": rows}
+    if over:
+        parts.append(f"{names(over)} {'over-fits' if len(over) == 1 else 'over-fit'} (a gap of {OVERFIT_CLEAR_PP:g} "
+                     f"pp or more), where regularization can pay off")
+    return "; ".join(parts)
+
+
+def batches_note(base):
+    """Why the accuracy on the augmented training batches is not the fit, with the baseline's numbers."""
+    fit = base["fit"]
+    if not (fit and base["augmented"] and np.isfinite(fit["batches"]) and np.isfinite(fit["train"])):
+        return ""
+    harder = "the harder task trained on" if fit["batches"] < fit["train"] else "the task trained on"
+    return (f" Accuracy on the training batches during the epoch (augmented{', dropout on' if base['dropout'] else ''}) "
+            f"measures {harder}, not the fit: {code(base['architecture'])} scored "
+            f"{pct(fit['batches'])} on its batches against {pct(fit['train'])} on un-augmented trained-on faces.")
 
 
 def cost_findings(ctx):
