@@ -1431,7 +1431,10 @@ def precision_text(ctx):
 
     def why(items):
         reasons = list(dict.fromkeys(fo["reason"] for fo in items if fo["reason"]))
-        return f" ({reasons[0]})" if len(reasons) == 1 else f" (measured per network, e.g. {reasons[0]})" if reasons else ""
+        gains = [float(m.group(1)) for m in (re.search(r"measured ([0-9.]+)x fp32", r) for r in reasons) if m]
+        if len(reasons) > 1 and len(gains) == len(reasons):
+            return f" (native bf16 CPU; bf16 measured {min(gains):.2f}x-{max(gains):.2f}x fp32, network by network)"
+        return f" ({reasons[0]})" if len(reasons) == 1 else f" (reasons per network, e.g. {reasons[0]})" if reasons else ""
 
     text = f"The final model trained in {name(fin['precision'])}" + (f" ({fin['reason']})" if fin["reason"] else "")
     groups = {}

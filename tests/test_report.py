@@ -535,13 +535,16 @@ def test_precision_is_summarized_from_the_results(demo_results):
     mixed = copy.deepcopy(ctx)
     mixed["precision"] = {
         "final": {"precision": "bf16", "reason": "native bf16 CPU, measured 1.50x fp32 for this network"},
-        "folds": [{"arch": "a", "fold": 0, "precision": "bf16", "reason": "measured 1.4x"},
-                  {"arch": "a", "fold": 1, "precision": "bf16", "reason": "measured 1.3x"},
-                  {"arch": "b", "fold": 0, "precision": "fp32", "reason": "bf16 measured 0.9x: fp32"}]}
+        "folds": [{"arch": "a", "fold": 0, "precision": "bf16", "reason": "native bf16 CPU, measured 1.42x fp32 for x"},
+                  {"arch": "a", "fold": 1, "precision": "bf16", "reason": "native bf16 CPU, measured 1.30x fp32 for x"},
+                  {"arch": "b", "fold": 0, "precision": "fp32", "reason": "bf16 measured 0.90x fp32: fp32"},
+                  {"arch": "c", "fold": 0, "precision": "fp32", "reason": "amp: false in the config"}]}
     text = report.precision_text(mixed)
     assert text.startswith("The final model trained in bf16 autocast (native bf16 CPU, measured 1.50x")
-    assert "of the 3 fold jobs, 2 in bf16 autocast (`a`) (measured per network, e.g. measured 1.4x)" in text
-    assert "1 in fp32 (`b`) (bf16 measured 0.9x: fp32)" in text and "stay fp32" in text
+    assert ("of the 4 fold jobs, 2 in bf16 autocast (`a`) (native bf16 CPU; bf16 measured 1.30x-1.42x fp32, "
+            "network by network)") in text
+    assert "2 in fp32 (`b` and `c`) (reasons per network, e.g. bf16 measured 0.90x fp32: fp32)" in text
+    assert "stay fp32" in text
 
 
 def test_an_older_ablation_table_still_renders(demo_results, tmp_path):
