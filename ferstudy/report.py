@@ -1334,12 +1334,13 @@ def regularizer_reflection(ctx):
         r["factor"], r["diff_pp"], _significant(r), r["gap_pp"], r["baseline_gap_pp"])]
     if not early:
         return ""
-    factors = and_join(dict.fromkeys(r["factor"] for r in early))
-    return (f"Less regularization won in {and_join(code(r['arch']) for r in early)} while the less regularized "
-            f"network was not yet over-fitting (a train-minus-held-out gap under {MIN_OVERFIT_GAP_PP:g} pp): "
+    kinds = list(dict.fromkeys(r["factor"] for r in early))
+    factors = and_join(kinds)
+    return (f"The regularizer lost in {and_join(code(r['arch']) for r in early)} ({_label(early[0])}) while the "
+            f"less regularized network was not yet over-fitting (a train-minus-held-out gap under {MIN_OVERFIT_GAP_PP:g} pp): "
             f"{factors} can pay off only once there is over-fitting to prevent, so "
             f"{'this verdict describes' if len(early) == 1 else 'these verdicts describe'} the short budget, "
-            f"not {factors} itself.")
+            f"not {factors} {'itself' if len(kinds) == 1 else 'themselves'}.")
 
 
 def underfit_reflection(ctx):

@@ -435,7 +435,7 @@ def test_every_verdict_sentence_carries_its_stability_label(mixed_results, tmp_p
     # the final architecture's rationale states the same verdict, label and reason
     assert ctx["selection"]["architecture"] == "no_augment"
     assert f"Against the baseline it {report.verdict_clause(rows['no_augment'], reason=True)}." in f["selection"]
-    assert "Less regularization won in `no_augment`" in f["reflections"]
+    assert "The regularizer lost in `no_augment` (budget-dependent) while" in f["reflections"]
     assert "| variant | factor | difference | t | p | Holm p | verdict | stability |" in text
 
 
@@ -523,7 +523,7 @@ def test_reflections_and_limitations_follow_the_numbers(mixed_results, demo_resu
     f_mixed = report.findings(report.collect(mixed_results))
     f_demo = report.findings(report.collect(demo_results))
     assert f_mixed["reflections"] != f_demo["reflections"]
-    assert "Less regularization won" not in f_demo["reflections"]
+    assert "The regularizer lost" not in f_demo["reflections"]
     assert "not corrected for multiple comparisons" not in f_mixed["limitations"]
     assert "survive the Holm correction" in f_mixed["limitations"] or "survives the Holm" in f_mixed["limitations"]
 
