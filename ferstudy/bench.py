@@ -3,18 +3,28 @@
 
 Measurements, in the order they run (each line: `name`, the numbers, `units`, `context`):
 
-1. `matmul`      the machine's attainable fp32 rate: an n x n sgemm (default 2048) repeated, best
-                 trial, with the configured threads. Every `fraction_of_matmul` below divides by it.
-2. `train_step`  per architecture: images/s through the project's real training step
-                 (`train.train_one_epoch` with the real `Augmenter`, `make_optimizer`,
-                 `make_scheduler`) on a fixed number of batches; achieved GFLOP/s counts
-                 3 x forward FLOPs per image (forward + backward, a multiply-add = 2 FLOPs; the
-                 first conv's unneeded input gradient is counted too, so this slightly flatters).
+1. `matmul`      the machine's attainable rate in each precision training uses: an n x n matmul
+                 (default 2048) repeated, best trial, with the configured threads; fp32 always,
+                 bf16 too on a CPU with native bf16 (`train.cpu_has_bf16`). Every
+                 `fraction_of_matmul` below divides by the matmul of its own precision.
+   `cpu_peak`    the processor's theoretical peak (cores x FLOP/cycle/core x clock) per precision,
+                 from what the machine reports (/proc/cpuinfo flags, sysfs, lscpu); each factor
+                 says where it came from, the ones not reported (FMA units per core) are listed
+                 under `assumed`. `fraction_of_peak` on the matmul and training lines divides by it.
+2. `train_step`  per architecture and precision (fp32; bf16 too where the CPU has it): images/s
+                 through the project's real training step (`train.train_one_epoch` with the real
+                 `Augmenter`, `make_optimizer`, `make_scheduler`) on a fixed number of batches;
+                 achieved GFLOP/s counts 3 x forward FLOPs per image (forward + backward, a
+                 multiply-add = 2 FLOPs; the first conv's unneeded input gradient is counted too,
+                 so this slightly flatters).
 3. `train_pil`   the same model and batch size trained the way most public FER2013 code does it:
                  a per-image `Dataset` of PIL images, torchvision RandomCrop + RandomHorizontalFlip
-                 + ToTensor + Normalize, a `DataLoader` (0 and 2 workers), a plain loop, NCHW.
-                 `train_vs_pil` gives the ratio project / best PIL loop.
-4. `ingest`, `h5_load`  `data.prepare` of a real CSV (`--csv`) and `data.load_h5` of the result.
+                 + ToTensor + Normalize, a `DataLoader` (0 and 2 workers), a plain loop, NCHW, fp32.
+                 `train_vs_pil` sets against it the project as it would really train (`amp: auto`
+                 decides the precision as a training job does: `ratio`) and the project in fp32
+                 (`ratio_fp32`), with the target (>= 2x on a CPU with native bf16, >= 1.5x without).
+4. `ingest`, `h5_load`  `data.prepare` of a real CSV (`--csv`) in a fresh Python process (its time,
+                 CPU time and peak resident memory) and `data.load_h5` of the result.
 5. `inference`, `latency`  `train.predict` in batches of 256, and one image at a time (median).
 6. `snakemake_dry_run`, `snakemake_change`  `snakemake -n` in a finished study (`--study-dir`),
                  and the jobs a change to one architecture's spec triggers.
@@ -41,6 +51,7 @@ from pathlib import Path
 log = logging.getLogger("ferstudy.bench")
 
 GROUPS = ("matmul", "train", "pil", "ingest", "inference", "snakemake")
+PIL_TARGET = {True: 2.0, False: 1.5}  # train_vs_pil ratio wanted: CPU with native bf16 / without
 FLOPS_CONVENTION = ("training FLOPs per image = 3 x forward FLOPs of conv and linear layers "
                     "(forward + backward; multiply-add = 2 FLOPs; norms, activations, pooling not counted)")
 
@@ -119,13 +130,22 @@ def bench_images(n, h5=None, seed=0):
 
 # ---------------------------------------------------------------- 1. matmul
 
-def matmul_rate(threads, n=2048, reps=3, trials=5):
-    """Attainable fp32 GFLOP/s: best of `trials` timings of `reps` n x n matmuls."""
+def training_precisions():
+    """The precisions a training job on this CPU may use: fp32, and bf16 where it is native."""
+    from .train import cpu_has_bf16
+
+    return ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
+
+
+def matmul_rate(threads, n=2048, reps=3, trials=5, precision="fp32"):
+    """Attainable GFLOP/s in `precision` (fp32 or bf16): best of `trials` timings of `reps` n x n
+    matmuls (bf16: bf16 inputs and output, as autocast runs a layer; fp32 accumulation inside)."""
     import torch
 
     set_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    c = torch.empty(n, n)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    c = torch.empty(n, n, dtype=dtype)
     torch.mm(a, b, out=c)  # warm-up: thread pool, caches
     rates = []
     for _ in range(trials):
@@ -133,10 +153,133 @@ def matmul_rate(threads, n=2048, reps=3, trials=5):
         for _ in range(reps):
             torch.mm(a, b, out=c)
         rates.append(2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
-    return {"name": "matmul", "gflops": max(rates), "gflops_median": statistics.median(rates),
+    return {"name": "matmul", "precision": precision, "gflops": max(rates), "gflops_median": statistics.median(rates),
             "n": n, "reps": reps, "trials": trials,
-            "units": {"gflops": "GFLOP/s fp32 (2 n^3 per n x n matmul), best trial"},
+            "units": {"gflops": f"GFLOP/s {precision} (2 n^3 per n x n matmul), best trial"},
             "context": base_context(threads)}
+
+
+def _read(path):
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def _lscpu():
+    try:
+        return subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _physical_cores(cpus, cpuinfo, sysfs):
+    """(physical cores among `cpus`, where that came from)."""
+    cores = set()
+    for cpu in cpus:
+        topo = Path(sysfs) / f"cpu{cpu}" / "topology"
+        package, core = _read(topo / "physical_package_id"), _read(topo / "core_id")
+        if package is None or core is None:
+            break
+        cores.add((package.strip(), core.strip()))
+    else:
+        if cores:
+            return len(cores), f"{sysfs}/cpu*/topology (package, core_id) of the {len(cpus)} CPUs this process may use"
+    pairs, package = set(), None
+    for line in (cpuinfo or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            package = value.strip()
+        elif key.strip() == "core id":
+            pairs.add((package, value.strip()))
+    if pairs:
+        return min(len(pairs), len(cpus)), "/proc/cpuinfo (physical id, core id) pairs"
+    return len(cpus), "logical CPUs this process may use (ASSUMED one hardware thread per core)"
+
+
+def _clock_ghz(cpuinfo, lscpu, sysfs):
+    """(GHz, where it came from): the highest clock the machine reports."""
+    khz = _read(Path(sysfs) / "cpu0" / "cpufreq" / "cpuinfo_max_freq")
+    if khz and khz.strip().isdigit():
+        return int(khz) / 1e6, f"{sysfs}/cpu0/cpufreq/cpuinfo_max_freq (the highest, turbo clock)"
+    m = re.search(r"^CPU max MHz:\s*([\d.]+)", lscpu or "", re.M)
+    if m and float(m.group(1)) > 0:
+        return float(m.group(1)) / 1e3, "lscpu `CPU max MHz`"
+    mhz = [float(v) for v in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo or "", re.M)]
+    if mhz:
+        return max(mhz) / 1e3, ("/proc/cpuinfo `cpu MHz` (the clock now; under a hypervisor usually the "
+                                "nominal clock: turbo may run higher, AVX-512/AMX code lower)")
+    m = re.search(r"@\s*([\d.]+)\s*GHz", cpuinfo or "")
+    if m:
+        return float(m.group(1)), "the model name's nominal clock in /proc/cpuinfo"
+    return None, "no clock reported (no cpufreq in sysfs, no `CPU max MHz` in lscpu, no `cpu MHz` in /proc/cpuinfo)"
+
+
+def cpu_peak(threads, cpuinfo=None, lscpu=None, sysfs="/sys/devices/system/cpu", cpus=None):
+    """The processor's theoretical peak GFLOP/s per precision for `threads` threads:
+    cores x FLOP/cycle/core x clock, each factor from what the machine reports (the texts can be
+    given, for tests). Returns the `cpu_peak` record: gflops_fp32, gflops_bf16 (None without
+    native bf16), `factors` {value, source} and `assumed` (what no file reports)."""
+    cpuinfo = _read("/proc/cpuinfo") if cpuinfo is None else cpuinfo
+    lscpu = _lscpu() if lscpu is None else lscpu
+    if cpus is None:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cpus = list(cpus)
+    m = re.search(r"^(?:flags|Features)\s*:(.*)$", cpuinfo or "", re.M)
+    flags = set(m.group(1).split()) if m else set()
+    assumed = []
+
+    physical, cores_source = _physical_cores(cpus, cpuinfo, sysfs)
+    cores = min(int(threads), physical)
+    if "ASSUMED" in cores_source:
+        assumed.append("one hardware thread per core")
+    clock, clock_source = _clock_ghz(cpuinfo, lscpu, sysfs)
+    if clock and "cpuinfo_max_freq" not in clock_source and "CPU max MHz" not in clock_source:
+        assumed.append("the reported clock is the clock the vector units run at (no maximum clock reported)")
+
+    fma_units = 2
+    if "avx512f" in flags:
+        lanes, isa = 16, "avx512f: 512-bit vectors, 16 fp32 lanes"
+    elif "avx2" in flags or "avx" in flags:
+        lanes, isa = 8, ("avx2" if "avx2" in flags else "avx") + ": 256-bit vectors, 8 fp32 lanes"
+    elif "sse2" in flags or "asimd" in flags:
+        lanes, isa = 4, ("sse2" if "sse2" in flags else "asimd") + ": 128-bit vectors, 4 fp32 lanes"
+    else:
+        lanes, isa = None, "no known vector extension in the flags"
+    fma = "fma" in flags or "avx512f" in flags or "asimd" in flags
+    fp32 = lanes * (2 if fma else 1) * fma_units if lanes else None
+    fp32_source = (f"{isa} x {'2 (fused multiply-add: the fma flag)' if fma else '1 (no fma flag)'} x "
+                   f"{fma_units} FMA units per core (ASSUMED: no file reports it; most server cores since "
+                   f"Skylake-SP and Zen 2 have 2; some Xeon Silver/Bronze have one 512-bit unit, and AMD Zen 4 "
+                   f"runs 512-bit FMAs on 256-bit units: halve it there)") if lanes else isa
+    if lanes:
+        assumed.append(f"{fma_units} FMA units per core")
+
+    if "amx_bf16" in flags:
+        bf16, bf16_source = 1024, ("amx_bf16: Intel AMX, one tile multiply unit per core, 1024 bf16 FLOP/cycle "
+                                   "(Intel's figure for Sapphire Rapids; ASSUMED the same here)")
+        assumed.append("AMX: 1024 bf16 FLOP/cycle/core")
+    elif "avx512_bf16" in flags and fp32:
+        bf16, bf16_source = 2 * fp32, ("avx512_bf16: VDPBF16PS does 2 bf16 products per fp32 lane per FMA, "
+                                       f"2 x the fp32 rate ({fma_units} FMA units ASSUMED as above)")
+    else:
+        bf16, bf16_source = None, "no native bf16 (neither amx_bf16 nor avx512_bf16 in the flags)"
+
+    def peak(per_cycle):
+        return cores * per_cycle * clock if per_cycle and clock else None
+
+    return {"name": "cpu_peak", "gflops_fp32": peak(fp32), "gflops_bf16": peak(bf16),
+            "factors": {"cores": {"value": cores, "source": f"{physical} physical cores from {cores_source}; "
+                                                          f"the peak counts min(threads {threads}, that)"},
+                        "clock_ghz": {"value": clock, "source": clock_source},
+                        "fp32_flop_per_cycle_per_core": {"value": fp32, "source": fp32_source},
+                        "bf16_flop_per_cycle_per_core": {"value": bf16, "source": bf16_source}},
+            "assumed": assumed,
+            "flags": sorted(flags & {"sse2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
+                                     "asimd", "bf16"}),
+            "units": {"gflops_fp32": "GFLOP/s, cores x fp32 FLOP/cycle/core x clock GHz (theoretical)",
+                      "gflops_bf16": "GFLOP/s, cores x bf16 FLOP/cycle/core x clock GHz (theoretical)"},
+            "context": {"threads": threads}}
 
 
 # ---------------------------------------------------------------- 2. the project's training step
@@ -294,21 +437,72 @@ def pil_loop_throughput(run_cfg, images, labels, threads, workers, batches=8, wa
 
 # ---------------------------------------------------------------- 4. ingest
 
+_INGEST_CHILD = """
+import json, resource, sys, time
+from ferstudy.errors import UserError
+from ferstudy import data
+
+
+def peak_mib():
+    # VmHWM: this process's own high-water mark. (ru_maxrss of a child also counts the parent's
+    # memory that the fork copied before the exec, here a process with torch loaded.)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024, "VmHWM in /proc/self/status"
+    except OSError:
+        pass
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    return kib / 1024, "getrusage ru_maxrss"
+
+
+before, _ = peak_mib()
+c0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+try:
+    d = data.prepare(sys.argv[1], sys.argv[2], folds=int(sys.argv[3]), fold_seed=int(sys.argv[4]))
+except UserError as err:
+    print(err, file=sys.stderr)
+    sys.exit(2)
+seconds, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+peak, how = peak_mib()
+print(json.dumps({"rows": int(len(d.labels)), "seconds": seconds,
+                  "cpu_s": c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime,
+                  "peak_rss_mb": peak, "rss_after_import_mb": before, "rss_source": how,
+                  "chunk_bytes": data.CHUNK_BYTES}))
+"""
+
+
+def ingest_in_subprocess(csv, h5, folds=5, fold_seed=0, timeout=600):
+    """`data.prepare(csv, h5)` in a fresh Python process, as `ferstudy prepare` runs it: {rows,
+    seconds, cpu_s (user + system of all its threads), peak_rss_mb (the process's high-water mark,
+    MiB), rss_after_import_mb (before the ingest: Python, numpy, h5py), chunk_bytes}."""
+    from .errors import UserError
+
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-c", _INGEST_CHILD, str(csv), str(h5), str(folds), str(fold_seed)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        raise UserError(f"ingest of {csv} failed: {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def ingest_times(csv, folds=5, fold_seed=0, trials=3):
-    from .data import load_h5, prepare
+    from .data import load_h5
 
     with tempfile.TemporaryDirectory(prefix="ferstudy-bench-") as tmp:
         h5 = Path(tmp) / "bench.h5"
-        t0 = time.perf_counter()
-        data = prepare(csv, h5, folds=folds, fold_seed=fold_seed)
-        ingest_s = time.perf_counter() - t0
+        child = ingest_in_subprocess(csv, h5, folds, fold_seed)
         loads = []
         for _ in range(trials):
             t0 = time.perf_counter()
             load_h5(h5)
             loads.append(time.perf_counter() - t0)
         h5_bytes = h5.stat().st_size
-    return {"rows": int(len(data.labels)), "seconds": ingest_s, "csv_bytes": Path(csv).stat().st_size,
+    return {**child, "csv_bytes": Path(csv).stat().st_size,
             "h5_load_s": min(loads), "h5_load_s_median": statistics.median(loads), "h5_bytes": h5_bytes}
 
 
@@ -476,6 +670,7 @@ def run_bench(args, emit=None):
         record.setdefault("context", {})
         record["context"] = {**ctx, **record["context"], "loadavg_1m": base_context(threads)["loadavg_1m"]}
         records.append(emit(record))
+        return record
 
     only = set(args.only or GROUPS)
     if "train" in only:
@@ -483,66 +678,91 @@ def run_bench(args, emit=None):
     archs = archs if "train" in only else []
     pil_archs = pil_archs if "pil" in only else []
 
-    # 1. the machine's attainable rate
-    peak = None
+    # 1. the machine's attainable rate in each precision training uses, and the theoretical peak
+    precisions = training_precisions()
+    ctx["cpu_native_bf16"] = "bf16" in precisions
+    matmul, peak = {}, {}
     if "matmul" in only:
-        mm = matmul_rate(threads, n=args.matmul_size, trials=args.trials + 2)
-        out(mm)
-        peak = mm["gflops"]
+        pk = out(cpu_peak(threads))
+        peak = {"fp32": pk["gflops_fp32"], "bf16": pk["gflops_bf16"]}
+        for precision in precisions:
+            mm = matmul_rate(threads, n=args.matmul_size, trials=args.trials + 2, precision=precision)
+            mm["fraction_of_peak"] = _fraction(mm["gflops"], peak.get(precision))
+            mm["units"]["fraction_of_peak"] = f"gflops / cpu_peak gflops_{precision} (theoretical)"
+            matmul[precision] = mm["gflops"]
+            out(mm)
 
-    # 2. + 3. training throughput, and the public-code loop beside it
+    # 2. + 3. training throughput in each precision, and the public-code loop beside it
     max_bs = max([args.batch_size or resolve_arch(cfg, a)["training"]["batch_size"] for a in archs + pil_archs]
                  + [64])
     images, labels = bench_images(min(max_bs * (args.batches + args.warmup), args.max_images), args.h5)
-    project = {}
+    project = {}  # arch -> fp32 img/s (the first memory layout)
     layouts = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}[args.channels_last]
     for name in archs:
         run_cfg = resolve_arch(cfg, name)
         for cl in layouts:
-            r = train_throughput(run_cfg, images, labels, threads, args.batches, args.warmup, args.trials,
-                                 args.batch_size, cl)
-            r.pop("model")
-            project.setdefault(name, r["img_per_s"])
-            out({"name": "train_step", "arch": name, "img_per_s": r["img_per_s"],
-                 "img_per_s_median": r["img_per_s_median"], "mflops_forward": r["forward_flops"] / 1e6,
-                 "gflops": r["gflops"], "fraction_of_matmul": r["gflops"] / peak,
-                 "units": {"img_per_s": "images/s, best trial", "mflops_forward": "MFLOP per image, forward",
-                           "gflops": "GFLOP/s achieved; " + FLOPS_CONVENTION,
-                           "fraction_of_matmul": "gflops / matmul gflops"},
-                 "context": {"batch_size": r["batch_size"], "batches": r["batches"], "trials": r["trials"],
-                             "channels_last": r["channels_last"], "augment": r["augment"],
-                             "loop": "ferstudy.train.train_one_epoch"}})
-    if threads > 1 and archs:  # thread scaling of the first architecture's training step
+            for precision in precisions:
+                r = train_throughput(run_cfg, images, labels, threads, args.batches, args.warmup, args.trials,
+                                     args.batch_size, cl, amp=precision == "bf16")
+                r.pop("model")
+                if precision == "fp32":
+                    project.setdefault(name, r["img_per_s"])
+                out({"name": "train_step", "arch": name, "precision": precision, "img_per_s": r["img_per_s"],
+                     "img_per_s_median": r["img_per_s_median"], "mflops_forward": r["forward_flops"] / 1e6,
+                     "gflops": r["gflops"], "fraction_of_matmul": _fraction(r["gflops"], matmul.get(precision)),
+                     "fraction_of_peak": _fraction(r["gflops"], peak.get(precision)),
+                     "units": {"img_per_s": "images/s, best trial", "mflops_forward": "MFLOP per image, forward",
+                               "gflops": "GFLOP/s achieved; " + FLOPS_CONVENTION,
+                               "fraction_of_matmul": f"gflops / matmul gflops in {precision}",
+                               "fraction_of_peak": f"gflops / cpu_peak gflops_{precision} (theoretical)"},
+                     "context": {"batch_size": r["batch_size"], "batches": r["batches"], "trials": r["trials"],
+                                 "channels_last": r["channels_last"], "augment": r["augment"],
+                                 "autocast": f"bf16 autocast {'on' if r['amp'] else 'off'}",
+                                 "loop": "ferstudy.train.train_one_epoch"}})
+    if threads > 1 and archs:  # thread scaling of the first architecture's training step (fp32)
         name = cfg["study"]["baseline"] if cfg["study"]["baseline"] in archs else archs[0]
         run_cfg = resolve_arch(cfg, name)
         one = train_throughput(run_cfg, images, labels, 1, args.batches, args.warmup, args.trials,
-                               args.batch_size)["img_per_s"]
-        out({"name": "thread_scaling", "arch": name, "img_per_s_1": one, "img_per_s_n": project[name],
-             "speedup": project[name] / one, "units": {"speedup": f"img/s at {threads} threads / at 1 thread"},
+                               args.batch_size, amp=False)["img_per_s"]
+        out({"name": "thread_scaling", "arch": name, "precision": "fp32", "img_per_s_1": one,
+             "img_per_s_n": project[name], "speedup": project[name] / one,
+             "units": {"speedup": f"img/s at {threads} threads / at 1 thread"},
              "context": {"batch_size": args.batch_size or run_cfg["training"]["batch_size"]}})
     for name in pil_archs:
         run_cfg = resolve_arch(cfg, name)
         if name not in project:
-            r = train_throughput(run_cfg, images, labels, threads, args.batches, args.warmup, args.trials,
-                                 args.batch_size)
-            project[name] = r["img_per_s"]
+            project[name] = train_throughput(run_cfg, images, labels, threads, args.batches, args.warmup,
+                                             args.trials, args.batch_size, amp=False)["img_per_s"]
+        # as a training job would train it: amp from the config, `auto` measured by train.choose_amp
+        trained = train_throughput(run_cfg, images, labels, threads, args.batches, args.warmup, args.trials,
+                                   args.batch_size, amp=None)
         pil = {}
         for workers in args.pil_workers:
             r = pil_loop_throughput(run_cfg, images, labels, threads, workers, args.batches, args.warmup,
                                     args.trials, args.batch_size)
             pil[workers] = r["img_per_s"]
-            out({"name": "train_pil", "arch": name, "workers": workers, "img_per_s": r["img_per_s"],
-                 "img_per_s_median": r["img_per_s_median"],
+            out({"name": "train_pil", "arch": name, "workers": workers, "precision": "fp32",
+                 "img_per_s": r["img_per_s"], "img_per_s_median": r["img_per_s_median"],
                  "units": {"img_per_s": "images/s, best trial (DataLoader start-up excluded)"},
                  "context": {"batch_size": r["batch_size"], "batches": r["batches"], "trials": r["trials"],
                              "channels_last": False, "augment": r["augment"],
                              "loop": "Dataset of PIL images + torchvision transforms + DataLoader + plain loop"}})
         best_workers = max(pil, key=pil.get)
-        out({"name": "train_vs_pil", "arch": name, "project_img_per_s": project[name],
-             "pil_best_img_per_s": pil[best_workers], "pil_best_workers": best_workers,
-             "ratio": project[name] / pil[best_workers],
-             "units": {"ratio": "project img/s / best PIL+DataLoader img/s"},
-             "context": {"batch_size": args.batch_size or run_cfg["training"]["batch_size"]}})
+        target = PIL_TARGET["bf16" in precisions]
+        ratio = trained["img_per_s"] / pil[best_workers]
+        out({"name": "train_vs_pil", "arch": name, "project_img_per_s": trained["img_per_s"],
+             "project_precision": trained["precision"], "project_precision_reason": trained["precision_reason"],
+             "project_fp32_img_per_s": project[name],
+             "pil_best_img_per_s": pil[best_workers], "pil_best_workers": best_workers, "pil_precision": "fp32",
+             "ratio": ratio, "ratio_fp32": project[name] / pil[best_workers],
+             "target_ratio": target, "meets_target": ratio >= target,
+             "target": f">= {PIL_TARGET[True]:g}x on a CPU with native bf16, >= {PIL_TARGET[False]:g}x without "
+                       f"(this CPU: {'with' if 'bf16' in precisions else 'without'}); judged on `ratio`",
+             "units": {"ratio": "project img/s as it trains (project_precision; a measurement of its own, apart "
+                                "from the train_step lines) / best PIL+DataLoader img/s (fp32)",
+                       "ratio_fp32": "project img/s in fp32 / best PIL+DataLoader img/s (fp32)"},
+             "context": {"batch_size": args.batch_size or run_cfg["training"]["batch_size"],
+                         "amp_setting": run_cfg["training"].get("amp", "auto")}})
 
     # 4. ingest and HDF5 load
     if "ingest" not in only:
@@ -551,9 +771,14 @@ def run_bench(args, emit=None):
         r = ingest_times(args.csv, cfg["data"]["folds"], cfg["data"]["fold_seed"])
         out({"name": "ingest", "csv": str(args.csv), "rows": r["rows"], "seconds": r["seconds"],
              "rows_per_s": r["rows"] / r["seconds"], "mb_per_s": r["csv_bytes"] / 1e6 / r["seconds"],
+             "cpu_s": r["cpu_s"], "peak_rss_mb": r["peak_rss_mb"], "rss_after_import_mb": r["rss_after_import_mb"],
              "units": {"seconds": "s for ferstudy.data.prepare (parse, validate, folds, sha256, HDF5 write)",
-                       "mb_per_s": "MB of the CSV file (as stored, compressed or not) per s"},
-             "context": {"csv_bytes": r["csv_bytes"]}})
+                       "mb_per_s": "MB of the CSV file (as stored, compressed or not) per s",
+                       "cpu_s": "CPU s (user + system, all threads) of the same; above `seconds`: a second core worked",
+                       "peak_rss_mb": "MiB, the ingest process's peak resident memory (its high-water mark)",
+                       "rss_after_import_mb": "MiB resident before the ingest (Python, numpy, h5py imported)"},
+             "context": {"csv_bytes": r["csv_bytes"], "chunk_bytes": r["chunk_bytes"], "rss_source": r["rss_source"],
+                         "process": "a fresh Python process running ferstudy.data.prepare"}})
         out({"name": "h5_load", "path": "(written by ingest)", "rows": r["rows"], "seconds": r["h5_load_s"],
              "seconds_median": r["h5_load_s_median"], "mb_per_s": r["h5_bytes"] / 1e6 / r["h5_load_s"],
              "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"}, "context": {"h5_bytes": r["h5_bytes"]}})
@@ -598,6 +823,10 @@ def run_bench(args, emit=None):
     else:
         out({"name": "snakemake_dry_run", "skipped": "no --study-dir (a finished study directory)", "context": {}})
     return records
+
+
+def _fraction(value, of):
+    return value / of if of else None
 
 
 def inference_records(cfg, args, images, threads):
