@@ -1,15 +1,23 @@
 """Loading, validating and resolving config.yaml: the single source of truth of a study.
 
-`resolve_config(raw)` validates against `schema/config.schema.yaml`, applies the chosen preset
-and returns the config every rule and command uses. `resolve_arch(cfg, name)` turns one
-architecture entry (with `extends:` and the `blocks:` shorthand) into the run config a training
-job needs: the model spec (a layer list or a backbone) and the merged training settings.
+A study's config comes in layers, lowest first (`resolve_layers`):
+
+1. the defaults: config.yaml, with its `presets:`;
+2. the preset (`preset:`; `auto` picks one), whose values replace the defaults;
+3. the user's own layers, in order: each `--configfile` file, then `--config`; they win over both.
+
+`resolve_config(raw, user=[...])` validates against `schema/config.schema.yaml`, applies the
+layers and returns the config every rule and command uses (one dict, no user layers: the preset
+over it, as before). `resolve_arch(cfg, name)` turns one architecture entry (with `extends:` and
+the `blocks:` shorthand) into the run config a training job needs: the model spec (a layer list
+or a backbone) and the merged training settings.
 """
 
 import copy
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -19,6 +27,9 @@ from .errors import UserError
 SCHEMA_PATH = Path(__file__).parent / "schema" / "config.schema.yaml"
 REAL_DATA_CANDIDATES = ("data/fer2013.csv", "data/fer2013.csv.gz", "data/icml_face_data.csv")
 DEMO_CSV = "results/data/demo.csv"
+# The preset the submitting Snakemake resolved, pinned for the jobs it spawns (cluster jobs, local
+# `run:` jobs): a compute node with a GPU must not turn a cpu study's job into a gpu one.
+PINNED_PRESET_ENV = "FERSTUDY_PRESET"
 
 
 def load_yaml(path):
@@ -42,12 +53,15 @@ def deep_merge(base, override):
     return out
 
 
+def _schema():
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
 def validate(cfg, source="config"):
     """Schema check with one readable line per problem: `config key training.lr: ...`."""
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [_describe(err) for err in errors[:5]]
@@ -66,11 +80,13 @@ def _describe(err):
     return f"config key {path}: {err.message}"
 
 
-def choose_preset(cfg, dataset):
+def choose_preset(cfg, dataset, pinned=None):
     """`preset: auto` picks demo for the demo data; else `training.device` decides (cuda: gpu,
     cpu: cpu) and, when that is auto too, whether this machine has CUDA. On a cluster the machine
-    deciding is the submitting host, so name the preset or the device there."""
+    deciding is the submitting host: the workflow pins its choice for the jobs (`pinned`)."""
     name = cfg.get("preset", "auto")
+    if name == "auto" and pinned:
+        name = pinned
     if name == "auto":
         device = cfg.get("training", {}).get("device", "auto")
         if dataset == "demo":
@@ -115,12 +131,90 @@ def choose_dataset(cfg, workdir="."):
     return "fer2013", csv
 
 
-def resolve_config(raw, workdir=".", source="config"):
-    """Validate, pick dataset and preset, apply the preset. Every architecture is checked here."""
+@dataclass
+class Resolved:
+    """A study resolved from its layers (`resolve_layers`)."""
+    config: dict        # what every rule and command uses
+    flat: dict          # one dict that resolve_config(flat) turns into the same config (no layers)
+    preset: str
+    replaced: list = field(default_factory=list)  # [(key, value of config.yaml, value of the preset)]
+    skipped: list = field(default_factory=list)   # architectures the preset leaves out
+
+
+def resolve_config(raw, workdir=".", source="config", user=(), pinned_preset=None):
+    """Validate, pick dataset and preset, apply the layers (see `resolve_layers`). Every
+    architecture is checked here. With one dict (`user` empty) the preset goes over it."""
+    return resolve_layers(raw, user, workdir, source, pinned_preset).config
+
+
+def resolve_layers(raw, user=(), workdir=".", source="config", pinned_preset=None):
+    """The study from its layers, lowest first: `raw` (the defaults: config.yaml with its
+    `presets:`), then the preset, then each of the user's own layers in `user` (their
+    `--configfile` files, then `--config`; a dict or a (name, dict) pair each), which win over both.
+
+    Architectures: a preset's `study.skip` leaves some out; a preset's (or config.yaml's)
+    `study.only` keeps the ones it names and every architecture a user layer adds; a non-empty
+    `study.only` in a user layer is the list, whatever the preset leaves out (`skip: []` there
+    runs what the preset skips). `pinned_preset` replaces
+    `preset: auto` (the submitting host's choice, in the jobs it spawns)."""
+    layers = [layer if isinstance(layer, tuple) else (f"config layer {i + 1}", layer)
+              for i, layer in enumerate(user or ())]
     validate(raw, source)
-    dataset, csv = choose_dataset(raw, workdir)
-    preset = choose_preset(raw, dataset)
-    cfg = deep_merge(raw, raw.get("presets", {}).get(preset, {}))
+    written = raw
+    for name, layer in layers:
+        validate(deep_merge(raw, layer), name)  # a bad key is blamed on the layer that has it
+        written = deep_merge(written, layer)
+    dataset, csv = choose_dataset(written, workdir)
+    preset = choose_preset(written, dataset, pinned_preset)
+    values = copy.deepcopy((written.get("presets") or {}).get(preset) or {})
+    values.pop("description", None)
+    defaults = {k: v for k, v in raw.items() if k not in ("presets", "description")}
+    mine = {}
+    for _, layer in layers:
+        mine = deep_merge(mine, {k: v for k, v in layer.items() if k not in ("presets", "description")})
+    flat = deep_merge(deep_merge(defaults, values), mine)
+    study, my_study = flat.setdefault("study", {}), mine.get("study") or {}
+    if my_study.get("only"):  # the user's own list: no preset leaves anything out of it
+        study["skip"] = list(my_study.get("skip") or [])
+    else:
+        if study.get("only"):  # a preset's or config.yaml's list: architectures the user adds run too
+            added = [a for a in mine.get("architectures") or {} if a not in (defaults.get("architectures") or {})]
+            study["only"] = list(study["only"]) + [a for a in added if a not in study["only"]]
+        if "skip" not in my_study:  # a preset's skip list may name architectures the user removed
+            study["skip"] = [a for a in study.get("skip") or [] if a in flat.get("architectures", {})]
+    replaced = [(".".join(path), found, value) for path, value in _leaves(values)
+                for ok, found in [_lookup(defaults, path)]
+                if ok and found != value and not _lookup(mine, path)[0]]
+    flat["preset"] = preset
+    flat["presets"] = {} if preset == "none" else {preset: {}}
+    cfg = _resolve_flat(flat, preset, dataset, csv, workdir, source)
+    by_preset = values.get("study") or {}
+    skipped = [] if my_study.get("only") or "skip" in my_study else [
+        a for a in cfg["architectures"] if a not in cfg["study"]["architectures"]
+        and (a in (by_preset.get("skip") or []) or (by_preset.get("only") and a not in by_preset["only"]))]
+    return Resolved(cfg, flat, preset, replaced, skipped)
+
+
+def _leaves(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value
+
+
+def _lookup(tree, path):
+    """(found, value) of a dotted path in nested dicts."""
+    node = tree
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
+
+
+def _resolve_flat(flat, preset, dataset, csv, workdir, source):
+    cfg = copy.deepcopy(flat)
     cfg.pop("presets", None)
     cfg.pop("description", None)
     validate(cfg, f"{source} (after preset {preset!r})")
@@ -131,9 +225,13 @@ def resolve_config(raw, workdir=".", source="config"):
             raise UserError(f"config key data.extra_test_sets.{name}: {path} does not exist")
     study = cfg["study"]
     names = study.get("only") or list(cfg["architectures"])
-    for name in names:
-        if name not in cfg["architectures"]:
-            raise UserError(f"config key study.only: unknown architecture {name!r}")
+    for key in ("only", "skip"):
+        for name in study.get(key) or []:
+            if name not in cfg["architectures"]:
+                raise UserError(f"config key study.{key}: unknown architecture {name!r}")
+    names = [n for n in names if n not in (study.get("skip") or [])]
+    if not names:
+        raise UserError("config key study.skip: it leaves no architecture to study")
     study["architectures"] = names
     if study.get("baseline", names[0]) not in names:
         raise UserError(f"config key study.baseline: {study['baseline']!r} is not among the architectures studied")
@@ -143,6 +241,68 @@ def resolve_config(raw, workdir=".", source="config"):
     for name in names:
         resolve_arch(cfg, name, final=True)  # and for the final retrain of every candidate
     return cfg
+
+
+def preset_lines(resolved, defaults_name="config.yaml"):
+    """What a run says first about its preset: the architectures it leaves out and every value of
+    `defaults_name` it replaced (the user's own --configfile/--config values always win)."""
+    lines = []
+    if resolved.skipped:
+        lines.append(f"Preset {resolved.preset!r} studies {len(resolved.config['study']['architectures'])} "
+                     f"architectures and leaves out {', '.join(resolved.skipped)} (your own study.only or "
+                     f"study.skip wins; architectures you add always run).")
+    if resolved.replaced:
+        lines.append(f"Preset {resolved.preset!r} replaced {len(resolved.replaced)} value(s) of {defaults_name} "
+                     f"(set a key in your own --configfile or --config to keep a value: those win over the preset):")
+        lines += [f"  {key}: {_short(old)} -> {_short(new)}" for key, old, new in resolved.replaced]
+    return lines
+
+
+def _short(value, limit=80):
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def coerce_cli_config(values):
+    """`--config` values with the types the schema expects. Snakemake hands nested values as
+    strings (`--config "training={epochs: 6}"` gives {"training": {"epochs": "6"}}): a string
+    becomes what YAML reads in it when that is valid where it stands (6, 0.5, true, null), and
+    stays a string otherwise (a path, a name, `auto`)."""
+    schema = _schema()
+    return _coerce(values, schema, schema)
+
+
+def _coerce(value, sub, root):
+    if isinstance(sub, dict) and "$ref" in sub:
+        sub = root["$defs"][sub["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(value, dict):
+        props = (sub or {}).get("properties", {})
+        extra = (sub or {}).get("additionalProperties")
+        return {k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else None), root)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        items = (sub or {}).get("items")
+        return [_coerce(v, items if isinstance(items, dict) else None, root) for v in value]
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(parsed, str):  # YAML 1.1 reads 1e-3 as a string
+        for number in (int, float):
+            try:
+                parsed = number(value)
+                break
+            except ValueError:
+                pass
+    if isinstance(parsed, (str, dict, list)):
+        return value
+    if sub is None:  # free-form (layers, preset sections): what a YAML file would have given
+        return parsed
+    import jsonschema
+
+    return parsed if jsonschema.Draft202012Validator({**sub, "$defs": root["$defs"]}).is_valid(parsed) else value
 
 
 def resolve_arch(cfg, name, final=False):

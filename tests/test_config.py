@@ -124,3 +124,151 @@ def test_final_plateau_schedule_needs_publictest_every_epoch(tmp_path):
     raw["final"]["training"] = {"eval_every": 1}
     cfg = resolve_config(raw, workdir=tmp_path / "x")
     assert resolve_arch(cfg, "baseline")["training"]["schedule"] == "plateau"
+
+
+# ---------------------------------------------------------------- layers: defaults, preset, the user's own
+
+def real_data_dir(tmp_path):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "fer2013.csv").write_text("emotion,pixels,Usage\n")
+    return tmp_path
+
+
+def test_the_users_layers_win_over_the_preset(tmp_path):
+    """Layer 3 (the user's --configfile / --config) beats layer 2 (the auto preset), which beats
+    layer 1 (config.yaml) where the user wrote nothing."""
+    from ferstudy.config import resolve_layers
+
+    overlay = ("my.yaml", {"study": {"only": ["baseline", "no_augment"]}, "training": {"epochs": 20}})
+    for workdir, preset in ((tmp_path / "nodata", "demo"), (real_data_dir(tmp_path), "cpu")):
+        r = resolve_layers(with_change(("training", "device"), "cpu"), [overlay], workdir=workdir)
+        cfg = r.config
+        assert cfg["preset"] == preset
+        assert cfg["study"]["architectures"] == ["baseline", "no_augment"]
+        assert cfg["training"]["epochs"] == 20 and resolve_arch(cfg, "baseline")["training"]["epochs"] == 20
+        assert cfg["training"]["batch_size"] == BASE["presets"][preset]["training"]["batch_size"]  # the preset
+        assert cfg["training"]["momentum"] == BASE["training"]["momentum"]  # config.yaml
+        assert "training.epochs" not in [key for key, _, _ in r.replaced]
+        # a later layer wins over an earlier one
+        later = ("--config", {"training": {"epochs": 6}})
+        assert resolve_layers(BASE, [overlay, later], workdir=workdir).config["training"]["epochs"] == 6
+
+
+def test_config_yaml_alone_is_the_defaults_layer(tmp_path):
+    """One dict (config.yaml, or any caller of resolve_config(raw)): the preset replaces its values,
+    and the run lists what it replaced."""
+    from ferstudy.config import preset_lines, resolve_layers
+
+    r = resolve_layers(with_change(("training", "epochs"), 20), workdir=tmp_path)
+    assert r.preset == "demo" and r.config["training"]["epochs"] == BASE["presets"]["demo"]["training"]["epochs"]
+    assert ("training.epochs", 20, 8) in r.replaced
+    assert ("data.folds", 5, 3) in r.replaced
+    assert not [key for key, _, _ in r.replaced if key.startswith("study.") or key == "final.training.epochs"]
+    lines = preset_lines(r)
+    assert "Preset 'demo' replaced" in "\n".join(lines) and "  training.epochs: 20 -> 8" in lines
+    assert any("leaves out" in line and "vgg_deep" in line for line in lines)
+    assert resolve_config(with_change(("training", "epochs"), 20), workdir=tmp_path) == r.config
+
+
+@pytest.mark.parametrize("preset", ["demo", "cpu", "gpu", "none"])
+def test_an_architecture_the_user_adds_runs_under_every_preset(preset, tmp_path):
+    from ferstudy.config import resolve_layers
+
+    mine = {"extends": "baseline", "blocks": {"kernel": 5}}
+    workdir = real_data_dir(tmp_path)
+    # added in the user's own file
+    r = resolve_layers(with_change(("preset",), preset), [("my.yaml", {"architectures": {"my_net": mine}})],
+                       workdir=workdir)
+    assert "my_net" in r.config["study"]["architectures"]
+    # added to config.yaml itself
+    cfg = resolve_config(with_change(("architectures", "my_net"), mine) | {"preset": preset}, workdir=workdir)
+    assert "my_net" in cfg["study"]["architectures"]
+    # ... unless the user leaves it out
+    for study in ({"only": ["baseline"]}, {"skip": ["my_net"]}):
+        r = resolve_layers(with_change(("preset",), preset),
+                           [("my.yaml", {"architectures": {"my_net": mine}, "study": study})], workdir=workdir)
+        assert "my_net" not in r.config["study"]["architectures"]
+
+
+def test_a_presets_only_list_takes_the_architectures_the_user_adds(tmp_path):
+    from ferstudy.config import resolve_layers
+
+    raw = copy.deepcopy(BASE)
+    raw["presets"]["small"] = {"study": {"only": ["baseline", "pool_avg"]}}
+    raw["preset"] = "small"
+    added = ("my.yaml", {"architectures": {"my_net": {"extends": "baseline", "blocks": {"kernel": 5}}}})
+    assert resolve_layers(raw, [added], workdir=tmp_path).config["study"]["architectures"] == \
+        ["baseline", "pool_avg", "my_net"]
+    assert resolve_config(raw, workdir=tmp_path)["study"]["architectures"] == ["baseline", "pool_avg"]
+    # the user's own only: exactly that, whatever the preset leaves out
+    own = ("my.yaml", {"study": {"only": ["vgg_deep", "baseline"]}})
+    assert resolve_layers(with_change(("preset",), "demo"), [own], workdir=tmp_path).config["study"][
+        "architectures"] == ["vgg_deep", "baseline"]
+    # a copy of config.yaml as the user's file (its `only: []`) keeps the preset's skip; `skip: []` drops it
+    copied = ("my.yaml", {"study": copy.deepcopy(BASE["study"])})
+    assert "vgg_deep" not in resolve_layers(BASE, [copied], workdir=tmp_path).config["study"]["architectures"]
+    everything = ("my.yaml", {"study": {"skip": []}})
+    assert len(resolve_layers(BASE, [everything], workdir=tmp_path).config["study"]["architectures"]) == 19
+
+
+def test_the_flat_config_resolves_to_the_same_study(tmp_path):
+    """The cost prediction in a study (common.smk `announce_cost`) resolves `Resolved.flat`, one dict,
+    with resolve_config: it must be the study the layers gave."""
+    from ferstudy.config import resolve_layers
+
+    workdir = real_data_dir(tmp_path)
+    user = [("my.yaml", {"study": {"only": ["baseline", "no_augment"]}, "training": {"epochs": 3},
+                         "architectures": {"my_net": {"extends": "baseline", "blocks": {"kernel": 5}}}}),
+            ("--config", {"preset": "cpu", "data": {"folds": 4}})]
+    for layers in ([], user[:1], user):
+        r = resolve_layers(BASE, layers, workdir=workdir)
+        assert resolve_config(copy.deepcopy(r.flat), workdir=workdir) == r.config
+
+
+def test_a_bad_key_in_a_users_layer_names_that_layer(tmp_path):
+    from ferstudy.config import resolve_layers
+
+    with pytest.raises(UserError, match=r"^my\.yaml: unknown key training\.learning_rate"):
+        resolve_layers(BASE, [("my.yaml", {"training": {"learning_rate": 0.1}})], workdir=tmp_path)
+    with pytest.raises(UserError, match="study.skip: unknown architecture 'nope'"):
+        resolve_layers(BASE, [("my.yaml", {"study": {"skip": ["nope"]}})], workdir=tmp_path)
+
+
+def test_nested_config_values_get_the_schemas_types(tmp_path):
+    """Snakemake hands `--config "training={epochs: 6}"` as {"training": {"epochs": "6"}}."""
+    from ferstudy.config import coerce_cli_config, resolve_layers
+
+    given = {"preset": "none", "threads": 2,
+             "training": {"epochs": "6", "lr": "0.05", "label_smoothing": "0", "device": "cpu", "amp": "false",
+                          "channels_last": "auto", "augment": {"flip": "false", "crop": "40"}},
+             "data": {"csv": "demo", "folds": "3", "extra_test_sets": {"my set": "2013.csv"}},
+             "study": {"only": ["baseline"], "predict_cost": "false", "alpha": "1e-2"},
+             "final": {"architecture": "null", "training": {"epochs": "2"}},
+             "architectures": {"mine": {"layers": [{"conv": "16"}, "relu", {"maxpool": "2"}, "gap"],
+                                        "blocks_note": "kept"},
+                               "baseline": {"blocks": {"filters": ["8", "16"], "pool": "max"}}}}
+    got = coerce_cli_config(given)
+    assert got["training"] == {"epochs": 6, "lr": 0.05, "label_smoothing": 0, "device": "cpu", "amp": False,
+                               "channels_last": "auto", "augment": {"flip": False, "crop": 40}}
+    assert got["data"] == {"csv": "demo", "folds": 3, "extra_test_sets": {"my set": "2013.csv"}}
+    assert got["study"] == {"only": ["baseline"], "predict_cost": False, "alpha": 0.01}
+    assert got["final"] == {"architecture": None, "training": {"epochs": 2}}
+    assert got["architectures"]["mine"]["layers"] == [{"conv": 16}, "relu", {"maxpool": 2}, "gap"]
+    assert got["architectures"]["baseline"]["blocks"]["filters"] == [8, 16] and got["threads"] == 2
+    del got["architectures"]["mine"]["blocks_note"], got["data"]["extra_test_sets"]
+    cfg = resolve_layers(BASE, [("--config", got)], workdir=tmp_path).config
+    assert cfg["training"]["epochs"] == 6 and cfg["data"]["folds"] == 3 and cfg["final"]["architecture"] is None
+
+
+def test_the_submitting_hosts_preset_is_pinned_for_its_jobs(tmp_path, monkeypatch):
+    """A job re-reads the config on its compute node: with a GPU there, `preset: auto` would turn a
+    cpu study's job into a gpu one (5 folds instead of 3). The pinned preset wins over auto."""
+    import ferstudy.config as config
+
+    monkeypatch.setattr(config, "_cuda_available", lambda: True)
+    workdir = real_data_dir(tmp_path)
+    assert resolve_config(BASE, workdir=workdir)["preset"] == "gpu"
+    cfg = resolve_config(BASE, workdir=workdir, pinned_preset="cpu")
+    assert cfg["preset"] == "cpu" and cfg["data"]["folds"] == 3
+    # a preset the user names is theirs, pinned or not
+    assert resolve_config(with_change(("preset",), "gpu"), workdir=workdir, pinned_preset="cpu")["preset"] == "gpu"
