@@ -124,10 +124,16 @@ def prepare_estimate(cfg):
     return 5 + math.ceil(RUNTIME_SAFETY * size / 5 / 60), 1000 + 4 * size
 
 
+def on_cpu(run_cfg):
+    """The run config as a CPU job runs it (`ferstudy predict` predicts on the CPU)."""
+    return {**run_cfg, "training": {**run_cfg["training"], "device": "cpu"}}
+
+
 def predict_extra_estimate(cfg, archs, path):
-    """(runtime minutes, mem_mb) of predicting an extra test set with the final model."""
+    """(runtime minutes, mem_mb) of predicting an extra test set with the final model, on one CPU
+    thread: `ferstudy predict` runs on the CPU whatever device trained the model."""
     size = csv_mb(cfg, path)
     n = size * 1024 / CSV_KB_PER_IMAGE
-    runs = [resolve_arch(cfg, a, final=True) for a in archs]
+    runs = [on_cpu(resolve_arch(cfg, a, final=True)) for a in archs]
     seconds = STARTUP_SECONDS + n * max(seconds_per_image(r, 1)[1] for r in runs)
     return math.ceil(RUNTIME_SAFETY * seconds / 60), 4 * size + max(job_mem_mb(r, n) for r in runs)

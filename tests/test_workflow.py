@@ -1,5 +1,6 @@
 """The Snakemake workflow end to end on the built-in demo data (tiny config), and its incrementality."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -91,3 +92,120 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     assert {"run_config", "evaluate_arch", "aggregate", "select", "figures", "report"} <= rules
     assert not any("baseline" in w for r, w in jobs)
     assert {"prepare", "demo_csv"}.isdisjoint(rules)
+
+
+# ---------------------------------------------------------------- the user's config, paths, environments
+
+def fake_real_data(workdir, name="data/fer2013.csv"):
+    path = workdir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("emotion,pixels,Usage\n")  # exists: enough for the config and a dry run
+    return path
+
+
+def test_the_users_overlay_wins_over_the_auto_preset(tmp_path):
+    """`preset: auto` (the demo here): the user's --configfile and --config (nested values too) beat
+    the preset, and the first lines of the run list what the preset replaced in config.yaml."""
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text("study: {only: [baseline, no_augment]}\ntraining: {epochs: 20}\n")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
+           str(REPO / "config.yaml"), str(overlay), "--cores", "1"]
+    dry = subprocess.run(cmd + ["-n"], cwd=tmp_path, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    log = dry.stdout + dry.stderr
+    train = sorted(w for r, w in planned_jobs(log) if r == "train_fold")
+    assert train == [f"arch={a}, fold={k}" for a in ("baseline", "no_augment") for k in range(3)]
+    head = log[:log.index("Building DAG")]
+    assert "Preset 'demo' replaced" in head and "  data.folds: 5 -> 3" in head
+    assert "training.epochs" not in head  # the user's 20 won: nothing replaced it
+    # --config with a nested value, over the overlay; the run config is what training jobs read
+    run = subprocess.run(cmd + ["results/cv/baseline/run_config.yaml", "--config", "training={epochs: 6, lr: 0.02}",
+                                "data={folds: 4}"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    spec = yaml.safe_load((tmp_path / "results/cv/baseline/run_config.yaml").read_text())
+    assert spec["training"]["epochs"] == 6 and spec["training"]["lr"] == 0.02 and spec["data"]["folds"] == 4
+    assert spec["training"]["batch_size"] == 32  # the demo preset where the user wrote nothing
+
+
+def test_the_submitting_hosts_preset_reaches_every_job(tmp_path):
+    """Jobs re-read the config where they run (a cluster node, or a local `run:` job). Here every
+    process that Snakemake spawns (`--mode ...`) sees a GPU that the submitting one lacks: the
+    run config it writes must still be the cpu study's (3 folds), not the gpu one's (5)."""
+    fake_real_data(tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        "if '--mode' in sys.argv:  # a job spawned by Snakemake: this 'node' has a GPU\n"
+        "    import ferstudy.config\n"
+        "    ferstudy.config._cuda_available = lambda: True\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.pop("FERSTUDY_PRESET", None)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                             "--configfile", str(REPO / "config.yaml"), "--cores", "1",
+                             "results/cv/baseline/run_config.yaml"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    spec = yaml.safe_load((tmp_path / "results/cv/baseline/run_config.yaml").read_text())
+    assert spec["data"]["folds"] == 3 and spec["training"]["epochs"] == 8  # the cpu preset's
+
+
+@pytest.mark.slow
+def test_data_paths_with_spaces_and_shell_characters(tmp_path, real_slice_csv):
+    """`prepare` and a training job on a CSV whose path has a space, quotes and shell characters,
+    in a study directory with a space."""
+    study = tmp_path / "my study"
+    csv = study / "My Data" / "fer 2013 (Jo's copy) & $HOME;.csv"
+    csv.parent.mkdir(parents=True)
+    shutil.copy(real_slice_csv, csv)
+    mine = study / "my config.yaml"
+    mine.write_text(yaml.safe_dump({
+        "preset": "none", "data": {"csv": str(csv.relative_to(study)), "folds": 2},
+        "training": {"epochs": 1, "batch_size": 32, "tta": "none", "curve_images": 0},
+        "architectures": {"baseline": {"blocks": {"filters": [8, 16]}}},
+        "study": {"only": ["baseline"], "predict_cost": False}}))
+    result = snakemake(study, "results/cv/baseline/fold0/predictions.csv", extra_configs=[mine])
+    assert "ferstudy: error" not in result.stderr
+    assert (study / "results/data/dataset.h5").is_file() and (study / "results/cv/baseline/fold0/model.pt").is_file()
+    assert "fer 2013 (Jo's copy)" in (study / "results/logs/prepare.log").read_text()
+
+
+def test_every_job_runs_the_workflows_own_package(tmp_path):
+    """Under `--sdm conda` a job runs in an environment with the dependencies only (envs/ferstudy.yaml),
+    no `ferstudy` installed. Emulated: Snakemake runs from a copy of the venv whose bin/ has no
+    `ferstudy` script and whose `python3` (what the jobs call) starts without site-packages, so
+    without the installed package, and sees the dependencies on its path only."""
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    lib = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    lib.mkdir(parents=True)
+    site_packages = sysconfig.get_paths()["purelib"]
+    (lib / "site-packages").symlink_to(site_packages)
+    shutil.copy(Path(sys.prefix) / "pyvenv.cfg", venv / "pyvenv.cfg")
+    base = Path(sys._base_executable).resolve()
+    (venv / "bin" / "python").symlink_to(base)
+    (venv / "bin" / "python3").write_text(
+        f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site_packages}" exec {base} -S "$@"\n')
+    (venv / "bin" / "python3").chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    run = subprocess.run([str(venv / "bin" / "python"), "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                          "--configfile", str(REPO / "config.yaml"), str(TINY), "--cores", "1", "-p",
+                          "results/data/demo.csv"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    log = tmp_path / "results" / "logs" / "demo_csv.log"
+    assert run.returncode == 0, (run.stderr[-3000:], log.read_text() if log.is_file() else "")
+    assert "python3 -m ferstudy demo --out results/data/demo.csv " in run.stdout + run.stderr
+    assert (tmp_path / "results" / "data" / "demo.csv").stat().st_size > 100_000
+
+
+def test_predict_extra_asks_for_what_it_uses(tmp_path):
+    """`ferstudy predict` runs on the CPU: the job asks for no GPU, also when training does."""
+    fake_real_data(tmp_path, "extra/ck.csv")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("data: {extra_test_sets: {ck: extra/ck.csv}}\ntraining: {device: cuda}\n")
+    out = snakemake(tmp_path, "-n", extra_configs=[extra])
+    blocks = {m.group(1): m.group(0) for m in re.finditer(r"rule (\w+):\n(?:    .*\n)+", out.stdout + out.stderr)}
+    assert "gpu=1" in blocks["train_fold"] and "gpu=1" in blocks["train_final"]
+    assert "gpu" not in blocks["predict_extra"].split("resources:")[1]

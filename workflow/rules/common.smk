@@ -4,13 +4,58 @@ import sys
 
 import yaml
 
-from ferstudy.config import resolve_config, resolve_arch
+# The package is this workflow's own `ferstudy/` (beside the Snakefile), here and in every job.
+sys.path.insert(0, workflow.basedir)
+
+from ferstudy.config import (PINNED_PRESET_ENV, coerce_cli_config, deep_merge, load_yaml, preset_lines,
+                             resolve_arch, resolve_layers)
 from ferstudy.errors import UserError
 
+
+def config_layers():
+    """(defaults, [(name, layer)]) as Snakemake got them: the defaults are the config.yaml that
+    `configfile:` loaded (also when given again with --configfile, or the one beside the Snakefile);
+    the user's layers are the other --configfile files, in order, then --config (whose nested values
+    Snakemake hands as strings: given the schema's types here)."""
+    settings = workflow.config_settings
+    cli_files = [str(f) for f in workflow.overwrite_configfiles]
+    own = [f for f in map(str, workflow.configfiles) if f not in cli_files]  # loaded by `configfile:`
+    if settings.replace_workflow_config:
+        own = []
+    shipped = os.path.join(workflow.basedir, "config.yaml")
+
+    def is_default(path):
+        return any(os.path.exists(d) and os.path.samefile(path, d) for d in own + [shipped])
+
+    defaults = {}
+    for path in own + [f for f in cli_files if is_default(f)]:
+        defaults = deep_merge(defaults, load_yaml(path))
+    user = [(f, load_yaml(f)) for f in cli_files if not is_default(f)]
+    if settings.config:
+        user.append(("--config", coerce_cli_config(plain(settings.config))))
+    return defaults, user
+
+
+def plain(value):
+    from collections.abc import Mapping
+
+    return {k: plain(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+
+SPAWNED_JOB = workflow.remote_exec or workflow.subprocess_exec  # a job this workflow's Snakemake started
 try:
-    STUDY = resolve_config(config, source="config (config.yaml and --configfile/--config)")
+    DEFAULTS, USER_LAYERS = config_layers()
+    RESOLVED = resolve_layers(DEFAULTS, USER_LAYERS, source="config.yaml",
+                              pinned_preset=os.environ.get(PINNED_PRESET_ENV) if SPAWNED_JOB else None)
 except UserError as err:
     raise WorkflowError(str(err)) from None
+STUDY = RESOLVED.config
+# Every job re-reads the config where it runs: it gets the preset resolved here (a GPU node must
+# not turn a cpu study's job into a gpu one). Jobs inherit this environment (also sbatch --export=ALL).
+os.environ[PINNED_PRESET_ENV] = STUDY["preset"]
+if not SPAWNED_JOB:
+    for line in preset_lines(RESOLVED):
+        logger.info(line)
 
 DATASET = STUDY["dataset"]["name"]
 ARCHS = STUDY["study"]["architectures"]
@@ -18,13 +63,24 @@ FOLDS = list(range(STUDY["data"]["folds"]))
 # Extra test sets (FER2013-format CSVs) are evaluated with the final model only.
 EXTRA_TEST_SETS = STUDY["data"].get("extra_test_sets") or {}
 R = "results"
-# Rules call the package's CLI (`ferstudy ...`); put the interpreter's bin directory first on PATH
-# so that `.venv/bin/snakemake` finds the venv's `ferstudy` without an activated venv.
+# Rules call the package's CLI as `python3 -m ferstudy`, with this workflow's directory first on
+# PYTHONPATH: the package comes from the checkout, in the venv that runs Snakemake and in a conda
+# environment (`--sdm conda`: envs/ferstudy.yaml has the dependencies only) alike. The interpreter's
+# bin directory goes first on PATH, so `.venv/bin/snakemake` works without an activated venv (a
+# conda environment, activated inside the job, comes before it). Jobs inherit both.
+def path_first(variable, directory):
+    entries = [e for e in os.environ.get(variable, "").split(os.pathsep) if e and e != directory]
+    os.environ[variable] = os.pathsep.join([directory] + entries)
+
+
+path_first("PYTHONPATH", workflow.basedir)
+path_first("PATH", os.path.dirname(sys.executable))
+
+
 envvars:
     "PATH",
-
-
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    "PYTHONPATH",
+    PINNED_PRESET_ENV,
 
 
 wildcard_constraints:
@@ -45,14 +101,15 @@ def announce_dataset():
 
 def announce_cost(log):
     """First lines of the study's log: the jobs to do and the predicted wall time (ferstudy/cost.py).
-    Measured on local runs only: on a cluster the submitting host's speed predicts nothing."""
+    Measured on local runs only: on a cluster the submitting host's speed predicts nothing. The
+    prediction resolves RESOLVED.flat: one dict that gives the same study as the layers."""
     from collections import Counter
 
     from ferstudy.cost import in_study_prediction
 
     enabled = STUDY["study"].get("predict_cost", True) and workflow.local_exec and not workflow.touch
     try:
-        in_study_prediction(config, STUDY, workflow.cores, dict(Counter(j.rule.name for j in workflow.dag.jobs)),
+        in_study_prediction(RESOLVED.flat, STUDY, workflow.cores, dict(Counter(j.rule.name for j in workflow.dag.jobs)),
                             sum(1 for _ in workflow.dag.needrun_jobs()), results=R, enabled=enabled,
                             started_at=workflow.start_time.timestamp(), snakemake_log=log, say=logger.info)
     except Exception as err:  # the prediction is advice: never stop the study for it

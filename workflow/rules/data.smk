@@ -16,7 +16,7 @@ rule demo_csv:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy demo --out {output} --images {params.images} --seed {params.seed} > {log} 2>&1"
+        "python3 -m ferstudy demo --out {output:q} --images {params.images:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -42,10 +42,10 @@ rule prepare:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy prepare --csv {input.csv} --h5 {output.h5} --dataset {params.dataset}"
-        " --folds {params.folds} --fold-seed {params.fold_seed}"
-        " --summary-csv {output.summary_csv} --summary-md {output.summary_md} --faces {output.faces}"
-        " > {log} 2>&1"
+        "python3 -m ferstudy prepare --csv {input.csv:q} --h5 {output.h5:q} --dataset {params.dataset:q}"
+        " --folds {params.folds:q} --fold-seed {params.fold_seed:q}"
+        " --summary-csv {output.summary_csv:q} --summary-md {output.summary_md:q} --faces {output.faces:q}"
+        " > {log:q} 2>&1"
 
 
 # Light jobs run in the Snakemake process (also under a cluster executor), not as cluster jobs.

@@ -18,8 +18,8 @@ rule evaluate_arch:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy evaluate-arch --run-config {input.run_config} --predictions {input.predictions}"
-        " --benchmarks {input.benchmarks} --out {output} > {log} 2>&1"
+        "python3 -m ferstudy evaluate-arch --run-config {input.run_config:q} --predictions {input.predictions:q}"
+        " --benchmarks {input.benchmarks:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule aggregate:
@@ -42,9 +42,9 @@ rule aggregate:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy aggregate --h5 {input.h5} --metrics {input.metrics} --baseline {params.baseline}"
-        " --alpha {params.alpha} --summary {output.summary} --ablation {output.ablation} --cost {output.cost}"
-        " > {log} 2>&1"
+        "python3 -m ferstudy aggregate --h5 {input.h5:q} --metrics {input.metrics:q} --baseline {params.baseline:q}"
+        " --alpha {params.alpha:q} --summary {output.summary:q} --ablation {output.ablation:q} --cost {output.cost:q}"
+        " > {log:q} 2>&1"
 
 
 rule select:
@@ -64,8 +64,8 @@ rule select:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy select --summary {input.summary} --metric {params.metric}"
-        " --final-config {input.final_config} --out {output} > {log} 2>&1"
+        "python3 -m ferstudy select --summary {input.summary:q} --metric {params.metric:q}"
+        " --final-config {input.final_config:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule predict_extra:
@@ -76,15 +76,16 @@ rule predict_extra:
         f"{R}/final/extra/{{name}}/predictions.csv",
     threads: 1
     resources:
+        # `ferstudy predict` runs on the CPU: no GPU asked for
         mem_mb=predict_extra_mem_mb,
         runtime=predict_extra_runtime,
-        gpu=train_final_gpu,
     log:
         f"{R}/logs/predict_extra/{{name}}.log",
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy predict --model {input.model} --csv {input.csv} --out {output} > {log} 2>&1"
+        "python3 -m ferstudy predict --model {input.model:q} --csv {input.csv:q} --out {output:q} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 rule evaluate_final:
@@ -95,7 +96,7 @@ rule evaluate_final:
     output:
         f"{R}/final/metrics.json",
     params:
-        extra=" ".join(f"{name}={R}/final/extra/{name}/predictions.csv" for name in EXTRA_TEST_SETS),
+        extra=[f"{name}={R}/final/extra/{name}/predictions.csv" for name in EXTRA_TEST_SETS],
     threads: 1
     resources:
         mem_mb=1000,
@@ -105,8 +106,8 @@ rule evaluate_final:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy evaluate-final --public {input.public} --private {input.private} --extra {params.extra}"
-        " --out {output} > {log} 2>&1"
+        "python3 -m ferstudy evaluate-final --public {input.public:q} --private {input.private:q} --extra {params.extra:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 # Light jobs run in the Snakemake process (also under a cluster executor), not as cluster jobs.

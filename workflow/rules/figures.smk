@@ -36,8 +36,8 @@ rule figures:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy figures --h5 {input.h5} --results {params.results} --archs {params.archs} --baseline {params.baseline}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python3 -m ferstudy figures --h5 {input.h5:q} --results {params.results:q} --archs {params.archs:q}"
+        " --baseline {params.baseline:q} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
 
 
 localrules:

@@ -32,8 +32,8 @@ rule report:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy report --results {params.results} --out {output} --template {input.template} --preset {params.preset}"
-        " --threads {threads} > {log} 2>&1"
+        "python3 -m ferstudy report --results {params.results:q} --out {output:q} --template {input.template:q}"
+        " --preset {params.preset:q} --threads {threads} > {log:q} 2>&1"
 
 
 localrules:

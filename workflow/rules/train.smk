@@ -58,8 +58,8 @@ rule train_fold:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy train --h5 {input.h5} --run-config {input.run_config} --fold {wildcards.fold}"
-        " --out-dir {params.out_dir} --checkpoint {params.checkpoint} --threads {threads} > {log} 2>&1"
+        "python3 -m ferstudy train --h5 {input.h5:q} --run-config {input.run_config:q} --fold {wildcards.fold:q}"
+        " --out-dir {params.out_dir:q} --checkpoint {params.checkpoint:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule train_final:
@@ -90,9 +90,9 @@ rule train_final:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "ferstudy train-final --h5 {input.h5} --selection {input.selection} --cv-dir {params.cv_dir}"
-        " --final-config {input.final_config} --out-dir {params.out_dir} --checkpoint {params.checkpoint}"
-        " --threads {threads} > {log} 2>&1"
+        "python3 -m ferstudy train-final --h5 {input.h5:q} --selection {input.selection:q} --cv-dir {params.cv_dir:q}"
+        " --final-config {input.final_config:q} --out-dir {params.out_dir:q} --checkpoint {params.checkpoint:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 # Light jobs run in the Snakemake process (also under a cluster executor), not as cluster jobs.
