@@ -212,6 +212,7 @@ MODULE_COMMANDS = {
     "report": "render the markdown report from the results",
     "bench": "benchmark harness: one JSON line per measurement",
     "predict-cost": "predict a study's jobs, training images x epochs and wall time before running it",
+    "status": "where a running study is: its training jobs, epochs, accuracy and time left",
 }
 MODULE_OF_COMMAND = {"predict-cost": "cost"}
 

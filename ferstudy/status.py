@@ -1,0 +1,238 @@
+"""`ferstudy status`: where a study is, read from its files alone (running, stopped or finished).
+
+One line per training job that runs or has run: architecture, fold, epoch n/N, the last accuracy
+and the time left (the job's own estimate in its log, less the time since that line). Then the
+study's predicted time left: the in-study cost prediction (results/cost/prediction.json, the
+seconds of every job) for the jobs not started, scaled by the pace of the finished ones, and the
+running jobs' own estimates, scheduled on the study's cores as Snakemake runs them.
+
+Sources, all under the study directory: results/logs/train/{arch}/fold{k}.log and
+results/logs/train_final.log (the epoch lines `ferstudy train` writes), the jobs' outputs
+(results/cv/{arch}/fold{k}/predictions.csv, results/final/model.pt), their resume checkpoints
+(results/checkpoints/), results/cv/{arch}/run_config.yaml, results/cost/prediction.json and
+run.json, and Snakemake's locks in .snakemake/locks (a Snakemake is running there).
+Nothing is written; nothing needs Snakemake or torch.
+"""
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+EPOCH = re.compile(r"epoch (\d+)/(\d+) .*?train loss \S+ acc (\S+) \| (?:val not evaluated|val loss \S+ acc (\S+))"
+                   r" \|.*?([\d.]+) s/epoch, ~(\d+) s left")
+CV_DONE = re.compile(r"held-out accuracy ([\d.]+) \(.*\), (\d+) s")
+FINAL_DONE = re.compile(r"final model: best PublicTest accuracy (\S+) at epoch (\S+); (\d+) s")
+FINAL_ARCH = re.compile(r"final model (\S+): \d+ Training images")
+CLOCK = re.compile(r"^(\d\d):(\d\d):(\d\d) ")
+FAILED = re.compile(r"Traceback|ferstudy: error:|\bERROR\b|Killed|MemoryError")
+QUIET_S = 600  # a log silent this long (and longer than 3 epochs) belongs to no running job
+
+
+@dataclass
+class Job:
+    name: str                 # "baseline fold 0" or "final model (baseline)"
+    log: Path
+    state: str = "not started"  # done | running | stopped | failed | not started
+    epoch: int = 0
+    epochs: int = 0
+    accuracy: str = ""        # "held-out acc 0.559", "train acc 0.556", ...
+    left_s: float = None      # running: the job's own estimate
+    seconds: float = None     # done: how long it took
+    predicted_s: float = None
+    finished_at: float = 0.0
+    note: str = ""
+
+
+def _read(path):
+    try:
+        return Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+
+
+def _json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _hms(line):
+    m = CLOCK.match(line)
+    return int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) if m else None
+
+
+def snakemake_running_since(study):
+    """Creation time of the Snakemake lock of the study directory, None when none is running."""
+    locks = list((Path(study) / ".snakemake" / "locks").glob("*.lock"))
+    return min(p.stat().st_mtime for p in locks) if locks else None
+
+
+def read_job(job, done_output, now, locked_since, final=False):
+    """Fill `job` from its log: state, epoch, accuracy, time left."""
+    lines = _read(job.log)
+    if lines is None:
+        return job
+    mtime = job.log.stat().st_mtime
+    epochs = [m for m in map(EPOCH.search, lines) if m]
+    if epochs:
+        last = epochs[-1]
+        job.epoch, job.epochs = int(last[1]), int(last[2])
+        val = last[4]
+        job.accuracy = f"val acc {val}" if val and val != "nan" else f"train acc {last[3]}"
+    done = next((m for m in map(FINAL_DONE.search if final else CV_DONE.search, lines) if m), None)
+    if done and Path(done_output).is_file():
+        job.state, job.seconds, job.finished_at = "done", float(done[3] if final else done[2]), mtime
+        job.accuracy = (f"PublicTest acc {done[1]} (epoch {done[2]})" if final else f"held-out acc {done[1]}")
+        return job
+    failed = next((line for line in reversed(lines) if FAILED.search(line)), None)
+    epoch_s = float(epochs[-1][5]) if epochs else 0.0
+    quiet = now - mtime
+    if failed:
+        job.state, job.note = "failed", failed.strip()[-100:]
+    elif (locked_since is not None and mtime >= locked_since) or quiet < max(QUIET_S, 3 * epoch_s):
+        job.state = "running"
+        if epochs:
+            job.left_s = max(0.0, float(epochs[-1][6]) - quiet)
+        elif job.predicted_s is not None:
+            start, end = _hms(lines[0]) if lines else None, _hms(lines[-1]) if lines else None
+            elapsed = ((end - start) % 86400 if start is not None and end is not None else 0) + quiet
+            job.left_s = max(0.0, job.predicted_s - elapsed)
+    else:
+        job.state = "stopped"
+        job.note = "resumes from its checkpoint when the study runs again" if job.epoch else ""
+    return job
+
+
+def study_status(study=".", cores=None, now=None):
+    """Every training job of the study with its state, and the predicted time left (a dict)."""
+    study, now = Path(study), time.time() if now is None else now
+    results = study / "results"
+    pred = _json(results / "cost" / "prediction.json") or {}
+    run = _json(results / "cost" / "run.json") or {}
+    locked_since = snakemake_running_since(study)
+    per_arch = pred.get("per_arch") or {}
+    archs = {a: p.get("jobs", 0) for a, p in per_arch.items()}
+    if not archs:  # no prediction: the architectures whose run config this study wrote
+        for rc in sorted((results / "cv").glob("*/run_config.yaml")):
+            archs[rc.parent.name] = _folds(rc)
+    jobs = []
+    for arch, folds in archs.items():
+        for fold in range(folds):
+            job = Job(f"{arch} fold {fold}", results / "logs" / "train" / arch / f"fold{fold}.log",
+                      predicted_s=(per_arch.get(arch) or {}).get("predicted_job_s"))
+            jobs.append(read_job(job, results / "cv" / arch / f"fold{fold}" / "predictions.csv", now, locked_since))
+    final_pred = pred.get("final") or {}
+    selection = _json(results / "final" / "selection.json") or {}
+    final_arch = selection.get("architecture")
+    final_lines = _read(results / "logs" / "train_final.log") or []
+    final_arch = final_arch or next((m[1] for m in map(FINAL_ARCH.search, final_lines) if m), None)
+    final_s = (final_pred.get("per_arch_s") or {}).get(final_arch, final_pred.get("predicted_job_s"))
+    final = read_job(Job(f"final model ({final_arch or 'chosen by cross-validation'})",
+                         results / "logs" / "train_final.log", predicted_s=final_s),
+                     results / "final" / "model.pt", now, locked_since, final=True)
+    cores = cores or pred.get("cores") or 1
+    return {"jobs": jobs, "final": final, "left": time_left(jobs, final, pred, results, cores),
+            "cores": cores, "prediction": bool(pred), "preset": (pred.get("data") or {}).get("preset"),
+            "running_since": locked_since, "started_at": run.get("started_at"), "now": now}
+
+
+def _folds(run_config):
+    import yaml
+
+    try:
+        return int((yaml.safe_load(run_config.read_text()) or {}).get("data", {}).get("folds", 0))
+    except (OSError, ValueError, yaml.YAMLError):
+        return 0
+
+
+def time_left(jobs, final, pred, results, cores):
+    """Predicted seconds to the end of the study: not-started jobs at their predicted seconds x the
+    pace of the finished ones, running jobs at their own estimate, on `cores` slots (longest
+    first), then the final model and the light jobs after it."""
+    if not pred:
+        return None
+    finished = [j for j in jobs if j.state == "done" and j.seconds and j.predicted_s]
+    pace = sum(j.seconds for j in finished) / sum(j.predicted_s for j in finished) if finished else 1.0
+    pace = min(4.0, max(0.25, pace))
+    slots = sorted(j.left_s or 0.0 for j in jobs if j.state == "running")[-cores:]
+    slots += [0.0] * (cores - len(slots))
+    # stopped and failed jobs run again (from their checkpoints) when the study does
+    waiting = sorted(((j.predicted_s or 0.0) * pace for j in jobs if j.state in ("not started", "stopped", "failed")),
+                     reverse=True)
+    for seconds in waiting:
+        i = slots.index(min(slots))
+        slots[i] += seconds
+    phases = pred.get("phases_s") or {}
+    cv = max(slots) if slots else 0.0
+    if final.state == "done":
+        final_s = 0.0
+    elif final.state == "running":
+        final_s = final.left_s or 0.0
+    else:
+        final_s = (final.predicted_s or 0.0) * pace
+    pre = 0.0 if (results / "data" / "dataset.h5").is_file() else phases.get("startup_and_data", 0.0)
+    post = 0.0 if (results / "report" / "report.md").is_file() else phases.get("light_jobs_after", 0.0)
+    return {"seconds": pre + cv + final_s + post, "pace": pace, "finished": len(finished)}
+
+
+def format_status(st, study="."):
+    from .cost import clock
+
+    jobs, final = st["jobs"], st["final"]
+    counts = {s: sum(j.state == s for j in jobs) for s in ("done", "running", "stopped", "failed", "not started")}
+    head = f"Study in {Path(study).resolve()}"
+    if st["preset"]:
+        head += f" (preset {st['preset']}, {st['cores']} cores)"
+    head += ": Snakemake is running" if st["running_since"] else ": no Snakemake running here"
+    lines = [head, "Cross-validation: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) +
+             f" ({len(jobs)} jobs)" if jobs else "Cross-validation: no training job found (results/logs/train/)"]
+    shown = sorted((j for j in jobs if j.state == "done"), key=lambda j: j.finished_at) + \
+        [j for j in jobs if j.state in ("running", "stopped", "failed")]
+    if final.state != "not started":
+        shown.append(final)
+    width = max([len(j.name) for j in shown] + [10])
+    for j in shown:
+        progress = f"{j.epoch}/{j.epochs}" if j.epochs else "-"
+        if j.state == "done":
+            when = clock(j.seconds)
+        elif j.state == "running":
+            when = f"~{clock(j.left_s)} left" if j.left_s is not None else "starting"
+        else:
+            when = j.note
+        lines.append(f"  {j.name:<{width}}  {j.state:<8} epoch {progress:<7} {j.accuracy:<24} {when}".rstrip())
+    if final.state == "not started":
+        lines.append(f"  {final.name}: not started" +
+                     (f" (predicted {clock(final.predicted_s)})" if final.predicted_s else ""))
+    left = st["left"]
+    if left is None:
+        lines.append("Time left: no cost prediction here (results/cost/prediction.json: a whole-study run makes "
+                     "it first, or `ferstudy predict-cost`).")
+    else:
+        pace = (f"the prediction x {left['pace']:.2f}, the pace of the {left['finished']} finished job(s)"
+                if left["finished"] else "the prediction, no job finished yet")
+        done = final.state == "done" and (Path(study) / "results" / "report" / "report.md").is_file()
+        lines.append("Time left: none, the study is done." if done else
+                     f"Time left (predicted): ~{clock(left['seconds'])} ({pace}).")
+    if st["started_at"] and st["running_since"]:
+        lines.append(f"Running for {clock(st['now'] - st['started_at'])}.")
+    running = [j for j in jobs + [final] if j.state == "running"]
+    if running:
+        lines.append(f"Follow a job: tail -f {running[0].log}")
+    return "\n".join(lines)
+
+
+def cmd_status(args):
+    st = study_status(args.dir, cores=args.cores)
+    print(format_status(st, args.dir))
+
+
+def register(subparsers):
+    p = subparsers.add_parser("status", help="where a running study is: its training jobs, epochs, time left",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", default=".", help="the study directory (where Snakemake runs; default: here)")
+    p.add_argument("--cores", type=int, help="cores of the run (default: those of the cost prediction)")
+    p.set_defaults(func=cmd_status)
+    return p
