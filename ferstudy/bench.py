@@ -59,18 +59,15 @@ FLOPS_CONVENTION = ("training FLOPs per image = 3 x forward FLOPs of conv and li
 # ---------------------------------------------------------------- config and context
 
 def load_config(config_path="config.yaml", configfiles=(), preset=None, workdir=None):
-    """The resolved study config: config.yaml, then each `--configfile` deep-merged over it (as
-    Snakemake does), then an optional preset override; resolved relative to `workdir` (the study
-    directory; default the config file's directory)."""
-    from .config import deep_merge, load_yaml, resolve_config
+    """The resolved study config, layered as the workflow layers it (`config.resolve_layers`):
+    config.yaml, its preset, then each `--configfile` and the `--preset` choice as the user's own
+    layers, which win over the preset; resolved relative to `workdir` (the study directory;
+    default the config file's directory)."""
+    from .config import load_yaml, resolve_config
 
-    raw = load_yaml(config_path)
-    for extra in configfiles or ():
-        raw = deep_merge(raw, load_yaml(extra))
-    if preset:
-        raw["preset"] = preset
+    user = [(str(f), load_yaml(f)) for f in configfiles or ()] + ([("--preset", {"preset": preset})] if preset else [])
     workdir = Path(config_path).resolve().parent if workdir is None else Path(workdir)
-    return resolve_config(raw, workdir=workdir, source=str(config_path))
+    return resolve_config(load_yaml(config_path), workdir=workdir, source=str(config_path), user=user)
 
 
 def all_cores():
