@@ -213,8 +213,9 @@ MODULE_COMMANDS = {
     "bench": "benchmark harness: one JSON line per measurement",
     "predict-cost": "predict a study's jobs, training images x epochs and wall time before running it",
     "status": "where a running study is: its training jobs, epochs, accuracy and time left",
+    "predict-image": "emotions of the faces in photos or videos (face detection + a study's model)",
 }
-MODULE_OF_COMMAND = {"predict-cost": "cost"}
+MODULE_OF_COMMAND = {"predict-cost": "cost", "predict-image": "photos"}
 
 
 def build_parser(command=None):

@@ -1,0 +1,441 @@
+"""`ferstudy predict-image`: the emotions of the faces in photos and videos, as a study's model sees them.
+
+Pipeline, per image (or every `--every`th video frame):
+
+1. grey: colour -> grey with OpenCV's BGR -> grey (ITU-R 601 luma); grey inputs stay as they are.
+2. detect: OpenCV's frontal-face Haar cascade (`haarcascade_frontalface_default.xml`, shipped in
+   the `opencv-python-headless` 4.x wheel), on the grey image.
+3. crop (`face_crop`): the square of side max(w, h) x (1 + 2 x margin) centred on the detected box,
+   taken from the grey image (edge pixels repeated where it leaves the image), resized to 48x48
+   (area averaging when shrinking, bilinear when enlarging), uint8. The default margin
+   (`FER_MARGIN`) reproduces FER2013's framing: on real FER2013 faces the same cascade's box covers
+   a median 98% of the 48x48 frame, centred (docs/PREDICT_IMAGE.md).
+4. predict: exactly what evaluation in the study does with a stored 48x48 uint8 face:
+   `train.predict` with the model's own run config (its evaluation crop `augment.crop`, its
+   test-time augmentation `training.tta`, the normalisation of `augment.normalize`), or the same
+   contract inside an ONNX graph (`ferstudy export`, `--onnx`).
+
+Outputs under `--out`: `faces.csv` (one row per face: file, frame, x, y, w, h, p_<class> x 7,
+emotion) and an annotated copy of each photo (box, top emotion, probability); for a video, an
+annotated image of each sampled frame with a face.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import CLASS_NAMES, IMAGE_SIZE
+from .errors import UserError
+from .io import atomic_path
+
+log = logging.getLogger("ferstudy.photos")
+
+CASCADE = "haarcascade_frontalface_default.xml"
+# Per side, as a fraction of the detected box: FER2013's 48x48 frame is the cascade's box / 0.98.
+FER_MARGIN = 0.01
+VIDEO_SUFFIXES = {".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
+CSV_COLUMNS = ["file", "frame", "x", "y", "w", "h", *(f"p_{c}" for c in CLASS_NAMES), "emotion"]
+# One BGR colour per emotion for the boxes (angry red, disgust green, fear purple, happy yellow,
+# sad blue, surprise orange, neutral grey).
+COLOURS = [(40, 40, 220), (60, 160, 40), (160, 60, 150), (0, 200, 240), (200, 110, 30), (0, 140, 255),
+           (170, 170, 170)]
+
+
+# ---------------------------------------------------------------- detection and the crop
+
+def cascade():
+    """The frontal-face Haar cascade shipped inside OpenCV's wheel."""
+    import cv2
+
+    path = Path(cv2.data.haarcascades) / CASCADE
+    detector = cv2.CascadeClassifier(str(path))
+    if detector.empty():
+        raise UserError(f"{path}: OpenCV's face detector model is missing or unreadable (install "
+                        f"opencv-python-headless 4.x: the 5.x wheels no longer ship the Haar cascades)")
+    return detector
+
+
+def to_uint8(image):
+    """8-bit pixels of an OpenCV image (16-bit PNG/TIFF keep their top 8 bits)."""
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        return np.clip(image, 0, 255).astype(np.uint8)
+    return image
+
+
+def to_grey(image):
+    """uint8 grey (H, W) from an OpenCV image: grey, BGR or BGRA, 8 or 16 bits."""
+    import cv2
+
+    image = to_uint8(image)
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 1:
+        return image[:, :, 0]
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+
+
+def detect_faces(grey, detector=None, min_face=30):
+    """Face boxes (x, y, w, h) in pixels of `grey`, in reading order (top to bottom, left to right)."""
+    detector = detector or cascade()
+    side = min(grey.shape[:2])
+    if side < min_face:
+        return []
+    found = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_face, min_face))
+    boxes = [tuple(int(v) for v in b) for b in (found if len(found) else [])]
+    return sorted(boxes, key=lambda b: (b[1] + b[3] // 2, b[0]))
+
+
+def crop_square(box, margin=FER_MARGIN):
+    """The square (x0, y0, side) `face_crop` takes for a detected box: side max(w, h) x (1 + 2 x
+    margin), centred on the box."""
+    x, y, w, h = box
+    side = max(1, int(round(max(w, h) * (1 + 2 * margin))))
+    x0 = int(round(x + w / 2 - side / 2))
+    y0 = int(round(y + h / 2 - side / 2))
+    return x0, y0, side
+
+
+def face_crop(grey, box, margin=FER_MARGIN, size=IMAGE_SIZE):
+    """The model's input for one detected face: uint8 (size, size), framed as FER2013 frames its
+    faces (`crop_square`), edge pixels repeated where the square leaves the image."""
+    import cv2
+
+    x0, y0, side = crop_square(box, margin)
+    h, w = grey.shape[:2]
+    pad = [max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w)]  # top bottom left right
+    if any(pad):
+        grey = cv2.copyMakeBorder(grey, *pad, cv2.BORDER_REPLICATE)
+        x0, y0 = x0 + pad[2], y0 + pad[0]
+    square = grey[y0:y0 + side, x0:x0 + side]
+    if side == size:
+        return np.ascontiguousarray(square)
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), interpolation=interpolation)
+
+
+# ---------------------------------------------------------------- predictors (torch or ONNX)
+
+class TorchPredictor:
+    """A saved ferstudy model predicting uint8 faces (N, 48, 48) exactly as the study evaluates
+    (`train.predict` with the model's run config: evaluation crop, TTA, precision)."""
+
+    def __init__(self, path, threads=1):
+        import torch
+
+        from .train import cpu_has_bf16, load_model, setup_torch, use_channels_last
+
+        self.device = torch.device("cpu")
+        setup_torch(self.device, threads)
+        self.model, payload = load_model(path, self.device)
+        t = payload["run_config"]["training"]
+        self.crop = int(payload["input_size"])
+        self.tta = t.get("tta", "none")
+        self.channels_last = use_channels_last(t, self.device)
+        self.amp = bool(payload.get("amp")) and cpu_has_bf16()  # the precision it was trained and chosen in
+        self.name = payload["run_config"].get("name", Path(path).parent.name)
+        self.source = str(path)
+
+    def __call__(self, faces):
+        import torch
+
+        from .train import predict
+
+        if len(faces) == 0:
+            return np.zeros((0, len(CLASS_NAMES)))
+        images = torch.from_numpy(np.ascontiguousarray(faces, dtype=np.uint8)).unsqueeze(1)
+        return predict(self.model, images, torch.arange(len(faces)), self.crop, self.tta, self.channels_last,
+                       self.amp)
+
+    def describe(self):
+        return f"{self.source} ({self.name}, crop {self.crop}, tta {self.tta}{', bf16' if self.amp else ''})"
+
+
+class OnnxPredictor:
+    """A model written by `ferstudy export`, run with onnxruntime: same input, same probabilities."""
+
+    def __init__(self, path, threads=1):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: ONNX file not found")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types for unreadable models
+            why = (str(err).splitlines() or [type(err).__name__])[0][:160]
+            raise UserError(f"{path}: not an ONNX model onnxruntime can load ({why})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            names = json.loads(meta["class_names"])
+            self.image_size = int(meta["image_size"])
+        except (KeyError, ValueError):
+            raise UserError(f"{path}: not an ONNX model written by `ferstudy export` (no class_names / image_size "
+                            f"in its metadata)") from None
+        if names != CLASS_NAMES or self.image_size != IMAGE_SIZE:
+            raise UserError(f"{path}: its classes {names} / input {self.image_size}x{self.image_size} are not "
+                            f"ferstudy's {CLASS_NAMES} / {IMAGE_SIZE}x{IMAGE_SIZE}")
+        self.input = self.session.get_inputs()[0].name
+        self.crop, self.tta, self.name = meta.get("crop"), meta.get("tta"), meta.get("architecture", "?")
+        self.source = str(path)
+
+    def __call__(self, faces):
+        if len(faces) == 0:
+            return np.zeros((0, len(CLASS_NAMES)))
+        x = np.ascontiguousarray(faces, dtype=np.uint8)[:, None]
+        return self.session.run(None, {self.input: x})[0].astype(np.float64)
+
+    def describe(self):
+        return f"{self.source} (ONNX, {self.name}, crop {self.crop}, tta {self.tta})"
+
+
+def predict_faces(grey, boxes, predictor, margin=FER_MARGIN):
+    """(crops uint8 (N, 48, 48), probabilities (N, 7)) of the faces at `boxes` in `grey`."""
+    crops = np.stack([face_crop(grey, b, margin) for b in boxes]) if boxes else \
+        np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return crops, predictor(crops)
+
+
+# ---------------------------------------------------------------- annotation
+
+def annotate(image, boxes, probs):
+    """A BGR copy of `image` with each face's box, top emotion and its probability."""
+    import cv2
+
+    image = to_uint8(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    out = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image[:, :, :3].copy()
+    h, w = out.shape[:2]
+    thick = max(1, int(round(min(h, w) / 300)))
+    for (x, y, bw, bh), p in zip(boxes, probs):
+        k = int(np.argmax(p))
+        colour = COLOURS[k]
+        cv2.rectangle(out, (x, y), (x + bw - 1, y + bh - 1), colour, thick, cv2.LINE_AA)
+        text = f"{CLASS_NAMES[k]} {p[k]:.2f}"
+        scale = max(0.4, min(2.0, bw / 160))
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        ty = y - 4 if y - th - base - 4 >= 0 else min(h - 1, y + bh + th + 4)  # above the box, else below
+        cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base // 2), colour, cv2.FILLED)
+        dark = sum(colour) > 380
+        cv2.putText(out, text, (x + 2, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0) if dark else (255, 255, 255), thick, cv2.LINE_AA)
+    return out
+
+
+def write_image(path, image):
+    import cv2
+
+    ok, data = cv2.imencode(Path(path).suffix, image)
+    if not ok:
+        raise UserError(f"{path}: OpenCV could not encode the annotated image")
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data.tobytes())
+
+
+# ---------------------------------------------------------------- files
+
+class Unreadable(Exception):
+    """A file that is neither an image nor a video OpenCV can read."""
+
+
+def read_image(path):
+    import cv2
+
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise Unreadable(f"cannot read it ({err.strerror or err})") from None
+    if data.size == 0:
+        raise Unreadable("empty file")
+    # IMREAD_COLOR: 8-bit BGR (grey stays grey in all three channels, 16 bits keep the top 8, alpha
+    # is dropped), turned as its EXIF orientation says.
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def video_frames(path, every):
+    """(frame number, image) of every `every`th frame from frame 0; Unreadable if none can be read."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise Unreadable("not an image or a video OpenCV can read")
+        index, read_any = 0, False
+        while True:
+            if index % every == 0:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                read_any = True
+                yield index, frame
+            elif not cap.grab():
+                break
+            index += 1
+        if not read_any:
+            raise Unreadable("a video without a readable frame")
+    finally:
+        cap.release()
+
+
+def is_video(path):
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+class Outputs:
+    """Unique annotated-image names under `out` (two inputs may share a name)."""
+
+    def __init__(self, out):
+        self.out, self.used = Path(out), set()
+
+    def name(self, path, frame=None):
+        p = Path(path)
+        suffix = p.suffix.lower() if p.suffix.lower() in (".jpg", ".jpeg", ".png") and frame is None else \
+            (".jpg" if frame is not None else ".png")
+        stem = p.stem + (f"_frame{frame:06d}" if frame is not None else "") + "_annotated"
+        candidate, n = stem, 1
+        while candidate + suffix in self.used:
+            n += 1
+            candidate = f"{p.stem}-{n}" + stem[len(p.stem):]
+        self.used.add(candidate + suffix)
+        return self.out / (candidate + suffix)
+
+
+def face_rows(path, frame, boxes, probs):
+    rows = []
+    for (x, y, w, h), p in zip(boxes, probs):
+        rows.append([str(path), frame, x, y, w, h, *(f"{v:.6g}" for v in p), CLASS_NAMES[int(np.argmax(p))]])
+    return rows
+
+
+def summary(boxes, probs):
+    return ", ".join(f"{CLASS_NAMES[int(np.argmax(p))]} {p.max():.2f} at {x},{y} {w}x{h}"
+                     for (x, y, w, h), p in zip(boxes, probs))
+
+
+def process_file(path, predictor, detector, outputs, every=10, margin=FER_MARGIN, min_face=30):
+    """CSV rows of one photo or video; writes its annotated image(s). Raises Unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise Unreadable("file not found" if not path.exists() else "not a file")
+    image = None if is_video(path) else read_image(path)
+    if image is None and path.suffix.lower() in IMAGE_SUFFIXES:
+        raise Unreadable("not an image OpenCV can read (damaged, or an unsupported variant)")
+    if image is not None:
+        grey = to_grey(image)
+        boxes = detect_faces(grey, detector, min_face)
+        _, probs = predict_faces(grey, boxes, predictor, margin)
+        target = outputs.name(path)
+        write_image(target, annotate(image, boxes, probs))
+        if boxes:
+            log.info("%s: %d face%s: %s -> %s", path, len(boxes), "s" * (len(boxes) > 1), summary(boxes, probs), target)
+        else:
+            log.warning("%s: no face found (annotated copy without boxes: %s)", path, target)
+        return face_rows(path, 0, boxes, probs)
+    rows, sampled, with_faces = [], 0, 0
+    for frame, image in video_frames(path, every):
+        sampled += 1
+        grey = to_grey(image)
+        boxes = detect_faces(grey, detector, min_face)
+        if not boxes:
+            continue
+        with_faces += 1
+        _, probs = predict_faces(grey, boxes, predictor, margin)
+        write_image(outputs.name(path, frame), annotate(image, boxes, probs))
+        rows += face_rows(path, frame, boxes, probs)
+    if rows:
+        log.info("%s: video: faces in %d of %d sampled frames (every %d), %d faces; annotated frames in %s",
+                 path, with_faces, sampled, every, len(rows), outputs.out)
+    else:
+        log.warning("%s: no face found in %d sampled frames (every %d)", path, sampled, every)
+    return rows
+
+
+def predict_files(paths, predictor, out_dir, csv_path=None, every=10, margin=FER_MARGIN, min_face=30):
+    """Process every file; returns (rows, {path: why} of the unreadable ones). Writes the CSV even
+    when files fail (the others' rows) or no face was found (header only)."""
+    if every < 1:
+        raise UserError(f"--every {every}: must be 1 or more")
+    if not 0 <= margin <= 1:
+        raise UserError(f"--margin {margin}: must be in [0, 1] (a fraction of the face box per side)")
+    detector = cascade()
+    outputs = Outputs(out_dir)
+    rows, failed = [], {}
+    for path in paths:
+        try:
+            rows += process_file(path, predictor, detector, outputs, every, margin, min_face)
+        except Unreadable as why:
+            failed[str(path)] = str(why)
+            print(f"ferstudy: error: {path}: {why}; skipped", file=sys.stderr, flush=True)
+    csv_path = Path(csv_path) if csv_path else Path(out_dir) / "faces.csv"
+    with atomic_path(csv_path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(rows)
+    return rows, failed, csv_path
+
+
+# ---------------------------------------------------------------- command
+
+DEFAULT_MODEL = "results/final/model.pt"
+
+
+def cmd_predict_image(args):
+    import cv2
+
+    cv2.setNumThreads(max(1, args.threads))
+    if args.onnx:
+        if args.model:
+            raise UserError("give --model or --onnx, not both")
+        predictor = OnnxPredictor(args.onnx, args.threads)
+    else:
+        predictor = TorchPredictor(args.model or DEFAULT_MODEL, args.threads)
+    log.info("predicting faces with %s; Haar cascade %s, margin %.3f per side, min face %d px",
+             predictor.describe(), CASCADE, args.margin, args.min_face)
+    rows, failed, csv_path = predict_files(args.paths, predictor, args.out, args.csv, args.every, args.margin,
+                                           args.min_face)
+    log.info("%d face%s in %d of %d files -> %s (annotated images in %s)", len(rows), "s" * (len(rows) != 1),
+             len({r[0] for r in rows}), len(args.paths), csv_path, args.out)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(args.paths)} files could not be read ({', '.join(failed)}); "
+                        f"the other files' results are in {csv_path}")
+
+
+def register(sub):
+    p = sub.add_parser(
+        "predict-image",
+        help="emotions of the faces in photos or videos (face detection + a study's model)",
+        description="Detect faces (OpenCV's frontal-face Haar cascade), crop each as FER2013 frames its faces "
+                    "(square, margin per side), make it the model's 48x48 grey input and predict it exactly "
+                    "as the study evaluates (the model's own evaluation crop and test-time augmentation). "
+                    "Writes OUT/faces.csv (file, frame, x, y, w, h, p_angry..p_neutral, emotion; frame is 0 "
+                    "for photos) and an annotated copy of each photo (each sampled video frame with a face). "
+                    "A file without a face is reported on one line, not an error. Unreadable files are "
+                    "named, skipped, and make the exit status 2 after the other files are done.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="photos (JPEG, PNG, ...; colour or grey, any size) "
+                   "or videos (" + ", ".join(sorted(VIDEO_SUFFIXES)) + ")")
+    p.add_argument("--model", help=f"a model the study saved (default {DEFAULT_MODEL}; fold models work too)")
+    p.add_argument("--onnx", metavar="FILE", help="an ONNX model from `ferstudy export`, run with onnxruntime "
+                   "instead of torch")
+    p.add_argument("--out", default="results/predict_image", help="output directory (default %(default)s)")
+    p.add_argument("--csv", help="the CSV's path (default OUT/faces.csv)")
+    p.add_argument("--every", type=int, default=10, metavar="N", help="videos: every Nth frame, from frame 0 "
+                   "(default %(default)s)")
+    p.add_argument("--margin", type=float, default=FER_MARGIN, help="added to the face box on each side, as a "
+                   "fraction of its side (default %(default)s: FER2013's framing)")
+    p.add_argument("--min-face", type=int, default=30, metavar="PX", help="smallest face searched for, in "
+                   "pixels (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_predict_image)
