@@ -214,6 +214,7 @@ MODULE_COMMANDS = {
     "predict-cost": "predict a study's jobs, training images x epochs and wall time before running it",
     "status": "where a running study is: its training jobs, epochs, accuracy and time left",
     "predict-image": "emotions of the faces in photos or videos (face detection + a study's model)",
+    "export": "a saved model with its preprocessing contract as ONNX",
 }
 MODULE_OF_COMMAND = {"predict-cost": "cost", "predict-image": "photos"}
 
