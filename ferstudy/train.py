@@ -409,6 +409,7 @@ def load_torch_file(path, kind, device="cpu"):
     that names any other Python object (which unpickling would call) is refused before anything in
     it runs. Every problem is one UserError line naming the file."""
     import pickle
+    import struct
 
     path = Path(path)
     if not path.is_file():
@@ -422,8 +423,9 @@ def load_torch_file(path, kind, device="cpu"):
                             f"object {unsafe.group(1)} (files from untrusted sources can run code this way); nothing "
                             f"in it was run. A ferstudy {kind} of an older version: rerun the job that wrote it") from None
         raise UserError(f"{path}: not a ferstudy {kind} file (not a PyTorch file torch can read)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise UserError(f"{path}: not a ferstudy {kind} file ({str(err).splitlines()[0][:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"{path}: not a ferstudy {kind} file ({first})") from None
     missing = [k for k in REQUIRED_KEYS[kind] if not isinstance(payload, dict) or k not in payload]
     if missing:
         raise UserError(f"{path}: not a ferstudy {kind} file (a PyTorch file without {', '.join(missing)}: "

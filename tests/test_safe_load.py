@@ -98,6 +98,7 @@ def test_the_figures_and_report_loader_refuses_it_too(evil):
 
 @pytest.mark.parametrize("content,problem", [
     (b"\x00not a torch file" * 50, "not a PyTorch file"),
+    (b"junk", "not a ferstudy model file"),
     (None, "without model, spec"),
 ])
 def test_files_that_are_not_ferstudy_models_get_one_line(tmp_path, content, problem):
