@@ -13,14 +13,17 @@ the same faces, so the paired difference along the curve shows where the compari
       grows a difference that is not significant now out of the band (for a null verdict);
   (c) a regularizer (dropout, augmentation) lost, while the network with less regularization was
       not yet over-fitting (its train-minus-held-out gap under `MIN_OVERFIT_GAP_PP`): a
-      regularizer can only pay off once there is over-fitting to prevent.
+      regularizer can only pay off once there is over-fitting to prevent. Which network is the
+      more regularized comes from the configs (`regularization_amount`: dropout rates and active
+      augmentation operations), not from the results.
 - `holds`: a significant verdict (p < alpha of the corrected t-test on the whole held-out folds)
   with none of the above: the sign was stable over the late curve and the trend keeps it.
 - `undecided`: no significant difference and nothing pointing to one at twice the budget.
 
 The noise band is max(`MIN_BAND_PP`, 2 standard errors of the final paired difference over the
 folds): curve points are single evaluations on a few hundred faces, so a small wiggle is not a
-flip. The rule is deliberately simple and stated in the report; it flags risk from evidence the
+flip. A late trend counts only when its slope is at least twice its standard error (from the
+residuals of the line fit); otherwise the projection at twice the budget is the final difference. The rule is deliberately simple and stated in the report; it flags risk from evidence the
 study has, it does not prove stability (a second, longer run of the pair does: see docs).
 """
 
@@ -81,7 +84,7 @@ def last_gap_pp(curve):
 
 
 def stability(epochs, diffs_pp, final_diff_pp, significant, std_pp=math.nan, k=1, factor="",
-              variant_gap_pp=math.nan, baseline_gap_pp=math.nan):
+              variant_gap_pp=math.nan, baseline_gap_pp=math.nan, variant_more_regularized=None):
     """(label, reason, evidence dict) for one variant-vs-baseline verdict; see the module docstring.
 
     epochs, diffs_pp: the paired curve (`paired_curve_pp`); final_diff_pp: the verdict's difference on
@@ -90,7 +93,8 @@ def stability(epochs, diffs_pp, final_diff_pp, significant, std_pp=math.nan, k=1
     band = max(MIN_BAND_PP, 2 * se) if np.isfinite(se) else MIN_BAND_PP
     evidence = {"band_pp": band, "slope_pp_per_epoch": math.nan, "projected_2x_pp": math.nan,
                 "late_min_pp": math.nan, "late_max_pp": math.nan}
-    if regularizer_lost_too_early(factor, final_diff_pp, significant, variant_gap_pp, baseline_gap_pp):
+    if regularizer_lost_too_early(factor, final_diff_pp, significant, variant_gap_pp, baseline_gap_pp,
+                                  variant_more_regularized):
         gap = variant_gap_pp if final_diff_pp > 0 else baseline_gap_pp
         reason = (f"the regularizer lost while the less regularized network was not yet over-fitting "
                   f"(train-minus-held-out gap {gap:.1f} pp < {MIN_OVERFIT_GAP_PP:g} pp); regularization pays "
@@ -104,7 +108,7 @@ def stability(epochs, diffs_pp, final_diff_pp, significant, std_pp=math.nan, k=1
     if late.sum() < 2:
         late[-2:] = True
     e_late, d_late = epochs[late], diffs[late]
-    slope = float(np.polyfit(e_late, d_late, 1)[0])
+    slope = _significant_slope(e_late, d_late)
     projected = final_diff_pp + slope * epochs[-1]
     evidence.update(slope_pp_per_epoch=slope, projected_2x_pp=projected, late_min_pp=float(d_late.min()),
                     late_max_pp=float(d_late.max()))
@@ -114,7 +118,7 @@ def stability(epochs, diffs_pp, final_diff_pp, significant, std_pp=math.nan, k=1
                 f"({d_late.min():+.1f} to {d_late.max():+.1f} pp)", evidence)
     trend = f"its late trend ({slope:+.2f} pp per epoch over {span})"
     if significant:
-        if math.copysign(1, projected) != math.copysign(1, final_diff_pp) or abs(projected) < band:
+        if slope and (math.copysign(1, projected) != math.copysign(1, final_diff_pp) or abs(projected) < band):
             return ("budget-dependent", f"{trend} would take the {final_diff_pp:+.1f} pp difference to "
                     f"{projected:+.1f} pp at twice the budget", evidence)
         return ("holds", f"the sign held over {span} ({d_late.min():+.1f} to {d_late.max():+.1f} pp) and "
@@ -126,15 +130,44 @@ def stability(epochs, diffs_pp, final_diff_pp, significant, std_pp=math.nan, k=1
             f"({projected:+.1f} pp)", evidence)
 
 
-def regularizer_lost_too_early(factor, final_diff_pp, significant, variant_gap_pp, baseline_gap_pp):
+def _significant_slope(x, y):
+    """Least-squares slope of y on x, or 0 when it is under two standard errors (noise, not trend)."""
+    slope, intercept = np.polyfit(x, y, 1)
+    if len(x) < 3:
+        return float(slope)
+    residual = y - (slope * x + intercept)
+    se = math.sqrt(float((residual ** 2).sum()) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum()))
+    return float(slope) if abs(slope) >= 2 * se else 0.0
+
+
+def regularization_amount(run_config):
+    """How much a run regularizes: the sum of its dropout rates plus one per active augmentation
+    operation (crop, flip, rotation, zoom, shift, erasing, brightness, contrast). Only the order
+    between a variant and its baseline is used."""
+    layers = run_config.get("model", {}).get("layers") or []
+    dropout = sum(float(layer["dropout"]) for layer in layers if isinstance(layer, dict) and "dropout" in layer)
+    aug = run_config.get("training", {}).get("augment", {})
+    ops = 0
+    if aug.get("enabled", True):
+        ops = (int(aug.get("crop", 48) < 48) + int(bool(aug.get("flip")))
+               + sum(int(bool(aug.get(k))) for k in ("rotate", "scale", "translate", "erase", "brightness", "contrast")))
+    return dropout + ops
+
+
+def regularizer_lost_too_early(factor, final_diff_pp, significant, variant_gap_pp, baseline_gap_pp,
+                               variant_more_regularized=None):
     """A dropout or augmentation verdict that favours the less regularized network while that network
-    is not over-fitting. The more regularized of the two is the one with the smaller train-minus-held-out
-    gap (that is what regularization does); a verdict against it counts only when significant."""
+    is not over-fitting; a verdict against the regularizer counts only when significant. Which one is
+    more regularized: `variant_more_regularized` (from the configs); when unknown (None), the one with
+    the smaller train-minus-held-out gap (that is what regularization does)."""
     if factor not in REGULARIZER_FACTORS or not significant:
         return False
-    if not (np.isfinite(variant_gap_pp) and np.isfinite(baseline_gap_pp)) or variant_gap_pp == baseline_gap_pp:
+    if not (np.isfinite(variant_gap_pp) and np.isfinite(baseline_gap_pp)):
         return False
-    variant_more_regularized = variant_gap_pp < baseline_gap_pp
+    if variant_more_regularized is None:
+        if variant_gap_pp == baseline_gap_pp:
+            return False
+        variant_more_regularized = variant_gap_pp < baseline_gap_pp
     regularizer_lost = (final_diff_pp < 0) == variant_more_regularized
     less_regularized_gap = baseline_gap_pp if variant_more_regularized else variant_gap_pp
     return regularizer_lost and less_regularized_gap < MIN_OVERFIT_GAP_PP

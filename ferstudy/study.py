@@ -13,7 +13,8 @@ import pandas as pd
 from .errors import UserError
 from .io import atomic_path, write_json
 from .metrics import aggregate_folds, classification_metrics, compare_to_baseline, read_predictions
-from .stability import curve_from_histories, holm_adjusted, last_gap_pp, paired_curve_pp, stability
+from .stability import (curve_from_histories, holm_adjusted, last_gap_pp, paired_curve_pp, regularization_amount,
+                        stability)
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy")
 
@@ -31,6 +32,7 @@ def evaluate_arch(prediction_files, run_config, model_file=None, benchmark_files
             "description": run_config.get("description", ""), "factor": run_config.get("factor", ""),
             "subsample": float(run_config["training"].get("subsample", 1.0)),
             "epochs": int(run_config["training"]["epochs"]),
+            "regularization": regularization_amount(run_config),
             "folds": folds, "aggregate": aggregate_folds(folds), "curve": curve_from_histories(histories),
             "cost": model_cost(run_config, model_file, benchmark_files)}
 
@@ -94,8 +96,10 @@ def budget_checked(comparisons, results, baseline, trained, n_test):
         epochs, diffs = paired_curve_pp(curve, base_curve)
         significant = c["verdict"] in ("helped", "hurt")
         gap, base_gap = last_gap_pp(curve), last_gap_pp(base_curve)
+        amounts = [results[a].get("regularization") for a in (arch, baseline)]
+        more = None if None in amounts or amounts[0] == amounts[1] else amounts[0] > amounts[1]
         label, reason, evidence = stability(epochs, diffs, c["diff_pp"], significant, c["std_pp"], c["k"],
-                                            results[arch]["factor"], gap, base_gap)
+                                            results[arch]["factor"], gap, base_gap, more)
         out.append({**c, "p_holm": p_holm, "holm": bool(p_holm < c["alpha"]),
                     "n_train": min(trained[arch], trained[baseline]), "n_test": n_test,
                     "epochs": results[arch].get("epochs"), "gap_pp": gap, "baseline_gap_pp": base_gap,

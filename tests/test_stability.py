@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ferstudy.stability import (MIN_OVERFIT_GAP_PP, curve_from_histories, holm_adjusted, last_gap_pp,
-                                paired_curve_pp, stability)
+                                paired_curve_pp, regularization_amount, stability)
 
 EPOCHS = list(range(1, 9))
 
@@ -73,3 +73,24 @@ def test_curves_from_fold_histories_and_the_gap():
     no_curve = [[{"epoch": 1, "train_acc": 0.5, "curve_val_acc": float("nan")}]]
     assert curve_from_histories(no_curve) is None
     assert math.isnan(last_gap_pp(None))
+
+
+def test_the_more_regularized_network_comes_from_the_configs():
+    """Heavier augmentation that lost while the baseline was not over-fitting is budget-dependent,
+    even when its own train-minus-held-out gap came out larger (the gap does not say which is which)."""
+    lost = [-3.0, -2.5, -2.8, -3.1, -2.9, -3.0, -2.7, -2.9]
+    kw = dict(factor="augmentation", variant_gap_pp=3.2, baseline_gap_pp=2.7)
+    assert label(lost, **kw) == "holds"  # inferred from the gaps: the variant looks less regularized
+    assert label(lost, variant_more_regularized=True, **kw) == "budget-dependent"
+    crop_flip = {"model": {"layers": [{"dropout": 0.3}]}, "training": {"augment": {"crop": 44, "flip": True}}}
+    full = {"model": crop_flip["model"], "training": {"augment": {"crop": 44, "flip": True, "rotate": 10, "erase": 0.25}}}
+    none = {"model": crop_flip["model"], "training": {"augment": {"enabled": False, "crop": 44, "flip": True}}}
+    assert regularization_amount(full) > regularization_amount(crop_flip) > regularization_amount(none)
+    no_dropout = {"model": {"layers": []}, "training": crop_flip["training"]}
+    assert regularization_amount(no_dropout) < regularization_amount(crop_flip)
+
+
+def test_a_noisy_late_slope_is_not_a_trend():
+    noisy = [2.0, 2.5, 1.9, 2.2, 3.4, 1.6, 3.3, 1.9]  # late points jump +-0.9 around 2.5: no real trend
+    assert stability(EPOCHS, noisy, 2.2, True, 0.5, 3)[2]["slope_pp_per_epoch"] == 0.0
+    assert label(noisy, final=2.2, std_pp=0.5) == "holds"
