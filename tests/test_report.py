@@ -559,3 +559,11 @@ def test_an_older_ablation_table_still_renders(demo_results, tmp_path):
     ctx, text, _ = make_report(r, tmp_path)
     assert all(row["stability"] == "unchecked" and np.isfinite(row["p_holm"]) for row in ctx["ablation"])
     assert "| unchecked |" in text and "nan" not in text.lower().split()
+
+
+def test_hard_class_extremes_say_when_no_variant_moved_a_class():
+    abl = [{"arch": "a"}, {"arch": "b"}]
+    moved = {"a": 2.0, "b": 0.0}
+    text = report.hard_class_extremes(abl, "disgust", lambda arch, c: moved[arch], 0.0)
+    assert text == "disgust (baseline recall 0%) gained most with `a` (+2.0 pp) and no variant lowered it"
+    assert "no variant raised it" in report.hard_class_extremes(abl, "fear", lambda arch, c: -moved[arch], 0.2)
