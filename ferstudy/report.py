@@ -1333,11 +1333,15 @@ def means_reflection(ctx):
                    f"of the means, say which operations made a difference.")
 
 
-def regularizer_reflection(ctx):
-    from .stability import MIN_OVERFIT_GAP_PP, regularizer_lost_too_early
+REGULARIZER_REASON = "the regularizer lost"  # how stability.stability words its rule (c)
 
-    early = [r for r in ctx["ablation"] if regularizer_lost_too_early(
-        r["factor"], r["diff_pp"], _significant(r), r["gap_pp"], r["baseline_gap_pp"])]
+
+def regularizer_reflection(ctx):
+    """The verdicts that ablation.csv labelled budget-dependent by the regularizer rule."""
+    from .stability import MIN_OVERFIT_GAP_PP
+
+    early = [r for r in ctx["ablation"] if _label(r) == "budget-dependent"
+             and str(r.get("stability_reason", "")).startswith(REGULARIZER_REASON)]
     if not early:
         return ""
     kinds = list(dict.fromkeys(r["factor"] for r in early))

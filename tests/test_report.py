@@ -429,8 +429,9 @@ def test_every_verdict_sentence_carries_its_stability_label(mixed_results, tmp_p
     assert "; budget-dependent: the regularizer lost while the less regularized network" in f["variants"]["no_augment"]
     # the In-short line leads with what survives Holm and holds, then what only the raw test saw
     short = f["short_ablation"]
-    assert short.startswith("Surviving the Holm correction for 13 tests, `depth_3blocks` hurt (-20.0 pp; holds)"), short
-    assert "Before the correction (p < 0.05), `no_augment` helped (+6.0 pp; budget-dependent)" in short
+    lead, rest = short.split(" Before the correction (p < 0.05), ")
+    assert lead.startswith("Surviving the Holm correction for 13 tests, ") and "`depth_3blocks` hurt (-20.0 pp; holds)" in lead
+    assert rest.startswith("`no_augment` helped (+6.0 pp; budget-dependent)."), short
     assert text.split("**In short.** ")[1].startswith(short)
     # the final architecture's rationale states the same verdict, label and reason
     assert ctx["selection"]["architecture"] == "no_augment"
