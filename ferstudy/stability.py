@@ -116,18 +116,19 @@ def stability(epochs, diffs_pp, final_diff_pp, significant, std_pp=math.nan, k=1
     if d_late.max() > band and d_late.min() < -band:
         return ("budget-dependent", f"the curve's difference changed sign over {span} "
                 f"({d_late.min():+.1f} to {d_late.max():+.1f} pp)", evidence)
-    trend = f"its late trend ({slope:+.2f} pp per epoch over {span})"
+    trend = f"its late trend ({slope:+.2f} pp per epoch over {span})"  # used only where slope != 0
     if significant:
         if slope and (math.copysign(1, projected) != math.copysign(1, final_diff_pp) or abs(projected) < band):
             return ("budget-dependent", f"{trend} would take the {final_diff_pp:+.1f} pp difference to "
                     f"{projected:+.1f} pp at twice the budget", evidence)
+        keeps = f"{trend} keeps it" if slope else "no late trend beyond noise would change it"
         return ("holds", f"the sign held over {span} ({d_late.min():+.1f} to {d_late.max():+.1f} pp) and "
-                f"{trend} keeps it at twice the budget ({projected:+.1f} pp)", evidence)
+                f"{keeps} at twice the budget ({projected:+.1f} pp)", evidence)
     if abs(projected) > 2 * band and abs(projected) > abs(final_diff_pp):
         return ("budget-dependent", f"not significant now, but {trend} would widen it to {projected:+.1f} pp "
                 f"at twice the budget", evidence)
-    return ("undecided", f"no measurable difference, and {trend} does not point to one at twice the budget "
-            f"({projected:+.1f} pp)", evidence)
+    why = f"{trend} does not point to one" if slope else "no late trend beyond noise points to one"
+    return ("undecided", f"no measurable difference, and {why} at twice the budget ({projected:+.1f} pp)", evidence)
 
 
 def _significant_slope(x, y):
