@@ -290,7 +290,7 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
     return ctx
 
 
-ABLATION_DEFAULTS = {"p_holm": math.nan, "holm": False, "n_train": None, "n_test": None, "gap_pp": math.nan,
+ABLATION_DEFAULTS = {"factor": "", "p_holm": math.nan, "holm": False, "n_train": None, "n_test": None, "gap_pp": math.nan,
                      "baseline_gap_pp": math.nan, "stability": "unchecked",
                      "stability_reason": "ablation.csv has no stability label (written by an older ferstudy)"}
 
