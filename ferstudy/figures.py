@@ -126,6 +126,23 @@ def batches_label(augmented):
     return "training batches, as trained"
 
 
+def has_learning_curve(histories):
+    """Whether the fold histories carry the learning curve (`training.curve_images`)."""
+    return all("curve_val_acc" in h and h["curve_val_acc"].notna().any() for h in histories)
+
+
+def curve_series(histories, augmented):
+    """(column, colour, legend label) of the lines of one training-curves panel. With a learning
+    curve: the fixed held-out and trained-on subsets (both un-augmented, so their gap is the
+    over-fitting gap) and the whole held-out fold as points; without: the held-out fold and the
+    running accuracy of the training batches."""
+    if has_learning_curve(histories):
+        return (("curve_val_acc", "C0", "held-out subset"),
+                ("curve_train_acc", "C1", "trained-on subset (not augmented)"),
+                ("val_acc", "C0", "whole held-out fold"))
+    return (("val_acc", "C0", "held-out fold"), ("train_acc", "C1", batches_label(augmented)))
+
+
 def plot_training_curves(histories, path, dataset, baseline=None, final=None, ncols=5, augmented=None):
     """Small multiples, one panel per architecture: held-out and training accuracy per epoch,
     mean over folds with a +-1 std band. histories: {arch: [history DataFrame per fold]};
@@ -139,12 +156,15 @@ def plot_training_curves(histories, path, dataset, baseline=None, final=None, nc
     height = 2.5 * nrows + 1.1
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, height), sharey=True, squeeze=False)
     for ax, arch in zip(axes.flat, archs):
-        for column, color, label in (("val_acc", "C0", "held-out fold"),
-                                     ("train_acc", "C1", batches_label(augmented))):
+        for column, color, label in curve_series(histories[arch], augmented):
             epochs, mean, std = mean_std_by_epoch(histories[arch], column)
+            if column == "val_acc" and has_learning_curve(histories[arch]):  # the full fold, last epoch only
+                ax.errorbar(epochs, mean, yerr=std, color=color, marker="D", ms=4, lw=0, elinewidth=1, label=label)
+                continue
             ax.plot(epochs, mean, color=color, lw=1.8, marker="o", ms=2.5, label=label)
             ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.25, lw=0)
-        if isinstance(augmented, dict) and len(set(augmented.values())) > 1 and augmented.get(arch) is False:
+        if (not has_learning_curve(histories[arch]) and isinstance(augmented, dict)
+                and len(set(augmented.values())) > 1 and augmented.get(arch) is False):
             ax.text(0.03, 0.95, "training faces not augmented", transform=ax.transAxes, ha="left", va="top",
                     fontsize=7.5, color="C1")
         _, val, val_std = mean_std_by_epoch(histories[arch], "val_acc")
@@ -155,7 +175,8 @@ def plot_training_curves(histories, path, dataset, baseline=None, final=None, nc
                      color=_arch_color(arch, baseline, final) if role else "black",
                      fontweight="bold" if role else "normal")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
+        all_epochs = [e for h in histories[arch] for e in h["epoch"]]
+        ax.set_xlim(min(all_epochs) - 0.5, max(all_epochs) + 0.5)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
     for ax in axes.flat[len(archs):]:
@@ -168,7 +189,7 @@ def plot_training_curves(histories, path, dataset, baseline=None, final=None, nc
     k = len(next(iter(histories.values())))
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, [f"{lab} (mean ± std over {k} folds)" for lab in labels], loc="upper center",
-               ncol=2, fontsize=9, bbox_to_anchor=(0.5, 1.0 - 0.3 / height), frameon=False)
+               ncol=len(labels), fontsize=9, bbox_to_anchor=(0.5, 1.0 - 0.3 / height), frameon=False)
     fig.suptitle(f"Training curves per architecture, {k}-fold cross-validation ({dataset_label(dataset)})",
                  fontsize=12, y=1 - 0.08 / height, va="top")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))

@@ -231,3 +231,17 @@ def test_training_batch_legend_says_whether_they_were_augmented(tmp_path):
     figures.plot_training_curves({"base": [h, h], "no_aug": [h, h]}, tmp_path / "c.png", "demo",
                                  augmented={"base": True, "no_aug": False})
     assert_png(tmp_path / "c.png")
+
+
+def test_training_curves_plot_the_learning_curve_when_the_folds_recorded_one(tmp_path):
+    """With `curve_images` the panels show the fixed held-out and trained-on subsets after every
+    epoch (the over-fitting gap) and the whole fold as a point; without, the running batch accuracy."""
+    plain = pd.DataFrame({"epoch": [1, 2], "train_acc": [0.3, 0.5], "val_acc": [np.nan, 0.4]})
+    curve = plain.assign(curve_val_acc=[0.30, 0.38], curve_train_acc=[0.31, 0.45])
+    assert not figures.has_learning_curve([plain, plain]) and figures.has_learning_curve([curve, curve])
+    assert [c for c, _, _ in figures.curve_series([curve], True)] == ["curve_val_acc", "curve_train_acc", "val_acc"]
+    assert [c for c, _, _ in figures.curve_series([plain], True)] == ["val_acc", "train_acc"]
+    assert not figures.has_learning_curve([curve, plain])  # one fold without: the plain panel
+    figures.plot_training_curves({"base": [curve, curve], "no_aug": [plain, plain]}, tmp_path / "c.png", "demo",
+                                 augmented={"base": True, "no_aug": False})
+    assert_png(tmp_path / "c.png")
