@@ -1,4 +1,5 @@
-"""Atomic output: nothing half-written is ever left under a final name."""
+"""Results on disk: atomic output (nothing half-written is ever left under a final name) and
+CSV cells read back."""
 
 import contextlib
 import json
@@ -40,3 +41,11 @@ def _jsonable(obj):
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def float_or_nan(x):
+    """float(x), or NaN for what is not a number (None, "", text): CSV cells read back."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")

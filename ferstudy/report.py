@@ -35,6 +35,7 @@ import numpy as np
 
 from . import CLASS_NAMES, SPLIT_NAMES
 from .errors import UserError
+from .io import float_or_nan
 
 log = logging.getLogger("ferstudy.report")
 
@@ -291,15 +292,8 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
 
 
 ABLATION_DEFAULTS = {"factor": "", "p_holm": math.nan, "holm": False, "n_train": None, "n_test": None, "gap_pp": math.nan,
-                     "baseline_gap_pp": math.nan, "stability": "unchecked",
+                     "baseline_gap_pp": math.nan, "stability": "unchecked", "stability_rule": "",
                      "stability_reason": "ablation.csv has no stability label (written by an older ferstudy)"}
-
-
-def _float(x):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def ablation_rows(records, descriptions):
@@ -309,13 +303,13 @@ def ablation_rows(records, descriptions):
 
     rows = [{**ABLATION_DEFAULTS, **{key: v for key, v in rec.items() if not _missing(v)}} for rec in records]
     if rows and "p_holm" not in records[0]:
-        for row, p_holm in zip(rows, holm_adjusted([_float(rw.get("p")) for rw in rows])):
+        for row, p_holm in zip(rows, holm_adjusted([float_or_nan(rw.get("p")) for rw in rows])):
             row["p_holm"] = p_holm
-            row["holm"] = bool(p_holm < _float(row["alpha"])) and row["verdict"] != "no measurable difference"
+            row["holm"] = bool(p_holm < float_or_nan(row["alpha"])) and row["verdict"] != "no measurable difference"
     for row in rows:
         row["description"] = descriptions.get(row["arch"], "")
         for key in ("p", "p_holm", "diff_pp", "std_pp", "t", "gap_pp", "baseline_gap_pp", "mean", "baseline_mean"):
-            row[key] = _float(row.get(key))
+            row[key] = float_or_nan(row.get(key))
         row["holm"] = str(row["holm"]).lower() == "true"
         row["note"] = row["note"] if isinstance(row.get("note"), str) else None
     return rows
@@ -658,14 +652,14 @@ def factor_sentence(frows):
     """The verdicts of one factor: each significant or budget-dependent one in its own sentence with
     the label's reason; the undecided null verdicts together, the reason as their projections."""
     undecided = [r for r in frows if not _significant(r) and _label(r) == "undecided"
-                 and np.isfinite(_float(r.get("projected_2x_pp")))]
+                 and np.isfinite(float_or_nan(r.get("projected_2x_pp")))]
     out = [variant_sentence(r) for r in frows if r not in undecided]
     if undecided:
         one = len(undecided) == 1
         out.append(f"{and_join(_code_effect(r) for r in undecided)} "
                    f"made no measurable difference (undecided: {'its' if one else 'their'} late "
                    f"{'trend points' if one else 'trends point'} to "
-                   f"{and_join(pp(_float(r['projected_2x_pp'])) for r in undecided)} at twice the budget, "
+                   f"{and_join(pp(float_or_nan(r['projected_2x_pp'])) for r in undecided)} at twice the budget, "
                    f"no clear difference either).")
     return " ".join(out)
 
@@ -1336,12 +1330,20 @@ def means_reflection(ctx):
 REGULARIZER_REASON = "the regularizer lost"  # how stability.stability words its rule (c)
 
 
+def decided_by_regularizer_rule(row):
+    """Whether the regularizer rule gave the row its label (`stability_rule`; an ablation.csv from
+    before that column: the wording of its reason)."""
+    rule = row.get("stability_rule")
+    if isinstance(rule, str) and rule:
+        return rule == "regularizer"
+    return str(row.get("stability_reason", "")).startswith(REGULARIZER_REASON)
+
+
 def regularizer_reflection(ctx):
     """The verdicts that ablation.csv labelled budget-dependent by the regularizer rule."""
     from .stability import MIN_OVERFIT_GAP_PP
 
-    early = [r for r in ctx["ablation"] if _label(r) == "budget-dependent"
-             and str(r.get("stability_reason", "")).startswith(REGULARIZER_REASON)]
+    early = [r for r in ctx["ablation"] if _label(r) == "budget-dependent" and decided_by_regularizer_rule(r)]
     if not early:
         return ""
     kinds = list(dict.fromkeys(r["factor"] for r in early))

@@ -20,6 +20,9 @@ the same faces, so the paired difference along the curve shows where the compari
   with none of the above: the sign was stable over the late curve and the trend keeps it.
 - `undecided`: no significant difference and nothing pointing to one at twice the budget.
 
+`stability_rule` in the evidence names what decided the label: `regularizer` (c), `sign_change` (a),
+`trend` (the late-trend test (b), whichever label it gave) or `no_curve` (too few points to check).
+
 The noise band is max(`MIN_BAND_PP`, 2 standard errors of the final paired difference over the
 folds): curve points are single evaluations on a few hundred faces, so a small wiggle is not a
 flip. A late trend counts only when its slope is at least twice its standard error (from the
@@ -30,6 +33,8 @@ study has, it does not prove stability (a second, longer run of the pair does: s
 import math
 
 import numpy as np
+
+from .io import float_or_nan
 
 REGULARIZER_FACTORS = ("dropout", "augmentation")
 MIN_OVERFIT_GAP_PP = 5.0  # train-minus-held-out accuracy below this: the network is not over-fitting yet
@@ -47,17 +52,10 @@ def curve_from_histories(histories):
     out = {"epochs": epochs}
     for key, column in (("val_acc", "curve_val_acc"), ("train_acc", "curve_train_acc"),
                         ("train_acc_augmented", "train_acc")):
-        out[key] = [[_number(r.get(column)) for r in rows] for rows in folds]
+        out[key] = [[float_or_nan(r.get(column)) for r in rows] for rows in folds]
     if all(math.isnan(v) for fold in out["val_acc"] for v in fold):
         return None
     return out
-
-
-def _number(x):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def paired_curve_pp(variant, baseline):
@@ -99,11 +97,11 @@ def stability(epochs, diffs_pp, final_diff_pp, significant, std_pp=math.nan, k=1
         reason = (f"the regularizer lost while the less regularized network was not yet over-fitting "
                   f"(train-minus-held-out gap {gap:.1f} pp < {MIN_OVERFIT_GAP_PP:g} pp); regularization pays "
                   f"off only once there is over-fitting to prevent")
-        return "budget-dependent", reason, evidence
+        return "budget-dependent", reason, {**evidence, "stability_rule": "regularizer"}
     epochs, diffs = np.asarray(epochs, dtype=float), np.asarray(diffs_pp, dtype=float)
     if len(diffs) < 3:
         label = "undecided" if not significant else "holds"
-        return label, "no learning curve to check against (fewer than 3 points)", evidence
+        return label, "no learning curve to check against (fewer than 3 points)", {**evidence, "stability_rule": "no_curve"}
     late = epochs >= epochs[-1] / 2 + 0.5 if epochs[-1] >= 4 else np.ones(len(epochs), bool)
     if late.sum() < 2:
         late[-2:] = True
@@ -111,9 +109,10 @@ def stability(epochs, diffs_pp, final_diff_pp, significant, std_pp=math.nan, k=1
     slope = _significant_slope(e_late, d_late)
     projected = final_diff_pp + slope * epochs[-1]
     evidence.update(slope_pp_per_epoch=slope, projected_2x_pp=projected, late_min_pp=float(d_late.min()),
-                    late_max_pp=float(d_late.max()))
+                    late_max_pp=float(d_late.max()), stability_rule="trend")
     span = f"epochs {int(e_late[0])}-{int(e_late[-1])}"
     if d_late.max() > band and d_late.min() < -band:
+        evidence["stability_rule"] = "sign_change"
         return ("budget-dependent", f"the curve's difference changed sign over {span} "
                 f"({d_late.min():+.1f} to {d_late.max():+.1f} pp)", evidence)
     trend = f"its late trend ({slope:+.2f} pp per epoch over {span})"  # used only where slope != 0

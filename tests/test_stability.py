@@ -94,3 +94,16 @@ def test_a_noisy_late_slope_is_not_a_trend():
     noisy = [2.0, 2.5, 1.9, 2.2, 3.4, 1.6, 3.3, 1.9]  # late points jump +-0.9 around 2.5: no real trend
     assert stability(EPOCHS, noisy, 2.2, True, 0.5, 3)[2]["slope_pp_per_epoch"] == 0.0
     assert label(noisy, final=2.2, std_pp=0.5) == "holds"
+
+
+def test_the_rule_that_decided_is_named():
+    """`stability_rule` says which rule gave the label, so the report need not parse the reason."""
+    epochs = [1, 2, 3, 4, 5, 6, 7, 8]
+    _, _, ev = stability(epochs, [1, -3, 3, -3, 3, -3, 3, -3], -3.0, True, 0.5, 3)
+    assert ev["stability_rule"] == "sign_change"
+    _, _, ev = stability(epochs, [-4.0] * 8, -4.0, True, 0.5, 3)
+    assert ev["stability_rule"] == "trend"
+    _, _, ev = stability([1, 2], [-4.0, -4.0], -4.0, True, 0.5, 3)
+    assert ev["stability_rule"] == "no_curve"
+    label, _, ev = stability(epochs, [-4.0] * 8, -4.0, True, 0.5, 3, "dropout", 1.0, 2.0, True)
+    assert (label, ev["stability_rule"]) == ("budget-dependent", "regularizer")
