@@ -315,7 +315,7 @@ def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, tria
     crop = aug_cfg.get("crop", 48)
 
     torch.manual_seed(t["seed"])
-    model = build_model(run_cfg["model"], input_size=crop)
+    model = build_model(run_cfg["model"], input_size=crop, weights=False)  # speed: any weights
     flops = forward_flops(model, crop)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -407,7 +407,7 @@ def pil_loop_throughput(run_cfg, images, labels, threads, workers, batches=8, wa
     pick = np.resize(np.arange(len(images)), n)  # repeat the images when fewer than n
     dataset = _PilFaces(images[pick], labels[pick], transform)
     torch.manual_seed(t["seed"])
-    model = build_model(run_cfg["model"], input_size=crop)
+    model = build_model(run_cfg["model"], input_size=crop, weights=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
     loader = DataLoader(dataset, batch_size=bs, shuffle=True, num_workers=workers, drop_last=True)
 
@@ -648,16 +648,10 @@ def _jsonable(obj):
 
 def run_bench(args, emit=None):
     """Run every measurement `args` asks for; returns the list of records."""
-    from .config import resolve_arch
-
     emit = emit or Recorder()
     threads = args.threads or all_cores()
     cfg = load_config(args.config, args.configfile, args.preset, args.study_dir)
-    archs = args.archs or list(cfg["architectures"])
-    for name in archs:
-        if name not in cfg["architectures"]:
-            from .errors import UserError
-            raise UserError(f"--archs: unknown architecture {name!r} (config has {', '.join(cfg['architectures'])})")
+    archs = _bench_archs(args, cfg)
     pil_archs = args.pil_archs if args.pil_archs is not None else [cfg["study"]["baseline"]]
     ctx = {**base_context(threads), "preset": cfg["preset"], "dataset": cfg["dataset"]["name"],
            "data": f"HDF5 {args.h5}" if args.h5 else "demo faces"}
@@ -674,26 +668,59 @@ def run_bench(args, emit=None):
         only.add("matmul")  # the training lines divide by it
     archs = archs if "train" in only else []
     pil_archs = pil_archs if "pil" in only else []
-
-    # 1. the machine's attainable rate in each precision training uses, and the theoretical peak
     precisions = training_precisions()
     ctx["cpu_native_bf16"] = "bf16" in precisions
-    matmul, peak = {}, {}
-    if "matmul" in only:
-        pk = out(cpu_peak(threads))
-        peak = {"fp32": pk["gflops_fp32"], "bf16": pk["gflops_bf16"]}
-        for precision in precisions:
-            mm = matmul_rate(threads, n=args.matmul_size, trials=args.trials + 2, precision=precision)
-            mm["fraction_of_peak"] = _fraction(mm["gflops"], peak.get(precision))
-            mm["units"]["fraction_of_peak"] = f"gflops / cpu_peak gflops_{precision} (theoretical)"
-            matmul[precision] = mm["gflops"]
-            out(mm)
-
-    # 2. + 3. training throughput in each precision, and the public-code loop beside it
-    max_bs = max([args.batch_size or resolve_arch(cfg, a)["training"]["batch_size"] for a in archs + pil_archs]
-                 + [64])
+    matmul, peak = matmul_records(out, args, threads, precisions) if "matmul" in only else ({}, {})
+    max_bs = max([args.batch_size or _batch_size(cfg, a) for a in archs + pil_archs] + [64])
     images, labels = bench_images(min(max_bs * (args.batches + args.warmup), args.max_images), args.h5)
-    project = {}  # arch -> fp32 img/s (the first memory layout)
+    fp32 = train_records(out, args, cfg, archs, images, labels, threads, precisions, matmul, peak)
+    pil_records(out, args, cfg, pil_archs, images, labels, threads, precisions, fp32)
+    if "ingest" in only:
+        ingest_records(out, args, cfg)
+    if "inference" in only:
+        for r in inference_records(cfg, args, images, threads):
+            out(r)
+    if "snakemake" in only:
+        snakemake_records(out, args, cfg)
+    return records
+
+
+def _bench_archs(args, cfg):
+    archs = args.archs or list(cfg["architectures"])
+    for name in archs:
+        if name not in cfg["architectures"]:
+            from .errors import UserError
+            raise UserError(f"--archs: unknown architecture {name!r} (config has {', '.join(cfg['architectures'])})")
+    return archs
+
+
+def _batch_size(cfg, arch):
+    from .config import resolve_arch
+
+    return resolve_arch(cfg, arch)["training"]["batch_size"]
+
+
+def matmul_records(out, args, threads, precisions):
+    """The machine's attainable rate in each precision training uses, and the theoretical peak:
+    ({precision: matmul GFLOP/s}, {precision: peak GFLOP/s})."""
+    matmul = {}
+    pk = out(cpu_peak(threads))
+    peak = {"fp32": pk["gflops_fp32"], "bf16": pk["gflops_bf16"]}
+    for precision in precisions:
+        mm = matmul_rate(threads, n=args.matmul_size, trials=args.trials + 2, precision=precision)
+        mm["fraction_of_peak"] = _fraction(mm["gflops"], peak.get(precision))
+        mm["units"]["fraction_of_peak"] = f"gflops / cpu_peak gflops_{precision} (theoretical)"
+        matmul[precision] = mm["gflops"]
+        out(mm)
+    return matmul, peak
+
+
+def train_records(out, args, cfg, archs, images, labels, threads, precisions, matmul, peak):
+    """Training throughput of each architecture in each precision (and memory layout asked for),
+    then the thread scaling of one; returns {arch: fp32 img/s of the first layout}."""
+    from .config import resolve_arch
+
+    project = {}
     layouts = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}[args.channels_last]
     for name in archs:
         run_cfg = resolve_arch(cfg, name)
@@ -725,6 +752,13 @@ def run_bench(args, emit=None):
              "img_per_s_n": project[name], "speedup": project[name] / one,
              "units": {"speedup": f"img/s at {threads} threads / at 1 thread"},
              "context": {"batch_size": args.batch_size or run_cfg["training"]["batch_size"]}})
+    return project
+
+
+def pil_records(out, args, cfg, pil_archs, images, labels, threads, precisions, project):
+    """The plain PIL + DataLoader loop that most public code uses, beside the project as it trains."""
+    from .config import resolve_arch
+
     for name in pil_archs:
         run_cfg = resolve_arch(cfg, name)
         if name not in project:
@@ -761,10 +795,12 @@ def run_bench(args, emit=None):
              "context": {"batch_size": args.batch_size or run_cfg["training"]["batch_size"],
                          "amp_setting": run_cfg["training"].get("amp", "auto")}})
 
-    # 4. ingest and HDF5 load
-    if "ingest" not in only:
-        pass
-    elif args.csv and Path(args.csv).is_file():
+
+def ingest_records(out, args, cfg):
+    """Ingest (time, CPU, peak memory) of --csv and the HDF5 load of it and of --h5."""
+    if not (args.csv and Path(args.csv).is_file()):
+        out({"name": "ingest", "skipped": f"no CSV ({args.csv or 'give --csv'} not found)", "context": {}})
+    else:
         r = ingest_times(args.csv, cfg["data"]["folds"], cfg["data"]["fold_seed"])
         out({"name": "ingest", "csv": str(args.csv), "rows": r["rows"], "seconds": r["seconds"],
              "rows_per_s": r["rows"] / r["seconds"], "mb_per_s": r["csv_bytes"] / 1e6 / r["seconds"],
@@ -779,9 +815,7 @@ def run_bench(args, emit=None):
         out({"name": "h5_load", "path": "(written by ingest)", "rows": r["rows"], "seconds": r["h5_load_s"],
              "seconds_median": r["h5_load_s_median"], "mb_per_s": r["h5_bytes"] / 1e6 / r["h5_load_s"],
              "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"}, "context": {"h5_bytes": r["h5_bytes"]}})
-    else:
-        out({"name": "ingest", "skipped": f"no CSV ({args.csv or 'give --csv'} not found)", "context": {}})
-    if args.h5 and "ingest" in only:
+    if args.h5:
         from .data import load_h5
 
         loads = []
@@ -793,33 +827,27 @@ def run_bench(args, emit=None):
              "seconds_median": statistics.median(loads), "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"},
              "context": {"h5_bytes": Path(args.h5).stat().st_size}})
 
-    # 5. inference
-    if "inference" in only:
-        for r in inference_records(cfg, args, images, threads):
-            out(r)
 
-    # 6. Snakemake
-    if "snakemake" not in only:
-        pass
-    elif args.study_dir:
-        import yaml
-
-        change = yaml.safe_load(args.change) if args.change else None
-        dry, chg = snakemake_times(args.study_dir, cfg, args.change_arch, change, trials=args.trials)
-        out({"name": "snakemake_dry_run", "seconds": dry["dry_run_s"], "seconds_median": dry["dry_run_s_median"],
-             "pending_jobs": dry["pending_jobs"], "pending_by_rule": dry["pending_by_rule"],
-             "units": {"seconds": "s wall of `snakemake -n`, best trial"},
-             "context": {"study_dir": str(args.study_dir), "trials": dry["trials"]}})
-        if chg is None:
-            out({"name": "snakemake_change", "skipped": "no architecture that the change alters alone", "context": {}})
-        else:
-            out({"name": "snakemake_change", **{k: v for k, v in chg.items()},
-                 "units": {"dry_run_s": "s wall of `snakemake -n --configfile <override>`",
-                           "jobs": "jobs the change triggers"},
-                 "context": {"study_dir": str(args.study_dir)}})
-    else:
+def snakemake_records(out, args, cfg):
+    """`snakemake -n` on a finished study, and the jobs one architecture's change triggers."""
+    if not args.study_dir:
         out({"name": "snakemake_dry_run", "skipped": "no --study-dir (a finished study directory)", "context": {}})
-    return records
+        return
+    import yaml
+
+    change = yaml.safe_load(args.change) if args.change else None
+    dry, chg = snakemake_times(args.study_dir, cfg, args.change_arch, change, trials=args.trials)
+    out({"name": "snakemake_dry_run", "seconds": dry["dry_run_s"], "seconds_median": dry["dry_run_s_median"],
+         "pending_jobs": dry["pending_jobs"], "pending_by_rule": dry["pending_by_rule"],
+         "units": {"seconds": "s wall of `snakemake -n`, best trial"},
+         "context": {"study_dir": str(args.study_dir), "trials": dry["trials"]}})
+    if chg is None:
+        out({"name": "snakemake_change", "skipped": "no architecture that the change alters alone", "context": {}})
+    else:
+        out({"name": "snakemake_change", **{k: v for k, v in chg.items()},
+             "units": {"dry_run_s": "s wall of `snakemake -n --configfile <override>`",
+                       "jobs": "jobs the change triggers"},
+             "context": {"study_dir": str(args.study_dir)}})
 
 
 def _fraction(value, of):
