@@ -289,14 +289,20 @@ def _training_settings(run_cfg, batch_size=None):
     return t
 
 
+MAX_EXTRA_TRIALS = 200  # bounds `min_seconds` (and sizes the LR schedule, which must know its steps)
+
+
 def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, trials=3, batch_size=None,
-                     channels_last=None, amp=None):
+                     channels_last=None, amp=None, min_seconds=0.0):
     """Images/s of the real training step (`train.train_one_epoch`) on `batches` batches per trial.
 
     Model, optimizer, scheduler and augmentation are built as `train.fit` builds them. The indices
     repeat the given images as needed, so a few hundred images serve any number of batches.
     amp: bf16 autocast on/off; None decides as a training job would (`train.choose_amp`).
-    Returns a dict: img_per_s (best trial), img_per_s_median, forward_flops, gflops, precision, ...
+    min_seconds: more trials until the timed ones add up to this (a few batches on this VM are
+    noise: the cost prediction times each network for a while, see ferstudy/cost.py).
+    Returns a dict: img_per_s (best trial), img_per_s_median, img_per_s_mean (all timed images /
+    all timed seconds), forward_flops, gflops, precision, ...
     """
     import torch
 
@@ -323,8 +329,8 @@ def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, tria
     if amp is None:
         amp, reason = choose_amp(t, device, model, crop)
     optimizer = make_optimizer(model, t)
-    total_steps = warmup + trials * batches
-    scheduler = make_scheduler(optimizer, {**t, "epochs": 1}, total_steps)
+    max_trials = trials + (MAX_EXTRA_TRIALS if min_seconds else 0)
+    scheduler = make_scheduler(optimizer, {**t, "epochs": 1}, warmup + max_trials * batches)
     x = torch.from_numpy(images).unsqueeze(1)
     y = torch.from_numpy(labels)
 
@@ -333,14 +339,18 @@ def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, tria
         t0 = time.perf_counter()
         _, _, n = train_one_epoch(model, x, y, idx, augmenter, optimizer, scheduler, t, epoch, channels_last,
                                   amp)
-        return n / (time.perf_counter() - t0)
+        return n, time.perf_counter() - t0
 
     if warmup:
         run(warmup, 0)
-    rates = [run(batches, e + 1) for e in range(trials)]
+    timed = [run(batches, e + 1) for e in range(trials)]
+    while sum(dt for _, dt in timed) < min_seconds and len(timed) < max_trials:
+        timed.append(run(batches, len(timed) + 1))
+    rates = [n / dt for n, dt in timed]
     best = max(rates)
-    return {"img_per_s": best, "img_per_s_median": statistics.median(rates), "forward_flops": flops,
-            "gflops": 3 * flops * best / 1e9, "batch_size": bs, "batches": batches, "trials": trials,
+    return {"img_per_s": best, "img_per_s_median": statistics.median(rates),
+            "img_per_s_mean": sum(n for n, _ in timed) / sum(dt for _, dt in timed), "forward_flops": flops,
+            "gflops": 3 * flops * best / 1e9, "batch_size": bs, "batches": batches, "trials": len(timed),
             "channels_last": bool(channels_last), "augment": augmenter.enabled and aug_cfg,
             "precision": "bf16" if amp else "fp32", "precision_reason": reason, "amp": bool(amp), "model": model}
 
