@@ -1,7 +1,9 @@
 """Architecture spec -> `torch.nn.Module`, torchvision backbones, parameter and FLOP counts.
 
 A spec is either ``{"layers": [...]}`` or ``{"backbone": "resnet18" | "vgg11_bn", "pretrained":
-None | "path/to/weights.pth"}``. The layer types, their options and the checks live in
+None | "imagenet" | "path/to/weights.pth"}`` (`imagenet`: torchvision's ImageNet weights, read from
+the torch cache and fetched into it the first time; see `imagenet_state_dict`). The layer types,
+their options and the checks live in
 `ferstudy.spec` (torch-free, shared with config validation); this module turns the checked
 plan into modules named ``<type><index>``, so a printed model maps line by line onto the spec,
 and appends the final ``Linear(features, num_classes)`` named ``head``.
@@ -9,15 +11,22 @@ and appends the final ``Linear(features, num_classes)`` named ``head``.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import socket
 from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from ferstudy.errors import UserError
-from ferstudy.spec import (BACKBONES, LAYER_TYPES, LayerPlan, _check_backbone, _check_top,  # noqa: F401
-                           plan_layers, validate_spec)
+from ferstudy.spec import (BACKBONES, IMAGENET, LAYER_TYPES, LayerPlan, _check_backbone,  # noqa: F401
+                           _check_top, plan_layers, validate_spec)
+
+log = logging.getLogger("ferstudy.models")
 
 
 class GlobalAvgPool(nn.Module):
@@ -60,14 +69,18 @@ def init_weights(model):
             nn.init.zeros_(m.bias)
 
 
-def build_model(spec, num_classes=7, in_channels=1, input_size=48):
+def build_model(spec, num_classes=7, in_channels=1, input_size=48, weights=True):
     """Build the model for `spec`; deterministic given torch.manual_seed.
 
     `input_size` is the side of the square images the model will see (the crop size when
     augmentation crops); it only matters for shape checks and for the flattened feature count.
+    `weights=False` leaves a backbone's `pretrained` weights unread (the same network, freshly
+    initialised): for a model whose own state dict is loaded next, and for cost measurements.
     """
     _check_top(spec)
     if "backbone" in spec:
+        if not weights:
+            spec = {**spec, "pretrained": None}
         _check_backbone(spec, input_size)
         return _build_backbone(spec["backbone"], spec.get("pretrained"), num_classes, in_channels)
     plan = plan_layers(spec["layers"], in_channels, input_size)
@@ -122,7 +135,7 @@ def _build_backbone(name, pretrained, num_classes, in_channels):
         model = VGG11BN(in_channels, num_classes)
         first_conv, classifier = "features.0", "classifier"
     if pretrained is not None:
-        load_pretrained(model, pretrained, first_conv, classifier)
+        load_pretrained(model, pretrained, first_conv, classifier, backbone=name)
     return model
 
 
@@ -154,20 +167,86 @@ def adapt_first_conv(weight, out_shape):
     return w.to(weight.dtype)
 
 
-def load_pretrained(model, path, first_conv, classifier):
-    """Load an ImageNet-style state dict from `path` into an adapted backbone (in place).
+# torchvision's ImageNet weights of each backbone (`pretrained: imagenet`).
+#
+# Input contract: a pretrained backbone sees what every network here sees, a 1x48x48 face (the
+# training crop, 44) normalised as (x / 255 - 0.5) / 0.25; no resize to 224, no ImageNet mean/std.
+# Through ImageNet's normalisation the same grey face, fed as three equal channels, would be
+# (x / 255 - m_c) / s_c with m = 0.485, 0.456, 0.406 and s = 0.229, 0.224, 0.225: the same image
+# up to a scale (4.0 against 4.4) and an offset (0.5 against 0.45). Summing the RGB kernels gives
+# the response to that grey face; both backbones put a batch norm right after their first conv,
+# which in training normalises each channel by its batch statistics (so the scale and offset do
+# not reach the next layer, up to the zero padding at the border), and fine-tuning re-estimates
+# its running statistics. Keeping 48x48 keeps the from-scratch twin's layout and compute (the
+# resnet18 stem is the 3x3 stride-1 one, its 7x7 kernels resampled by `adapt_first_conv`), so the
+# comparison changes one thing, the initial weights. The price: ImageNet's filters were learned on
+# objects at 224x224, and a 44-pixel face shows its structures about 5x smaller.
+IMAGENET_WEIGHTS = {"resnet18": "ResNet18_Weights", "vgg11_bn": "VGG11_BN_Weights"}
+DOWNLOAD_TIMEOUT_S = 60  # per socket operation: an offline machine fails in seconds, a firewalled one in a minute
+
+
+def imagenet_weights(name):
+    """torchvision's `IMAGENET1K_V1` weights entry for backbone `name` (its url names the file)."""
+    import torchvision
+
+    return getattr(torchvision.models, IMAGENET_WEIGHTS[name]).IMAGENET1K_V1
+
+
+def imagenet_cache_file(name):
+    """(url, path) of backbone `name`'s ImageNet weights: where torchvision's weights API reads
+    them, `$TORCH_HOME/hub/checkpoints/<the file the url ends with>` (TORCH_HOME: ~/.cache/torch)."""
+    url = imagenet_weights(name).url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def imagenet_state_dict(name):
+    """(state dict, file) of torchvision's ImageNet weights for backbone `name`, through
+    torchvision's weights API (`weights.get_state_dict`): read from the torch cache, downloaded
+    into it the first time (hash-checked, read as data only). When the file is absent and cannot
+    be fetched (offline, a cluster node without internet): one UserError line naming the url and
+    the exact path to put the file at."""
+    url, path = imagenet_cache_file(name)
+    present = path.is_file()
+    if not present:
+        log.info("downloading torchvision's ImageNet weights for %s: %s -> %s", name, url, path)
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        state = imagenet_weights(name).get_state_dict(map_location="cpu", progress=False, check_hash=True,
+                                                      weights_only=True)
+    except Exception as e:  # noqa: BLE001 - no network, a refused url, a bad hash, a broken file
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        if present:
+            raise UserError(f"pretrained: imagenet: torchvision's weights file {str(path)!r} could not be read "
+                            f"({reason}); delete it to fetch it again from {url}") from None
+        raise UserError(f"pretrained: imagenet needs torchvision's ImageNet weights for {name}, file "
+                        f"{path.name}, which is not in the torch cache and could not be downloaded ({reason}): "
+                        f"fetch {url} and put it at {path} (the cache is $TORCH_HOME/hub/checkpoints; "
+                        f"TORCH_HOME defaults to ~/.cache/torch)") from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+    return state, path
+
+
+def load_pretrained(model, path, first_conv, classifier, backbone=None):
+    """Load an ImageNet-style state dict into an adapted backbone (in place): from the file `path`,
+    or, for `path == "imagenet"`, torchvision's ImageNet weights of `backbone` (`imagenet_state_dict`).
 
     The first conv is adapted with `adapt_first_conv`; the classifier (`classifier.*` keys) is
     skipped and keeps its fresh init; every other tensor must match by name and shape.
     """
-    path = str(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"pretrained weights file {path!r} not found "
-                        f"(download it yourself; ferstudy never downloads)") from None
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"pretrained weights file {path!r} could not be read as a torch state dict: {e}") from None
+    if path == IMAGENET:
+        state, path = imagenet_state_dict(backbone)
+        path = str(path)
+    else:
+        path = str(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise UserError(f"pretrained weights file {path!r} not found "
+                            f"(download it yourself; ferstudy never downloads a file you name)") from None
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+            raise UserError(f"pretrained weights file {path!r} could not be read as a torch state dict: {e}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

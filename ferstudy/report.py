@@ -288,7 +288,42 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "faces": link(r / "data" / "faces.png"),
         "results_dir": r.as_posix(),
     }
+    ctx["pretrained_pairs"] = pretrained_pairs(cv, run_cfgs, ctx["data"]["fold_train"], ctx["data"]["fold_test"],
+                                               ctx["alpha"])
     return ctx
+
+
+def pretrained_pairs(cv, run_cfgs, fold_train, fold_test, alpha):
+    """Each pretrained backbone against its from-scratch twin: the studied architecture with the same
+    backbone and `pretrained: null` (one with the same training settings first). Judged by the
+    ablation's own rule with the twin in the baseline's place: `metrics.compare_to_baseline` (the
+    corrected resampled t-test on fold accuracy, verdict at p < alpha) and `study.budget_checked`
+    (the stability label from the paired learning curves). One planned comparison per pair, outside
+    the ablation's Holm family, so no Holm p. [{arch, twin (None when none was studied), row (an
+    ablation row), changes (training settings that differ from the twin's)}]."""
+    from .metrics import compare_to_baseline
+    from .study import budget_checked
+
+    out = []
+    for a, rc in run_cfgs.items():
+        spec = rc.get("model") or {}
+        if "backbone" not in spec or not spec.get("pretrained"):
+            continue
+        twins = sorted((b for b, rb in run_cfgs.items() if rb.get("model") == {"backbone": spec["backbone"],
+                                                                                "pretrained": None}),
+                       key=lambda b: run_cfgs[b]["training"] != rc["training"])
+        scores = {n: cv[n]["aggregate"]["metrics"]["accuracy"]["folds"] for n in [a, *twins[:1]]}
+        if not twins or len(scores[a]) != len(scores[twins[0]]):
+            out.append({"arch": a, "twin": None, "backbone": spec["backbone"], "row": None, "changes": []})
+            continue
+        b = twins[0]
+        trained = {n: max(1, round(fold_train * float(run_cfgs[n]["training"].get("subsample", 1.0)))) for n in (a, b)}
+        comparison = compare_to_baseline({b: scores[b], a: scores[a]}, b, trained, fold_test, alpha=alpha)
+        row = budget_checked(comparison, cv, b, trained, fold_test)[0]
+        row = ablation_rows([{**row, "factor": cv[a].get("factor", ""), "p_holm": math.nan, "holm": False}], {})[0]
+        out.append({"arch": a, "twin": b, "backbone": spec["backbone"], "row": row,
+                    "changes": training_changes(run_cfgs[b]["training"], rc["training"])})
+    return out
 
 
 ABLATION_DEFAULTS = {"factor": "", "p_holm": math.nan, "holm": False, "n_train": None, "n_test": None, "gap_pp": math.nan,
@@ -388,7 +423,9 @@ def fold_precisions(results, archs, folds):
 def layer_summary(model_spec):
     """The layer list in one line: 'conv3x3 16 > BN > relu > maxpool2 > ...' (or the backbone)."""
     if "backbone" in model_spec:
-        return f"torchvision {model_spec['backbone']}" + (" (pretrained)" if model_spec.get("pretrained") else "")
+        pretrained = model_spec.get("pretrained")
+        return f"torchvision {model_spec['backbone']}" + (
+            " (ImageNet-pretrained)" if pretrained == "imagenet" else " (pretrained)" if pretrained else "")
     out = []
     for item in model_spec.get("layers", []):
         kind, opts = (item, None) if isinstance(item, str) else next(iter(item.items()))
@@ -719,6 +756,9 @@ OPERATIONS = {
     "augmentation": "Augmentation varies every training face at random, against memorising faces.",
     "capacity": "A much larger VGG-style network tests whether capacity is the bottleneck.",
     "backbone": "Torchvision backbones adapted to one grey channel test off-the-shelf designs.",
+    "pretraining": ("Fine-tuning from torchvision's ImageNet weights (the first convolution's RGB kernels summed to "
+                    "one grey channel, the faces kept at 48x48) tests whether features learned on natural images "
+                    "help."),
 }
 ACTIVATION_NAMES = {"relu": "ReLU", "leakyrelu": "Leaky ReLU", "elu": "ELU", "gelu": "GELU"}
 ACTIVATION_TEXT = {"elu": "ELU is smooth and lets negative values through, saturating at -1",
@@ -805,6 +845,7 @@ def verdict_findings(ctx):
         by_factor.setdefault(row["factor"], []).append(row)
     f["factors"] = [{"factor": factor, "explain": operation_text(factor, ctx),
                      "sentence": factor_sentence(frows)} for factor, frows in by_factor.items()]
+    add_pretrained_sentences(f, ctx)
     f["short_ablation"] = short_ablation(ctx)
     f["multiple"] = multiple_text(abl, alpha)
     f["power"] = power_text(ctx)
@@ -818,6 +859,35 @@ def verdict_findings(ctx):
         f["confounds"] = ("Some variants change more than the architecture: " + "; ".join(
             f"{code(a)} also trains with {and_join(ch)}" for a, ch in confounds) + ". Their differences mix both changes.")
     return f
+
+
+def pretrained_sentence(pair):
+    """A pretrained backbone against its from-scratch twin, its verdict stated as every verdict is
+    (`verdict_clause`, the twin in the baseline's place)."""
+    a, b = code(pair["arch"]), code(pair["twin"]) if pair["twin"] else None
+    if not b:
+        return (f"{a} has no from-scratch twin in this study (`{pair['backbone']}` with `pretrained: null`), "
+                f"so only its comparison with the baseline is reported.")
+    row = pair["row"]
+    same = (f"the same network, also trained with {and_join(pair['changes'])}" if pair["changes"]
+            else "the same network and training")
+    return (f"Against its from-scratch twin {b} ({same}, random initial weights), {a} reached "
+            f"{pct(row['mean'])} against {pct(row['baseline_mean'])} mean cross-validation accuracy: ImageNet "
+            f"pretraining {verdict_clause(row, reason=True)}, one planned comparison outside the Holm correction.")
+
+
+def add_pretrained_sentences(f, ctx):
+    """Each pretrained backbone's twin comparison (`pretrained_pairs`) closes its factor's paragraph
+    (a paragraph of its own when its factor has none); also f["pretrained"] = {arch: sentence}."""
+    f["pretrained"] = {}
+    for pair in ctx.get("pretrained_pairs") or []:
+        sentence = f["pretrained"][pair["arch"]] = pretrained_sentence(pair)
+        factor = next((r["factor"] for r in ctx["ablation"] if r["arch"] == pair["arch"]), "pretraining")
+        entry = next((fac for fac in f["factors"] if fac["factor"] == factor), None)
+        if entry is None:
+            f["factors"].append({"factor": factor, "explain": operation_text(factor, ctx), "sentence": sentence})
+        else:
+            entry["sentence"] = f"{entry['sentence']} {sentence}"
 
 
 def short_ablation(ctx):

@@ -4,7 +4,8 @@
 module alone, so they never import torch (seconds saved on every `snakemake -n`).
 
 A spec is either ``{"layers": [...]}`` (see docs/DESIGN.md, "Architecture spec") or
-``{"backbone": "resnet18" | "vgg11_bn", "pretrained": None | "path/to/weights.pth"}``.
+``{"backbone": "resnet18" | "vgg11_bn", "pretrained": None | "imagenet" | "path/to/weights.pth"}``
+(`imagenet`: torchvision's ImageNet weights, fetched when the model is built, so not checked here).
 
 Layer lists are checked and their shapes computed by plain Python (`plan_layers`) before any
 module is built, so a bad spec fails with one line naming the layer, e.g.::
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from ferstudy.errors import UserError
 
 BACKBONES = ("resnet18", "vgg11_bn")
+IMAGENET = "imagenet"  # `pretrained: imagenet`: torchvision's ImageNet weights (models.imagenet_state_dict)
 LAYER_TYPES = ("conv", "batchnorm", "relu", "leakyrelu", "elu", "gelu", "maxpool", "avgpool",
                "dropout", "gap", "flatten", "fc")
 _CONV_OPTIONS = ("filters", "kernel", "stride", "padding", "bias")
@@ -234,12 +236,13 @@ def _check_backbone(spec, input_size):
     if name not in BACKBONES:
         raise UserError(f"unknown backbone {name!r} (expected {', '.join(BACKBONES)})")
     pretrained = spec.get("pretrained")
-    if pretrained is not None:
+    if pretrained is not None and pretrained != IMAGENET:
         if not isinstance(pretrained, (str, os.PathLike)):
-            raise UserError(f"pretrained must be null or a path to a state dict file, got {pretrained!r}")
+            raise UserError(f"pretrained must be null or a path to a state dict file (or {IMAGENET}: "
+                            f"torchvision's ImageNet weights), got {pretrained!r}")
         if not os.path.isfile(pretrained):
             raise UserError(f"pretrained weights file {str(pretrained)!r} not found "
-                            f"(download it yourself; ferstudy never downloads)")
+                            f"(download it yourself; ferstudy never downloads a file you name)")
     minimum = 32 if name == "vgg11_bn" else 8
     if input_size < minimum:
         raise UserError(f"backbone {name} needs input of at least {minimum}x{minimum}, "

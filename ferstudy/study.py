@@ -42,7 +42,7 @@ def model_cost(run_config, model_file=None, benchmark_files=()):
     from .models import build_model, count_parameters, forward_flops
 
     crop = run_config["training"]["augment"].get("crop", 48)
-    model = build_model(run_config["model"], input_size=crop)
+    model = build_model(run_config["model"], input_size=crop, weights=False)  # counts need no pretrained file
     cost = {"params": count_parameters(model), "mflops": forward_flops(model, crop) / 1e6}
     bench = [pd.read_csv(p, sep="\t") for p in benchmark_files if Path(p).is_file()]
     if bench:

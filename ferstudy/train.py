@@ -390,7 +390,7 @@ def write_predictions(path, rows, labels, probs):
 def load_model(path, device="cpu"):
     payload = load_torch_file(path, "model", device)
     try:
-        model = build_model(payload["spec"], input_size=payload["input_size"])
+        model = build_model(payload["spec"], input_size=payload["input_size"], weights=False)  # its own follow
         model.load_state_dict(payload["model"])
     except (UserError, RuntimeError, KeyError, TypeError, ValueError) as err:
         raise UserError(f"{path}: not a ferstudy model: its weights do not fit its own layer spec "

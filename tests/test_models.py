@@ -279,3 +279,111 @@ def test_pretrained_vgg11_bn_features(tmp_path):
     torch.save(state, path)
     with pytest.raises(UserError, match="lacks 1 tensors, e.g. 'features.8.weight'"):
         build_model({"backbone": "vgg11_bn", "pretrained": str(path)})
+
+
+# ----------------------------------------------------------------------------- pretrained: imagenet
+def _imagenet_file(name, torch_home):
+    """A weights file where torchvision's weights API reads it ($TORCH_HOME/hub/checkpoints/<the
+    file its url ends with>), from a randomly initialised torchvision model of the same layout.
+    vgg11_bn's 25088x4096 and 4096x4096 classifier layers (0.5 GB, skipped by the loader anyway) are
+    built on the meta device and left out; its last 4096x1000 layer is kept."""
+    import torchvision
+
+    from ferstudy.models import imagenet_cache_file
+
+    url, path = imagenet_cache_file(name)
+    assert path == torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    torch.manual_seed(3)
+    if name == "resnet18":
+        state = torchvision.models.resnet18(weights=None).state_dict()
+    else:
+        with torch.device("meta"):
+            ref = torchvision.models.vgg11_bn(weights=None)
+        g = torch.Generator().manual_seed(3)
+        state = {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else torch.tensor(7)
+                 for k, v in ref.state_dict().items() if k not in
+                 ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")}
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return state, path
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch cache and no network: a download attempt fails as it does offline."""
+    import urllib.error
+
+    import torch.hub
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path / "torch"
+
+
+def test_imagenet_file_names_are_torchvisions():
+    from ferstudy.models import imagenet_cache_file
+
+    assert imagenet_cache_file("vgg11_bn")[0] == "https://download.pytorch.org/models/vgg11_bn-6002323d.pth"
+    assert imagenet_cache_file("resnet18")[0] == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_pretrained_imagenet_from_the_torch_cache(name, torch_home):
+    state, path = _imagenet_file(name, torch_home)
+    torch.manual_seed(4)
+    m = build_model({"backbone": name, "pretrained": "imagenet"}, input_size=44)
+    own = m.state_dict()
+    first, classifier = ("features.0", "classifier") if name == "vgg11_bn" else ("conv1", "fc")
+    rgb = state[f"{first}.weight"]
+    if name == "vgg11_bn":  # 3x3 kernels as ours: the grey kernel is exactly the sum over RGB
+        assert torch.equal(own["features.0.weight"], rgb.double().sum(1, keepdim=True).float())  # summed in fp64
+        assert torch.allclose(own["features.0.weight"], rgb.sum(1, keepdim=True), rtol=0, atol=1e-6)
+    else:  # the 7x7 ImageNet stem: summed over RGB, then resampled to our 3x3 keeping each sum
+        assert torch.allclose(own["conv1.weight"], adapt_first_conv(rgb, (64, 1, 3, 3)))
+        assert torch.allclose(own["conv1.weight"].sum((1, 2, 3)), rgb.sum((1, 2, 3)), atol=1e-4)
+    compared = 0
+    for k, v in own.items():
+        if k == f"{first}.weight" or k.startswith(classifier + "."):
+            continue
+        assert torch.equal(v, state[k]), k  # every other tensor as the file has it, BN statistics too
+        compared += 1
+    assert compared > 50
+    assert own[f"{classifier}.weight"].shape == (7, 512)  # 7 classes, fresh
+    assert forward(m, 44).shape == (2, 7)
+    # the same spec with weights=False (a saved model's own state dict follows; cost counts) reads nothing
+    path.unlink()
+    build_model({"backbone": name, "pretrained": "imagenet"}, weights=False)
+
+
+def test_pretrained_imagenet_missing_offline_is_one_line(torch_home):
+    validate_spec({"backbone": "vgg11_bn", "pretrained": "imagenet"})  # config checks need no file
+    with pytest.raises(UserError) as e:
+        build_model({"backbone": "vgg11_bn", "pretrained": "imagenet"})
+    msg = str(e.value)
+    path = torch_home / "hub" / "checkpoints" / "vgg11_bn-6002323d.pth"
+    assert "\n" not in msg
+    assert "vgg11_bn-6002323d.pth" in msg and "https://download.pytorch.org/models/vgg11_bn-6002323d.pth" in msg
+    assert f"put it at {path}" in msg and "could not be downloaded" in msg and "name resolution" in msg
+    assert not path.exists()  # no partial file left behind
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("not a checkpoint")  # a broken file in the cache: named, with what to do
+    with pytest.raises(UserError, match="could not be read .*delete it to fetch it again") as e:
+        build_model({"backbone": "vgg11_bn", "pretrained": "imagenet"})
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_saved_pretrained_model_loads_without_the_cache(torch_home, tmp_path):
+    from ferstudy.train import load_model, save_model
+
+    _, path = _imagenet_file("resnet18", torch_home)
+    spec = {"backbone": "resnet18", "pretrained": "imagenet"}
+    m = build_model(spec, input_size=44)
+    run_cfg = {"model": spec, "training": {"augment": {"crop": 44}}}
+    save_model(tmp_path / "model.pt", m, run_cfg)
+    path.unlink()  # another machine: no ImageNet weights there, and none needed
+    loaded, _ = load_model(tmp_path / "model.pt")
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in loaded.state_dict().items())
