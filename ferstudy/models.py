@@ -225,6 +225,7 @@ def imagenet_state_dict(name):
                         f"TORCH_HOME defaults to ~/.cache/torch)") from None
     finally:
         socket.setdefaulttimeout(old_timeout)
+    log.info("pretrained: imagenet: %s starts from torchvision's weights %s", name, path)
     return state, path
 
 
