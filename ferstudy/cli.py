@@ -215,6 +215,7 @@ MODULE_COMMANDS = {
     "status": "where a running study is: its training jobs, epochs, accuracy and time left",
     "predict-image": "emotions of the faces in photos or videos (face detection + a study's model)",
     "export": "a saved model with its preprocessing contract as ONNX",
+    "ferplus": "score the final model against the FER+ crowd majority (data.ferplus)",
 }
 MODULE_OF_COMMAND = {"predict-cost": "cost", "predict-image": "photos"}
 

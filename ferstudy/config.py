@@ -223,6 +223,12 @@ def _resolve_flat(flat, preset, dataset, csv, workdir, source):
     for name, path in (cfg["data"].get("extra_test_sets") or {}).items():
         if not (Path(workdir) / path).is_file():
             raise UserError(f"config key data.extra_test_sets.{name}: {path} does not exist")
+    ferplus = cfg["data"].get("ferplus")
+    if ferplus and not (Path(workdir) / ferplus).is_file():
+        raise UserError(f"config key data.ferplus: {ferplus} does not exist (FER+ is Microsoft's fer2013new.csv)")
+    if ferplus and dataset == "demo":
+        raise UserError("config key data.ferplus: FER+ relabels FER2013, but this study runs on the built-in demo "
+                        "data (set data.csv to the real fer2013.csv, or remove data.ferplus)")
     study = cfg["study"]
     names = study.get("only") or list(cfg["architectures"])
     for key in ("only", "skip"):

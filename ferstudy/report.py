@@ -6,7 +6,8 @@ from those numbers.
   naming every missing file.
 - `findings(ctx)` turns numbers into sentences: it merges one pure function of `ctx` per report
   section (`SECTIONS`: data, protocol, verdicts, fit, cost, budget, per-class effects, selection,
-  final model, per class, inside the model, reflections, reproducibility). A verdict is stated one
+  final model, per class, other datasets (`data.extra_test_sets`), FER+ (`results/final/ferplus.json`,
+  when `data.ferplus` is set), inside the model, reflections, reproducibility). A verdict is stated one
   way everywhere (`verdict_clause`): the corrected resampled t-test's verdict (p < `study.alpha`),
   its Holm-adjusted p over all comparisons and its budget-stability label from ablation.csv
   (ferstudy/stability.py); summaries lead with the verdicts that survive Holm and hold. The
@@ -281,6 +282,7 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "preset": preset,
         "benchmarks": benchmark_times(r, archs),
         "cost_prediction": predicted_vs_actual(r),
+        "ferplus": read_ferplus_scores(r),
         "inspect": inspect_model(r / "final" / "model.pt", data, threads=threads),
         "seed_picks": SEED,
         "figures": {name: link(r / "figures" / f"{name}.png") if (r / "figures" / f"{name}.png").is_file() else None
@@ -324,6 +326,23 @@ def pretrained_pairs(cv, run_cfgs, fold_train, fold_test, alpha):
         out.append({"arch": a, "twin": b, "backbone": spec["backbone"], "row": row,
                     "changes": training_changes(run_cfgs[b]["training"], rc["training"])})
     return out
+
+
+def read_ferplus_scores(r):
+    """results/final/ferplus.json (rule ferplus_scores, data.ferplus set) if it scores the current final
+    predictions, else None (not run, or left from an earlier final model)."""
+    from .data import sha256_of
+
+    path = r / "final" / "ferplus.json"
+    if not path.is_file():
+        return None
+    scores = json.loads(path.read_text())
+    now = {key: sha256_of(r / "final" / f"predictions_{key}.csv") for key in ("public", "private")}
+    if scores.get("predictions_sha256") != now:
+        log.warning("%s scores other predictions than results/final/ (an earlier final model): left out of the "
+                    "report", path)
+        return None
+    return scores
 
 
 ABLATION_DEFAULTS = {"factor": "", "p_holm": math.nan, "holm": False, "n_train": None, "n_test": None, "gap_pp": math.nan,
@@ -1321,6 +1340,100 @@ def per_class_findings(ctx):
     return {"per_class": text}
 
 
+def cross_dataset_findings(ctx):
+    """The extra test sets (data.extra_test_sets) beside PrivateTest: table rows (faces, accuracy,
+    balanced accuracy, recall per emotion; '–' where a set has no face of that emotion) and what the
+    difference from PrivateTest does and does not mean."""
+    extra, prv = ctx["final"]["extra"], ctx["final"]["private"]
+    if not extra:
+        return {}
+
+    def recall(m, c):
+        return m["per_class"][c]["recall"] if m["per_class"][c]["support"] else None
+
+    def row(name, m):
+        return [name, num(m["n"]), pct(m["accuracy"]), pct(m["balanced_accuracy"]),
+                *("–" if recall(m, c) is None else pct(recall(m, c), 0) for c in CLASS_NAMES)]
+
+    rows = [row("PrivateTest (FER2013)", prv)] + [row(code(name), m) for name, m in sorted(extra.items())]
+    diffs = {name: 100 * (m["accuracy"] - prv["accuracy"]) for name, m in sorted(extra.items())}
+    lower = [n for n, d in diffs.items() if d < 0]
+    higher = [n for n, d in diffs.items() if d >= 0]
+    parts = []
+    if lower:
+        parts.append("lower on " + and_join(f"{code(n)} ({pp(diffs[n])})" for n in lower))
+    if higher:
+        parts.append(("higher" if all(diffs[n] > 0 for n in higher) else "no lower") + " on "
+                     + and_join(f"{code(n)} ({pp(diffs[n])})" for n in higher))
+    text = f"Against PrivateTest's {pct(prv['accuracy'])}, accuracy is {' and '.join(parts)}."
+    falls = [(100 * (recall(m, c) - recall(prv, c)), n, c) for n, m in extra.items() for c in CLASS_NAMES
+             if recall(m, c) is not None and recall(prv, c) is not None]
+    worst = min(falls) if falls else None
+    if worst and worst[0] < 0:
+        text += f" The largest fall in recall is {worst[2]} on {code(worst[1])} ({pp(worst[0])})."
+    text += (" A difference like this measures domain shift, not a model that got worse: another camera, another "
+             "population and another labelling protocol (posed or spontaneous faces, who chose the label and how) "
+             "change the task itself, so it reads as \"the same model, worse\" only where a set's labels follow "
+             "FER2013's protocol.")
+    return {"cross_dataset_rows": rows, "cross_dataset": text}
+
+
+FERPLUS_REASONS = {"dropped": "dropped by FER+", "tie": "tied for the most votes", "not_a_face": "voted not a face",
+                   "unknown": "voted unknown", "contempt": "voted contempt"}
+
+
+def ferplus_findings(ctx):
+    """FER+ as a second opinion (results/final/ferplus.json): how many faces the crowd labels and why
+    the others are left out, the accuracy against the crowd's majority, and per emotion how many of
+    the model's errors against FER2013 the crowd agrees with."""
+    fp = ctx.get("ferplus")
+    if not fp:
+        return {}
+    splits = [("PublicTest", fp["public"]), ("PrivateTest", fp["private"])]
+    summary = [[name, num(s["faces"]), num(s["scored"]), *(num(s["excluded"][k]) for k in FERPLUS_REASONS),
+                pct(s["accuracy_fer2013"]), pct(s["accuracy_ferplus"]), pct(s["label_agreement"])]
+               for name, s in splits]
+
+    def share(agrees, errors):
+        return f"{agrees} of {errors}" + (f" ({pct(agrees / errors, 0)})" if errors else "")
+
+    per_class = [[c, *(share(s["per_class"][c]["crowd_agrees"], s["per_class"][c]["errors"]) for _, s in splits)]
+                 for c in CLASS_NAMES]
+    per_class.append(["**all**", *(share(s["crowd_agrees"], s["errors"]) for _, s in splits)])
+    prv, pub = fp["private"], fp["public"]
+    out_counts = {k: prv["excluded"][k] + pub["excluded"][k] for k in FERPLUS_REASONS}
+    left = prv["faces"] + pub["faces"] - prv["scored"] - pub["scored"]
+    text = (f"FER+ gives a crowd label (the most-voted of its categories) to {num(pub['scored'])} of the "
+            f"{num(pub['faces'])} PublicTest and {num(prv['scored'])} of the {num(prv['faces'])} PrivateTest faces; "
+            f"the other {num(left)} are left out and counted: "
+            + and_join(f"{num(n)} {FERPLUS_REASONS[k]}" for k, n in out_counts.items() if n) + ". "
+            f"The FER2013 label is the crowd's on {pct(prv['label_agreement'])} of the labelled PrivateTest faces. "
+            f"Against the crowd the final model scores {pct(prv['accuracy_ferplus'])} on PrivateTest and "
+            f"{pct(pub['accuracy_ferplus'])} on PublicTest ({pct(prv['accuracy_fer2013'])} and "
+            f"{pct(pub['accuracy_fer2013'])} against FER2013 on the same faces).")
+    rate = {c: v["crowd_agrees"] / v["errors"] for c, v in prv["per_class"].items() if v["errors"] >= 10}
+    if prv["errors"]:
+        text += (f" Of its {num(prv['errors'])} PrivateTest errors against FER2013 the crowd sides with the model on "
+                 f"{num(prv['crowd_agrees'])} ({pct(prv['crowd_agrees'] / prv['errors'], 0)}) and with the FER2013 "
+                 f"label on {num(prv['crowd_keeps_label'])}")
+        if len(rate) >= 2:
+            hi, lo = max(rate, key=rate.get), min(rate, key=rate.get)
+            text += f"; most often for {hi} faces ({pct(rate[hi], 0)}), least for {lo} ({pct(rate[lo], 0)})"
+        text += "."
+    diff = 100 * (prv["accuracy_ferplus"] - prv["accuracy_fer2013"])
+    agreed = pct(prv["crowd_agrees"] / prv["errors"], 0) if prv["errors"] else "none"
+    if diff > 1:
+        text += (f" So many of the model's \"errors\" are likely label noise in FER2013 ({agreed} of them by the "
+                 f"crowd's vote), and against the crowd it scores {pp(diff)} higher.")
+    else:
+        text += (f" So {agreed} of its \"errors\" are likely label noise, yet the crowd also overturns "
+                 f"{num(prv['crowd_overturns_match'])} FER2013 labels the model had matched (it learnt those labels, "
+                 f"noise included): against the crowd it scores {abs(diff):.1f} pp {'lower' if diff < 0 else 'higher'} "
+                 f"than against FER2013 on the same faces, so label noise moves the score both ways.")
+    text += " FER+ entered nothing the study chose: it was read only after PrivateTest had been predicted."
+    return {"ferplus_summary_rows": summary, "ferplus_class_rows": per_class, "ferplus": text}
+
+
 # -- 7. inside the model
 
 def model_findings(ctx):
@@ -1560,7 +1673,8 @@ def cost_prediction_sentence(cp):
 
 
 SECTIONS = (data_findings, protocol_findings, verdict_findings, fit_findings, cost_findings, budget_findings,
-            class_effect_findings, selection_findings, final_findings, per_class_findings, model_findings,
+            class_effect_findings, selection_findings, final_findings, per_class_findings, cross_dataset_findings,
+            ferplus_findings, model_findings,
             reflection_findings, reproducibility_findings)
 
 

@@ -62,6 +62,8 @@ ARCHS = STUDY["study"]["architectures"]
 FOLDS = list(range(STUDY["data"]["folds"]))
 # Extra test sets (FER2013-format CSVs) are evaluated with the final model only.
 EXTRA_TEST_SETS = STUDY["data"].get("extra_test_sets") or {}
+# FER+ crowd relabels (data.ferplus): the final model is also scored against them (rule ferplus_scores).
+FERPLUS = STUDY["data"].get("ferplus")
 R = "results"
 # Rules call the package's CLI as `python3 -m ferstudy`, with this workflow's directory first on
 # PYTHONPATH: the package comes from the checkout, in the venv that runs Snakemake and in a conda
@@ -146,11 +148,17 @@ def figure_targets():
     return [f"{R}/figures/{name}.png" for name in FIGURE_NAMES]
 
 
+def ferplus_targets():
+    """results/final/ferplus.json when data.ferplus is set, else nothing (the report reads it if present)."""
+    return [f"{R}/final/ferplus.json"] if FERPLUS else []
+
+
 def all_targets():
     return data_targets() + [
         f"{R}/tables/cv_summary.csv",
         f"{R}/final/selection.json",
         f"{R}/final/metrics.json",
+        *ferplus_targets(),
         *figure_targets(),
         f"{R}/report/report.md",
     ]

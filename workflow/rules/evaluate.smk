@@ -110,6 +110,34 @@ rule evaluate_final:
         " --out {output:q} > {log:q} 2>&1"
 
 
+# FER+ as a second opinion (data.ferplus set): the final model's test predictions against the
+# crowd's majority label, aligned by source row. Scoring only: nothing upstream reads it.
+if FERPLUS:
+
+    rule ferplus_scores:
+        input:
+            h5=f"{R}/data/dataset.h5",
+            public=f"{R}/final/predictions_public.csv",
+            private=f"{R}/final/predictions_private.csv",
+            ferplus=FERPLUS,
+        output:
+            f"{R}/final/ferplus.json",
+        threads: 1
+        resources:
+            mem_mb=1500,
+            runtime=10,
+        log:
+            f"{R}/logs/ferplus_scores.log",
+        conda:
+            "../../envs/ferstudy.yaml"
+        shell:
+            "python3 -m ferstudy ferplus --h5 {input.h5:q} --public {input.public:q} --private {input.private:q}"
+            " --ferplus {input.ferplus:q} --out {output:q} > {log:q} 2>&1"
+
+    localrules:
+        ferplus_scores,
+
+
 # Light jobs run in the Snakemake process (also under a cluster executor), not as cluster jobs.
 localrules:
     evaluate_arch,

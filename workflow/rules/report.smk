@@ -13,6 +13,7 @@ rule report:
         run_configs=expand(f"{R}/cv/{{arch}}/run_config.yaml", arch=ARCHS),
         selection=f"{R}/final/selection.json",
         final_metrics=f"{R}/final/metrics.json",
+        ferplus=ferplus_targets(),
         final_config=f"{R}/final/config.yaml",
         history=f"{R}/final/history.csv",
         model=f"{R}/final/model.pt",
