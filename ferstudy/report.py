@@ -213,26 +213,8 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
     n_train = int(counts.loc["Training", "total"])
     k = int(data.attrs.get("folds", summary["folds"].max()))
     class_counts = {s: [int(counts.loc[s, c]) for c in CLASS_NAMES] for s in SPLIT_NAMES}
-    rows = []
-    for rec in _records(summary):
-        a = rec["architecture"]
-        c = cost.loc[a].to_dict() if a in cost.index else {}
-        rows.append({**rec, "params": c.get("params"), "mflops": c.get("mflops"),
-                     "train_seconds_per_fold": c.get("train_seconds_per_fold"), "peak_rss_mb": c.get("peak_rss_mb"),
-                     "fold_scores": cv[a]["aggregate"]["metrics"],
-                     "fold_accuracy": cv[a]["aggregate"]["metrics"]["accuracy"]["folds"],
-                     "layers": layer_summary(run_cfgs[a]["model"]),
-                     "conv_filters": conv_filters(run_cfgs[a]["model"]),
-                     "activations": activations(run_cfgs[a]["model"]),
-                     "subsample": float(run_cfgs[a]["training"].get("subsample", 1.0)),
-                     "dropout": has_dropout(run_cfgs[a]["model"]),
-                     "augmented": bool(run_cfgs[a]["training"].get("augment", {}).get("enabled", True)),
-                     "recall": {cl: v["recall"]["mean"] for cl, v in cv[a]["aggregate"]["per_class"].items()},
-                     "support": {cl: v["support"]["mean"] for cl, v in cv[a]["aggregate"]["per_class"].items()},
-                     "fit": curve_fit(cv[a].get("curve")),
-                     "workload": fold_workload(run_cfgs[a], class_counts, k),
-                     "training_changes": training_changes(run_cfgs[baseline]["training"], run_cfgs[a]["training"])
-                     if a != baseline and baseline in run_cfgs else []})
+    rows = [arch_row(rec, cost, cv[rec["architecture"]], run_cfgs, baseline, class_counts, k)
+            for rec in _records(summary)]
     desc = {row["architecture"]: row["description"] for row in rows}
     abl = ablation_rows(_records(ablation), desc)
     chosen = selection["architecture"]
@@ -241,19 +223,11 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
     def link(path):
         return Path(os.path.relpath(path, report_dir)).as_posix()
 
-    final_run = final_cfg.get("run_config", {})
-    final_training = final_run.get("training", {})
     by_name = {row["architecture"]: row for row in rows}
     ctx = {
         "dataset": data.attrs.get("dataset", "unknown"),
         "demo": data.attrs.get("dataset") == "demo",
-        "data": {"counts": {s: {c: int(counts.loc[s, c]) for c in [*CLASS_NAMES, "total"]}
-                            for s in [*SPLIT_NAMES, "total"]},
-                 "n_train": n_train, "n_public": int(counts.loc["PublicTest", "total"]),
-                 "n_private": int(counts.loc["PrivateTest", "total"]),
-                 "source_path": data.attrs.get("source_path"), "source_sha256": data.attrs.get("source_sha256"),
-                 "folds": k, "fold_seed": data.attrs.get("fold_seed"),
-                 "fold_train": n_train * (k - 1) // k, "fold_test": n_train // k},
+        "data": data_context(data, counts, k),
         "baseline": baseline,
         "metric": selection.get("metric", "accuracy"),
         "alpha": float(ablation["alpha"].iloc[0]) if len(ablation) else 0.05,
@@ -267,13 +241,7 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "chosen_training": run_cfgs[chosen]["training"],
         "runner_up_test": runner_up_test(selection, by_name, selection.get("metric", "accuracy"),
                                          n_train * (k - 1) // k, n_train // k),
-        "final": {"public": final_metrics["public"], "private": final_metrics["private"],
-                  "extra": {name: m for name, m in final_metrics.items()  # extra test sets, if any
-                            if name not in ("public", "private") and isinstance(m, dict) and "accuracy" in m},
-                  "training": final_training, "model": final_run.get("model", {}),
-                  "workload": final_workload_of(final_training, class_counts),
-                  "best_epoch": final_cfg.get("best_epoch"), "best_public_acc": final_cfg.get("best_public_acc"),
-                  "seconds": final_cfg.get("seconds"), "history": history, "n_train": final_cfg.get("n_train")},
+        "final": final_context(final_metrics, final_cfg, history, class_counts),
         "precision": {"final": {"precision": final_cfg.get("precision"), "reason": final_cfg.get("precision_reason")},
                       "folds": fold_precisions(r, archs, k)},
         "environment": final_cfg.get("environment", {}),
@@ -293,6 +261,50 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
     ctx["pretrained_pairs"] = pretrained_pairs(cv, run_cfgs, ctx["data"]["fold_train"], ctx["data"]["fold_test"],
                                                ctx["alpha"])
     return ctx
+
+
+def final_context(final_metrics, final_cfg, history, class_counts):
+    """The final model's section: its PublicTest, PrivateTest and extra test-set metrics, training
+    settings and workload, the epoch PublicTest chose, time and history."""
+    training = final_cfg.get("run_config", {}).get("training", {})
+    return {"public": final_metrics["public"], "private": final_metrics["private"],
+            "extra": {name: m for name, m in final_metrics.items()  # extra test sets, if any
+                      if name not in ("public", "private") and isinstance(m, dict) and "accuracy" in m},
+            "training": training, "model": final_cfg.get("run_config", {}).get("model", {}),
+            "workload": final_workload_of(training, class_counts),
+            "best_epoch": final_cfg.get("best_epoch"), "best_public_acc": final_cfg.get("best_public_acc"),
+            "seconds": final_cfg.get("seconds"), "history": history, "n_train": final_cfg.get("n_train")}
+
+
+def data_context(data, counts, k):
+    """The data section's numbers: counts per split and class, source, folds and fold sizes."""
+    n_train = int(counts.loc["Training", "total"])
+    return {"counts": {s: {c: int(counts.loc[s, c]) for c in [*CLASS_NAMES, "total"]} for s in [*SPLIT_NAMES, "total"]},
+            "n_train": n_train, "n_public": int(counts.loc["PublicTest", "total"]),
+            "n_private": int(counts.loc["PrivateTest", "total"]),
+            "source_path": data.attrs.get("source_path"), "source_sha256": data.attrs.get("source_sha256"),
+            "folds": k, "fold_seed": data.attrs.get("fold_seed"),
+            "fold_train": n_train * (k - 1) // k, "fold_test": n_train // k}
+
+
+def arch_row(rec, cost, cv_metrics, run_cfgs, baseline, class_counts, k):
+    """One architecture's row of the report: its cv_summary.csv record with its cost, fold scores,
+    layers, training settings, per-class recall, fit and what differs from the baseline's training."""
+    a = rec["architecture"]
+    c = cost.loc[a].to_dict() if a in cost.index else {}
+    model, training, agg = run_cfgs[a]["model"], run_cfgs[a]["training"], cv_metrics["aggregate"]
+    return {**rec, "params": c.get("params"), "mflops": c.get("mflops"),
+            "train_seconds_per_fold": c.get("train_seconds_per_fold"), "peak_rss_mb": c.get("peak_rss_mb"),
+            "fold_scores": agg["metrics"], "fold_accuracy": agg["metrics"]["accuracy"]["folds"],
+            "layers": layer_summary(model), "conv_filters": conv_filters(model), "activations": activations(model),
+            "subsample": float(training.get("subsample", 1.0)), "dropout": has_dropout(model),
+            "augmented": bool(training.get("augment", {}).get("enabled", True)),
+            "recall": {cl: v["recall"]["mean"] for cl, v in agg["per_class"].items()},
+            "support": {cl: v["support"]["mean"] for cl, v in agg["per_class"].items()},
+            "fit": curve_fit(cv_metrics.get("curve")),
+            "workload": fold_workload(run_cfgs[a], class_counts, k),
+            "training_changes": training_changes(run_cfgs[baseline]["training"], training)
+            if a != baseline and baseline in run_cfgs else []}
 
 
 def pretrained_pairs(cv, run_cfgs, fold_train, fold_test, alpha):
@@ -1086,9 +1098,9 @@ def budget_findings(ctx):
     abl = ctx["ablation"]
     if abl:
         curve = int(tr.get("curve_images") or 0)
-        text += (f" Each verdict is labelled from the paired learning curves ("
+        text += (" Each verdict is labelled from the paired learning curves ("
                  + (f"{num(curve)} held-out faces per fold, after every epoch" if curve else "none was recorded")
-                 + f"): {counts_text(label_counts(abl))}. The rule: "
+                 + "): " + counts_text(label_counts(abl)) + ". The rule: "
                  + BUDGET_RULE.format(gap=MIN_OVERFIT_GAP_PP) + ". The labels flag risk from the evidence the study "
                  "has and do not prove stability; `scripts/recheck_budget.py` retrains a pair at a longer budget.")
     return {"budget": text}
@@ -1179,7 +1191,7 @@ def selection_findings(ctx):
 
 
 def final_findings(ctx):
-    fin, sel = ctx["final"], ctx["selection"]
+    fin = ctx["final"]
     pub, prv = fin["public"], fin["private"]
     f = {"final_budget": final_budget_text(ctx), "cv_gap": cv_gap_text(ctx)}
     se = math.sqrt(sum(m["accuracy"] * (1 - m["accuracy"]) / m["n"] for m in (pub, prv)))  # of the difference
