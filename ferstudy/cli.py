@@ -216,8 +216,10 @@ MODULE_COMMANDS = {
     "predict-image": "emotions of the faces in photos or videos (face detection + a study's model)",
     "export": "a saved model with its preprocessing contract as ONNX",
     "ferplus": "score the final model against the FER+ crowd majority (data.ferplus)",
+    "report-html": "the markdown report and the tables as HTML pages",
+    "handin": "the hand-in zip: code as committed, README, report (md, HTML, PDF), final metrics",
 }
-MODULE_OF_COMMAND = {"predict-cost": "cost", "predict-image": "photos"}
+MODULE_OF_COMMAND = {"predict-cost": "cost", "predict-image": "photos", "report-html": "htmlreport"}
 
 
 def build_parser(command=None):

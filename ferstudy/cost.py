@@ -153,16 +153,16 @@ def count_jobs(cfg):
     a, k = len(cfg["study"]["architectures"]), cfg["data"]["folds"]
     jobs = {"demo_csv": 1 if cfg["dataset"]["name"] == "demo" else 0, "prepare": 1, "run_config": a,
             "final_config": 1, "train_fold": a * k, "evaluate_arch": a, "aggregate": 1, "select": 1,
-            "train_final": 1, "evaluate_final": 1, "figures": 1, "report": 1, "all": 1}
+            "train_final": 1, "evaluate_final": 1, "figures": 1, "report": 1, "report_html": 1, "all": 1}
     return {rule: n for rule, n in jobs.items() if n}
 
 
 # Rules timed by their own model; every other rule (aggregate, select, evaluate_final, figures,
-# report, and any rule added later) runs after the final model and costs one measured light job
+# report, report_html, and any rule added later) runs after the final model and costs one measured light job
 # (figures renders a dozen plots and takes longer: an underestimate of some seconds).
 OWN_MODEL_RULES = ("demo_csv", "prepare", "run_config", "final_config", "train_fold", "evaluate_arch",
                    "train_final", "all")
-KNOWN_RULES = OWN_MODEL_RULES + ("aggregate", "select", "evaluate_final", "figures", "report")
+KNOWN_RULES = OWN_MODEL_RULES + ("aggregate", "select", "evaluate_final", "figures", "report", "report_html")
 
 
 def dry_run_jobs(study_dir, config_path=None, configfiles=(), preset=None):

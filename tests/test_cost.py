@@ -42,8 +42,8 @@ def test_job_count_of_a_fresh_demo_study(cfg):
     # 3 architectures x 3 folds; demo data adds demo_csv
     assert jobs == {"demo_csv": 1, "prepare": 1, "run_config": 3, "final_config": 1, "train_fold": 9,
                     "evaluate_arch": 3, "aggregate": 1, "select": 1, "train_final": 1, "evaluate_final": 1,
-                    "figures": 1, "report": 1, "all": 1}
-    assert sum(jobs.values()) == 25
+                    "figures": 1, "report": 1, "report_html": 1, "all": 1}
+    assert sum(jobs.values()) == 26
 
 
 def test_demo_sizes_and_images_x_epochs_by_hand(cfg):
@@ -121,7 +121,7 @@ def made_up_measurements(cfg):
 def test_prediction_arithmetic(cfg):
     m = made_up_measurements(cfg)
     p = cost.predict(cfg, 2, m)
-    assert p["jobs"] == 25 and p["cores"] == 2
+    assert p["jobs"] == 26 and p["cores"] == 2
     # fold job: 4 s overhead + 10 epochs x (33*32/1056 = 1 s train + ~1 s held-out eval)
     job = p["per_arch"]["baseline"]["predicted_job_s"]
     assert job == pytest.approx(4 + 10 * 2, abs=0.05)
@@ -133,9 +133,9 @@ def test_prediction_arithmetic(cfg):
         + p["phases_s"]["light_jobs_after"]
     assert p["predicted_total_s"] == pytest.approx(total)
     # start-up 3 + demo_csv (1 + light 3) + prepare (2 + light 3); after the final model:
-    # aggregate, select, evaluate_final, figures, report: 5 light jobs of 3 s
+    # aggregate, select, evaluate_final, figures, report, report_html: 6 light jobs of 3 s
     assert p["phases_s"]["startup_and_data"] == pytest.approx(12)
-    assert p["phases_s"]["light_jobs_after"] == pytest.approx(15)
+    assert p["phases_s"]["light_jobs_after"] == pytest.approx(18)
     # 6 fold jobs of 24 s (baseline, wide), 3 of ~18.9 s (half_data: 16 steps, 512 images -> 0.485 s
     # per epoch) and 3 evaluate_arch jobs of 3 s on 2 slots, longest first: slot 0 gets 3 x 24 + 2 x 18.9
     assert p["per_arch"]["half_data"]["predicted_job_s"] == pytest.approx(4 + 10 * (512 / 1056 + 1), abs=0.05)
@@ -166,11 +166,11 @@ def test_in_study_prediction_reuses_a_matching_prediction_and_records_whole_runs
     jobs = cost.count_jobs(cfg)
     lines = []
     cost.in_study_prediction({}, cfg, 2, jobs, 5, results=results, started_at=100.0, say=lines.append)
-    assert lines[0] == "This run: 5 of the study's 25 jobs."
-    assert "Predicted for the whole study on 2 cores" in lines[1] and "25 jobs, 9 cross-validation jobs" in lines[1]
+    assert lines[0] == "This run: 5 of the study's 26 jobs."
+    assert "Predicted for the whole study on 2 cores" in lines[1] and "26 jobs, 9 cross-validation jobs" in lines[1]
     assert cost.clock(pred["predicted_total_s"]) in lines[1] and "measured in" not in lines[1]  # nothing measured
     assert not (results / cost.WHOLE_RUN).exists()  # partial run: nothing to compare with later
-    cost.in_study_prediction({}, cfg, 2, jobs, 25, results=results, started_at=100.0,
+    cost.in_study_prediction({}, cfg, 2, jobs, 26, results=results, started_at=100.0,
                              snakemake_log=["/x/.snakemake/log/a.snakemake.log"], say=lines.append)
     run = cost._read_json(results / cost.WHOLE_RUN)
     assert run["started_at"] == 100.0 and run["fingerprint"] == cost.fingerprint(cfg, 2)
@@ -182,14 +182,14 @@ def test_in_study_prediction_reuses_a_matching_prediction_and_records_whole_runs
     assert not (results / cost.WHOLE_RUN).exists()
     # a whole run that may not predict (Slurm, predict_cost: false) keeps no stale record either
     write_json(results / cost.WHOLE_RUN, run)
-    cost.in_study_prediction({}, cfg, 2, jobs, 25, results=results, enabled=False, say=lines.append)
+    cost.in_study_prediction({}, cfg, 2, jobs, 26, results=results, enabled=False, say=lines.append)
     assert not (results / cost.WHOLE_RUN).exists()
 
 
 def test_failed_measurement_does_not_stop_the_study(cfg, tmp_path):
     """predict-cost failing (here: a config it cannot read) is said and the study goes on."""
     lines = []
-    cost.in_study_prediction({"not": "a study config"}, cfg, 2, cost.count_jobs(cfg), 25,
+    cost.in_study_prediction({"not": "a study config"}, cfg, 2, cost.count_jobs(cfg), 26,
                              results=tmp_path / "results", say=lines.append)
     assert "Could not predict the study's cost" in lines[-1]
     assert not (tmp_path / "results" / cost.WHOLE_RUN).exists()

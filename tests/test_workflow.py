@@ -71,15 +71,15 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     report_md = (results / "report" / "report.md").read_text()
     assert "DEMO" in report_md[:2000] and "../figures/cv_accuracy.png" in report_md
     assert "| whole study (up to the report) |" in report_md and "the 25% this tool aims at" in report_md
-    # `snakemake --report` (HTML) works on the finished study.
-    snakemake(tmp_path, "--report", "report.html")
-    assert (tmp_path / "report.html").stat().st_size > 10_000
-    # Editing the template reruns only the report (Snakemake compares content, so really edit it).
+    # `snakemake --report` works on the finished study (a zip: the HTML report is a folder result).
+    snakemake(tmp_path, "--report", "report.zip")
+    assert (tmp_path / "report.zip").stat().st_size > 10_000
+    # Editing the template reruns only the report and its HTML page (Snakemake compares content, so really edit it).
     template = REPO / "report" / "report.md.j2"
     original = template.read_bytes()
     try:
         template.write_bytes(original + b"{# edited by test_workflow #}\n")
-        assert {r for r, _ in planned_jobs(snakemake(tmp_path, "-n").stdout)} == {"report", "all"}
+        assert {r for r, _ in planned_jobs(snakemake(tmp_path, "-n").stdout)} == {"report", "report_html", "all"}
     finally:
         template.write_bytes(original)
     # Change one architecture: only its jobs and what depends on them rerun.

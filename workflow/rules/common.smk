@@ -164,6 +164,41 @@ def all_targets():
     ]
 
 
+# ---------------------------------------------------------------- pages for readers (publish.smk)
+HTML_TABLES = {  # page name: (CSV, caption, category, subcategory, label) in `snakemake --report`
+    "cv_summary": (f"{R}/tables/cv_summary.csv", "cv_summary.rst", "3 Cross-validation", "Tables",
+                   "cross-validation summary"),
+    "ablation": (f"{R}/tables/ablation.csv", "ablation.rst", "3 Cross-validation", "Tables",
+                 "each variant against the baseline"),
+    "cost": (f"{R}/tables/cost.csv", "cost.rst", "3 Cross-validation", "Tables", "cost per architecture"),
+    "data_summary": (f"{R}/data/summary.csv", "data_summary.rst", "2 Data", "Tables", "images per split and emotion"),
+}
+
+
+HTML_REPORT = f"{R}/report/html"  # the study report as a web page: index.html and its figures
+
+
+def html_page(name):
+    return f"{R}/report/pages/{name}.html"
+
+
+def html_targets():
+    """The report and the tables as HTML pages (rule report_html), part of the default target."""
+    return [HTML_REPORT, html_page("final_metrics"), *map(html_page, HTML_TABLES)]
+
+
+def code_version(wildcards):
+    """HEAD of the workflow's git checkout (the hand-in's rerun trigger), or "" outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", workflow.basedir, "rev-parse", "--verify", "--quiet", "HEAD"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head.stdout.strip()
+
+
 # ---------------------------------------------------------------- resources (local and cluster)
 # Every rule declares threads and resources (mem_mb, runtime in minutes), so the Slurm profile
 # (profiles/slurm) needs no numbers per rule: ferstudy/resources.py estimates them from the config

@@ -24,9 +24,11 @@ rule prepare:
         csv=STUDY["dataset"]["csv"],
     output:
         h5=f"{R}/data/dataset.h5",
-        summary_csv=report(f"{R}/data/summary.csv", category="Data", caption="../report/data_summary.rst"),
+        summary_csv=report(f"{R}/data/summary.csv", caption="../report/data_summary.rst", category="2 Data",
+                           subcategory="CSV downloads", labels={"table": "images per split and emotion (CSV)"}),
         summary_md=f"{R}/data/summary.md",
-        faces=report(f"{R}/data/faces.png", category="Data", caption="../report/faces.rst"),
+        faces=report(f"{R}/data/faces.png", caption="../report/faces.rst", category="2 Data", subcategory="Figures",
+                     labels={"figure": "example faces"}),
     params:
         dataset=DATASET,
         folds=STUDY["data"]["folds"],

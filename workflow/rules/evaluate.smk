@@ -27,9 +27,12 @@ rule aggregate:
         h5=f"{R}/data/dataset.h5",
         metrics=expand(f"{R}/cv/{{arch}}/metrics.json", arch=ARCHS),
     output:
-        summary=report(f"{R}/tables/cv_summary.csv", category="Cross-validation", caption="../report/cv_summary.rst"),
-        ablation=report(f"{R}/tables/ablation.csv", category="Cross-validation", caption="../report/ablation.rst"),
-        cost=report(f"{R}/tables/cost.csv", category="Cross-validation", caption="../report/cost.rst"),
+        summary=report(f"{R}/tables/cv_summary.csv", caption="../report/cv_summary.rst", category="3 Cross-validation",
+                       subcategory="CSV downloads", labels={"table": "cross-validation summary (CSV)"}),
+        ablation=report(f"{R}/tables/ablation.csv", caption="../report/ablation.rst", category="3 Cross-validation",
+                        subcategory="CSV downloads", labels={"table": "each variant against the baseline (CSV)"}),
+        cost=report(f"{R}/tables/cost.csv", caption="../report/cost.rst", category="3 Cross-validation",
+                    subcategory="CSV downloads", labels={"table": "cost per architecture (CSV)"}),
     params:
         baseline=STUDY["study"]["baseline"],
         alpha=STUDY["study"].get("alpha", 0.05),

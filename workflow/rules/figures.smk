@@ -2,6 +2,23 @@
 # activations per emotion, Grad-CAM, example predictions). One job writes them all: the model
 # figures share one model load, and each figure takes seconds.
 
+# Where each figure goes in `snakemake --report`: (category, subcategory, label).
+FIGURE_PLACES = {
+    "training_curves": ("3 Cross-validation", "Figures", "training curves per architecture"),
+    "cv_accuracy": ("3 Cross-validation", "Figures", "accuracy per architecture"),
+    "accuracy_vs_compute": ("3 Cross-validation", "Figures", "accuracy against compute"),
+    "confusion_cv": ("3 Cross-validation", "Figures", "confusion matrix of the final architecture"),
+    "confusion_final": ("4 Final model", "Figures", "confusion matrices on PublicTest and PrivateTest"),
+    "final_history": ("4 Final model", "Figures", "training history"),
+    "examples": ("4 Final model", "Figures", "correct and wrong predictions"),
+    "filters_layer1": ("5 Inside the final model", "Filters", "first-layer filters"),
+    "filters_deeper": ("5 Inside the final model", "Filters", "deeper convolution layers"),
+    "activations": ("5 Inside the final model", "Activations", "feature maps per emotion"),
+    "channel_emotion": ("5 Inside the final model", "Activations", "channels and the emotions they prefer"),
+    "saliency": ("5 Inside the final model", "Activations", "Grad-CAM saliency"),
+}
+
+
 rule figures:
     input:
         h5=f"{R}/data/dataset.h5",
@@ -17,7 +34,8 @@ rule figures:
         final_config=f"{R}/final/config.yaml",
     output:
         **{
-            name: report(f"{R}/figures/{name}.png", category="Figures", caption=f"../report/fig_{name}.rst")
+            name: report(f"{R}/figures/{name}.png", caption=f"../report/fig_{name}.rst", category=FIGURE_PLACES[name][0],
+                         subcategory=FIGURE_PLACES[name][1], labels={"figure": FIGURE_PLACES[name][2]})
             for name in FIGURE_NAMES
         },
     params:

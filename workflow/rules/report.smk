@@ -20,7 +20,8 @@ rule report:
         figures=figure_targets(),
         template=os.path.join(workflow.basedir, "report", "report.md.j2"),
     output:
-        report(f"{R}/report/report.md", category="Report", caption="../report/report_md.rst"),
+        report(f"{R}/report/report.md", caption="../report/report_md.rst", category="1 Report",
+               subcategory="Study report", labels={"document": "study report (markdown, download)"}),
     params:
         results=lambda w, input: os.path.dirname(os.path.dirname(input.h5)),
         preset=STUDY["preset"],

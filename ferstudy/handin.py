@@ -1,0 +1,201 @@
+"""`ferstudy handin`: results/handin.zip, what a reader needs to check the study.
+
+Inside one folder, `ferstudy-handin/`:
+  - `code/`: the code as committed (`git archive` of HEAD when the workflow is a git checkout;
+    otherwise the package, workflow, config and docs files as they are); never data, weights or
+    results, also when committed by mistake;
+  - `README.md`, and `MANIFEST.txt` (commit, what was left out, every member);
+  - `results/report/`: the report as markdown (its figures at the paths it links, under
+    `results/`), as HTML (`html/index.html`, its figures beside it) and as PDF (`report.pdf`, that
+    page printed by headless Chromium; without Chromium a note file says why there is none);
+  - `results/final/`, `results/tables/`, ...: the final metrics and tables given with --files.
+The zip is written under a temporary name and renamed when complete.
+"""
+
+import datetime
+import io
+import logging
+import os
+import subprocess
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from . import chromium
+from .errors import UserError
+from .io import atomic_path
+
+log = logging.getLogger("ferstudy")
+
+ROOT = "ferstudy-handin"
+# What the code part never holds: data, weights, results, environments, caches.
+EXCLUDED_DIRS = {"data", "results", ".snakemake", ".venv", "checkpoints", "__pycache__", ".git", ".pytest_cache",
+                 "ferstudy.egg-info"}
+EXCLUDED_SUFFIXES = (".h5", ".hdf5", ".pt", ".pth", ".ckpt", ".onnx", ".npz", ".npy", ".pkl", ".csv.gz", ".tar.gz",
+                     ".zip", ".pyc")
+# Without git: these, beside the Snakefile, are the code.
+CODE_PATHS = ("Snakefile", "config.yaml", "pyproject.toml", "README.md", "ferstudy", "workflow", "report", "envs",
+              "profiles", "scripts", "tests", "docs", ".ci")
+NO_PDF_NOTE = "PDF_NOT_INCLUDED.txt"
+
+
+def excluded(name):
+    """Whether a code path (posix, relative) is data, weights, results or a cache."""
+    path = PurePosixPath(name)
+    lower = path.name.lower()
+    return (bool(EXCLUDED_DIRS.intersection(path.parts[:-1])) or lower.endswith(EXCLUDED_SUFFIXES)
+            or (lower.startswith(("fer2013", "icml_face_data")) and ".csv" in lower))
+
+
+def git(source, *args):
+    return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True)
+
+
+def git_code(source):
+    """(description, [(name, bytes)]) of `git archive HEAD` of the checkout's folder `source`, or None
+    when `source` is not in a git repository with a commit (or git is missing)."""
+    try:
+        head = git(source, "rev-parse", "--verify", "--quiet", "HEAD")
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    commit = head.stdout.strip()
+    # Run in `source`: git archive takes the current folder's subtree of HEAD.
+    tar = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=source, capture_output=True)
+    if tar.returncode != 0:
+        raise UserError(f"{source}: git archive HEAD failed: {tar.stderr.decode(errors='replace').strip()}")
+    files = []
+    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
+        for member in archive:
+            if member.isfile():
+                files.append((member.name, archive.extractfile(member).read()))
+    dirty = [line for line in git(source, "status", "--porcelain", "--untracked-files=no", "--", ".").stdout.splitlines()
+             if line.strip()]
+    note = f"git archive of HEAD {commit}"
+    if dirty:
+        note += f" ({len(dirty)} tracked file(s) with uncommitted changes: their committed version is included)"
+    return note, files
+
+
+def plain_code(source):
+    """(description, [(name, bytes)]) of CODE_PATHS under `source`, as they are on disk."""
+    source = Path(source)
+    files = []
+    for entry in CODE_PATHS:
+        path = source / entry
+        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        for file in candidates:
+            name = file.relative_to(source).as_posix()
+            if not any(part.startswith(".") and part != ".ci" for part in PurePosixPath(name).parts):
+                files.append((name, file.read_bytes()))
+    return f"files of {source} (not a git checkout: {', '.join(CODE_PATHS)})", files
+
+
+def code_files(source):
+    """(description, kept [(name, bytes)], left-out names) of the code."""
+    note, files = git_code(source) or plain_code(source)
+    kept = [(n, b) for n, b in files if not excluded(n)]
+    left_out = sorted(n for n, _ in files if excluded(n))
+    return note, kept, left_out
+
+
+def result_name(path, results):
+    """The member name of a results file: its path below the results folder, under `results/`."""
+    path, results = Path(path).resolve(), Path(results).resolve()
+    try:
+        rel = path.relative_to(results)
+    except ValueError:
+        raise UserError(f"{path}: not inside the results folder {results}") from None
+    return f"results/{rel.as_posix()}"
+
+
+def report_images(markdown_path):
+    """The local image files the markdown report links (what its HTML version embeds)."""
+    from .htmlreport import markdown_to_html
+
+    markdown_path = Path(markdown_path)
+    _, images = markdown_to_html(markdown_path.read_text(encoding="utf-8"), markdown_path.parent)
+    return list(dict.fromkeys(path for path, _ in images))
+
+
+def pdf_member(html_path, pdf_name):
+    """(member name, bytes, status line): the report printed by Chromium, or a note why there is none."""
+    binary = chromium.find_chromium()
+    note_name = str(PurePosixPath(pdf_name).with_name(NO_PDF_NOTE))
+    if binary is None:
+        why = (f"PDF skipped: no Chromium found (${chromium.ENV_VAR} or one of {', '.join(chromium.CANDIDATES)} on PATH);"
+               " install Debian's chromium-headless-shell for the report as PDF")
+        return note_name, (why + "\nThe report is here as markdown (report.md) and HTML (html/index.html).\n").encode(), why
+    with tempfile.TemporaryDirectory(prefix="ferstudy-pdf-") as tmp:
+        pdf = Path(tmp) / "report.pdf"
+        try:
+            chromium.print_to_pdf(binary, html_path, pdf)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+            raise UserError(f"{html_path}: printing to PDF with {binary} failed: {err}") from None
+        data = pdf.read_bytes()
+    return pdf_name, data, f"PDF printed by {chromium.version(binary)} ({len(data) / 1e6:.1f} MB)"
+
+
+def manifest(code_note, left_out, pdf_status, members):
+    lines = [f"ferstudy hand-in, written {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+             f"code/: {code_note}",
+             f"left out of code/ (data, weights, results): {', '.join(left_out) if left_out else 'nothing'}",
+             pdf_status, "", "members (bytes):"]
+    lines += [f"  {len(data):>10}  {ROOT}/{name}" for name, data in members]
+    return "\n".join(lines) + "\n"
+
+
+def build_members(source, readme, report_md, html_dir, files, results):
+    """Every member of the hand-in as [(name below ROOT, bytes)], and the status lines for the log."""
+    code_note, code, left_out = code_files(source)
+    members = [(f"code/{name}", data) for name, data in code]
+    members.append(("README.md", Path(readme).read_bytes()))
+    md_name = result_name(report_md, results)
+    members.append((md_name, Path(report_md).read_bytes()))
+    members += [(result_name(p, results), p.read_bytes()) for p in report_images(report_md)]
+    html_dir = Path(html_dir)
+    if not (html_dir / "index.html").is_file():
+        raise UserError(f"{html_dir}: no index.html in it (the HTML report, rule report_html)")
+    members += [(result_name(p, results), p.read_bytes()) for p in sorted(html_dir.rglob("*")) if p.is_file()]
+    pdf_name, pdf_data, pdf_status = pdf_member(html_dir / "index.html", str(PurePosixPath(md_name).with_suffix(".pdf")))
+    members.append((pdf_name, pdf_data))
+    members += [(result_name(f, results), Path(f).read_bytes()) for f in files]
+    members = list({name: (name, data) for name, data in members}.values())  # a file given twice goes in once
+    members.append(("MANIFEST.txt", manifest(code_note, left_out, pdf_status, members).encode()))
+    return members, [code_note, pdf_status] + ([f"left out of code/: {', '.join(left_out)}"] if left_out else [])
+
+
+def write_zip(out, members):
+    """The zip at `out`, written under a temporary name beside it and renamed when complete."""
+    with atomic_path(out) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members:
+                zf.writestr(f"{ROOT}/{name}", data)
+    return Path(out)
+
+
+def cmd_handin(args):
+    t0 = time.perf_counter()
+    members, status = build_members(args.source, args.readme, args.report_md, args.report_html_dir,
+                                    args.files or [], args.results)
+    for line in status:
+        (log.warning if line.startswith("PDF skipped") else log.info)(line)
+    write_zip(args.out, members)
+    log.info("wrote %s: %d members, %.1f MB, in %.1f s", args.out, len(members), os.path.getsize(args.out) / 1e6,
+             time.perf_counter() - t0)
+
+
+def register(sub):
+    p = sub.add_parser("handin", help="the hand-in zip: code as committed, README, report (md, HTML, PDF), metrics")
+    p.add_argument("--out", required=True, help="zip to write (results/handin.zip)")
+    p.add_argument("--source", required=True, help="the workflow's folder (its git HEAD is the code)")
+    p.add_argument("--readme", required=True)
+    p.add_argument("--report-md", required=True, help="results/report/report.md (its figures come with it)")
+    p.add_argument("--report-html-dir", required=True,
+                   help="the HTML report's folder (its index.html is printed to PDF)")
+    p.add_argument("--files", nargs="*", help="results files to include (final metrics, tables), at their paths")
+    p.add_argument("--results", default="results", help="the results folder the files are in")
+    p.set_defaults(func=cmd_handin)

@@ -1,0 +1,78 @@
+# For readers: the report and the tables as HTML pages (shown by `snakemake --report report.zip`),
+# and the hand-in zip (`snakemake handin`). Logic in ferstudy/htmlreport.py and ferstudy/handin.py.
+#
+# The study report is a folder (index.html, its figures beside it) marked with `htmlindex`:
+# Snakemake's report keeps a folder's files only in a zip report. A single-file report
+# (`--report x.html`) would show it as a data URI, which Chromium refuses over 2 MB. The pages
+# and their places in the report: HTML_REPORT, HTML_TABLES, html_targets() in common.smk.
+
+
+rule report_html:
+    input:
+        markdown=f"{R}/report/report.md",
+        figures=figure_targets(),
+        faces=f"{R}/data/faces.png",
+        final_metrics=f"{R}/final/metrics.json",
+        selection=f"{R}/final/selection.json",
+        tables=[csv for csv, *_ in HTML_TABLES.values()],
+    output:
+        html=report(directory(HTML_REPORT), htmlindex="index.html", caption="../report/report_html.rst",
+                    category="1 Report", subcategory="Study report", labels={"document": "study report (HTML)"}),
+        final_metrics=report(html_page("final_metrics"), caption="../report/final_metrics.rst",
+                             category="4 Final model", subcategory="Test metrics",
+                             labels={"table": "PublicTest, PrivateTest and extra test sets"}),
+        **{
+            name: report(html_page(name), caption=f"../report/{caption}", category=category, subcategory=sub,
+                         labels={"table": label})
+            for name, (_, caption, category, sub, label) in HTML_TABLES.items()
+        },
+    params:
+        tables=lambda w, input, output: [f"{csv}={getattr(output, name)}" for name, (csv, *_) in HTML_TABLES.items()],
+        final_metrics=lambda w, input, output: f"{input.final_metrics}={output.final_metrics}",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        f"{R}/logs/report_html.log",
+    conda:
+        "../../envs/ferstudy.yaml"
+    shell:
+        "python3 -m ferstudy report-html --markdown {input.markdown:q} --out-dir {output.html:q}"
+        " --table {params.tables:q} --final-metrics {params.final_metrics:q} --selection {input.selection:q}"
+        " > {log:q} 2>&1"
+
+
+rule handin:
+    input:
+        readme=os.path.join(workflow.basedir, "README.md"),
+        report_md=f"{R}/report/report.md",
+        report_html=HTML_REPORT,
+        figures=figure_targets(),
+        faces=f"{R}/data/faces.png",
+        files=[f"{R}/final/metrics.json", f"{R}/final/selection.json", f"{R}/final/config.yaml",
+               f"{R}/tables/cv_summary.csv", f"{R}/tables/ablation.csv", f"{R}/tables/cost.csv",
+               f"{R}/data/summary.csv", *ferplus_targets()],
+    output:
+        f"{R}/handin.zip",
+    params:
+        source=lambda w, input: os.path.dirname(input.readme),
+        results=lambda w, input: os.path.dirname(os.path.dirname(input.report_md)),
+        commit=code_version,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        f"{R}/logs/handin.log",
+    conda:
+        "../../envs/ferstudy.yaml"
+    shell:
+        "python3 -m ferstudy handin --out {output:q} --source {params.source:q} --readme {input.readme:q}"
+        " --report-md {input.report_md:q} --report-html-dir {input.report_html:q} --files {input.files:q}"
+        " --results {params.results:q} > {log:q} 2>&1"
+
+
+localrules:
+    report_html,
+    handin,
