@@ -86,7 +86,10 @@ def plain_code(source):
     files = []
     for entry in CODE_PATHS:
         path = source / entry
-        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        if path.is_file():
+            candidates = [path]
+        else:
+            candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
         for file in candidates:
             name = file.relative_to(source).as_posix()
             if not any(part.startswith(".") and part != ".ci" for part in PurePosixPath(name).parts):
@@ -126,9 +129,10 @@ def pdf_member(html_path, pdf_name):
     binary = chromium.find_chromium()
     note_name = str(PurePosixPath(pdf_name).with_name(NO_PDF_NOTE))
     if binary is None:
-        why = (f"PDF skipped: no Chromium found (${chromium.ENV_VAR} or one of {', '.join(chromium.CANDIDATES)} on PATH);"
-               " install Debian's chromium-headless-shell for the report as PDF")
-        return note_name, (why + "\nThe report is here as markdown (report.md) and HTML (html/index.html).\n").encode(), why
+        why = (f"PDF skipped: no Chromium found (${chromium.ENV_VAR} or one of {', '.join(chromium.CANDIDATES)}"
+               " on PATH); install Debian's chromium-headless-shell for the report as PDF")
+        note = why + "\nThe report is here as markdown (report.md) and HTML (html/index.html).\n"
+        return note_name, note.encode(), why
     with tempfile.TemporaryDirectory(prefix="ferstudy-pdf-") as tmp:
         pdf = Path(tmp) / "report.pdf"
         try:

@@ -4,7 +4,6 @@ headless Chromium shows it after its scripts ran (the study report, its figures,
 accuracy, the tables) and `snakemake handin`."""
 
 import json
-import os
 import re
 import subprocess
 import sys
