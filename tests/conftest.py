@@ -13,13 +13,17 @@ REAL_CSV_GZ = Path(os.environ.get("FERSTUDY_REAL_CSV", REPO.parent / "shared" / 
 SLICE_RANGES = {"Training": (0, 600), "PublicTest": (28709, 28709 + 150), "PrivateTest": (32298, 32298 + 150)}
 
 
-def require_real_data():
-    """Skip without the real FER2013, except in CI, where shared/ lies beside the clone."""
-    if not REAL_CSV_GZ.is_file():
-        message = f"real FER2013 not found at {REAL_CSV_GZ} (set FERSTUDY_REAL_CSV)"
+def require_real_file(path, what, variable):
+    """Skip without the real data file `path`, except in CI, where shared/ lies beside the clone."""
+    if not Path(path).is_file():
+        message = f"real {what} not found at {path} (set {variable})"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def require_real_data():
+    require_real_file(REAL_CSV_GZ, "FER2013", "FERSTUDY_REAL_CSV")
 
 
 def _real_lines():

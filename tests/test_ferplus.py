@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REAL_CSV_GZ, REPO, SLICE_RANGES
+from conftest import REAL_CSV_GZ, REPO, SLICE_RANGES, require_real_file
 from ferstudy import CLASS_NAMES, SPLIT_NAMES, ferplus, report, study
 from ferstudy.cli import main
 from ferstudy.config import resolve_config
@@ -63,11 +63,7 @@ def test_majority_maps_every_emotion_and_excludes_ties_nf_unknown_contempt():
 # ---------------------------------------------------------------- real slices
 
 def require_real_ferplus():
-    if not REAL_FERPLUS.is_file():
-        message = f"real FER+ not found at {REAL_FERPLUS} (set FERSTUDY_REAL_FERPLUS)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_real_file(REAL_FERPLUS, "FER+", "FERSTUDY_REAL_FERPLUS")
 
 
 @pytest.fixture(scope="module")
