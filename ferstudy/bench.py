@@ -41,7 +41,6 @@ import copy
 import json
 import logging
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -79,20 +78,12 @@ def all_cores():
         return os.cpu_count() or 1
 
 
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def base_context(threads):
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    from .config import cpu_name
+
     return {"threads": threads, "torch": torch.__version__, "cpu": cpu_name(), "cores": all_cores(),
             "loadavg_1m": round(load, 2) if load is not None else None,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

@@ -65,7 +65,9 @@ def cmd_train(args):
     log.info("training %s on fold %d of %s data: %d train / %d held-out images, %d thread(s), device %s",
              run_cfg["name"], args.fold, data.attrs.get("dataset"), len(train_idx), len(val_idx), args.threads,
              pick_device(run_cfg["training"]))
-    model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads)
+    # the folds of one architecture train in one precision (train.shared_choose_amp)
+    model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads,
+                       precision_memo=out.parent / "precision.json")
     probs = state.get("val_probs")
     if probs is None:  # resumed after the last epoch's checkpoint: nothing was predicted in this process
         probs = _predict_indices(model, run_cfg, data, val_idx, state["amp"])

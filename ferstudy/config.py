@@ -416,6 +416,19 @@ def config_hash(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def cpu_name():
+    """The processor's model name (/proc/cpuinfo; platform's guess elsewhere)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment():
     """Versions and hardware recorded beside every result."""
     import platform
@@ -423,7 +436,7 @@ def environment():
     from . import __version__
 
     env = {"ferstudy": __version__, "python": platform.python_version(), "platform": platform.platform(),
-           "processor": platform.processor() or platform.machine()}
+           "processor": platform.processor() or platform.machine(), "cpu": cpu_name()}
     from importlib.metadata import PackageNotFoundError, version
 
     # Versions from package metadata: importing sklearn, torchvision or snakemake costs seconds.

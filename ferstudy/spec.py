@@ -117,106 +117,135 @@ def _out_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
+@dataclass
+class _Tensor:
+    """The tensor between layers while planning: a (c, h, w) map until `flat` features."""
+
+    c: int
+    h: int
+    w: int
+    flat: int | None = None  # feature count once the tensor is 2-D
+    flattened_at: int | None = None
+    seen_conv: bool = False
+
+    def shape(self):
+        return (self.flat,) if self.flat is not None else (self.c, self.h, self.w)
+
+    def need_map(self, where, kind):
+        if self.flat is not None:
+            raise UserError(f"{where}: {kind} needs a feature map, but the tensor was already "
+                            f"flattened at layer {self.flattened_at}; move it before the gap/flatten/fc")
+
+
+def _conv_padding(where, padding, kernel, stride):
+    """An int, or "same" for an even kernel at stride 1 (torch pads that asymmetrically)."""
+    if padding == "same":
+        if kernel % 2 == 0 and stride > 1:
+            raise UserError(f"{where}: padding 'same' with an even kernel needs stride 1; "
+                            f"give an integer padding")
+        return "same" if kernel % 2 == 0 else kernel // 2
+    if padding == "valid":
+        return 0
+    if _is_int(padding) and padding >= 0:
+        return padding
+    raise UserError(f"{where}: padding must be 'same', 'valid' or an integer >= 0, got {padding!r}")
+
+
+def _plan_conv(where, kind, value, t, i):
+    t.need_map(where, "conv")
+    o = _options(where, value, _CONV_OPTIONS, "filters")
+    filters = _int_option(where, o, "filters", None, 1)
+    kernel = _int_option(where, o, "kernel", 3, 1)
+    stride = _int_option(where, o, "stride", 1, 1)
+    bias = o.get("bias", True)
+    if not isinstance(bias, bool):
+        raise UserError(f"{where}: bias must be true or false, got {bias!r}")
+    pad = _conv_padding(where, o.get("padding", "same"), kernel, stride)
+    args = dict(in_channels=t.c, out_channels=filters, kernel_size=kernel, stride=stride, padding=pad, bias=bias)
+    if pad != "same":  # "same" (even kernel, stride 1) keeps the size
+        t.h, t.w = _out_size(t.h, kernel, stride, pad), _out_size(t.w, kernel, stride, pad)
+    t.c, t.seen_conv = filters, True
+    return args
+
+
+def _plan_pool(where, kind, value, t, i):
+    t.need_map(where, kind)
+    o = _options(where, value, _POOL_OPTIONS, "size")
+    size = _int_option(where, o, "size", None, 1)
+    stride = _int_option(where, o, "stride", size, 1)
+    padding = _int_option(where, o, "padding", 0, 0)
+    if padding > size // 2:
+        raise UserError(f"{where}: padding must be at most size // 2 = {size // 2}")
+    t.h, t.w = _out_size(t.h, size, stride, padding), _out_size(t.w, size, stride, padding)
+    return dict(kernel_size=size, stride=stride, padding=padding)
+
+
+def _plan_batchnorm(where, kind, value, t, i):
+    _options(where, value, (), None)
+    return dict(num_features=t.flat if t.flat is not None else t.c)
+
+
+def _plan_activation(where, kind, value, t, i):
+    if kind != "leakyrelu":
+        _options(where, value, (), None)
+        return {}
+    slope = _options(where, value, ("slope",), "slope").get("slope", 0.01)
+    if not _is_number(slope) or slope < 0:
+        raise UserError(f"{where}: slope must be a number >= 0, got {slope!r}")
+    return dict(negative_slope=float(slope))
+
+
+def _plan_dropout(where, kind, value, t, i):
+    p = _options(where, value, ("p",), "p").get("p")
+    if p is None:
+        raise UserError(f"{where}: give the drop probability, e.g. `dropout: 0.25`")
+    if not _is_number(p) or not 0 <= p < 1:
+        raise UserError(f"{where}: p must be a number in [0, 1), got {p!r}")
+    return dict(p=float(p))
+
+
+def _plan_flatten(where, kind, value, t, i):
+    _options(where, value, (), None)
+    t.need_map(where, kind)
+    t.flat, t.flattened_at = (t.c if kind == "gap" else t.c * t.h * t.w), i
+    return {}
+
+
+def _plan_fc(where, kind, value, t, i, plan):
+    units = _int_option(where, _options(where, value, ("units",), "units"), "units", None, 1)
+    if t.flat is None:
+        if not t.seen_conv:
+            raise UserError(f"{where}: fc before any conv layer; add conv layers first "
+                            f"(or put `flatten` before it for a pixel MLP)")
+        plan.append(LayerPlan(None, f"flatten{i}", "flatten", {}, (t.c * t.h * t.w,)))
+        t.flat, t.flattened_at = t.c * t.h * t.w, i
+    args = dict(in_features=t.flat, out_features=units)
+    t.flat = units
+    return args
+
+
+_PLANNERS = {"conv": _plan_conv, "maxpool": _plan_pool, "avgpool": _plan_pool, "batchnorm": _plan_batchnorm,
+             "relu": _plan_activation, "elu": _plan_activation, "gelu": _plan_activation,
+             "leakyrelu": _plan_activation, "dropout": _plan_dropout, "gap": _plan_flatten,
+             "flatten": _plan_flatten}
+
+
 def plan_layers(layers, in_channels=1, input_size=48):
     """Check a layer list and compute every shape, without torch. Returns a list of LayerPlan."""
     if not isinstance(layers, list) or not layers:
         raise UserError("layers must be a non-empty list of layers")
-    c, h, w = in_channels, input_size, input_size
-    flat = None  # feature count once the tensor is 2-D
-    flattened_at = None
-    seen_conv = False
+    t = _Tensor(in_channels, input_size, input_size)
     plan = []
-
-    def need_map(where, kind):
-        if flat is not None:
-            raise UserError(f"{where}: {kind} needs a feature map, but the tensor was already "
-                            f"flattened at layer {flattened_at}; move it before the gap/flatten/fc")
-
-    def shape():
-        return (flat,) if flat is not None else (c, h, w)
-
     for i, item in enumerate(layers):
         where, kind, value = _split_item(i, item)
-        args = {}
-        if kind == "conv":
-            need_map(where, "conv")
-            o = _options(where, value, _CONV_OPTIONS, "filters")
-            filters = _int_option(where, o, "filters", None, 1)
-            kernel = _int_option(where, o, "kernel", 3, 1)
-            stride = _int_option(where, o, "stride", 1, 1)
-            bias = o.get("bias", True)
-            if not isinstance(bias, bool):
-                raise UserError(f"{where}: bias must be true or false, got {bias!r}")
-            padding = o.get("padding", "same")
-            if padding == "same":
-                if kernel % 2 == 0 and stride > 1:
-                    raise UserError(f"{where}: padding 'same' with an even kernel needs stride 1; "
-                                    f"give an integer padding")
-                pad = "same" if kernel % 2 == 0 else kernel // 2
-            elif padding == "valid":
-                pad = 0
-            elif _is_int(padding) and padding >= 0:
-                pad = padding
-            else:
-                raise UserError(f"{where}: padding must be 'same', 'valid' or an integer >= 0, "
-                                f"got {padding!r}")
-            if pad == "same":  # even kernel, stride 1: torch pads asymmetrically, size unchanged
-                h2, w2 = h, w
-            else:
-                h2, w2 = _out_size(h, kernel, stride, pad), _out_size(w, kernel, stride, pad)
-            args = dict(in_channels=c, out_channels=filters, kernel_size=kernel, stride=stride,
-                        padding=pad, bias=bias)
-            c, h, w = filters, h2, w2
-            seen_conv = True
-        elif kind in ("maxpool", "avgpool"):
-            need_map(where, kind)
-            o = _options(where, value, _POOL_OPTIONS, "size")
-            size = _int_option(where, o, "size", None, 1)
-            stride = _int_option(where, o, "stride", size, 1)
-            padding = _int_option(where, o, "padding", 0, 0)
-            if padding > size // 2:
-                raise UserError(f"{where}: padding must be at most size // 2 = {size // 2}")
-            args = dict(kernel_size=size, stride=stride, padding=padding)
-            h, w = _out_size(h, size, stride, padding), _out_size(w, size, stride, padding)
-        elif kind == "batchnorm":
-            _options(where, value, (), None)
-            args = dict(num_features=flat if flat is not None else c)
-        elif kind in ("relu", "elu", "gelu"):
-            _options(where, value, (), None)
-        elif kind == "leakyrelu":
-            o = _options(where, value, ("slope",), "slope")
-            slope = o.get("slope", 0.01)
-            if not _is_number(slope) or slope < 0:
-                raise UserError(f"{where}: slope must be a number >= 0, got {slope!r}")
-            args = dict(negative_slope=float(slope))
-        elif kind == "dropout":
-            o = _options(where, value, ("p",), "p")
-            p = o.get("p")
-            if p is None:
-                raise UserError(f"{where}: give the drop probability, e.g. `dropout: 0.25`")
-            if not _is_number(p) or not 0 <= p < 1:
-                raise UserError(f"{where}: p must be a number in [0, 1), got {p!r}")
-            args = dict(p=float(p))
-        elif kind in ("gap", "flatten"):
-            _options(where, value, (), None)
-            need_map(where, kind)
-            flat = c if kind == "gap" else c * h * w
-            flattened_at = i
-        elif kind == "fc":
-            o = _options(where, value, ("units",), "units")
-            units = _int_option(where, o, "units", None, 1)
-            if flat is None:
-                if not seen_conv:
-                    raise UserError(f"{where}: fc before any conv layer; add conv layers first "
-                                    f"(or put `flatten` before it for a pixel MLP)")
-                plan.append(LayerPlan(None, f"flatten{i}", "flatten", {}, (c * h * w,)))
-                flat, flattened_at = c * h * w, i
-            args = dict(in_features=flat, out_features=units)
-            flat = units
-        if flat is None and (h < 1 or w < 1):
-            raise UserError(f"after layer {i} ({item!r}) the feature map is {max(h, 0)}x{max(w, 0)}: "
+        if kind == "fc":  # may add the flatten the spec left out
+            args = _plan_fc(where, kind, value, t, i, plan)
+        else:
+            args = _PLANNERS[kind](where, kind, value, t, i)
+        if t.flat is None and (t.h < 1 or t.w < 1):
+            raise UserError(f"after layer {i} ({item!r}) the feature map is {max(t.h, 0)}x{max(t.w, 0)}: "
                             f"too much pooling or striding for {input_size}x{input_size} input")
-        plan.append(LayerPlan(i, f"{kind}{i}", kind, args, shape()))
+        plan.append(LayerPlan(i, f"{kind}{i}", kind, args, t.shape()))
     return plan
 
 

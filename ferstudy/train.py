@@ -10,6 +10,7 @@ weights as an uninterrupted run: all randomness of epoch e comes from generators
 
 import logging
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from . import CLASS_NAMES
 from .augment import Augmenter, eval_views
-from .config import config_hash, evaluation_epochs
+from .config import config_hash, cpu_name, evaluation_epochs
 from .errors import UserError
 from .io import atomic_path
 from .models import build_model
@@ -93,6 +94,44 @@ def choose_amp(training, device, model, crop, probe=None):
 
 
 BF16_MIN_GAIN = 1.1  # a near tie stays fp32: the measurement is noisy, fp32 is the reference precision
+
+
+def shared_choose_amp(memo, run_cfg, device, model, crop, threads):
+    """`choose_amp`, decided once for every job that passes the same `memo` file (the folds of one
+    architecture): the first to get there measures and writes its verdict, keyed by what the
+    verdict depends on (training settings, model spec, threads, processor, torch); the others,
+    and later reruns on the same machine, read it. A per-job measurement made the weights depend
+    on the load of the moment: one fold of a study measured bf16 below the 1.1x bar beside busy
+    cores, trained in fp32 and came out different from the same fold run quietly.
+    The lock also keeps two folds from timing each other. Without fcntl (not POSIX) no lock."""
+    import json
+
+    from .io import write_json
+
+    training = run_cfg["training"]
+    if memo is None or use_amp(training, device) is not None:  # nothing to measure
+        return choose_amp(training, device, model, crop)
+    key = config_hash({"run": run_cfg, "threads": threads, "cpu": cpu_name(), "torch": torch.__version__})
+    memo = Path(memo)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(memo.parent, os.O_RDONLY)  # the memo's directory is the lock: no lock file left behind
+    try:
+        try:
+            import fcntl
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        try:
+            known = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            known = None
+        if known and known.get("key") == key:
+            return bool(known["amp"]), f"{known['reason']}; measured by the first of the jobs sharing {memo}"
+        amp, reason = choose_amp(training, device, model, crop)
+        write_json(memo, {"key": key, "amp": amp, "reason": reason})
+        return amp, reason
+    finally:
+        os.close(lock)  # releases the flock
 
 
 def time_precisions(model, training, crop, steps=4, warmup=2):
@@ -231,12 +270,15 @@ def probs_loss_acc(probs, labels):
 
 # ---------------------------------------------------------------- the loop
 
-def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_best=False, progress=log.info):
+def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_best=False, progress=log.info,
+        precision_memo=None):
     """Train with resume. Returns (model, history rows, best-or-last state info).
 
     select_best: keep the weights of the epoch with the best validation accuracy (the final model
     chooses its checkpoint on PublicTest); otherwise the last epoch's weights are the result
     (cross-validation folds: choosing on the held-out fold would bias its score).
+    precision_memo: a file shared by the jobs that must train in one precision (`amp: auto`'s
+    measurement is made once for them: `shared_choose_amp`); None measures for this job alone.
     """
     t = run_cfg["training"]
     device = pick_device(t)
@@ -260,29 +302,12 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     steps = max(1, len(train_idx) // min(t["batch_size"], len(train_idx)))
     scheduler = make_scheduler(optimizer, t, steps)
 
-    # What a checkpoint must match to be resumed: the run config, the exact images, the code version.
-    import hashlib
-
-    from . import __version__
-
-    indices = hashlib.sha256(train_idx.astype(np.int64).tobytes() + b"|" + val_np.astype(np.int64).tobytes())
-    fingerprint = config_hash({"run": run_cfg, "indices": indices.hexdigest(), "version": __version__,
-                               "data": data.attrs.get("source_sha256")})
-    state = {"epoch": 0, "history": [], "best": None}
+    fingerprint = run_fingerprint(run_cfg, data, train_idx, val_np)
     checkpoint_path = Path(checkpoint_path)
-    if checkpoint_path.is_file():
-        ckpt = load_torch_file(checkpoint_path, "checkpoint", device)
-        if ckpt.get("fingerprint") == fingerprint:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            state = {k: ckpt[k] for k in ("epoch", "history", "best", "amp", "precision_reason")}
-            progress(f"resuming from {checkpoint_path} after epoch {state['epoch']}")
-        else:
-            progress(f"ignoring {checkpoint_path}: it belongs to another configuration")
-
+    state = resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, device, progress)
     if "amp" not in state:  # a resumed run keeps the precision it started with
-        state["amp"], state["precision_reason"] = choose_amp(t, device, model, crop)
+        state["amp"], state["precision_reason"] = shared_choose_amp(precision_memo, run_cfg, device, model, crop,
+                                                                    threads)
     amp = state["amp"]
     progress(f"precision {'bf16 autocast' if amp else 'fp32'} ({state['precision_reason']})")
 
@@ -329,6 +354,33 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     elif probs is not None:
         state["val_probs"] = probs  # the last epoch's validation predictions: callers need not predict again
     return model, state
+
+
+def run_fingerprint(run_cfg, data, train_idx, val_idx):
+    """What a checkpoint must match to be resumed: the run config, the exact images, the code version."""
+    import hashlib
+
+    from . import __version__
+
+    indices = hashlib.sha256(np.asarray(train_idx).astype(np.int64).tobytes() + b"|"
+                             + np.asarray(val_idx).astype(np.int64).tobytes())
+    return config_hash({"run": run_cfg, "indices": indices.hexdigest(), "version": __version__,
+                        "data": data.attrs.get("source_sha256")})
+
+
+def resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, device, progress):
+    """The training state to go on from: the checkpoint's (loaded into model, optimizer and
+    scheduler) when it belongs to this run, else a fresh one."""
+    if checkpoint_path.is_file():
+        ckpt = load_torch_file(checkpoint_path, "checkpoint", device)
+        if ckpt.get("fingerprint") == fingerprint:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            progress(f"resuming from {checkpoint_path} after epoch {ckpt['epoch']}")
+            return {k: ckpt[k] for k in ("epoch", "history", "best", "amp", "precision_reason")}
+        progress(f"ignoring {checkpoint_path}: it belongs to another configuration")
+    return {"epoch": 0, "history": [], "best": None}
 
 
 def learning_curve_sets(t, labels, train_idx, val_idx, device):

@@ -98,6 +98,52 @@ def test_resume_keeps_the_precision_it_started_with(real_h5, tmp_path, monkeypat
     assert "0.50x" in state["precision_reason"]
 
 
+def test_folds_of_one_architecture_share_one_precision_decision(real_h5, tmp_path, monkeypatch):
+    """The first fold measures, the others read its verdict: a busy moment cannot put one fold of an
+    architecture in another precision (a real study had one fold in fp32, the other two in bf16)."""
+    data = load_h5(real_h5)
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    verdicts = iter([(100.0, 50.0)])  # fp32 wins; a second measurement would raise StopIteration
+    monkeypatch.setattr(train, "time_precisions", lambda *a, **k: next(verdicts))
+    memo = tmp_path / "arch" / "precision.json"
+    cfg = tiny_run_config(epochs=1, amp="auto")
+    states = [train.fit(cfg, data, *data.fold_indices(k), tmp_path / f"f{k}.pt", progress=lambda s: None,
+                        precision_memo=memo)[1] for k in range(2)]
+    assert [s["amp"] for s in states] == [False, False]
+    assert "0.50x" in states[1]["precision_reason"] and str(memo) in states[1]["precision_reason"]
+    # another run config (here: another learning rate) is another network's decision: measured anew
+    monkeypatch.setattr(train, "time_precisions", lambda *a, **k: (100.0, 200.0))
+    _, other = train.fit(tiny_run_config(epochs=1, amp="auto", lr=0.01), data, *data.fold_indices(0),
+                         tmp_path / "o.pt", progress=lambda s: None, precision_memo=memo)
+    assert other["amp"] is True and "2.00x" in other["precision_reason"]
+
+
+def test_concurrent_jobs_measure_once(tmp_path, monkeypatch):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    calls, lock = [], threading.Lock()
+
+    def slow_probe(*a, **k):
+        with lock:
+            calls.append(1)
+        time.sleep(0.3)
+        return 100.0, 150.0
+
+    monkeypatch.setattr(train, "time_precisions", slow_probe)
+    cfg = {"training": {"amp": "auto", "batch_size": 8}, "model": {"layers": []}}
+    with ThreadPoolExecutor(3) as pool:
+        verdicts = list(pool.map(lambda _: train.shared_choose_amp(tmp_path / "p.json", cfg, CPU,
+                                                                   torch.nn.Linear(2, 2), 44, 1), range(3)))
+    assert len(calls) == 1 and [amp for amp, _ in verdicts] == [True] * 3
+    # a forced setting never reads or writes the shared verdict
+    forced = {**cfg, "training": {**cfg["training"], "amp": False}}
+    assert train.shared_choose_amp(tmp_path / "p.json", forced, CPU, torch.nn.Linear(2, 2), 44, 1)[0] is False
+    assert len(calls) == 1
+
+
 def test_learning_curve_recorded_every_epoch_on_fixed_subsets(real_h5, tmp_path):
     data = load_h5(real_h5)
     tr, va = data.fold_indices(0)
