@@ -814,6 +814,8 @@ def _vs_pil_record(name, rounds, decided, precisions, run_cfg, args):
             "units": {"ratio": "median over rounds of (project img/s as it trains, project_precision / best "
                                "PIL+DataLoader img/s of the same round, fp32)",
                       "ratio_fp32": "the same with the project in fp32",
+                      "pil_best_img_per_s": "median over rounds of each round's best worker count (the worker "
+                                            "counts may differ between rounds; pil_best_workers: the most frequent)",
                       "rounds": "per round: best-trial img/s of the project as it trains, in fp32, and of the PIL "
                                 "loop per DataLoader worker count, measured one after the other"},
             "context": {"batch_size": args.batch_size or run_cfg["training"]["batch_size"], "rounds": len(rounds),

@@ -67,7 +67,7 @@ def cmd_train(args):
              pick_device(run_cfg["training"]))
     # the folds of one architecture train in one precision (train.shared_choose_amp)
     model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads,
-                       precision_memo=out.parent / "precision.json")
+                       precision_memo=out.parent)
     probs = state.get("val_probs")
     if probs is None:  # resumed after the last epoch's checkpoint: nothing was predicted in this process
         probs = _predict_indices(model, run_cfg, data, val_idx, state["amp"])

@@ -96,42 +96,84 @@ def choose_amp(training, device, model, crop, probe=None):
 BF16_MIN_GAIN = 1.1  # a near tie stays fp32: the measurement is noisy, fp32 is the reference precision
 
 
-def shared_choose_amp(memo, run_cfg, device, model, crop, threads):
-    """`choose_amp`, decided once for every job that passes the same `memo` file (the folds of one
-    architecture): the first to get there measures and writes its verdict, keyed by what the
-    verdict depends on (training settings, model spec, threads, processor, torch); the others,
-    and later reruns on the same machine, read it. A per-job measurement made the weights depend
-    on the load of the moment: one fold of a study measured bf16 below the 1.1x bar beside busy
-    cores, trained in fp32 and came out different from the same fold run quietly.
-    The lock also keeps two folds from timing each other. Without fcntl (not POSIX) no lock."""
-    import json
+def shared_choose_amp(memo_dir, run_cfg, device, model, crop, threads):
+    """`choose_amp`, decided once for every job that passes the same `memo_dir` (the folds of one
+    architecture): the first verdict for a key (run config, threads, processor model, torch) is
+    published as `memo_dir/precision-<key>.json` and every later job, and every rerun on that
+    kind of machine, adopts it. A per-job measurement made the weights depend on the load of the
+    moment: one fold of a study measured bf16 below the 1.1x bar beside busy cores, trained in
+    fp32 and came out different from the same fold run quietly.
 
-    from .io import write_json
-
+    On one machine a flock on `memo_dir` makes the others wait for the first measurement (and
+    keeps two folds from timing each other); across machines (Slurm nodes on a shared
+    filesystem, where flock may not reach) jobs that measured at the same time publish with an
+    atomic link, first writer wins, and the others take its verdict. Delete the file to measure
+    again (`--forcerun` does not: it is not a Snakemake output)."""
     training = run_cfg["training"]
-    if memo is None or use_amp(training, device) is not None:  # nothing to measure
+    if memo_dir is None or use_amp(training, device) is not None:  # nothing to measure
         return choose_amp(training, device, model, crop)
     key = config_hash({"run": run_cfg, "threads": threads, "cpu": cpu_name(), "torch": torch.__version__})
-    memo = Path(memo)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    lock = os.open(memo.parent, os.O_RDONLY)  # the memo's directory is the lock: no lock file left behind
+    memo_dir = Path(memo_dir)
+    memo_dir.mkdir(parents=True, exist_ok=True)
+    memo = memo_dir / f"precision-{key}.json"
+    lock = _lock_directory(memo_dir)
     try:
-        try:
-            import fcntl
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - not POSIX
-            pass
-        try:
-            known = json.loads(memo.read_text())
-        except (OSError, ValueError):
-            known = None
-        if known and known.get("key") == key:
-            return bool(known["amp"]), f"{known['reason']}; measured by the first of the jobs sharing {memo}"
-        amp, reason = choose_amp(training, device, model, crop)
-        write_json(memo, {"key": key, "amp": amp, "reason": reason})
-        return amp, reason
+        known = _read_verdict(memo)
+        if known is None:
+            verdict = choose_amp(training, device, model, crop)
+            known = _publish_verdict(memo, {"amp": verdict[0], "reason": verdict[1]})
+            if known["amp"] == verdict[0] and known["reason"] == verdict[1]:
+                return verdict
+        return bool(known["amp"]), f"{known['reason']}; measured by the first of the jobs sharing {memo}"
     finally:
-        os.close(lock)  # releases the flock
+        if lock is not None:
+            os.close(lock)  # releases the flock
+
+
+def _lock_directory(directory):
+    """An fd holding an exclusive flock on `directory`, or None where that cannot be had (no
+    fcntl, or a filesystem without flock): the atomic publish still gives one verdict."""
+    try:
+        import fcntl
+        fd = os.open(directory, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def _read_verdict(path):
+    import json
+
+    try:
+        known = json.loads(Path(path).read_text())
+        return known if isinstance(known, dict) and "amp" in known and "reason" in known else None
+    except (OSError, ValueError):
+        return None
+
+
+def _publish_verdict(path, verdict):
+    """Writes `verdict` to `path` unless a verdict is already there (a hard link of a complete
+    temporary file: atomic, also on NFS); returns the verdict that `path` holds."""
+    import json
+    import threading
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(verdict, indent=2) + "\n")
+    try:
+        os.link(tmp, path)
+        return verdict
+    except FileExistsError:
+        return _read_verdict(path) or verdict
+    except OSError:  # a filesystem without hard links: last writer wins, still atomic
+        os.replace(tmp, path)
+        return verdict
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def time_precisions(model, training, crop, steps=4, warmup=2):
@@ -277,7 +319,7 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     select_best: keep the weights of the epoch with the best validation accuracy (the final model
     chooses its checkpoint on PublicTest); otherwise the last epoch's weights are the result
     (cross-validation folds: choosing on the held-out fold would bias its score).
-    precision_memo: a file shared by the jobs that must train in one precision (`amp: auto`'s
+    precision_memo: a directory shared by the jobs that must train in one precision (`amp: auto`'s
     measurement is made once for them: `shared_choose_amp`); None measures for this job alone.
     """
     t = run_cfg["training"]

@@ -105,12 +105,13 @@ def test_folds_of_one_architecture_share_one_precision_decision(real_h5, tmp_pat
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
     verdicts = iter([(100.0, 50.0)])  # fp32 wins; a second measurement would raise StopIteration
     monkeypatch.setattr(train, "time_precisions", lambda *a, **k: next(verdicts))
-    memo = tmp_path / "arch" / "precision.json"
+    memo = tmp_path / "arch"
     cfg = tiny_run_config(epochs=1, amp="auto")
     states = [train.fit(cfg, data, *data.fold_indices(k), tmp_path / f"f{k}.pt", progress=lambda s: None,
                         precision_memo=memo)[1] for k in range(2)]
     assert [s["amp"] for s in states] == [False, False]
-    assert "0.50x" in states[1]["precision_reason"] and str(memo) in states[1]["precision_reason"]
+    assert "0.50x" in states[1]["precision_reason"] and str(memo / "precision-") in states[1]["precision_reason"]
+    assert [p.name.startswith("precision-") for p in memo.iterdir()] == [True]  # no temporary or lock file left
     # another run config (here: another learning rate) is another network's decision: measured anew
     monkeypatch.setattr(train, "time_precisions", lambda *a, **k: (100.0, 200.0))
     _, other = train.fit(tiny_run_config(epochs=1, amp="auto", lr=0.01), data, *data.fold_indices(0),
@@ -118,7 +119,8 @@ def test_folds_of_one_architecture_share_one_precision_decision(real_h5, tmp_pat
     assert other["amp"] is True and "2.00x" in other["precision_reason"]
 
 
-def test_concurrent_jobs_measure_once(tmp_path, monkeypatch):
+def concurrent_verdicts(tmp_path, monkeypatch, rates, jobs=3):
+    """`jobs` threads deciding at once for one architecture; returns (verdicts, measurements)."""
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -129,19 +131,37 @@ def test_concurrent_jobs_measure_once(tmp_path, monkeypatch):
     def slow_probe(*a, **k):
         with lock:
             calls.append(1)
+            r = rates[len(calls) - 1]
         time.sleep(0.3)
-        return 100.0, 150.0
+        return r
 
     monkeypatch.setattr(train, "time_precisions", slow_probe)
     cfg = {"training": {"amp": "auto", "batch_size": 8}, "model": {"layers": []}}
-    with ThreadPoolExecutor(3) as pool:
-        verdicts = list(pool.map(lambda _: train.shared_choose_amp(tmp_path / "p.json", cfg, CPU,
-                                                                   torch.nn.Linear(2, 2), 44, 1), range(3)))
+    with ThreadPoolExecutor(jobs) as pool:
+        verdicts = list(pool.map(lambda _: train.shared_choose_amp(tmp_path, cfg, CPU, torch.nn.Linear(2, 2), 44, 1),
+                                 range(jobs)))
+    return verdicts, calls
+
+
+def test_concurrent_jobs_measure_once(tmp_path, monkeypatch):
+    verdicts, calls = concurrent_verdicts(tmp_path, monkeypatch, [(100.0, 150.0)] * 3)
     assert len(calls) == 1 and [amp for amp, _ in verdicts] == [True] * 3
     # a forced setting never reads or writes the shared verdict
-    forced = {**cfg, "training": {**cfg["training"], "amp": False}}
-    assert train.shared_choose_amp(tmp_path / "p.json", forced, CPU, torch.nn.Linear(2, 2), 44, 1)[0] is False
+    forced = {"training": {"amp": False, "batch_size": 8}, "model": {"layers": []}}
+    assert train.shared_choose_amp(tmp_path, forced, CPU, torch.nn.Linear(2, 2), 44, 1)[0] is False
     assert len(calls) == 1
+
+
+def test_jobs_on_machines_without_a_shared_lock_still_agree(tmp_path, monkeypatch):
+    """Slurm nodes on NFS: flock may not reach across them, so all jobs measure at once, and get
+    different verdicts; the first published one wins and every job trains in it."""
+    monkeypatch.setattr(train, "_lock_directory", lambda directory: None)
+    verdicts, calls = concurrent_verdicts(tmp_path, monkeypatch, [(100.0, 150.0), (100.0, 50.0), (100.0, 60.0)])
+    assert len(calls) == 3  # nobody waited
+    assert len({amp for amp, _ in verdicts}) == 1
+    (published,) = tmp_path.glob("precision-*.json")
+    assert sum("measured by the first" not in reason for _, reason in verdicts) == 1
+    assert published.read_text().count('"amp"') == 1
 
 
 def test_learning_curve_recorded_every_epoch_on_fixed_subsets(real_h5, tmp_path):
