@@ -38,16 +38,18 @@ def elapsed_seconds(log_text):
 
 
 def machine():
+    import os
     import platform
 
     import torch
 
+    from ferstudy.config import cpu_name
+
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.processor())
     flags = sorted({f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if re.search(rf"\b{f}\b", info)})
-    return {"cpu": model, "flags": flags, "cores": len(__import__("os").sched_getaffinity(0)),
-            "torch": torch.__version__, "python": platform.python_version()}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu_name(), "flags": flags, "cores": cores, "torch": torch.__version__,
+            "python": platform.python_version()}
 
 
 def job_times(results):
