@@ -772,7 +772,8 @@ def pil_records(out, args, cfg, pil_archs, images, labels, threads, precisions):
         steps = dict(threads=threads, batches=args.batches, warmup=args.warmup, trials=args.trials,
                      batch_size=args.batch_size)
         # the precision a training job would pick: amp from the config, `auto` measured by train.choose_amp
-        decided = train_throughput(run_cfg, images, labels, amp=None, **steps)
+        # (only the decision is kept: one trial, the rounds below do the timing)
+        decided = train_throughput(run_cfg, images, labels, amp=None, **{**steps, "trials": 1})
         rounds = []
         for _ in range(max(1, args.pil_rounds)):
             trained = train_throughput(run_cfg, images, labels, amp=decided["amp"], **steps)["img_per_s"]

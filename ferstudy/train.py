@@ -120,10 +120,10 @@ def shared_choose_amp(memo_dir, run_cfg, device, model, crop, threads):
     try:
         known = _read_verdict(memo)
         if known is None:
-            verdict = choose_amp(training, device, model, crop)
-            known = _publish_verdict(memo, {"amp": verdict[0], "reason": verdict[1]})
-            if known["amp"] == verdict[0] and known["reason"] == verdict[1]:
-                return verdict
+            amp, reason = choose_amp(training, device, model, crop)
+            if _publish_verdict(memo, {"amp": amp, "reason": reason}):
+                return amp, reason
+            known = _read_verdict(memo)
         return bool(known["amp"]), f"{known['reason']}; measured by the first of the jobs sharing {memo}"
     finally:
         if lock is not None:
@@ -158,7 +158,7 @@ def _read_verdict(path):
 
 def _publish_verdict(path, verdict):
     """Writes `verdict` to `path` unless a verdict is already there (a hard link of a complete
-    temporary file: atomic, also on NFS); returns the verdict that `path` holds."""
+    temporary file: atomic, also on NFS); True when this one was published."""
     import json
     import threading
 
@@ -166,12 +166,12 @@ def _publish_verdict(path, verdict):
     tmp.write_text(json.dumps(verdict, indent=2) + "\n")
     try:
         os.link(tmp, path)
-        return verdict
+        return True
     except FileExistsError:
-        return _read_verdict(path) or verdict
+        return _read_verdict(path) is None  # an unreadable one does not count: ours stands
     except OSError:  # a filesystem without hard links: last writer wins, still atomic
         os.replace(tmp, path)
-        return verdict
+        return True
     finally:
         tmp.unlink(missing_ok=True)
 
