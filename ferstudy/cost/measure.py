@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import evaluation_epochs
+from ..config import evaluation_epochs
 
 log = logging.getLogger("ferstudy.cost")
 
@@ -70,7 +70,7 @@ FER2013_COUNTS = {"Training": [3995, 436, 4097, 7215, 4830, 3171, 4965],
 
 def demo_counts(n_images, class_weights=None):
     """Per-class counts per split of `demo.make_demo_faces(n_images)` (its split rule, no images)."""
-    from .demo import DEFAULT_CLASS_WEIGHTS, SPLIT_FRACTIONS, _largest_remainder
+    from ..demo import DEFAULT_CLASS_WEIGHTS, SPLIT_FRACTIONS, _largest_remainder
 
     w = np.asarray(DEFAULT_CLASS_WEIGHTS if class_weights is None else class_weights, dtype=float)
     per_class = _largest_remainder(n_images, w / w.sum())
@@ -86,11 +86,11 @@ def demo_counts(n_images, class_weights=None):
 def data_counts(cfg, h5=None):
     """(per-class counts per split, source): from the HDF5 when it holds the dataset the config
     uses, else from the config. Returns (dict split -> list of 7 ints, description)."""
-    from . import SPLIT_NAMES
+    from .. import SPLIT_NAMES
 
     dataset = cfg["dataset"]["name"]
     if h5 and Path(h5).is_file():
-        from .data import load_h5
+        from ..data import load_h5
 
         data = load_h5(h5)
         same = data.attrs.get("dataset") == dataset and (
@@ -168,7 +168,7 @@ KNOWN_RULES = OWN_MODEL_RULES + ("aggregate", "select", "evaluate_final", "figur
 def dry_run_jobs(study_dir, config_path=None, configfiles=(), preset=None):
     """{rule: count} of a fresh study from Snakemake itself: `snakemake -n --forceall --nolock`
     in the study directory (writes nothing but Snakemake's log; takes a few seconds)."""
-    from .bench import parse_job_stats, run_snakemake
+    from ..bench import parse_job_stats, run_snakemake
 
     args = ["-n", "--forceall", "--nolock", "--quiet", "rules"]
     extra = [str(Path(f).resolve()) for f in configfiles or ()]
@@ -211,7 +211,7 @@ def in_order_schedule(durations, slots):
 
 def _env():
     """Environment for child processes: this checkout's `ferstudy` first on the path."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
                                                                      os.environ.get("PYTHONPATH")]))}
 
 
@@ -232,9 +232,9 @@ def run_side_by_side(commands, cwd=None):
 
 def write_tiny_h5(path, folds, n_images=350, seed=0):
     """A small HDF5 (demo faces, every class in every split) for the job probes."""
-    from . import SPLIT_NAMES
-    from .data import write_h5
-    from .demo import make_demo_faces
+    from .. import SPLIT_NAMES
+    from ..data import write_h5
+    from ..demo import make_demo_faces
 
     images, labels, usage = make_demo_faces(n_images, seed)
     split = np.array([SPLIT_NAMES.index(u) for u in usage], dtype=np.uint8)
@@ -248,7 +248,7 @@ def probe_jobs(cfg, run_cfg, parallel, tmp):
     the tiny workload (to subtract its compute)."""
     import yaml
 
-    from .data import load_h5
+    from ..data import load_h5
 
     tmp = Path(tmp)
     h5 = tmp / "tiny.h5"
@@ -284,7 +284,7 @@ def measure_snakemake(config_path, workdir, jobs=6):
             output: "o/{{i}}.txt"
             shell: "true > {{output}}"
         """)
-    from .bench import snakemake_command
+    from ..bench import snakemake_command
 
     with tempfile.TemporaryDirectory(prefix="ferstudy-cost-") as tmp:
         Path(tmp, "Snakefile").write_text(snakefile)
@@ -316,7 +316,7 @@ def checkpoint_seconds(model):
 def measure_data_jobs(cfg, counts):
     """(demo_csv s or 0, prepare s, path of a temporary HDF5 of the right size, tmpdir) measured
     by doing the work: the demo CSV (demo data) and `data.prepare` + `data.write_summary`."""
-    from .data import prepare, write_h5, write_summary
+    from ..data import prepare, write_h5, write_summary
 
     tmp = tempfile.TemporaryDirectory(prefix="ferstudy-cost-")
     d = Path(tmp.name)
@@ -324,7 +324,7 @@ def measure_data_jobs(cfg, counts):
     h5 = d / "dataset.h5"
     csv = cfg["dataset"]["csv"]
     if cfg["dataset"]["name"] == "demo":
-        from .demo import write_demo_csv
+        from ..demo import write_demo_csv
 
         t0 = time.perf_counter()
         write_demo_csv(d / "demo.csv", n_images=cfg["data"]["demo_images"], seed=cfg["data"]["demo_seed"])
@@ -358,8 +358,8 @@ def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1):
     `MEASURE_MIN_S` (not the best trial: a job's epochs run at their mean rate)."""
     import torch
 
-    from .bench import eval_throughput, train_throughput
-    from .train import use_channels_last
+    from ..bench import eval_throughput, train_throughput
+    from ..train import use_channels_last
 
     r = train_throughput(run_cfg, images, labels, threads, batches=batches, warmup=warmup, trials=trials,
                          min_seconds=MEASURE_MIN_S)
@@ -373,8 +373,8 @@ def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1):
 
 def _measure_worker(cfg, names, batches, warmup, h5):
     """Runs in a fresh process: 1-thread rates of every architecture in `names`."""
-    from .bench import bench_images
-    from .config import resolve_arch
+    from ..bench import bench_images
+    from ..config import resolve_arch
 
     bs = max(resolve_arch(cfg, a)["training"]["batch_size"] for a in names)
     images, labels = bench_images(min(bs * (batches + warmup), 2048), h5)
@@ -397,9 +397,9 @@ def measure_side_by_side(cfg, names, batches, warmup, h5, parallel):
 def measure(cfg, cores, batches=3, warmup=1, h5=None, final_arch=None):
     """Every measured input of `predict` (see the module docstring): a few seconds per
     architecture on the demo preset, more for wide networks at batch 128."""
-    from .bench import bench_images
-    from .config import resolve_arch
-    from .data import load_h5
+    from ..bench import bench_images
+    from ..config import resolve_arch
+    from ..data import load_h5
 
     counts, source = data_counts(cfg, h5)
     archs = cfg["study"]["architectures"]
@@ -463,7 +463,7 @@ def final_job_seconds(w, train_rate, eval_rate, overhead, checkpoint_s=0.0):
 
 def predict(cfg, cores, m):
     """The prediction (JSON-ready dict) from a config and the measurements `m` of `measure`."""
-    from .config import resolve_arch
+    from ..config import resolve_arch
 
     c = m["constants"]
     job_overhead = c["job_overhead_s"] + c["snakemake_job_s"]
@@ -591,7 +591,7 @@ def fingerprint(study_cfg, cores):
     """What a prediction depends on: the resolved config, the cores and the ferstudy version."""
     import hashlib
 
-    from . import __version__
+    from .. import __version__
 
     blob = json.dumps({"config": study_cfg, "cores": cores, "version": __version__}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -609,7 +609,7 @@ def in_study_prediction(raw_config, study_cfg, cores, jobs_by_rule, jobs_to_run,
     then compares nothing). The prediction is advice: if measuring fails the study goes on."""
     import yaml
 
-    from .io import write_json, write_text
+    from ..io import write_json, write_text
 
     results = Path(results)
     pred_path, run_path, fp = results / PREDICTION, results / WHOLE_RUN, fingerprint(study_cfg, cores)
@@ -731,8 +731,8 @@ def predicted_vs_actual(results, now=None):
 # ---------------------------------------------------------------- the command
 
 def cmd_predict_cost(args):
-    from .bench import all_cores, load_config
-    from .io import write_json
+    from ..bench import all_cores, load_config
+    from ..io import write_json
 
     workdir = Path(args.study_dir or Path(args.config).resolve().parent)
     cfg = load_config(args.config, args.configfile, args.preset, workdir)

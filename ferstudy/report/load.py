@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLASS_NAMES, SPLIT_NAMES
-from .errors import UserError
-from .io import float_or_nan
+from .. import CLASS_NAMES, SPLIT_NAMES
+from ..errors import UserError
+from ..io import float_or_nan
 
 log = logging.getLogger("ferstudy.report")
 
@@ -188,8 +188,8 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
     Every figure must exist unless `allow_missing_figures` (then missing ones are not linked)."""
     import pandas as pd
 
-    from .cost import predicted_vs_actual
-    from .data import count_table, load_h5
+    from ..cost import predicted_vs_actual
+    from ..data import count_table, load_h5
 
     r = Path(results_dir)
     summary_path = r / "tables" / "cv_summary.csv"
@@ -315,8 +315,8 @@ def pretrained_pairs(cv, run_cfgs, fold_train, fold_test, alpha):
     (the stability label from the paired learning curves). One planned comparison per pair, outside
     the ablation's Holm family, so no Holm p. [{arch, twin (None when none was studied), row (an
     ablation row), changes (training settings that differ from the twin's)}]."""
-    from .metrics import compare_to_baseline
-    from .study import budget_checked
+    from ..metrics import compare_to_baseline
+    from ..study import budget_checked
 
     out = []
     for a, rc in run_cfgs.items():
@@ -343,7 +343,7 @@ def pretrained_pairs(cv, run_cfgs, fold_train, fold_test, alpha):
 def read_ferplus_scores(r):
     """results/final/ferplus.json (rule ferplus_scores, data.ferplus set) if it scores the current final
     predictions, else None (not run, or left from an earlier final model)."""
-    from .data import sha256_of
+    from ..data import sha256_of
 
     path = r / "final" / "ferplus.json"
     if not path.is_file():
@@ -365,7 +365,7 @@ ABLATION_DEFAULTS = {"factor": "", "p_holm": math.nan, "holm": False, "n_train":
 def ablation_rows(records, descriptions):
     """ablation.csv rows with clean types: floats (NaN for missing), `holm` a bool, text never NaN;
     the columns an older ablation.csv lacks get `ABLATION_DEFAULTS` (Holm p computed here)."""
-    from .stability import holm_adjusted
+    from ..stability import holm_adjusted
 
     rows = [{**ABLATION_DEFAULTS, **{key: v for key, v in rec.items() if not _missing(v)}} for rec in records]
     if rows and "p_holm" not in records[0]:
@@ -388,7 +388,7 @@ def _missing(v):
 def curve_fit(curve):
     """The last epoch of a learning curve, mean over folds: held-out and trained-on accuracy (fixed
     subsets, un-augmented), the accuracy on the training batches (as trained) and the gap (pp)."""
-    from .stability import last_gap_pp
+    from ..stability import last_gap_pp
 
     if not curve:
         return None
@@ -403,7 +403,7 @@ def curve_fit(curve):
 
 def fold_workload(run_cfg, class_counts, folds):
     """Images, batch, SGD steps and epochs of one fold job (mean over folds), as `cost.cv_workload`."""
-    from .cost import cv_workload
+    from ..cost import cv_workload
 
     w = cv_workload(run_cfg, {"Training": class_counts["Training"]}, folds)
     n = float(np.mean([j["n_train"] for j in w["jobs"]]))
@@ -414,7 +414,7 @@ def fold_workload(run_cfg, class_counts, folds):
 
 def final_workload_of(training, class_counts):
     """The same numbers for the final model (`cost.final_workload`); None without its settings."""
-    from .cost import final_workload
+    from ..cost import final_workload
 
     if not training.get("epochs") or not training.get("batch_size"):
         return None
@@ -426,7 +426,7 @@ def final_workload_of(training, class_counts):
 def runner_up_test(selection, rows, metric, fold_train, fold_test):
     """The chosen architecture against the runner-up, paired by fold: the corrected resampled t-test
     with the pair's images (the smaller subsample of the two, as `study.aggregate` does)."""
-    from .metrics import corrected_resampled_ttest
+    from ..metrics import corrected_resampled_ttest
 
     runner = selection.get("runner_up")
     if not runner or runner["architecture"] not in rows:
@@ -614,8 +614,8 @@ def inspect_model(model_path, data, threads=1, per_class=CHANNEL_FACES_PER_CLASS
     import torch
     from scipy import stats
 
-    from . import figures
-    from .train import load_model
+    from .. import figures
+    from ..train import load_model
 
     torch.set_num_threads(max(1, int(threads)))
     model, payload = load_model(model_path)
@@ -985,7 +985,7 @@ def power_text(ctx):
 
 def fit_reading(gap_pp):
     """'under-fitting' | 'beginning to over-fit' | 'over-fitting' from a train-minus-held-out gap (pp)."""
-    from .stability import MIN_OVERFIT_GAP_PP
+    from ..stability import MIN_OVERFIT_GAP_PP
 
     if gap_pp < MIN_OVERFIT_GAP_PP:
         return "under-fitting"
@@ -1012,7 +1012,7 @@ def fit_findings(ctx):
 
 def fit_groups_text(fits):
     """'12 of the 14 networks fit ... under-fitting; `a` (+7.0 pp) is beginning to over-fit ...'."""
-    from .stability import MIN_OVERFIT_GAP_PP
+    from ..stability import MIN_OVERFIT_GAP_PP
 
     groups = {}
     for r in fits:
@@ -1079,7 +1079,7 @@ BUDGET_RULE = ("a verdict is budget-dependent when the variant-minus-baseline cu
 
 
 def budget_findings(ctx):
-    from .stability import MIN_OVERFIT_GAP_PP
+    from ..stability import MIN_OVERFIT_GAP_PP
 
     base = next(r for r in ctx["archs"] if r["architecture"] == ctx["baseline"])
     w, fw, tr = base["workload"], ctx["final"]["workload"], ctx["cv_training"]
@@ -1536,7 +1536,7 @@ def decided_by_regularizer_rule(row):
 
 def regularizer_reflection(ctx):
     """The verdicts that ablation.csv labelled budget-dependent by the regularizer rule."""
-    from .stability import MIN_OVERFIT_GAP_PP
+    from ..stability import MIN_OVERFIT_GAP_PP
 
     early = [r for r in ctx["ablation"] if _label(r) == "budget-dependent" and decided_by_regularizer_rule(r)]
     if not early:
@@ -1551,7 +1551,7 @@ def regularizer_reflection(ctx):
 
 
 def underfit_reflection(ctx):
-    from .stability import MIN_OVERFIT_GAP_PP
+    from ..stability import MIN_OVERFIT_GAP_PP
 
     fits = [r for r in ctx["archs"] if r["fit"] and np.isfinite(r["fit"]["gap_pp"])]
     under = [r for r in fits if r["fit"]["gap_pp"] < MIN_OVERFIT_GAP_PP]
@@ -1724,7 +1724,7 @@ def render(ctx, template_dir, template=TEMPLATE):
 # ---------------------------------------------------------------- CLI
 
 def cmd_report(args):
-    from .io import write_text
+    from ..io import write_text
 
     template = Path(args.template)
     ctx = collect(args.results, report_path=args.out, preset=args.preset, threads=args.threads,

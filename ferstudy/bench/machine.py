@@ -64,7 +64,7 @@ def load_config(config_path="config.yaml", configfiles=(), preset=None, workdir=
     config.yaml, its preset, then each `--configfile` and the `--preset` choice as the user's own
     layers, which win over the preset; resolved relative to `workdir` (the study directory;
     default the config file's directory)."""
-    from .config import load_yaml, resolve_config
+    from ..config import load_yaml, resolve_config
 
     user = [(str(f), load_yaml(f)) for f in configfiles or ()] + ([("--preset", {"preset": preset})] if preset else [])
     workdir = Path(config_path).resolve().parent if workdir is None else Path(workdir)
@@ -82,7 +82,7 @@ def base_context(threads):
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    from .config import cpu_name
+    from ..config import cpu_name
 
     return {"threads": threads, "torch": torch.__version__, "cpu": cpu_name(), "cores": all_cores(),
             "loadavg_1m": round(load, 2) if load is not None else None,
@@ -92,7 +92,7 @@ def base_context(threads):
 def set_threads(threads):
     import torch
 
-    from .train import setup_torch
+    from ..train import setup_torch
 
     setup_torch(torch.device("cpu"), threads)  # exactly what a training job does
 
@@ -105,14 +105,14 @@ def bench_images(n, h5=None, seed=0):
     import numpy as np
 
     if h5:
-        from .data import load_h5
+        from ..data import load_h5
 
         data = load_h5(h5)
         train = data.indices("Training")
         pick = np.random.default_rng(seed).permutation(train)[:n]
         pick = np.resize(pick, n)  # repeat when the file is smaller than n
         return data.images[pick], data.labels[pick].astype(np.int64)
-    from .demo import make_demo_faces
+    from ..demo import make_demo_faces
 
     images, labels, _ = make_demo_faces(max(n, 100), seed)
     return images[:n], labels[:n].astype(np.int64)
@@ -122,7 +122,7 @@ def bench_images(n, h5=None, seed=0):
 
 def training_precisions():
     """The precisions a training job on this CPU may use: fp32, and bf16 where it is native."""
-    from .train import cpu_has_bf16
+    from ..train import cpu_has_bf16
 
     return ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
 
@@ -299,9 +299,9 @@ def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, tria
     """
     import torch
 
-    from .augment import Augmenter
-    from .models import build_model, forward_flops
-    from .train import choose_amp, make_optimizer, make_scheduler, train_one_epoch, use_channels_last
+    from ..augment import Augmenter
+    from ..models import build_model, forward_flops
+    from ..train import choose_amp, make_optimizer, make_scheduler, train_one_epoch, use_channels_last
 
     set_threads(threads)
     device = torch.device("cpu")
@@ -353,7 +353,7 @@ def eval_throughput(model, images, threads, crop, tta="none", channels_last=True
     """Source images/s of `train.predict` (evaluation crops, TTA views, softmax) over `images`."""
     import torch
 
-    from .train import predict
+    from ..train import predict
 
     set_threads(threads)
     x = torch.from_numpy(images).unsqueeze(1)
@@ -397,8 +397,8 @@ def pil_loop_throughput(run_cfg, images, labels, threads, workers, batches=8, wa
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
-    from .augment import MEAN, STD
-    from .models import build_model
+    from ..augment import MEAN, STD
+    from ..models import build_model
 
     set_threads(threads)
     t = _training_settings(run_cfg, batch_size)
@@ -477,10 +477,10 @@ def ingest_in_subprocess(csv, h5, folds=5, fold_seed=0, timeout=600):
     """`data.prepare(csv, h5)` in a fresh Python process, as `ferstudy prepare` runs it: {rows,
     seconds, cpu_s (user + system of all its threads), peak_rss_mb (the process's high-water mark,
     MiB), rss_after_import_mb (before the ingest: Python, numpy, h5py), chunk_bytes}."""
-    from .errors import UserError
+    from ..errors import UserError
 
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run([sys.executable, "-c", _INGEST_CHILD, str(csv), str(h5), str(folds), str(fold_seed)],
                           capture_output=True, text=True, timeout=timeout, env=env)
@@ -491,7 +491,7 @@ def ingest_in_subprocess(csv, h5, folds=5, fold_seed=0, timeout=600):
 
 
 def ingest_times(csv, folds=5, fold_seed=0, trials=3):
-    from .data import load_h5
+    from ..data import load_h5
 
     with tempfile.TemporaryDirectory(prefix="ferstudy-bench-") as tmp:
         h5 = Path(tmp) / "bench.h5"
@@ -570,7 +570,7 @@ def parse_dry_run_jobs(text):
 
 def default_change_arch(cfg, change):
     """A studied architecture that no other extends and that `change` really alters."""
-    from .config import resolve_arch
+    from ..config import resolve_arch
 
     names = cfg["study"]["architectures"]
     extended = {e.get("extends") for e in cfg["architectures"].values()}
@@ -586,7 +586,7 @@ def default_change_arch(cfg, change):
 
 def changed_archs(cfg, arch, change):
     """Studied architectures whose resolved run config differs after `change` to `arch`."""
-    from .config import deep_merge, resolve_arch
+    from ..config import deep_merge, resolve_arch
 
     changed = copy.deepcopy(cfg)
     changed["architectures"][arch] = deep_merge(changed["architectures"][arch], change)
@@ -692,13 +692,13 @@ def _bench_archs(args, cfg):
     archs = args.archs or list(cfg["architectures"])
     for name in archs:
         if name not in cfg["architectures"]:
-            from .errors import UserError
+            from ..errors import UserError
             raise UserError(f"--archs: unknown architecture {name!r} (config has {', '.join(cfg['architectures'])})")
     return archs
 
 
 def _batch_size(cfg, arch):
-    from .config import resolve_arch
+    from ..config import resolve_arch
 
     return resolve_arch(cfg, arch)["training"]["batch_size"]
 
@@ -721,7 +721,7 @@ def matmul_records(out, args, threads, precisions):
 def train_records(out, args, cfg, archs, images, labels, threads, precisions, matmul, peak):
     """Training throughput of each architecture in each precision (and memory layout asked for),
     then the thread scaling of one; returns {arch: fp32 img/s of the first layout}."""
-    from .config import resolve_arch
+    from ..config import resolve_arch
 
     project = {}
     layouts = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}[args.channels_last]
@@ -765,7 +765,7 @@ def pil_records(out, args, cfg, pil_archs, images, labels, threads, precisions):
     loop with each worker count, then again): on these VMs the rate drifts by tens of percent
     over a minute, so two measurements taken minutes apart compare the minutes, not the loops.
     Each ratio is the median of the rounds' own ratios."""
-    from .config import resolve_arch
+    from ..config import resolve_arch
 
     for name in pil_archs:
         run_cfg = resolve_arch(cfg, name)
@@ -843,7 +843,7 @@ def ingest_records(out, args, cfg):
              "seconds_median": r["h5_load_s_median"], "mb_per_s": r["h5_bytes"] / 1e6 / r["h5_load_s"],
              "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"}, "context": {"h5_bytes": r["h5_bytes"]}})
     if args.h5:
-        from .data import load_h5
+        from ..data import load_h5
 
         loads = []
         for _ in range(3):
@@ -885,9 +885,9 @@ def inference_records(cfg, args, images, threads):
     import numpy as np
     import torch
 
-    from .config import resolve_arch
-    from .models import build_model
-    from .train import load_model, predict, use_channels_last
+    from ..config import resolve_arch
+    from ..models import build_model
+    from ..train import load_model, predict, use_channels_last
 
     set_threads(threads)
     if args.model and Path(args.model).is_file():
@@ -924,7 +924,7 @@ def inference_records(cfg, args, images, threads):
 
 
 def cmd_bench(args):
-    from .io import atomic_path
+    from ..io import atomic_path
 
     records = run_bench(args)
     if args.out:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLASS_NAMES
-from .errors import UserError
-from .io import atomic_path
+from .. import CLASS_NAMES
+from ..errors import UserError
+from ..io import atomic_path
 
 log = logging.getLogger("ferstudy.figures")
 
@@ -641,7 +641,7 @@ def model_input(images, crop):
     """uint8 (B, 48, 48) numpy -> the normalised centre crop the model sees, float (B, 1, crop, crop)."""
     import torch
 
-    from .augment import eval_views
+    from ..augment import eval_views
 
     return eval_views(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), crop, "none")[0]
 
@@ -836,7 +836,7 @@ def rows_to_indices(data, rows, source):
 def plot_examples(data, predictions_csv, path, dataset, arch, per_kind=3, seed=0):
     """Per emotion, `per_kind` correctly and `per_kind` wrongly classified PublicTest faces with
     the predicted class and probabilities (from the final model's predictions_public.csv)."""
-    from .metrics import read_predictions
+    from ..metrics import read_predictions
 
     plt = _plt()
     labels, probs, rows = read_predictions(predictions_csv)
@@ -890,8 +890,8 @@ def make_all(h5, results, out_dir, archs=None, final_arch=None, baseline=None, t
     import torch
     import yaml
 
-    from .data import load_h5
-    from .train import load_model
+    from ..data import load_h5
+    from ..train import load_model
 
     torch.set_num_threads(max(1, int(threads)))
     results, out_dir = Path(results), Path(out_dir)
