@@ -221,13 +221,30 @@ MODULE_COMMANDS = {
     "report-html": "the markdown report and the tables as HTML pages",
     "handin": "the hand-in zip: code as committed, README, report (md, HTML, PDF), final metrics",
 }
-MODULE_OF_COMMAND = {"predict-cost": "cost", "predict-image": "photos", "report-html": "htmlreport"}
+MODULE_OF_COMMAND = {"figures": "figures.cli", "report": "report.cli", "bench": "bench.cli", "predict-cost": "cost.cli",
+                     "predict-image": "photos", "report-html": "htmlreport"}
 
 
 def build_parser(command=None):
     parser = argparse.ArgumentParser(prog="ferstudy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    add_data_commands(sub)
+    add_training_commands(sub)
+    add_evaluation_commands(sub)
 
+    # Stages in their own modules register their commands themselves; a module is imported only
+    # when its command runs (training jobs do not pay for matplotlib).
+    import importlib
+
+    for name, help_text in MODULE_COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"ferstudy.{MODULE_OF_COMMAND.get(name, name)}").register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def add_data_commands(sub):
     p = sub.add_parser("demo", help="write the built-in synthetic demo dataset as a FER2013-format CSV")
     p.add_argument("--out", required=True)
     p.add_argument("--images", type=int, default=3000)
@@ -245,6 +262,8 @@ def build_parser(command=None):
     p.add_argument("--faces")
     p.set_defaults(func=cmd_prepare)
 
+
+def add_training_commands(sub):
     p = sub.add_parser("train", help="train one architecture on one cross-validation fold")
     p.add_argument("--h5", required=True)
     p.add_argument("--run-config", required=True, help="resolved architecture config (results/cv/ARCH/run_config.yaml)")
@@ -264,6 +283,8 @@ def build_parser(command=None):
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_train_final)
 
+
+def add_evaluation_commands(sub):
     p = sub.add_parser("evaluate-arch", help="metrics of one architecture over its folds (+ cost)")
     p.add_argument("--run-config", required=True)
     p.add_argument("--predictions", nargs="+", required=True)
@@ -301,17 +322,6 @@ def build_parser(command=None):
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_predict)
-
-    # Stages in their own modules register their commands themselves; a module is imported only
-    # when its command runs (training jobs do not pay for matplotlib).
-    import importlib
-
-    for name, help_text in MODULE_COMMANDS.items():
-        if name == command:
-            importlib.import_module(f"ferstudy.{MODULE_OF_COMMAND.get(name, name)}").register(sub)
-        else:
-            sub.add_parser(name, help=help_text, add_help=False)
-    return parser
 
 
 def main(argv=None):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ferstudy.errors import UserError
+from ferstudy.probe import dummy_forward
 from ferstudy.spec import (BACKBONES, IMAGENET, LAYER_TYPES, LayerPlan, _check_backbone,  # noqa: F401
                            _check_top, plan_layers, validate_spec)
 
@@ -284,8 +285,8 @@ def count_parameters(model, trainable_only=False):
 def forward_flops(model, input_size=48, in_channels=None):
     """Forward FLOPs per image of conv and linear layers (a multiply-add counts 2 FLOPs).
 
-    Counted with forward hooks on one dummy image, so it works for any model; biases, norms,
-    activations and pooling are not counted.
+    Counted with forward hooks on one dummy image (`probe.dummy_forward`), so it works for any
+    model; biases, norms, activations and pooling are not counted.
     """
     if in_channels is None:
         first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
@@ -299,22 +300,7 @@ def forward_flops(model, input_size=48, in_channels=None):
     def linear_hook(m, inp, out):
         total[0] += 2 * m.in_features * m.out_features * (out.numel() // out.shape[-1])  # batch is 1
 
-    handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, in_channels, input_size, input_size, device=device, dtype=dtype))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    hooks = [(m, conv_hook if isinstance(m, nn.Conv2d) else linear_hook) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    dummy_forward(model, hooks, input_size, in_channels)
     return float(total[0])

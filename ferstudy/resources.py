@@ -4,7 +4,7 @@ Every rule declares threads and resources, so the Slurm profile needs no numbers
 rules in workflow/rules/*.smk call these functions through thin wrappers in common.smk. Unlike
 `ferstudy predict-cost` (which measures this machine), nothing here runs a network: dry runs and
 cluster submission stay fast and torch-free. Sizes (images per fold, subsampling, epochs) come
-from the same workload functions as the prediction (ferstudy/cost.py).
+from the same workload functions as the prediction (ferstudy/cost/workload.py).
 
 runtime = start-up + (epochs x training images + evaluations x held-out images) x seconds per
 image, x a safety factor (evaluations: every `eval_every` epochs and after the last);
@@ -18,7 +18,7 @@ import math
 import os
 
 from .config import resolve_arch
-from .cost import cv_workload, data_counts, final_workload
+from .cost.workload import cv_workload, data_counts, final_workload
 
 TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}  # images predicted per face (augment.eval_views)
 

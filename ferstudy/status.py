@@ -179,7 +179,7 @@ def time_left(jobs, final, pred, results, cores):
 
 
 def format_status(st, study="."):
-    from .cost import clock
+    from .cost.study import clock
 
     jobs, final = st["jobs"], st["final"]
     counts = {s: sum(j.state == s for j in jobs) for s in ("done", "running", "stopped", "failed", "not started")}

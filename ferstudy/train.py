@@ -14,6 +14,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -208,6 +209,35 @@ def time_precisions(model, training, crop, steps=4, warmup=2):
     return max(rates[False]), max(rates[True])
 
 
+class TrainingSetup(NamedTuple):
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    augmenter: Augmenter
+    augment: dict  # the augmentation settings the augmenter was built from (without `enabled`)
+    crop: int
+    channels_last: bool
+
+
+def training_setup(run_cfg, device, steps_per_epoch, weights=True, channels_last=None) -> TrainingSetup:
+    """Model, optimizer, scheduler and augmentation of a training run, built one way for `fit` and
+    the benchmark's training step (`bench.training.train_throughput`). weights=False: no pretrained
+    weights are loaded (speed measurements); channels_last None: as the config says."""
+    t = run_cfg["training"]
+    if channels_last is None:
+        channels_last = use_channels_last(t, device)
+    aug_cfg = {k: v for k, v in t["augment"].items() if k != "enabled"}
+    augmenter = Augmenter(aug_cfg, enabled=t["augment"].get("enabled", True))
+    crop = aug_cfg.get("crop", 48)
+    torch.manual_seed(t["seed"])
+    model = build_model(run_cfg["model"], input_size=crop, weights=weights).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, t)
+    scheduler = make_scheduler(optimizer, t, steps_per_epoch)
+    return TrainingSetup(model, optimizer, scheduler, augmenter, aug_cfg, crop, channels_last)
+
+
 def make_optimizer(model, t):
     decay, no_decay = [], []
     for p in model.parameters():
@@ -325,24 +355,13 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     t = run_cfg["training"]
     device = pick_device(t)
     setup_torch(device, threads)
-    channels_last = use_channels_last(t, device)
-    aug_cfg = {k: v for k, v in t["augment"].items() if k != "enabled"}
-    augmenter = Augmenter(aug_cfg, enabled=t["augment"].get("enabled", True))
-    crop = aug_cfg.get("crop", 48)
-
     train_idx = subsample(np.asarray(train_idx), data.labels, t.get("subsample", 1.0), t["seed"])
     images = torch.from_numpy(data.images).unsqueeze(1).to(device)  # uint8 in memory, read once
     labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
     train_t = torch.from_numpy(train_idx).to(device)
     val_np = np.asarray(val_idx)
-
-    torch.manual_seed(t["seed"])
-    model = build_model(run_cfg["model"], input_size=crop).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, t)
     steps = max(1, len(train_idx) // min(t["batch_size"], len(train_idx)))
-    scheduler = make_scheduler(optimizer, t, steps)
+    model, optimizer, scheduler, augmenter, _, crop, channels_last = training_setup(run_cfg, device, steps)
 
     fingerprint = run_fingerprint(run_cfg, data, train_idx, val_np)
     checkpoint_path = Path(checkpoint_path)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ferstudy import bench
+from ferstudy.bench.dryrun import changed_archs, default_change_arch, parse_dry_run_jobs, parse_job_stats
+from ferstudy.bench.machine import cpu_peak
 from ferstudy.cli import main
 from ferstudy.demo import write_demo_csv
 
@@ -154,14 +155,14 @@ flags\t\t: fpu sse sse2 avx fma avx2
 def test_cpu_peak_from_what_the_machine_reports(tmp_path):
     no_sysfs = tmp_path / "none"
     # AVX2 + FMA, 2 cores, the clock from lscpu: 2 x 32 x 2.9 GHz
-    r = bench.cpu_peak(2, CPUINFO_AVX2, "CPU max MHz:     2900.0000\n", no_sysfs, cpus=[0, 1])
+    r = cpu_peak(2, CPUINFO_AVX2, "CPU max MHz:     2900.0000\n", no_sysfs, cpus=[0, 1])
     assert r["factors"]["fp32_flop_per_cycle_per_core"]["value"] == 32
     assert r["gflops_fp32"] == pytest.approx(2 * 32 * 2.9) and r["gflops_bf16"] is None
     assert "lscpu" in r["factors"]["clock_ghz"]["source"] and "(physical id, core id)" in \
         r["factors"]["cores"]["source"]
     assert "no native bf16" in r["factors"]["bf16_flop_per_cycle_per_core"]["source"]
     # no lscpu: the `cpu MHz` line, said to be assumed; one thread counts one core
-    r = bench.cpu_peak(1, CPUINFO_AVX2, "", no_sysfs, cpus=[0, 1])
+    r = cpu_peak(1, CPUINFO_AVX2, "", no_sysfs, cpus=[0, 1])
     assert r["gflops_fp32"] == pytest.approx(32 * 2.445404) and r["factors"]["cores"]["value"] == 1
     assert "cpu MHz" in r["factors"]["clock_ghz"]["source"] and any("clock" in a for a in r["assumed"])
     # AVX-512 with AMX; sysfs: cpufreq max and 4 logical CPUs on 2 cores (SMT)
@@ -174,13 +175,13 @@ def test_cpu_peak_from_what_the_machine_reports(tmp_path):
     (sysfs / "cpu0" / "cpufreq").mkdir()
     (sysfs / "cpu0" / "cpufreq" / "cpuinfo_max_freq").write_text("3500000\n")
     spr = CPUINFO_AVX2.replace("avx2", "avx2 avx512f avx512_bf16 amx_bf16 amx_tile")
-    r = bench.cpu_peak(4, spr, "", sysfs, cpus=[0, 1, 2, 3])
+    r = cpu_peak(4, spr, "", sysfs, cpus=[0, 1, 2, 3])
     assert r["factors"]["cores"]["value"] == 2 and "topology" in r["factors"]["cores"]["source"]
     assert r["factors"]["clock_ghz"] == {"value": 3.5, "source": r["factors"]["clock_ghz"]["source"]}
     assert r["gflops_fp32"] == pytest.approx(2 * 64 * 3.5) and r["gflops_bf16"] == pytest.approx(2 * 1024 * 3.5)
     assert not any("clock" in a for a in r["assumed"])
     # AVX-512 BF16 without AMX: twice the fp32 rate; no clock at all: no peak, said why
-    r = bench.cpu_peak(1, spr.replace(" amx_bf16 amx_tile", "").replace("cpu MHz", "bogus"), "", no_sysfs, cpus=[0])
+    r = cpu_peak(1, spr.replace(" amx_bf16 amx_tile", "").replace("cpu MHz", "bogus"), "", no_sysfs, cpus=[0])
     assert r["factors"]["bf16_flop_per_cycle_per_core"]["value"] == 128
     assert r["gflops_fp32"] is None and "no clock" in r["factors"]["clock_ghz"]["source"]
 
@@ -207,9 +208,9 @@ rule evaluate_arch:
 localrule run_config:
     output: results/cv/kernel_5/run_config.yaml
 """
-    assert bench.parse_job_stats(text) == {"run_config": 1, "train_fold": 3, "evaluate_arch": 1}
-    assert bench.parse_job_stats("Nothing to be done (all requested files are present and up to date).") == {}
-    assert bench.parse_dry_run_jobs(text) == ["train_fold[arch=kernel_5, fold=0]", "evaluate_arch[arch=kernel_5]",
+    assert parse_job_stats(text) == {"run_config": 1, "train_fold": 3, "evaluate_arch": 1}
+    assert parse_job_stats("Nothing to be done (all requested files are present and up to date).") == {}
+    assert parse_dry_run_jobs(text) == ["train_fold[arch=kernel_5, fold=0]", "evaluate_arch[arch=kernel_5]",
                                               "run_config"]
 
 
@@ -221,7 +222,7 @@ def test_changed_archs_follows_extends():
     cfg = {"architectures": archs, "training": {"epochs": 1, "augment": {"crop": 44}}, "data": {"folds": 3},
            "study": {"architectures": list(archs), "baseline": "baseline"}}
     change = {"blocks": {"kernel": 5}}
-    assert bench.changed_archs(cfg, "leaf", change) == ["leaf"]
+    assert changed_archs(cfg, "leaf", change) == ["leaf"]
     # variants that do not set their own kernel inherit the baseline's
-    assert bench.changed_archs(cfg, "baseline", change) == ["baseline", "leaf"]
-    assert bench.default_change_arch(cfg, change) == "leaf"  # own_kernel: no change; net: a backbone
+    assert changed_archs(cfg, "baseline", change) == ["baseline", "leaf"]
+    assert default_change_arch(cfg, change) == "leaf"  # own_kernel: no change; net: a backbone

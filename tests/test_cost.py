@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedKFold
 
-from ferstudy import cost
 from ferstudy.config import load_yaml, resolve_arch, resolve_config
+from ferstudy.cost.predict import count_jobs, lpt_schedule, predict
+from ferstudy.cost.study import (PREDICTION, WHOLE_RUN, _read_json, clock, fingerprint, in_study_prediction,
+                                 predicted_vs_actual)
+from ferstudy.cost.workload import FER2013_COUNTS, cv_workload, data_counts, final_workload, fold_held_out_counts
 from ferstudy.train import subsample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +41,7 @@ def cfg(tmp_path_factory):
 
 
 def test_job_count_of_a_fresh_demo_study(cfg):
-    jobs = cost.count_jobs(cfg)
+    jobs = count_jobs(cfg)
     # 3 architectures x 3 folds; demo data adds demo_csv
     assert jobs == {"demo_csv": 1, "prepare": 1, "run_config": 3, "final_config": 1, "train_fold": 9,
                     "evaluate_arch": 3, "aggregate": 1, "select": 1, "train_final": 1, "evaluate_final": 1,
@@ -47,19 +50,19 @@ def test_job_count_of_a_fresh_demo_study(cfg):
 
 
 def test_demo_sizes_and_images_x_epochs_by_hand(cfg):
-    counts, source = cost.data_counts(cfg)
+    counts, source = data_counts(cfg)
     assert source.startswith("config")
     # 2000 demo faces, class weights .13 .06 .14 .22 .16 .12 .17 -> 260 120 280 440 320 240 340;
     # 10 % of each class to PublicTest and to PrivateTest, the rest Training.
     assert counts["Training"] == [208, 96, 224, 352, 256, 192, 272]
     assert sum(counts["Training"]) == 1600 and sum(counts["PublicTest"]) == 200
-    base = cost.cv_workload(resolve_arch(cfg, "baseline"), counts, 3)
+    base = cv_workload(resolve_arch(cfg, "baseline"), counts, 3)
     # 1600 Training rows in 3 folds: held out 534, 533, 533; trained on the other two
     assert [j["n_train"] for j in base["jobs"]] == [1066, 1067, 1067]
     assert [j["n_val"] for j in base["jobs"]] == [534, 533, 533]
     assert [j["steps"] for j in base["jobs"]] == [33, 33, 33]  # 1066 // 32, ragged batch dropped
     assert base["images_x_epochs"] == 1600 * 2 * 10
-    half = cost.cv_workload(resolve_arch(cfg, "half_data"), counts, 3)
+    half = cv_workload(resolve_arch(cfg, "half_data"), counts, 3)
     # subsample 0.5 of each class of each fold's training part, with the same rounding as
     # train.subsample: checked against scikit-learn's folds and the real function
     labels = np.repeat(np.arange(7), counts["Training"])
@@ -67,7 +70,7 @@ def test_demo_sizes_and_images_x_epochs_by_hand(cfg):
     real = [len(subsample(tr, labels, 0.5, seed=0)) for tr, _ in skf.split(np.zeros(len(labels)), labels)]
     assert [j["n_train"] for j in half["jobs"]] == real
     assert half["images_x_epochs"] == sum(real) * 10
-    final = cost.final_workload(resolve_arch(cfg, "baseline", final=True), counts)
+    final = final_workload(resolve_arch(cfg, "baseline", final=True), counts)
     assert (final["n_train"], final["epochs"], final["images_x_epochs"]) == (1600, 12, 19200)
     assert (final["n_public"], final["n_private"]) == (200, 200)
 
@@ -75,11 +78,11 @@ def test_demo_sizes_and_images_x_epochs_by_hand(cfg):
 def test_subsample_and_folds_by_hand_and_against_the_real_code():
     # Training labels: 10 of class 0, 5 of class 1, 3 of class 6; 3 folds.
     counts = {"Training": [10, 5, 0, 0, 0, 0, 3], "PublicTest": [1] * 7, "PrivateTest": [1] * 7}
-    held = cost.fold_held_out_counts(np.array(counts["Training"]), 3)
+    held = fold_held_out_counts(np.array(counts["Training"]), 3)
     # label-sorted rows dealt round-robin: fold 0 gets 4+1+1, folds 1 and 2 get 3+2+1
     assert held[:, [0, 1, 6]].tolist() == [[4, 1, 1], [3, 2, 1], [3, 2, 1]]
     run = {"training": {"epochs": 4, "batch_size": 5, "subsample": 0.5}}
-    w = cost.cv_workload(run, counts, 3)
+    w = cv_workload(run, counts, 3)
     # fold 0 trains on 6+4+2 -> half: 3+2+1 = 6; folds 1, 2 on 7+3+2 -> round(3.5)=4 + round(1.5)=2 + 1 = 7
     assert [j["n_train"] for j in w["jobs"]] == [6, 7, 7]
     assert w["images_x_epochs"] == 20 * 4
@@ -91,25 +94,25 @@ def test_subsample_and_folds_by_hand_and_against_the_real_code():
 
 
 def test_fer2013_sizes_from_config():
-    counts = {k: list(v) for k, v in cost.FER2013_COUNTS.items()}
+    counts = {k: list(v) for k, v in FER2013_COUNTS.items()}
     assert [sum(v) for v in counts.values()] == [28709, 3589, 3589]
-    w = cost.cv_workload({"training": {"epochs": 4, "batch_size": 128, "subsample": 1.0}}, counts, 3)
+    w = cv_workload({"training": {"epochs": 4, "batch_size": 128, "subsample": 1.0}}, counts, 3)
     assert sum(j["n_train"] for j in w["jobs"]) == 28709 * 2
     assert [j["n_val"] for j in w["jobs"]] == [9570, 9570, 9569]
 
 
 def test_greedy_longest_first_schedule_by_hand():
-    makespan, placed = cost.lpt_schedule({"a": 5, "b": 4, "c": 3, "d": 3, "e": 2}, 2)
+    makespan, placed = lpt_schedule({"a": 5, "b": 4, "c": 3, "d": 3, "e": 2}, 2)
     # a->slot0 [0,5); b->slot1 [0,4); c->slot1 [4,7); d->slot0 [5,8); e->slot1 [7,9)
     assert placed == {"a": (0, 0), "b": (1, 0), "c": (1, 4), "d": (0, 5), "e": (1, 7)}
     assert makespan == 9
-    assert cost.lpt_schedule({"x": 2, "y": 2, "z": 2}, 1)[0] == 6
-    assert cost.lpt_schedule({"x": 2, "y": 2, "z": 2}, 8)[0] == 2
-    assert cost.lpt_schedule({}, 2)[0] == 0
+    assert lpt_schedule({"x": 2, "y": 2, "z": 2}, 1)[0] == 6
+    assert lpt_schedule({"x": 2, "y": 2, "z": 2}, 8)[0] == 2
+    assert lpt_schedule({}, 2)[0] == 0
 
 
 def made_up_measurements(cfg):
-    counts, _ = cost.data_counts(cfg)
+    counts, _ = data_counts(cfg)
     names = cfg["study"]["architectures"]
     return {"data_source": "config", "counts": counts,
             "constants": {"job_overhead_s": 3.0, "light_job_s": 2.0, "snakemake_job_s": 1.0,
@@ -120,7 +123,7 @@ def made_up_measurements(cfg):
 
 def test_prediction_arithmetic(cfg):
     m = made_up_measurements(cfg)
-    p = cost.predict(cfg, 2, m)
+    p = predict(cfg, 2, m)
     assert p["jobs"] == 26 and p["cores"] == 2
     # fold job: 4 s overhead + 10 epochs x (33*32/1056 = 1 s train + ~1 s held-out eval)
     job = p["per_arch"]["baseline"]["predicted_job_s"]
@@ -144,14 +147,14 @@ def test_prediction_arithmetic(cfg):
     cfg0 = {**cfg, "training": {**cfg["training"], "eval_every": 0}}
     cfg0["architectures"] = {n: {**a, "training": {**a.get("training", {}), "eval_every": 0}}
                              for n, a in cfg["architectures"].items()}
-    p0 = cost.predict(cfg0, 2, m)
+    p0 = predict(cfg0, 2, m)
     assert p0["per_arch"]["baseline"]["predicted_job_s"] == pytest.approx(4 + 10 * 1 + 1, abs=0.05)
     for key in ("images_x_epochs", "img_per_s", "predicted_job_s"):
         assert all(key in a for a in p["per_arch"].values())
 
 
 def _fake_prediction(cfg, cores=2):
-    return cost.predict(cfg, cores, {**made_up_measurements(cfg), "measure_s": 30.0})
+    return predict(cfg, cores, {**made_up_measurements(cfg), "measure_s": 30.0})
 
 
 def test_in_study_prediction_reuses_a_matching_prediction_and_records_whole_runs(cfg, tmp_path):
@@ -161,38 +164,38 @@ def test_in_study_prediction_reuses_a_matching_prediction_and_records_whole_runs
     from ferstudy.io import write_json
 
     results = tmp_path / "results"
-    pred = {**_fake_prediction(cfg), "fingerprint": cost.fingerprint(cfg, 2), "measured_in_study": True}
-    write_json(results / cost.PREDICTION, pred)
-    jobs = cost.count_jobs(cfg)
+    pred = {**_fake_prediction(cfg), "fingerprint": fingerprint(cfg, 2), "measured_in_study": True}
+    write_json(results / PREDICTION, pred)
+    jobs = count_jobs(cfg)
     lines = []
-    cost.in_study_prediction({}, cfg, 2, jobs, 5, results=results, started_at=100.0, say=lines.append)
+    in_study_prediction({}, cfg, 2, jobs, 5, results=results, started_at=100.0, say=lines.append)
     assert lines[0] == "This run: 5 of the study's 26 jobs."
     assert "Predicted for the whole study on 2 cores" in lines[1] and "26 jobs, 9 cross-validation jobs" in lines[1]
-    assert cost.clock(pred["predicted_total_s"]) in lines[1] and "measured in" not in lines[1]  # nothing measured
-    assert not (results / cost.WHOLE_RUN).exists()  # partial run: nothing to compare with later
-    cost.in_study_prediction({}, cfg, 2, jobs, 26, results=results, started_at=100.0,
+    assert clock(pred["predicted_total_s"]) in lines[1] and "measured in" not in lines[1]  # nothing measured
+    assert not (results / WHOLE_RUN).exists()  # partial run: nothing to compare with later
+    in_study_prediction({}, cfg, 2, jobs, 26, results=results, started_at=100.0,
                              snakemake_log=["/x/.snakemake/log/a.snakemake.log"], say=lines.append)
-    run = cost._read_json(results / cost.WHOLE_RUN)
-    assert run["started_at"] == 100.0 and run["fingerprint"] == cost.fingerprint(cfg, 2)
+    run = _read_json(results / WHOLE_RUN)
+    assert run["started_at"] == 100.0 and run["fingerprint"] == fingerprint(cfg, 2)
     assert run["snakemake_log"] == "/x/.snakemake/log/a.snakemake.log" and run["measured_this_run"] is False
     # a partial run under another core count: no prediction for it, no measuring, and the record goes
     lines = []
-    cost.in_study_prediction({}, cfg, 4, jobs, 5, results=results, say=lines.append)
+    in_study_prediction({}, cfg, 4, jobs, 5, results=results, say=lines.append)
     assert "No cost prediction for this config yet" in lines[1]
-    assert not (results / cost.WHOLE_RUN).exists()
+    assert not (results / WHOLE_RUN).exists()
     # a whole run that may not predict (Slurm, predict_cost: false) keeps no stale record either
-    write_json(results / cost.WHOLE_RUN, run)
-    cost.in_study_prediction({}, cfg, 2, jobs, 26, results=results, enabled=False, say=lines.append)
-    assert not (results / cost.WHOLE_RUN).exists()
+    write_json(results / WHOLE_RUN, run)
+    in_study_prediction({}, cfg, 2, jobs, 26, results=results, enabled=False, say=lines.append)
+    assert not (results / WHOLE_RUN).exists()
 
 
 def test_failed_measurement_does_not_stop_the_study(cfg, tmp_path):
     """predict-cost failing (here: a config it cannot read) is said and the study goes on."""
     lines = []
-    cost.in_study_prediction({"not": "a study config"}, cfg, 2, cost.count_jobs(cfg), 26,
+    in_study_prediction({"not": "a study config"}, cfg, 2, count_jobs(cfg), 26,
                              results=tmp_path / "results", say=lines.append)
     assert "Could not predict the study's cost" in lines[-1]
-    assert not (tmp_path / "results" / cost.WHOLE_RUN).exists()
+    assert not (tmp_path / "results" / WHOLE_RUN).exists()
 
 
 def _write_benchmarks(results, seconds_by_arch, folds=3):
@@ -208,15 +211,15 @@ def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
 
     results = tmp_path / "results"
     pred = {**_fake_prediction(cfg), "fingerprint": "f00", "measured_in_study": True}
-    write_json(results / cost.PREDICTION, pred)
+    write_json(results / PREDICTION, pred)
     logs = tmp_path / ".snakemake" / "log"
     logs.mkdir(parents=True)
     (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\n")  # the run, still going
-    write_json(results / cost.WHOLE_RUN, {"started_at": 1000.0, "fingerprint": "f00", "measured_this_run": True,
+    write_json(results / WHOLE_RUN, {"started_at": 1000.0, "fingerprint": "f00", "measured_this_run": True,
                                           "snakemake_log": str(logs / "2026-01-01T000000.snakemake.log")})
     _write_benchmarks(results, {"baseline": 20.0, "wide": 50.0})
     predicted = pred["predicted_total_s"] + 30.0  # the run measured for 30 s first
-    cmp = cost.predicted_vs_actual(results, now=1000.0 + predicted / 1.25)
+    cmp = predicted_vs_actual(results, now=1000.0 + predicted / 1.25)
     total = cmp["rows"][0]
     assert total["what"] == "whole study" and total["note"] == "up to the report"
     assert cmp["total_error"] == pytest.approx(0.25)          # predicted 25% above the real time
@@ -226,34 +229,34 @@ def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
     assert rows["wide fold job (mean)"]["actual_s"] == 50.0 and "half_data fold job (mean)" not in rows
     # the run ended: its elapsed time from Snakemake's log counts, not the time since
     (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\nElapsed time: 0:01:40\n")
-    assert cost.predicted_vs_actual(results, now=1e9)["rows"][0]["actual_s"] == 100.0
-    listed = {**cost._read_json(results / cost.WHOLE_RUN)}
+    assert predicted_vs_actual(results, now=1e9)["rows"][0]["actual_s"] == 100.0
+    listed = {**_read_json(results / WHOLE_RUN)}
     listed["snakemake_log"] = [listed["snakemake_log"]]  # as Snakemake hands it to onstart
-    write_json(results / cost.WHOLE_RUN, listed)
-    assert cost.predicted_vs_actual(results, now=1e9)["rows"][0]["actual_s"] == 100.0
+    write_json(results / WHOLE_RUN, listed)
+    assert predicted_vs_actual(results, now=1e9)["rows"][0]["actual_s"] == 100.0
     # ... unless it failed: then no total is compared
     (logs / "2026-01-01T000000.snakemake.log").write_text(
         "Execute 25 jobs...\nExiting because a job execution failed.\nElapsed time: 0:01:40\n")
-    failed = cost.predicted_vs_actual(results)
+    failed = predicted_vs_actual(results)
     assert failed["total_error"] is None and failed["rows"][0]["note"] == "the run failed"
     (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\nElapsed time: 0:01:40\n")
     # cross-validation chose `wide` for the final model: the total counts wide's predicted final time
     (results / "final").mkdir()
     (results / "final" / "selection.json").write_text('{"architecture": "wide"}')
-    chosen = cost.predicted_vs_actual(results)
+    chosen = predicted_vs_actual(results)
     shift = pred["final"]["per_arch_s"]["wide"] - pred["final"]["predicted_job_s"]
     assert chosen["rows"][0]["predicted_s"] == pytest.approx(predicted + shift)
     # a later run's report: the recorded run is not the newest and has no end -> no total
     (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\n")
     (logs / "2026-01-02T000000.snakemake.log").write_text("Execute 3 jobs...\n")
-    assert cost.predicted_vs_actual(results)["total_error"] is None
+    assert predicted_vs_actual(results)["total_error"] is None
     # the config changed after that run: nothing comparable
-    write_json(results / cost.WHOLE_RUN, {"started_at": 1000.0, "fingerprint": "other"})
-    assert cost.predicted_vs_actual(results) is None
+    write_json(results / WHOLE_RUN, {"started_at": 1000.0, "fingerprint": "other"})
+    assert predicted_vs_actual(results) is None
 
 
 def test_report_sentence_follows_the_prediction_error():
-    from ferstudy.report import cost_prediction_sentence
+    from ferstudy.report.sections.reproducibility import cost_prediction_sentence
 
     near = cost_prediction_sentence({"total_error": -0.08, "measured_in_study": True})
     far = cost_prediction_sentence({"total_error": 0.4, "measured_in_study": False})

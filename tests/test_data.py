@@ -263,7 +263,7 @@ def test_long_number_outside_pixels_blames_only_its_own_line(real_slice_lines, t
 def test_full_real_fer2013_ingest_memory_is_bounded(tmp_path):
     """`ferstudy prepare` of the real .gz in a fresh process peaks far below 1 GB (the whole-file
     parse peaked at 3.4 GB): the text is parsed in chunks, only the images are kept."""
-    from ferstudy.bench import ingest_in_subprocess
+    from ferstudy.bench.ingest import ingest_in_subprocess
 
     require_real_data()
     r = ingest_in_subprocess(REAL_CSV_GZ, tmp_path / "fer.h5", folds=5)

@@ -18,12 +18,13 @@ import pytest
 import yaml
 
 from conftest import REAL_CSV_GZ, REPO, SLICE_RANGES, require_real_file
-from ferstudy import CLASS_NAMES, SPLIT_NAMES, ferplus, report, study
+from ferstudy import CLASS_NAMES, SPLIT_NAMES, ferplus, study
 from ferstudy.cli import main
 from ferstudy.config import resolve_config
 from ferstudy.data import load_h5, prepare, write_h5
 from ferstudy.errors import UserError
 from ferstudy.io import write_json
+from ferstudy.report.text import pct, pp
 from ferstudy.train import write_predictions
 
 REAL_FERPLUS = Path(os.environ.get("FERSTUDY_REAL_FERPLUS", REAL_CSV_GZ.parent / "fer2013new.csv"))
@@ -337,16 +338,16 @@ def test_report_section_on_ferplus_carries_its_numbers(report_results, tmp_path)
     assert prv["errors"] > 0 and 0 < prv["crowd_agrees"] < prv["errors"] and sum(prv["excluded"].values()) > 0
     ex = prv["excluded"]
     assert (f"| PrivateTest | {prv['faces']:,} | {prv['scored']:,} | {ex['dropped']} | {ex['tie']} | "
-            f"{ex['not_a_face']} | {ex['unknown']} | {ex['contempt']} | {report.pct(prv['accuracy_fer2013'])} | "
-            f"{report.pct(prv['accuracy_ferplus'])} | {report.pct(prv['label_agreement'])} |") in text
+            f"{ex['not_a_face']} | {ex['unknown']} | {ex['contempt']} | {pct(prv['accuracy_fer2013'])} | "
+            f"{pct(prv['accuracy_ferplus'])} | {pct(prv['label_agreement'])} |") in text
     for c in CLASS_NAMES:
         a, b = pub["per_class"][c], prv["per_class"][c]
-        cells = [f"{x['crowd_agrees']} of {x['errors']}" + (f" ({report.pct(x['crowd_agrees'] / x['errors'], 0)})"
+        cells = [f"{x['crowd_agrees']} of {x['errors']}" + (f" ({pct(x['crowd_agrees'] / x['errors'], 0)})"
                                                             if x["errors"] else "") for x in (a, b)]
         assert f"| {c} | {cells[0]} | {cells[1]} |" in text
     assert (f"Of its {prv['errors']:,} PrivateTest errors against FER2013 the crowd sides with the model on "
-            f"{prv['crowd_agrees']:,} ({report.pct(prv['crowd_agrees'] / prv['errors'], 0)})") in text
-    assert f"Against the crowd the final model scores {report.pct(prv['accuracy_ferplus'])} on PrivateTest" in text
+            f"{prv['crowd_agrees']:,} ({pct(prv['crowd_agrees'] / prv['errors'], 0)})") in text
+    assert f"Against the crowd the final model scores {pct(prv['accuracy_ferplus'])} on PrivateTest" in text
     assert "likely label noise" in text and "read only after PrivateTest had been predicted" in text
 
     # A ferplus.json of another final model's predictions is left out.
@@ -374,15 +375,15 @@ def test_report_tables_the_extra_test_sets_with_recall_per_emotion(report_result
     ctx, text, _ = make_report(r, tmp_path)
     m, prv = ctx["final"]["extra"]["other_faces"], ctx["final"]["private"]
     assert m["per_class"]["disgust"]["support"] == 0 and m["accuracy"] < prv["accuracy"]
-    recalls = ["–" if m["per_class"][c]["support"] == 0 else report.pct(m["per_class"][c]["recall"], 0)
+    recalls = ["–" if m["per_class"][c]["support"] == 0 else pct(m["per_class"][c]["recall"], 0)
                for c in CLASS_NAMES]
-    assert (f"| `other_faces` | {m['n']:,} | {report.pct(m['accuracy'])} | {report.pct(m['balanced_accuracy'])} | "
+    assert (f"| `other_faces` | {m['n']:,} | {pct(m['accuracy'])} | {pct(m['balanced_accuracy'])} | "
             + " | ".join(recalls) + " |") in text
-    assert "| PrivateTest (FER2013) | " + f"{prv['n']:,} | {report.pct(prv['accuracy'])}" in text
-    drop = report.pp(100 * (m["accuracy"] - prv["accuracy"]))
+    assert "| PrivateTest (FER2013) | " + f"{prv['n']:,} | {pct(prv['accuracy'])}" in text
+    drop = pp(100 * (m["accuracy"] - prv["accuracy"]))
     assert f"accuracy is lower on `other_faces` ({drop})" in text
     fall = 100 * (m["per_class"]["happy"]["recall"] - prv["per_class"]["happy"]["recall"])
-    assert f"The largest fall in recall is happy on `other_faces` ({report.pp(fall)})" in text
+    assert f"The largest fall in recall is happy on `other_faces` ({pp(fall)})" in text
     assert "domain shift" in text and "labelling protocol" in text
 
 

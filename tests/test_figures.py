@@ -13,8 +13,15 @@ from ferstudy import CLASS_NAMES
 from ferstudy.cli import main
 from ferstudy.data import load_h5
 from ferstudy.errors import UserError
-from ferstudy import figures
+from ferstudy.figures import FIGURES
+from ferstudy.figures.cli import _augmented, make_all
+from ferstudy.figures.cv import curve_series, has_learning_curve, mean_std_by_epoch, pareto_front, plot_training_curves
+from ferstudy.figures.final import plot_examples, rows_to_indices
+from ferstudy.figures.inside import plot_filters_deeper, plot_filters_layer1
+from ferstudy.figures.plot import batches_label, dataset_label
 from ferstudy.models import build_model
+from ferstudy.probe import (capture, channel_emotion_matrix, conv_layers, first_layer_filters, grad_cam, model_input,
+                            pick_faces, stage_taps)
 from ferstudy.train import load_model
 
 torch.set_num_threads(1)
@@ -99,9 +106,9 @@ def test_cli_writes_every_figure(study):
     out = study["root"] / "figures"
     assert main(["figures", "--h5", str(study["h5"]), "--results", str(study["results"]), "--archs",
                  *study["archs"], "--baseline", "tiny", "--out-dir", str(out), "--threads", "1"]) == 0
-    for name in figures.FIGURES:
+    for name in FIGURES:
         assert_png(out / f"{name}.png")
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in figures.FIGURES)  # no temp files
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in FIGURES)  # no temp files
 
 
 def test_missing_input_names_the_file(study, tmp_path, capsys):
@@ -109,35 +116,35 @@ def test_missing_input_names_the_file(study, tmp_path, capsys):
     assert code == 2
     assert "cv_summary.csv" in capsys.readouterr().err
     with pytest.raises(UserError, match="unknown figure"):
-        figures.make_all(study["h5"], study["results"], tmp_path, only=["nope"])
+        make_all(study["h5"], study["results"], tmp_path, only=["nope"])
 
 
 def test_training_curve_statistics():
     h = [pd.DataFrame({"epoch": [1, 2], "val_acc": [0.2, 0.4]}), pd.DataFrame({"epoch": [1, 2], "val_acc": [0.4, 0.8]})]
-    epochs, mean, std = figures.mean_std_by_epoch(h, "val_acc")
+    epochs, mean, std = mean_std_by_epoch(h, "val_acc")
     np.testing.assert_allclose(epochs, [1, 2])
     np.testing.assert_allclose(mean, [0.3, 0.6])
     np.testing.assert_allclose(std, [np.std([0.2, 0.4], ddof=1), np.std([0.4, 0.8], ddof=1)])
-    assert figures.mean_std_by_epoch(h[:1], "val_acc")[2].tolist() == [0.0, 0.0]
+    assert mean_std_by_epoch(h[:1], "val_acc")[2].tolist() == [0.0, 0.0]
 
 
 def test_pareto_front():
     x = np.array([1.0, 2.0, 3.0, 4.0, 0.5])
     y = np.array([0.5, 0.4, 0.7, 0.6, 0.3])
-    assert figures.pareto_front(x, y) == [4, 0, 2]
+    assert pareto_front(x, y) == [4, 0, 2]
 
 
 def test_first_layer_filters_and_plot(final_model, tmp_path):
-    name, w = figures.first_layer_filters(final_model)
+    name, w = first_layer_filters(final_model)
     conv = dict(final_model.named_modules())[name]
     assert w.shape == (conv.out_channels, 3, 3) == (12, 3, 3)
     np.testing.assert_allclose(w, conv.weight.detach().numpy()[:, 0])
-    assert figures.plot_filters_layer1(final_model, tmp_path / "f1.png", "demo", "tiny_wide") == conv.out_channels
+    assert plot_filters_layer1(final_model, tmp_path / "f1.png", "demo", "tiny_wide") == conv.out_channels
     assert_png(tmp_path / "f1.png")
 
 
 def test_stage_taps_are_post_activation_block_outputs(final_model):
-    taps = figures.stage_taps(final_model, CROP)
+    taps = stage_taps(final_model, CROP)
     # three blocks at 44, 22, 11: the ReLU before each pool (not the 5x5 pooled map before the gap)
     assert [t[2] for t in taps] == [(12, 44, 44), (16, 22, 22), (24, 11, 11)]
     assert all(isinstance(t[1], torch.nn.ReLU) for t in taps)
@@ -145,90 +152,90 @@ def test_stage_taps_are_post_activation_block_outputs(final_model):
 
 def test_grad_cam_maps(study, final_model):
     data = study["data"]
-    idx = np.concatenate([v[:2] for v in figures.pick_faces(data, 2, seed=0).values()])
-    x = figures.model_input(data.images[idx], CROP)
+    idx = np.concatenate([v[:2] for v in pick_faces(data, 2, seed=0).values()])
+    x = model_input(data.images[idx], CROP)
     assert x.shape == (len(idx), 1, CROP, CROP)
-    module = figures.stage_taps(final_model, CROP)[-1][1]
-    cams, probs = figures.grad_cam(final_model, x, torch.as_tensor(data.labels[idx]), module)
+    module = stage_taps(final_model, CROP)[-1][1]
+    cams, probs = grad_cam(final_model, x, torch.as_tensor(data.labels[idx]), module)
     assert cams.shape == (len(idx), CROP, CROP)
     assert cams.min() >= 0 and cams.max() <= 1
     spread = cams.reshape(len(cams), -1).std(axis=1)
     assert (spread > 0.01).mean() >= 0.75, spread  # not constant (a map is all zero only if no region helps)
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     # Grad-CAM is class-specific: another target gives other maps
-    other, _ = figures.grad_cam(final_model, x, torch.as_tensor((data.labels[idx] + 3) % 7), module)
+    other, _ = grad_cam(final_model, x, torch.as_tensor((data.labels[idx] + 3) % 7), module)
     assert np.abs(other - cams).mean() > 0.01
 
 
 def test_channel_emotion_matrix(study, final_model):
     data = study["data"]
-    idx = np.concatenate(list(figures.pick_faces(data, 20, seed=0).values()))
-    name, module, (channels, _, _) = figures.stage_taps(final_model, CROP)[-1]
-    means, sel = figures.channel_emotion_matrix(final_model, data.images[idx], data.labels[idx], CROP, module)
+    idx = np.concatenate(list(pick_faces(data, 20, seed=0).values()))
+    name, module, (channels, _, _) = stage_taps(final_model, CROP)[-1]
+    means, sel = channel_emotion_matrix(final_model, data.images[idx], data.labels[idx], CROP, module)
     assert means.shape == (len(CLASS_NAMES), channels)
     assert sel.shape == (channels,) and np.all((sel >= 0) & (sel <= 1 + 1e-9))
     # the mean for one emotion equals the spatial-then-image mean of that emotion's feature maps
     happy = idx[data.labels[idx] == CLASS_NAMES.index("happy")]
-    (a,), _ = figures.capture(final_model, figures.model_input(data.images[happy], CROP), [module])
+    (a,), _ = capture(final_model, model_input(data.images[happy], CROP), [module])
     np.testing.assert_allclose(means[CLASS_NAMES.index("happy")], a.mean(dim=(0, 2, 3)).numpy(), rtol=1e-4, atol=1e-6)
     assert np.all(means >= 0)  # post-ReLU
 
 
 def test_example_picks_are_publictest_and_seeded(study):
     data = study["data"]
-    a = figures.pick_faces(data, 3, seed=5)
-    b = figures.pick_faces(data, 3, seed=5)
+    a = pick_faces(data, 3, seed=5)
+    b = pick_faces(data, 3, seed=5)
     for c in range(len(CLASS_NAMES)):
         assert np.array_equal(a[c], b[c])
         assert np.all(data.split[a[c]] == 1) and np.all(data.labels[a[c]] == c)
     rows = data.row[a[3]]
-    assert np.array_equal(figures.rows_to_indices(data, rows, "x"), a[3])
+    assert np.array_equal(rows_to_indices(data, rows, "x"), a[3])
     with pytest.raises(UserError, match="not in the HDF5"):
-        figures.rows_to_indices(data, np.array([10**9]), "preds.csv")
+        rows_to_indices(data, np.array([10**9]), "preds.csv")
 
 
 def test_examples_refuse_non_publictest(study, tmp_path):
     private = study["results"] / "final" / "predictions_private.csv"
     with pytest.raises(UserError, match="PublicTest"):
-        figures.plot_examples(study["data"], private, tmp_path / "e.png", "demo", "x")
+        plot_examples(study["data"], private, tmp_path / "e.png", "demo", "x")
 
 
 def test_backbone_filters_taps_and_grad_cam(study, tmp_path):
     torch.manual_seed(0)
     model = build_model({"backbone": "resnet18", "pretrained": None}, input_size=CROP).eval()
-    name, w = figures.first_layer_filters(model)
+    name, w = first_layer_filters(model)
     assert name == "conv1" and w.shape == (64, 3, 3)
-    assert figures.plot_filters_layer1(model, tmp_path / "r1.png", "demo", "resnet18") == 64
-    taps = figures.stage_taps(model, CROP)
+    assert plot_filters_layer1(model, tmp_path / "r1.png", "demo", "resnet18") == 64
+    taps = stage_taps(model, CROP)
     assert [t[0] for t in taps] == ["layer1", "layer2", "layer3", "layer4"]
     assert taps[-1][2] == (512, 6, 6)
     data = study["data"]
-    idx = figures.pick_faces(data, 1, seed=0)[3][:1].tolist() + figures.pick_faces(data, 1, seed=0)[5][:1].tolist()
-    x = figures.model_input(data.images[idx], CROP)
-    cams, _ = figures.grad_cam(model, x, torch.tensor([3, 5]), taps[-1][1])
+    idx = pick_faces(data, 1, seed=0)[3][:1].tolist() + pick_faces(data, 1, seed=0)[5][:1].tolist()
+    x = model_input(data.images[idx], CROP)
+    cams, _ = grad_cam(model, x, torch.tensor([3, 5]), taps[-1][1])
     assert cams.shape == (2, CROP, CROP) and cams.min() >= 0 and cams.max() <= 1
     assert cams.reshape(2, -1).std(axis=1).min() > 0.01
-    convs = figures.conv_layers(model)
+    convs = conv_layers(model)
     assert len(convs) == 20  # 1 stem + 16 block convs + 3 downsample convs
-    figures.plot_filters_deeper(model, tmp_path / "r2.png", "demo", "resnet18")
+    plot_filters_deeper(model, tmp_path / "r2.png", "demo", "resnet18")
     assert_png(tmp_path / "r2.png")
 
 
 def test_figure_titles_say_demo():
-    assert "DEMO" in figures.dataset_label("demo") and "not FER2013" in figures.dataset_label("demo")
-    assert figures.dataset_label("fer2013") == "FER2013"
+    assert "DEMO" in dataset_label("demo") and "not FER2013" in dataset_label("demo")
+    assert dataset_label("fer2013") == "FER2013"
 
 
 def test_training_batch_legend_says_whether_they_were_augmented(tmp_path):
-    assert figures.batches_label(True) == "training batches (augmented)"
-    assert figures.batches_label(False) == "training batches (not augmented)"
-    assert figures.batches_label({"a": True, "b": True}) == "training batches (augmented)"
-    assert figures.batches_label({"a": True, "b": False}) == "training batches (augmented unless the panel says not)"
-    assert figures.batches_label(None) == "training batches, as trained"
-    assert figures._augmented({"training": {"augment": {"enabled": False}}}) is False
-    assert figures._augmented({"training": {"augment": {"crop": 44}}}) is True and figures._augmented({}) is None
+    assert batches_label(True) == "training batches (augmented)"
+    assert batches_label(False) == "training batches (not augmented)"
+    assert batches_label({"a": True, "b": True}) == "training batches (augmented)"
+    assert batches_label({"a": True, "b": False}) == "training batches (augmented unless the panel says not)"
+    assert batches_label(None) == "training batches, as trained"
+    assert _augmented({"training": {"augment": {"enabled": False}}}) is False
+    assert _augmented({"training": {"augment": {"crop": 44}}}) is True and _augmented({}) is None
     h = pd.DataFrame({"epoch": [1, 2], "train_acc": [0.3, 0.5], "val_acc": [np.nan, 0.4]})
-    figures.plot_training_curves({"base": [h, h], "no_aug": [h, h]}, tmp_path / "c.png", "demo",
+    plot_training_curves({"base": [h, h], "no_aug": [h, h]}, tmp_path / "c.png", "demo",
                                  augmented={"base": True, "no_aug": False})
     assert_png(tmp_path / "c.png")
 
@@ -238,10 +245,10 @@ def test_training_curves_plot_the_learning_curve_when_the_folds_recorded_one(tmp
     epoch (the over-fitting gap) and the whole fold as a point; without, the running batch accuracy."""
     plain = pd.DataFrame({"epoch": [1, 2], "train_acc": [0.3, 0.5], "val_acc": [np.nan, 0.4]})
     curve = plain.assign(curve_val_acc=[0.30, 0.38], curve_train_acc=[0.31, 0.45])
-    assert not figures.has_learning_curve([plain, plain]) and figures.has_learning_curve([curve, curve])
-    assert [c for c, _, _ in figures.curve_series([curve], True)] == ["curve_val_acc", "curve_train_acc", "val_acc"]
-    assert [c for c, _, _ in figures.curve_series([plain], True)] == ["val_acc", "train_acc"]
-    assert not figures.has_learning_curve([curve, plain])  # one fold without: the plain panel
-    figures.plot_training_curves({"base": [curve, curve], "no_aug": [plain, plain]}, tmp_path / "c.png", "demo",
+    assert not has_learning_curve([plain, plain]) and has_learning_curve([curve, curve])
+    assert [c for c, _, _ in curve_series([curve], True)] == ["curve_val_acc", "curve_train_acc", "val_acc"]
+    assert [c for c, _, _ in curve_series([plain], True)] == ["val_acc", "train_acc"]
+    assert not has_learning_curve([curve, plain])  # one fold without: the plain panel
+    plot_training_curves({"base": [curve, curve], "no_aug": [plain, plain]}, tmp_path / "c.png", "demo",
                                  augmented={"base": True, "no_aug": False})
     assert_png(tmp_path / "c.png")

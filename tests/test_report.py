@@ -6,8 +6,11 @@ import contextlib
 import copy
 import functools
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +18,26 @@ import pytest
 import torch
 import yaml
 
-from ferstudy import CLASS_NAMES, report, study
+from ferstudy import CLASS_NAMES, study
 from ferstudy.cli import _result_config, main
 from ferstudy.config import resolve_arch, resolve_config
 from ferstudy.data import write_h5
 from ferstudy.errors import UserError
+from ferstudy.figures import FIGURES
 from ferstudy.io import write_json, write_text
 from ferstudy.models import build_model
+from ferstudy.probe import (CHANNEL_FACES_PER_CLASS, PICK_SEED, capture, channel_emotion_matrix, eta_squared,
+                            model_input, pick_faces, stage_taps)
+from ferstudy.report.load import collect
+from ferstudy.report.model_facts import inspect_model, kernel_shapes
+from ferstudy.report.render import render
+from ferstudy.report.sections import findings
+from ferstudy.report.sections.effects import OPERATIONS, hard_class_extremes, operation_text
+from ferstudy.report.sections.per_class import top_confusions
+from ferstudy.report.sections.reproducibility import precision_text
+from ferstudy.report.sections.results import fit_reading
+from ferstudy.report.text import PROSE_WORDS, image_links, num, pct, prose_words, pval
+from ferstudy.report.verdicts import counts_text, label_counts, verdict_clause
 from ferstudy.train import save_model, write_history, write_predictions
 
 torch.set_num_threads(1)
@@ -171,7 +187,7 @@ def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", see
              "threads": 2, "seconds": 321.0, "precision": precision[0], "precision_reason": precision[1]}
     write_text(r / "final" / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
     write_text(r / "benchmarks" / "train_final.tsv", "s\th:m:s\tmax_rss\n321.0\t0:05:21\t900\n")
-    for name in report.FIGURE_NAMES:
+    for name in FIGURES:
         (r / "figures").mkdir(exist_ok=True)
         (r / "figures" / f"{name}.png").write_bytes(TINY_PNG)
     return r
@@ -206,8 +222,8 @@ def demo_results(tmp_path_factory, demo_cfg):
 
 def make_report(results, tmp_path, **kw):
     out = tmp_path / "results_report" / "report.md"
-    ctx = report.collect(results, report_path=out, **kw)
-    text = report.render(ctx, TEMPLATE_DIR)
+    ctx = collect(results, report_path=out, **kw)
+    text = render(ctx, TEMPLATE_DIR)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return ctx, text, out
@@ -218,17 +234,17 @@ def make_report(results, tmp_path, **kw):
 def test_prose_words_leaves_out_tables_code_images_and_headings():
     md = ("# A heading with words\n\nOne two three, [four](x.md) `five_5`.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
           "```\nnot counted here\n```\n\n![alt text](../figures/x.png)\n<!-- hidden words -->\n- six seven\n---\n")
-    assert report.prose_words(md) == 7
+    assert prose_words(md) == 7
 
 
 # ---------------------------------------------------------------- the three required properties
 
 def test_word_count_in_range_and_every_image_exists(demo_results, tmp_path):
     ctx, text, out = make_report(demo_results, tmp_path, preset="demo")
-    words = report.prose_words(text)
-    assert report.PROSE_WORDS[0] <= words <= report.PROSE_WORDS[1], words
-    links = report.image_links(text)
-    assert len(links) == len(report.FIGURE_NAMES) + 1  # every figure and the example faces
+    words = prose_words(text)
+    assert PROSE_WORDS[0] <= words <= PROSE_WORDS[1], words
+    links = image_links(text)
+    assert len(links) == len(FIGURES) + 1  # every figure and the example faces
     for link in links:
         assert not Path(link).is_absolute() and (out.parent / link).resolve().is_file(), link
     assert "{{" not in text and "{%" not in text and "nan" not in text.lower().split()
@@ -238,7 +254,7 @@ def test_word_count_in_range_for_the_full_real_data_study(tmp_path):
     cfg = study_config("gpu")  # 18 architectures, 5 folds, as a real FER2013 run
     results = build_results(tmp_path, cfg, default_scores(cfg, seed=1), final_acc=(0.70, 0.69), dataset="fer2013")
     _, text, _ = make_report(results, tmp_path, preset="gpu")
-    assert report.PROSE_WORDS[0] <= report.prose_words(text) <= report.PROSE_WORDS[1], report.prose_words(text)
+    assert PROSE_WORDS[0] <= prose_words(text) <= PROSE_WORDS[1], prose_words(text)
     assert "DEMO" not in text
 
 
@@ -248,8 +264,8 @@ def test_significance_follows_the_numbers(demo_cfg, tmp_path):
     unclear = default_scores(demo_cfg, overrides={"kernel_5": [0.56, 0.70, 0.63]})
     a = build_results(tmp_path / "a", demo_cfg, clear)
     b = build_results(tmp_path / "b", demo_cfg, unclear)
-    f_a = report.findings(report.collect(a))
-    f_b = report.findings(report.collect(b))
+    f_a = findings(collect(a))
+    f_b = findings(collect(b))
     sent_a, sent_b = f_a["variants"]["kernel_5"], f_b["variants"]["kernel_5"]
     assert sent_a.startswith("`kernel_5` helped (+"), sent_a
     assert sent_b.startswith("`kernel_5` made no measurable difference ("), sent_b
@@ -259,15 +275,15 @@ def test_significance_follows_the_numbers(demo_cfg, tmp_path):
     factor_b = next(fac["sentence"] for fac in f_b["factors"] if fac["factor"] == "kernel size")
     assert "made no measurable difference (undecided: its late trend points to" in factor_b, factor_b
     _, text, _ = make_report(a, tmp_path / "ra")
-    assert f"**Kernel size.** {report.OPERATIONS['kernel size']} {factor_a}" in text
+    assert f"**Kernel size.** {OPERATIONS['kernel size']} {factor_a}" in text
 
 
 def test_the_chosen_architecture_follows_the_numbers(demo_cfg, tmp_path):
     win_pool = default_scores(demo_cfg, overrides={"pool_avg": [0.70, 0.72, 0.71]})
     win_base = default_scores(demo_cfg, overrides={a: [0.50, 0.52, 0.51] for a in demo_cfg["study"]["architectures"]
                                                    if a != "baseline"})
-    f_pool = report.findings(report.collect(build_results(tmp_path / "p", demo_cfg, win_pool)))
-    f_base = report.findings(report.collect(build_results(tmp_path / "b", demo_cfg, win_base)))
+    f_pool = findings(collect(build_results(tmp_path / "p", demo_cfg, win_pool)))
+    f_base = findings(collect(build_results(tmp_path / "b", demo_cfg, win_base)))
     assert "The final architecture is `pool_avg`" in f_pool["selection"]
     assert "Against the baseline it helped (+" in f_pool["selection"]
     assert "; holds: " in f_pool["selection"] or "; budget-dependent: " in f_pool["selection"]
@@ -294,15 +310,15 @@ def test_the_runner_up_is_compared_by_a_paired_test(demo_cfg, tmp_path):
     close = default_scores(demo_cfg, overrides={"pool_avg": [0.66, 0.60, 0.72], "act_elu": [0.65, 0.61, 0.71]})
     clear = default_scores(demo_cfg, overrides={"pool_avg": [0.70, 0.75, 0.72], "act_elu": [0.64, 0.68, 0.65]})
     for name, scores, settled in (("close", close, False), ("clear", clear, True)):
-        ctx = report.collect(build_results(tmp_path / name, demo_cfg, scores))
-        f = report.findings(ctx)
+        ctx = collect(build_results(tmp_path / name, demo_cfg, scores))
+        f = findings(ctx)
         runner, test = runner_up_expectation(ctx)
         assert runner == "act_elu" and test["df"] == 2
-        assert f"t = {test['t']:.2f} (df = 2), {report.pval(test['p'])}" in f["selection"], f["selection"]
+        assert f"t = {test['t']:.2f} (df = 2), {pval(test['p'])}" in f["selection"], f["selection"]
         assert (test["p"] < ctx["alpha"]) == settled
         assert ("a measurable difference" in f["selection"]) == settled
         assert ("do not settle which of the two is better" in f["selection"]) == (not settled)
-        assert f"`act_elu` (" in f["short_selection"] and f"paired t-test {report.pval(test['p'])}" in f["short_selection"]
+        assert f"`act_elu` (" in f["short_selection"] and f"paired t-test {pval(test['p'])}" in f["short_selection"]
 
 
 def test_an_architecture_named_in_the_config_is_not_called_the_cv_choice(demo_cfg, tmp_path):
@@ -310,7 +326,7 @@ def test_an_architecture_named_in_the_config_is_not_called_the_cv_choice(demo_cf
     cfg["final"]["architecture"] = "pool_avg"
     scores = default_scores(cfg, overrides={"pool_avg": [0.50, 0.52, 0.51]})
     _, text, _ = make_report(build_results(tmp_path, cfg, scores), tmp_path)
-    f = report.findings(report.collect(tmp_path / "results"))
+    f = findings(collect(tmp_path / "results"))
     assert "The config named `pool_avg`" in f["short_selection"] and "Cross-validation chose" not in text
     assert "named in config (final.architecture)" in f["selection"] and "chosen by" not in f["selection"]
     assert "The best other architecture" in f["selection"] and "pp ahead" in f["selection"]
@@ -325,8 +341,8 @@ def test_demo_banner_at_the_top_only_for_demo_data(demo_results, tmp_path):
 
 
 def test_per_class_findings_match_the_confusion_matrix(demo_results):
-    ctx = report.collect(demo_results)
-    f = report.findings(ctx)
+    ctx = collect(demo_results)
+    f = findings(ctx)
     pc = ctx["final"]["private"]["per_class"]
     best = max(CLASS_NAMES, key=lambda c: pc[c]["f1"])
     worst = min(CLASS_NAMES, key=lambda c: pc[c]["f1"])
@@ -342,35 +358,67 @@ def test_extra_test_sets_are_reported(demo_results, tmp_path):
     write_json(f / "metrics.json", study.evaluate_final(f / "predictions_public.csv", f / "predictions_private.csv",
                                                         extra={"other_faces": f / "predictions_public.csv"}))
     ctx, text, _ = make_report(r, tmp_path)
-    acc = report.pct(ctx["final"]["public"]["accuracy"])
+    acc = pct(ctx["final"]["public"]["accuracy"])
     assert f"On the extra test set it scores {acc} on `other_faces`" in text
     assert "| other_faces |" in text
 
 
 def test_model_inspection_matches_the_figures_computation(demo_results):
-    from ferstudy import figures
     from ferstudy.data import load_h5
     from ferstudy.train import load_model
 
     data = load_h5(demo_results / "data" / "dataset.h5")
     model, payload = load_model(demo_results / "final" / "model.pt")
-    name, module, _ = figures.stage_taps(model, payload["input_size"])[-1]
-    idx = np.concatenate(list(figures.pick_faces(data, report.CHANNEL_FACES_PER_CLASS, report.SEED).values()))
+    name, module, _ = stage_taps(model, payload["input_size"])[-1]
+    idx = np.concatenate(list(pick_faces(data, CHANNEL_FACES_PER_CLASS, PICK_SEED).values()))
     crop = payload["input_size"]
-    means, sel = figures.channel_emotion_matrix(model, data.images[idx], data.labels[idx], crop, module)
-    (a,), _ = figures.capture(model, figures.model_input(data.images[idx], payload["input_size"]), [module])
-    m2, s2 = report.eta_squared(a.float().mean(dim=(2, 3)).numpy(), data.labels[idx])
+    means, sel = channel_emotion_matrix(model, data.images[idx], data.labels[idx], crop, module)
+    (a,), _ = capture(model, model_input(data.images[idx], payload["input_size"]), [module])
+    m2, s2 = eta_squared(a.float().mean(dim=(2, 3)).numpy(), data.labels[idx])
     np.testing.assert_allclose(m2, means, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(s2, sel, rtol=1e-4, atol=1e-6)
-    info = report.inspect_model(demo_results / "final" / "model.pt", data)
+    info = inspect_model(demo_results / "final" / "model.pt", data)
     assert sum(info["channels"]["prefer"].values()) == info["channels"]["live"]
 
 
 def test_kernel_shapes_tells_edges_from_blobs():
     edge = np.array([[-1, -1, -1], [0, 0, 0], [1, 1, 1]], float)  # horizontal edge detector
     blob = np.ones((3, 3))
-    s = report.kernel_shapes(np.stack([edge, edge.T, blob]))
+    s = kernel_shapes(np.stack([edge, edge.T, blob]))
     assert (s["edge"], s["blob"], s["horizontal"], s["vertical"]) == (2, 1, 1, 1)
+
+
+_OPENED = None  # paths opened while a test records them (an audit hook cannot be removed: it looks here)
+
+
+def _record_open(event, args):
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, os.PathLike)):
+        _OPENED.add(Path(args[0]).resolve())
+
+
+def test_rule_report_declares_every_file_the_report_reads(demo_results, tmp_path):
+    """Every file `collect` opens is an input of rule `report`, so Snakemake reruns the report when
+    one of them changes; only the cost prediction's records are not (the Snakefile's onstart writes
+    them, outside the DAG, on whole-study runs, which rerun the report anyway)."""
+    global _OPENED
+    sys.addaudithook(_record_open)
+    _OPENED = set()
+    try:
+        collect(demo_results)
+    finally:
+        opened, _OPENED = _OPENED, None
+    root = demo_results.parent.resolve()
+    read = {p.relative_to(root).as_posix() for p in opened if root in p.parents}
+    assert {"results/cv/baseline/fold0/config.yaml", "results/benchmarks/train/baseline/fold0.tsv",
+            "results/final/model.pt"} <= read  # what the tracing sees
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
+                          str(REPO / "config.yaml"), "--cores", "1", "-n", "--forceall", "results/report/report.md"],
+                         cwd=tmp_path, capture_output=True, text=True)  # no data/ here: the demo study, as demo_cfg
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    job = (dry.stdout + dry.stderr).split("rule report:")[1]
+    declared = set(re.search(r"input: (.*)", job).group(1).split(", "))
+    written_by_onstart = {"results/cost/prediction.json", "results/cost/run.json"}
+    assert not read - written_by_onstart - declared, sorted(read - written_by_onstart - declared)
 
 
 def test_cli_writes_the_report_and_names_missing_files(demo_results, tmp_path, capsys):
@@ -392,11 +440,11 @@ def test_cli_writes_the_report_and_names_missing_files(demo_results, tmp_path, c
     shutil.copy(demo_results / "final" / "metrics.json", broken / "final" / "metrics.json")
     assert main(["report", "--results", str(broken), "--out", str(out), "--allow-missing-figures",
                  "--template", str(TEMPLATE_DIR / "report.md.j2")]) == 0
-    links = report.image_links(out.read_text())
-    assert len(links) == len(report.FIGURE_NAMES) and not any("saliency" in link for link in links)
+    links = image_links(out.read_text())
+    assert len(links) == len(FIGURES) and not any("saliency" in link for link in links)
     assert all((out.parent / link).is_file() for link in links)
     with pytest.raises(UserError, match="template not found"):
-        report.render(report.collect(demo_results), tmp_path)
+        render(collect(demo_results), tmp_path)
 
 
 # ---------------------------------------------------------------- verdicts, budget, fit, per class
@@ -416,7 +464,7 @@ def mixed_results(tmp_path_factory, demo_cfg):
 
 def test_every_verdict_sentence_carries_its_stability_label(mixed_results, tmp_path):
     ctx, text, _ = make_report(mixed_results, tmp_path)
-    f = report.findings(ctx)
+    f = findings(ctx)
     rows = {r["arch"]: r for r in ctx["ablation"]}
     assert rows["depth_3blocks"]["stability"] == "holds" and rows["depth_3blocks"]["holm"]
     assert rows["no_augment"]["verdict"] == "helped" and not rows["no_augment"]["holm"]
@@ -435,30 +483,30 @@ def test_every_verdict_sentence_carries_its_stability_label(mixed_results, tmp_p
     assert text.split("**In short.** ")[1].startswith(short)
     # the final architecture's rationale states the same verdict, label and reason
     assert ctx["selection"]["architecture"] == "no_augment"
-    assert f"Against the baseline it {report.verdict_clause(rows['no_augment'], reason=True)}." in f["selection"]
+    assert f"Against the baseline it {verdict_clause(rows['no_augment'], reason=True)}." in f["selection"]
     assert "The regularizer lost in `no_augment` (budget-dependent) while" in f["reflections"]
     assert "| variant | factor | difference | t | p | Holm p | verdict | stability |" in text
 
 
 def test_budget_section_states_the_budget_the_counts_and_the_rule(mixed_results):
-    ctx = report.collect(mixed_results)
-    f = report.findings(ctx)
+    ctx = collect(mixed_results)
+    f = findings(ctx)
     w, fw = ctx["chosen"]["workload"], ctx["final"]["workload"]
     tr = ctx["cv_training"]
     assert w["epochs"] == tr["epochs"] and w["steps"] == w["steps_per_epoch"] * tr["epochs"]
     assert w["steps_per_epoch"] == round(w["n_train"]) // tr["batch_size"]
-    assert f"Each fold model trained {tr['epochs']} epochs on about {report.num(w['n_train'])} faces" in f["budget"]
-    assert f"{report.num(w['steps'])} SGD steps" in f["budget"]
-    assert report.counts_text(report.label_counts(ctx["ablation"])) in f["budget"]
+    assert f"Each fold model trained {tr['epochs']} epochs on about {num(w['n_train'])} faces" in f["budget"]
+    assert f"{num(w['steps'])} SGD steps" in f["budget"]
+    assert counts_text(label_counts(ctx["ablation"])) in f["budget"]
     assert "The rule: a verdict is budget-dependent when" in f["budget"]
     assert f"the whole study fits the preset's time budget" in f["final_budget"]
-    assert f"`final.training` in the config: {fw['epochs']} epochs on all {report.num(fw['n_train'])}" in f["final_budget"]
+    assert f"`final.training` in the config: {fw['epochs']} epochs on all {num(fw['n_train'])}" in f["final_budget"]
     assert fw["epochs"] == ctx["final"]["training"]["epochs"] and fw["n_train"] == ctx["data"]["n_train"]
 
 
 def test_fit_gap_says_over_or_under_fitting(mixed_results):
-    ctx = report.collect(mixed_results)
-    f = report.findings(ctx)
+    ctx = collect(mixed_results)
+    f = findings(ctx)
     fits = {r["architecture"]: r["fit"] for r in ctx["archs"]}
     assert fits["filters_double"]["gap_pp"] == pytest.approx(15.0) and fits["baseline"]["gap_pp"] == pytest.approx(3.0)
     assert "`filters_double` (+15.0 pp) over-fits" in f["fit"]
@@ -468,12 +516,12 @@ def test_fit_gap_says_over_or_under_fitting(mixed_results):
     reading = {row[0]: row[-1] for row in f["fit_rows"]}
     assert reading["`filters_double`"] == "over-fitting" and reading["`baseline`"] == "under-fitting"
     assert reading["`kernel_5`"] == "beginning to over-fit"
-    assert report.fit_reading(4.9) == "under-fitting" and report.fit_reading(10.0) == "over-fitting"
+    assert fit_reading(4.9) == "under-fitting" and fit_reading(10.0) == "over-fitting"
 
 
 def test_final_history_says_what_training_accuracy_was_measured_on(mixed_results, demo_results):
-    f_aug = report.findings(ctx_aug := report.collect(demo_results))
-    f_raw = report.findings(ctx_raw := report.collect(mixed_results))
+    f_aug = findings(ctx_aug := collect(demo_results))
+    f_raw = findings(ctx_raw := collect(mixed_results))
     assert ctx_aug["final"]["training"]["augment"]["enabled"] and ctx_raw["selection"]["architecture"] == "no_augment"
     assert "training accuracy (augmented faces)" in f_aug["history"]
     assert "training accuracy (un-augmented training faces)" in f_raw["history"]
@@ -481,20 +529,20 @@ def test_final_history_says_what_training_accuracy_was_measured_on(mixed_results
 
 
 def test_cv_gap_to_the_final_accuracy_is_explained(demo_results):
-    ctx = report.collect(demo_results)
-    f = report.findings(ctx)
+    ctx = collect(demo_results)
+    f = findings(ctx)
     fw, cw = ctx["final"]["workload"], ctx["chosen"]["workload"]
     gap = 100 * (ctx["final"]["private"]["accuracy"] - ctx["chosen"]["accuracy_mean"])
     assert f["cv_gap"].startswith(f"PrivateTest accuracy is {abs(gap):.1f} pp {'above' if gap >= 0 else 'below'}")
-    assert f"{report.num(fw['n_train'])} training faces against about {report.num(cw['n_train'])}" in f["cv_gap"]
+    assert f"{num(fw['n_train'])} training faces against about {num(cw['n_train'])}" in f["cv_gap"]
     assert f"{fw['epochs']} epochs against {cw['epochs']}" in f["cv_gap"]
-    assert f"{report.num(fw['steps'])} SGD steps against {report.num(cw['steps'])}" in f["cv_gap"]
+    assert f"{num(fw['steps'])} SGD steps against {num(cw['steps'])}" in f["cv_gap"]
     assert f"the checkpoint PublicTest chose (epoch {ctx['final']['best_epoch']})" in f["cv_gap"]
 
 
 def test_per_class_effects_and_top_confusions(mixed_results):
-    ctx = report.collect(mixed_results)
-    f = report.findings(ctx)
+    ctx = collect(mixed_results)
+    f = findings(ctx)
     r = Path(ctx["results_dir"])
     recall = {a: json.loads((r / "cv" / a / "metrics.json").read_text())["aggregate"]["per_class"]
               for a in ("baseline", "no_augment")}
@@ -505,24 +553,24 @@ def test_per_class_effects_and_top_confusions(mixed_results):
     assert "Does augmentation lift the hard classes? `no_augment` moved fear by" in f["class_effects"]
     assert "disgust (baseline recall" in f["class_effects"] and "not tested" in f["class_effects"]
     assert f["per_class"].count(" taken for ") == 3 and "fear taken for sad" in f["per_class"]
-    assert report.top_confusions([[5, 1, 0], [4, 9, 2], [0, 0, 3]], n=5) == [  # rows: the true class
+    assert top_confusions([[5, 1, 0], [4, 9, 2], [0, 0, 3]], n=5) == [  # rows: the true class
         ("disgust", "angry", 4, 4 / 15), ("disgust", "fear", 2, 2 / 15), ("angry", "disgust", 1, 1 / 6)]
 
 
 def test_activation_paragraph_names_only_the_activations_that_ran(demo_results):
-    ctx = report.collect(demo_results)
+    ctx = collect(demo_results)
     assert [r["architecture"] for r in ctx["archs"] if r["factor"] == "activation"] == ["act_elu"]
-    text = report.operation_text("activation", ctx)
+    text = operation_text("activation", ctx)
     assert "ELU" in text and "GELU" not in text
     gelu = copy.deepcopy(ctx)
     gelu["archs"] = [dict(r, activations=["gelu"]) if r["architecture"] == "act_elu" else r for r in gelu["archs"]]
-    text = report.operation_text("activation", gelu)
+    text = operation_text("activation", gelu)
     assert "GELU" in text and not re.search(r"\bELU\b", text)
 
 
 def test_reflections_and_limitations_follow_the_numbers(mixed_results, demo_results):
-    f_mixed = report.findings(report.collect(mixed_results))
-    f_demo = report.findings(report.collect(demo_results))
+    f_mixed = findings(collect(mixed_results))
+    f_demo = findings(collect(demo_results))
     assert f_mixed["reflections"] != f_demo["reflections"]
     assert "The regularizer lost" not in f_demo["reflections"]
     assert "not corrected for multiple comparisons" not in f_mixed["limitations"]
@@ -530,8 +578,8 @@ def test_reflections_and_limitations_follow_the_numbers(mixed_results, demo_resu
 
 
 def test_precision_is_summarized_from_the_results(demo_results):
-    ctx = report.collect(demo_results)
-    assert report.precision_text(ctx) == ("The final model trained in fp32 (this CPU has no native bf16); "
+    ctx = collect(demo_results)
+    assert precision_text(ctx) == ("The final model trained in fp32 (this CPU has no native bf16); "
                                           f"so did all {len(ctx['precision']['folds'])} fold jobs.")
     mixed = copy.deepcopy(ctx)
     mixed["precision"] = {
@@ -540,7 +588,7 @@ def test_precision_is_summarized_from_the_results(demo_results):
                   {"arch": "a", "fold": 1, "precision": "bf16", "reason": "native bf16 CPU, measured 1.30x fp32 for x"},
                   {"arch": "b", "fold": 0, "precision": "fp32", "reason": "bf16 measured 0.90x fp32: fp32"},
                   {"arch": "c", "fold": 0, "precision": "fp32", "reason": "amp: false in the config"}]}
-    text = report.precision_text(mixed)
+    text = precision_text(mixed)
     assert text.startswith("The final model trained in bf16 autocast (native bf16 CPU, measured 1.50x")
     assert ("of the 4 fold jobs, 2 in bf16 autocast (`a`) (native bf16 CPU; bf16 measured 1.30x-1.42x fp32, "
             "network by network)") in text
@@ -565,6 +613,6 @@ def test_an_older_ablation_table_still_renders(demo_results, tmp_path):
 def test_hard_class_extremes_say_when_no_variant_moved_a_class():
     abl = [{"arch": "a"}, {"arch": "b"}]
     moved = {"a": 2.0, "b": 0.0}
-    text = report.hard_class_extremes(abl, "disgust", lambda arch, c: moved[arch], 0.0)
+    text = hard_class_extremes(abl, "disgust", lambda arch, c: moved[arch], 0.0)
     assert text == "disgust (baseline recall 0%) gained most with `a` (+2.0 pp) and no variant lowered it"
-    assert "no variant raised it" in report.hard_class_extremes(abl, "fear", lambda arch, c: -moved[arch], 0.2)
+    assert "no variant raised it" in hard_class_extremes(abl, "fear", lambda arch, c: -moved[arch], 0.2)

@@ -11,9 +11,14 @@ import pytest
 import yaml
 from test_report import REPO, TEMPLATE_DIR, build_results, default_scores, fast_writers
 
-from ferstudy import report
 from ferstudy.config import resolve_config
 from ferstudy.metrics import corrected_resampled_ttest
+from ferstudy.report.load import collect
+from ferstudy.report.render import render
+from ferstudy.report.sections import findings
+from ferstudy.report.sections.effects import OPERATIONS
+from ferstudy.report.text import pct, pp, pval
+from ferstudy.report.verdicts import factor_sentence, verdict_clause
 from ferstudy.stability import LABELS
 
 PAIR = ["baseline", "kernel_5", "vgg11_bn", "vgg11_bn_imagenet"]
@@ -54,44 +59,44 @@ def expected_test(ctx, a="vgg11_bn_imagenet", b="vgg11_bn"):
 @pytest.mark.parametrize("pretrained,verdict", [((0.66, 0.70, 0.67), "helped"),
                                                  ((0.55, 0.66, 0.58), "made no measurable difference")])
 def test_the_pretrained_variant_is_set_against_its_twin(tmp_path, pretrained, verdict):
-    ctx = report.collect(results_with(tmp_path, pretrained))
+    ctx = collect(results_with(tmp_path, pretrained))
     [pair] = ctx["pretrained_pairs"]
     assert pair["arch"] == "vgg11_bn_imagenet" and pair["twin"] == "vgg11_bn" and pair["changes"] == []
     row, test = pair["row"], expected_test(ctx)
     assert row["diff_pp"] == pytest.approx(100 * test["mean_diff"]) and row["p"] == pytest.approx(test["p"])
     assert row["verdict"] == ("helped" if verdict == "helped" else "no measurable difference")
     assert row["stability"] in LABELS and row["stability_reason"]
-    f = report.findings(ctx)
+    f = findings(ctx)
     sentence = f["pretrained"]["vgg11_bn_imagenet"]
     assert sentence.startswith("Against its from-scratch twin `vgg11_bn` (the same network and training, random "
                                "initial weights), `vgg11_bn_imagenet` reached "
-                               f"{report.pct(row['mean'])} against {report.pct(row['baseline_mean'])} "), sentence
+                               f"{pct(row['mean'])} against {pct(row['baseline_mean'])} "), sentence
     # the verdict phrased as every verdict of the report is, without a Holm p (one planned comparison)
-    assert f"ImageNet pretraining {report.verdict_clause(row, reason=True)}" in sentence
-    assert f"ImageNet pretraining {verdict} ({report.pp(row['diff_pp'])}, {report.pval(row['p'])}; " \
+    assert f"ImageNet pretraining {verdict_clause(row, reason=True)}" in sentence
+    assert f"ImageNet pretraining {verdict} ({pp(row['diff_pp'])}, {pval(row['p'])}; " \
            f"{row['stability']}: " in sentence
     assert "Holm p" not in sentence and "outside the Holm correction" in sentence
     # in section 5, closing the paragraph of its factor (after its verdict against the baseline)
-    text = report.render(ctx, TEMPLATE_DIR)
+    text = render(ctx, TEMPLATE_DIR)
     paragraph = next(line for line in text.splitlines() if line.startswith("**Pretraining.**"))
-    against_baseline = report.factor_sentence([r for r in ctx["ablation"] if r["arch"] == "vgg11_bn_imagenet"])
-    assert paragraph == f"**Pretraining.** {report.OPERATIONS['pretraining']} {against_baseline} {sentence}"
+    against_baseline = factor_sentence([r for r in ctx["ablation"] if r["arch"] == "vgg11_bn_imagenet"])
+    assert paragraph == f"**Pretraining.** {OPERATIONS['pretraining']} {against_baseline} {sentence}"
     assert "torchvision vgg11_bn (ImageNet-pretrained)" == next(
         a["layers"] for a in ctx["archs"] if a["architecture"] == "vgg11_bn_imagenet")
 
 
 def test_without_its_twin_the_report_says_so(tmp_path):
-    ctx = report.collect(results_with(tmp_path, (0.66, 0.70, 0.67), only=["baseline", "kernel_5", "vgg11_bn_imagenet"]))
+    ctx = collect(results_with(tmp_path, (0.66, 0.70, 0.67), only=["baseline", "kernel_5", "vgg11_bn_imagenet"]))
     [pair] = ctx["pretrained_pairs"]
     assert pair["twin"] is None
-    sentence = report.findings(ctx)["pretrained"]["vgg11_bn_imagenet"]
+    sentence = findings(ctx)["pretrained"]["vgg11_bn_imagenet"]
     assert sentence == ("`vgg11_bn_imagenet` has no from-scratch twin in this study (`vgg11_bn` with "
                         "`pretrained: null`), so only its comparison with the baseline is reported.")
-    assert sentence in report.render(ctx, TEMPLATE_DIR)
+    assert sentence in render(ctx, TEMPLATE_DIR)
 
 
 def test_no_pretrained_variant_no_sentence(tmp_path):
     cfg = pair_config(["baseline", "kernel_5", "vgg11_bn"])
-    ctx = report.collect(build_results(tmp_path, cfg, default_scores(cfg)))
-    assert ctx["pretrained_pairs"] == [] and report.findings(ctx)["pretrained"] == {}
-    assert "Pretraining" not in report.render(ctx, TEMPLATE_DIR)
+    ctx = collect(build_results(tmp_path, cfg, default_scores(cfg)))
+    assert ctx["pretrained_pairs"] == [] and findings(ctx)["pretrained"] == {}
+    assert "Pretraining" not in render(ctx, TEMPLATE_DIR)

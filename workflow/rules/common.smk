@@ -10,6 +10,7 @@ sys.path.insert(0, workflow.basedir)
 from ferstudy.config import (PINNED_PRESET_ENV, coerce_cli_config, deep_merge, load_yaml, preset_lines,
                              resolve_arch, resolve_layers)
 from ferstudy.errors import UserError
+from ferstudy.figures import FIGURES
 
 
 def config_layers():
@@ -102,12 +103,12 @@ def announce_dataset():
 
 
 def announce_cost(log):
-    """First lines of the study's log: the jobs to do and the predicted wall time (ferstudy/cost.py).
+    """First lines of the study's log: the jobs to do and the predicted wall time (ferstudy/cost/).
     Measured on local runs only: on a cluster the submitting host's speed predicts nothing. The
     prediction resolves RESOLVED.flat: one dict that gives the same study as the layers."""
     from collections import Counter
 
-    from ferstudy.cost import in_study_prediction
+    from ferstudy.cost.study import in_study_prediction
 
     enabled = STUDY["study"].get("predict_cost", True) and workflow.local_exec and not workflow.touch
     try:
@@ -128,20 +129,7 @@ def data_targets():
     return [f"{R}/data/dataset.h5", f"{R}/data/summary.csv", f"{R}/data/summary.md", f"{R}/data/faces.png"]
 
 
-FIGURE_NAMES = [
-    "training_curves",
-    "cv_accuracy",
-    "accuracy_vs_compute",
-    "confusion_cv",
-    "confusion_final",
-    "final_history",
-    "filters_layer1",
-    "filters_deeper",
-    "activations",
-    "channel_emotion",
-    "saliency",
-    "examples",
-]
+FIGURE_NAMES = list(FIGURES)  # ferstudy/figures/__init__.py: one list for the rule, the command and the report
 
 
 def figure_targets():

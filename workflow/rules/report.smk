@@ -1,23 +1,14 @@
 # Report: results/report/report.md, rendered from the tables, the cross-validation and final
-# metrics, the final model and the figures by `ferstudy report` (ferstudy/report.py) with the
+# metrics, the final model and the figures by `ferstudy report` (ferstudy/report/) with the
 # Jinja2 template report/report.md.j2. The template is an input, so editing it reruns only this rule.
+# The inputs are every file the report reads (ferstudy/report/inputs.py, the list `ferstudy report`
+# reads by), so Snakemake reruns the report exactly when one of them changes.
+from ferstudy.report.inputs import report_inputs
+
 
 rule report:
     input:
-        h5=f"{R}/data/dataset.h5",
-        faces=f"{R}/data/faces.png",
-        summary=f"{R}/tables/cv_summary.csv",
-        ablation=f"{R}/tables/ablation.csv",
-        cost=f"{R}/tables/cost.csv",
-        metrics=expand(f"{R}/cv/{{arch}}/metrics.json", arch=ARCHS),
-        run_configs=expand(f"{R}/cv/{{arch}}/run_config.yaml", arch=ARCHS),
-        selection=f"{R}/final/selection.json",
-        final_metrics=f"{R}/final/metrics.json",
-        ferplus=ferplus_targets(),
-        final_config=f"{R}/final/config.yaml",
-        history=f"{R}/final/history.csv",
-        model=f"{R}/final/model.pt",
-        figures=figure_targets(),
+        **report_inputs(R, ARCHS, len(FOLDS), ferplus=bool(FERPLUS)),
         template=os.path.join(workflow.basedir, "report", "report.md.j2"),
     output:
         report(f"{R}/report/report.md", caption="../report/report_md.rst", category="1 Report",

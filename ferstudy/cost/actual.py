@@ -1,0 +1,65 @@
+"""A finished study's real times (Snakemake's benchmark files and logs) and the prediction set
+against them (`ferstudy predict-cost --compare`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def actual_times(study_dir):
+    """Real seconds of a finished study: per fold job (Snakemake benchmarks, column `s`), the
+    final job, and the whole run: `Elapsed time` of the newest Snakemake log of a successful run
+    (plus, in `total_s_with_resumed_runs`, the failed runs it resumed)."""
+    import re
+
+    import pandas as pd
+
+    d = Path(study_dir)
+    per_arch = {}
+    for tsv in sorted(d.glob("results/benchmarks/train/*/fold*.tsv")):
+        per_arch.setdefault(tsv.parent.name, []).append(float(pd.read_csv(tsv, sep="\t")["s"].iloc[0]))
+    final = d / "results/benchmarks/train_final.tsv"
+    out = {"per_arch_job_s": {a: float(np.mean(v)) for a, v in per_arch.items()},
+           "final_job_s": float(pd.read_csv(final, sep="\t")["s"].iloc[0]) if final.is_file() else None,
+           "total_s": None, "log": None}
+    selection = d / "results/final/selection.json"
+    if selection.is_file():
+        out["final_architecture"] = json.loads(selection.read_text()).get("architecture")
+    runs = []
+    for path in sorted(d.glob(".snakemake/log/*.snakemake.log")):
+        text = path.read_text(errors="replace")
+        elapsed = re.search(r"^Elapsed time: (?:(\d+) days?, )?(\d+):(\d\d):(\d\d(?:\.\d+)?)$", text, re.M)
+        if not elapsed or not re.search(r"^Execute \d+ jobs", text, re.M) or "dry-run" in text.lower():
+            continue  # dry runs, runs that did nothing, runs without their end
+        days, h, mi, sec = elapsed.groups()
+        seconds = int(days or 0) * 86400 + int(h) * 3600 + int(mi) * 60 + float(sec)
+        failed = bool(re.search(r"^(WorkflowError|Exiting because a job execution failed)", text, re.M))
+        runs.append({"log": str(path), "elapsed_s": seconds, "ok": not failed})
+    out["runs"] = runs
+    ok = [r for r in runs if r["ok"]]
+    if ok:
+        out["total_s"], out["log"] = ok[-1]["elapsed_s"], ok[-1]["log"]
+        # a study that failed and was resumed: the runs since the last complete one count too
+        last_ok_before = [i for i, r in enumerate(runs[:-1]) if r["ok"] and r is not ok[-1]]
+        start = (last_ok_before[-1] + 1) if last_ok_before else 0
+        out["total_s_with_resumed_runs"] = sum(r["elapsed_s"] for r in runs[start:runs.index(ok[-1]) + 1])
+    return out
+
+
+def compare(prediction, actual):
+    rows = {a: {"predicted_job_s": p["predicted_job_s"], "actual_job_s": actual["per_arch_job_s"].get(a)}
+            for a, p in prediction["per_arch"].items()}
+    for r in rows.values():
+        r["ratio"] = r["predicted_job_s"] / r["actual_job_s"] if r["actual_job_s"] else None
+    total = actual.get("total_s")
+    chosen = actual.get("final_architecture")
+    return {"per_arch": rows, "final": {"predicted_job_s": prediction["final"]["predicted_job_s"],
+                                        "actual_job_s": actual.get("final_job_s"),
+                                        "actual_architecture": chosen,
+                                        "predicted_job_s_for_actual_architecture":
+                                            prediction["final"]["per_arch_s"].get(chosen)},
+            "total": {"predicted_s": prediction["predicted_total_s"], "actual_s": total,
+                      "ratio": prediction["predicted_total_s"] / total if total else None}}

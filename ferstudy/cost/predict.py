@@ -1,0 +1,151 @@
+"""The prediction: a study's jobs by rule (the rule table or Snakemake's dry run), list scheduling
+on the cores, and the predicted seconds of every job and of the whole study from the measurements
+of `measure.measure`."""
+
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+
+import numpy as np
+
+from .workload import cv_workload, final_workload
+
+def count_jobs(cfg):
+    """Jobs of a fresh study, by rule, as workflow/rules/*.smk define them (the `all` target
+    included). Keep in step with the workflow; `predict-cost` compares it with
+    `snakemake -n --forceall` and uses Snakemake's table when they differ."""
+    a, k = len(cfg["study"]["architectures"]), cfg["data"]["folds"]
+    jobs = {"demo_csv": 1 if cfg["dataset"]["name"] == "demo" else 0, "prepare": 1, "run_config": a,
+            "final_config": 1, "train_fold": a * k, "evaluate_arch": a, "aggregate": 1, "select": 1,
+            "train_final": 1, "evaluate_final": 1, "figures": 1, "report": 1, "report_html": 1, "all": 1}
+    return {rule: n for rule, n in jobs.items() if n}
+
+
+# Rules timed by their own model; every other rule (aggregate, select, evaluate_final, figures,
+# report, report_html, and any rule added later) runs after the final model and costs one measured light job
+# (figures renders a dozen plots and takes longer: an underestimate of some seconds).
+OWN_MODEL_RULES = ("demo_csv", "prepare", "run_config", "final_config", "train_fold", "evaluate_arch",
+                   "train_final", "all")
+KNOWN_RULES = OWN_MODEL_RULES + ("aggregate", "select", "evaluate_final", "figures", "report", "report_html")
+
+
+def dry_run_jobs(study_dir, config_path=None, configfiles=(), preset=None):
+    """{rule: count} of a fresh study from Snakemake itself: `snakemake -n --forceall --nolock`
+    in the study directory (writes nothing but Snakemake's log; takes a few seconds)."""
+    from ..bench.dryrun import parse_job_stats, run_snakemake
+
+    args = ["-n", "--forceall", "--nolock", "--quiet", "rules"]
+    extra = [str(Path(f).resolve()) for f in configfiles or ()]
+    if config_path and Path(config_path).resolve() != (Path(study_dir) / "config.yaml").resolve():
+        extra.insert(0, str(Path(config_path).resolve()))
+    if extra:
+        args += ["--configfile", *extra]
+    if preset:
+        args += ["--config", f"preset={preset}"]
+    _, out = run_snakemake(study_dir, args)
+    return parse_job_stats(out)
+
+
+def lpt_schedule(durations, slots):
+    """Greedy list scheduling, longest job first, on `slots` identical slots.
+
+    `durations`: {job: seconds}. Returns (makespan, {job: (slot, start)}); ties go to the lowest
+    slot number, so the result is deterministic."""
+    order = sorted(durations, key=lambda j: (-durations[j], str(j)))
+    free = [(0.0, s) for s in range(max(1, slots))]
+    heapq.heapify(free)
+    placed = {}
+    for job in order:
+        start, slot = heapq.heappop(free)
+        placed[job] = (slot, start)
+        heapq.heappush(free, (start + durations[job], slot))
+    return max([t for t, _ in free] + [0.0]), placed
+
+
+def in_order_schedule(durations, slots):
+    """List scheduling in the given order (roughly what Snakemake does): the makespan."""
+    free = [0.0] * max(1, slots)
+    for d in durations.values():
+        i = free.index(min(free))
+        free[i] += d
+    return max(free)
+
+
+def fold_job_seconds(w, job, rates, overhead):
+    """Predicted seconds of one cross-validation job (eval img/s has the TTA views included; the
+    last evaluation's predictions are the job's output, not predicted again)."""
+    eval_s = job["n_val"] / rates["eval_img_per_s"]
+    train_s = job["steps"] * job["batch_size"] / rates["img_per_s"]
+    curve_s = min(w.get("curve_images", 0), job["n_train"] + job["n_val"]) / rates["eval_img_per_s"]
+    return (overhead + w["epochs"] * (train_s + curve_s + rates.get("checkpoint_s", 0.0))
+            + w["evaluations"] * eval_s)
+
+
+def final_job_seconds(w, train_rate, eval_rate, overhead, checkpoint_s=0.0):
+    train_s = w["steps"] * w["batch_size"] / train_rate
+    public_s = w["n_public"] / eval_rate
+    return (overhead + w["epochs"] * (train_s + checkpoint_s) + w["evaluations"] * public_s
+            + (w["n_public"] + w["n_private"]) / eval_rate)
+
+
+def predict(cfg, cores, m):
+    """The prediction (JSON-ready dict) from a config and the measurements `m` of `measure`."""
+    from ..config import resolve_arch
+
+    c = m["constants"]
+    job_overhead = c["job_overhead_s"] + c["snakemake_job_s"]
+    light_job = c["light_job_s"] + c["snakemake_job_s"]
+    counts, folds = m["counts"], cfg["data"]["folds"]
+    jobs = m.get("jobs_by_rule") or count_jobs(cfg)
+    unmodelled = sorted(r for r in jobs if r not in KNOWN_RULES)  # rules added after this table
+    per_arch, durations = {}, {}
+    for name in cfg["study"]["architectures"]:
+        w = cv_workload(resolve_arch(cfg, name), counts, folds)
+        rates = m["per_arch"][name]
+        times = [fold_job_seconds(w, j, rates, job_overhead) for j in w["jobs"]]
+        for j, s in zip(w["jobs"], times):
+            durations[f"train_fold[{name},{j['fold']}]"] = s
+        durations[f"evaluate_arch[{name}]"] = light_job
+        per_arch[name] = {"jobs": folds, "epochs": w["epochs"], "train_images": [j["n_train"] for j in w["jobs"]],
+                          "images_x_epochs": w["images_x_epochs"], "img_per_s": rates["img_per_s"],
+                          "eval_img_per_s": rates["eval_img_per_s"], "predicted_job_s": float(np.mean(times)),
+                          "predicted_arch_s": float(sum(times))}
+    cv_s, _ = lpt_schedule(durations, cores)
+    cv_in_order_s = in_order_schedule(durations, cores)
+
+    f = m["final"]
+    final_name = f["architecture"]
+    fw = final_workload(resolve_arch(cfg, final_name, final=True), counts)
+    final_s = final_job_seconds(fw, f["img_per_s"], f["eval_img_per_s"], job_overhead, f.get("checkpoint_s", 0.0))
+    # Every candidate's final time: its 1-thread rates scaled by the measured thread speed-up.
+    base = m["per_arch"].get(final_name)
+    speed_train = f["img_per_s"] / base["img_per_s"] if base else 1.0
+    speed_eval = f["eval_img_per_s"] / base["eval_img_per_s"] if base else 1.0
+    per_arch_final = {}
+    for name, r in m["per_arch"].items():
+        w = final_workload(resolve_arch(cfg, name, final=True), counts)
+        per_arch_final[name] = final_job_seconds(w, r["img_per_s"] * speed_train, r["eval_img_per_s"] * speed_eval,
+                                                 job_overhead, r.get("checkpoint_s", 0.0))
+    pre_s = c["snakemake_startup_s"] + (c["demo_csv_s"] + light_job if "demo_csv" in jobs else 0.0) \
+        + c["prepare_s"] + light_job
+    post_s = light_job * sum(n for r, n in jobs.items() if r not in OWN_MODEL_RULES)
+    total = pre_s + cv_s + final_s + post_s
+    return {
+        "cores": cores, "jobs": sum(jobs.values()), "jobs_by_rule": jobs,
+        "jobs_from": m.get("jobs_from", "config (the rule table of cost.count_jobs)"),
+        "unmodelled_rules": unmodelled,
+        "predicted_total_s": total,
+        "per_arch": per_arch,
+        "final": {"architecture": final_name, "assumed": not cfg["final"].get("architecture"),
+                  "threads": cores, "epochs": fw["epochs"], "train_images": fw["n_train"],
+                  "images_x_epochs": fw["images_x_epochs"], "img_per_s": f["img_per_s"],
+                  "eval_img_per_s": f["eval_img_per_s"], "predicted_job_s": final_s,
+                  "per_arch_s": per_arch_final},
+        "phases_s": {"startup_and_data": pre_s, "cross_validation": cv_s, "cross_validation_in_order": cv_in_order_s,
+                     "final": final_s, "light_jobs_after": post_s},
+        "constants": {**c, "job_overhead_with_snakemake_s": job_overhead, "light_job_with_snakemake_s": light_job},
+        "data": {"source": m["data_source"], "counts": counts, "folds": folds,
+                 "dataset": cfg["dataset"]["name"], "preset": cfg["preset"]},
+        "measure_s": m.get("measure_s"),
+    }

@@ -1,0 +1,43 @@
+"""The report as markdown: report/report.md.j2 (Jinja2) filled with `ctx` (report.load) and the
+findings (report.sections); the number formats of report.text are the template's filters."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .. import CLASS_NAMES
+from ..errors import UserError
+from .sections import findings
+from .text import and_join, code, extract, md_table, mean_std, mflops, num, pct, pp, pval, seconds
+
+TEMPLATE = "report.md.j2"
+
+
+def environment(template_dir):
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env.filters.update(pct=pct, pp=pp, pval=pval, num=num, mflops=mflops, seconds=seconds, code=code, mean_std=mean_std,
+                       extract=extract)
+    env.globals.update(table=md_table, and_join=and_join, CLASS_NAMES=CLASS_NAMES, isfinite=lambda x: x is not None
+                       and np.isfinite(x))
+    return env
+
+
+def render(ctx, template_dir, template=TEMPLATE):
+    """The report as markdown text."""
+    import jinja2
+
+    template_dir = Path(template_dir)
+    if not (template_dir / template).is_file():
+        raise UserError(f"{template_dir / template}: report template not found")
+    try:
+        tpl = environment(template_dir).get_template(template)
+        text = tpl.render(ctx=ctx, f=findings(ctx))
+    except jinja2.TemplateError as err:
+        where = f"{template_dir / template}" + (f", line {err.lineno}" if getattr(err, "lineno", None) else "")
+        raise UserError(f"{where}: {err.message if hasattr(err, 'message') else err}") from None
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text)

@@ -1,0 +1,28 @@
+"""Section 10, limitations: one seed, the budget, the uncorrected verdicts, and what the data can
+stand for."""
+
+from ..text import pct
+from ..verdicts import _significant
+
+
+def limitations_text(ctx):
+    tr, abl = ctx["cv_training"], ctx["ablation"]
+    text = ("Each network was trained once per fold with one seed, so the fold spread mixes data and initialisation "
+            "noise.")
+    if tr.get("epochs", 0) < 30:
+        share = tr.get("subsample", 1.0)
+        text += (f" The budget was small ({tr['epochs']} epochs per fold"
+                 + (f" on {pct(share, 0)} of each fold's training faces" if share < 1 else "")
+                 + "); section 4 says what it can and cannot show.")
+    if abl:
+        kept = sum(_significant(r) and r["holm"] for r in abl)
+        text += (f" Verdicts use the uncorrected p; {kept} of the {len(abl)} {'survives' if kept == 1 else 'survive'} "
+                 f"the Holm correction, and every variant is compared with one baseline only.")
+    text += (" The demo faces are synthetic: nothing here transfers to real faces." if ctx["demo"] else
+             " FER2013 faces are small web images with noisy labels; results need not transfer to video or "
+             "spontaneous expressions.")
+    return text
+
+
+def findings(ctx):
+    return {"limitations": limitations_text(ctx)}

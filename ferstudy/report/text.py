@@ -1,0 +1,114 @@
+"""Number formatting (also the template's Jinja filters), markdown tables and lists, and how the
+report's words are counted.
+
+How words are counted (`prose_words`): the rendered markdown minus fenced code blocks, table rows
+(lines starting with `|`), image lines (`![...](...)`), headings (`#`), HTML comments and
+horizontal rules; link targets and emphasis markers are dropped, link texts and inline code are
+kept (`snake_case` names are one word); a word is a whitespace-separated token containing a letter
+or a digit. The template aims at 1,500-3,000 such words (`PROSE_WORDS`); `ferstudy report` logs the
+count and warns outside that range.
+"""
+
+import re
+
+import numpy as np
+
+PROSE_WORDS = (1500, 3000)
+
+
+def pct(x, digits=1):
+    """0.6134 -> '61.3%'."""
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.{digits}f}%"
+
+
+def pp(x, digits=1):
+    """Percentage points with a sign: 4.06 -> '+4.1 pp'."""
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:+.{digits}f} pp"
+
+
+def pval(p):
+    """'p = 0.012', 'p < 0.001', or 'no p-value'."""
+    if p is None or not np.isfinite(p):
+        return "no p-value"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def num(x):
+    return f"{int(round(x)):,}"
+
+
+def mflops(x):
+    """MFLOPs: one decimal below 100 ('9.5', '36.8'), none above ('751', '2,192')."""
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def seconds(s):
+    """Human wall time: '42 s', '12.5 min', '2.3 h'."""
+    if s is None or not np.isfinite(s):
+        return "n/a"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def code(name):
+    return f"`{name}`"
+
+
+def mean_std(metric, row):
+    """'61.3% ± 1.2' from row['<metric>_mean'] and row['<metric>_std'] (fractions)."""
+    return f"{pct(row[f'{metric}_mean'])} ± {100 * row[f'{metric}_std']:.1f}"
+
+
+def extract(key, mapping):
+    return mapping[key]
+
+
+def md_table(headers, rows, align=None):
+    """Markdown table; `align` one of 'l'/'r' per column (default: text left, numbers right)."""
+    align = align or ["l"] + ["r"] * (len(headers) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join(sep) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def and_join(items):
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def plural(n, word, many=None):
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+_IMAGE_LINE = re.compile(r"^\s*!\[[^\]]*\]\([^)]*\)\s*$")
+
+
+def prose_text(markdown):
+    """The prose of a markdown document (see the module docstring for what is left out)."""
+    markdown = re.sub(r"<!--.*?-->", " ", markdown, flags=re.S)
+    kept, fenced = [], False
+    for line in markdown.splitlines():
+        s = line.strip()
+        if s.startswith("```") or s.startswith("~~~"):
+            fenced = not fenced
+            continue
+        if fenced or s.startswith("|") or s.startswith("#") or _IMAGE_LINE.match(s) or re.fullmatch(r"[-*_]{3,}", s):
+            continue
+        kept.append(line)
+    text = "\n".join(kept)
+    text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)   # inline images -> alt text
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)    # links -> their text
+    text = re.sub(r"^\s*>", " ", text, flags=re.M)       # blockquote markers
+    return re.sub(r"[*`]|(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])", " ", text)  # emphasis, not snake_case
+
+
+def prose_words(markdown):
+    """Number of prose words (tokens with a letter or digit) in `markdown`."""
+    return sum(1 for tok in prose_text(markdown).split() if re.search(r"[A-Za-z0-9]", tok))
+
+
+def image_links(markdown):
+    """Targets of every markdown image link, in order."""
+    return re.findall(r"!\[[^\]]*\]\(([^)\s]+)[^)]*\)", markdown)

@@ -1,0 +1,115 @@
+"""How a verdict is stated, everywhere in the report: the verdict of the raw corrected t-test
+(p < alpha), its Holm-adjusted p over all comparisons, and its budget-stability label
+(ferstudy/stability.py), as `verdict_clause` words it; the labels counted; the difference each
+comparison could have detected. Summaries lead with the verdicts that survive Holm and hold."""
+
+import math
+
+import numpy as np
+
+from ..io import float_or_nan
+from .text import and_join, code, pp, pval
+
+SIGNIFICANT = ("helped", "hurt")
+LABEL_WORDS = {"holds": ("holds", "hold"), "budget-dependent": ("is budget-dependent", "are budget-dependent"),
+               "undecided": ("is undecided", "are undecided"), "unchecked": ("is unchecked", "are unchecked")}
+
+
+def _significant(row):
+    return row["verdict"] in SIGNIFICANT
+
+
+def _label(row):
+    return row.get("stability") or "unchecked"
+
+
+def _verdict_phrase(row):
+    v = row["verdict"]
+    if v in SIGNIFICANT:
+        return v
+    if row["p"] is None or not np.isfinite(row["p"]):
+        return "could not be tested"
+    return "made no measurable difference"
+
+
+def _effect(row):
+    """'+4.1 pp, p = 0.012, Holm p = 0.13' (and the test's note when there is one)."""
+    holm_p = f", Holm {pval(row['p_holm'])}" if np.isfinite(row.get("p_holm", math.nan)) else ""
+    note = f"; {row['note']}" if row.get("note") else ""
+    return f"{pp(row['diff_pp'])}, {pval(row['p'])}{holm_p}{note}"
+
+
+def verdict_clause(row, reason=False):
+    """How every verdict is stated: 'helped (+4.9 pp, p = 0.024, Holm p = 0.29; budget-dependent)',
+    and with `reason` the label's reason after a colon."""
+    why = f": {row['stability_reason']}" if reason and row.get("stability_reason") else ""
+    return f"{_verdict_phrase(row)} ({_effect(row)}; {_label(row)}{why})"
+
+
+def variant_sentence(row, reason=True):
+    return f"{code(row['arch'])} {verdict_clause(row, reason)}."
+
+
+def _code_effect(row):
+    return f"{code(row['arch'])} ({_effect(row)})"
+
+
+def factor_sentence(frows):
+    """The verdicts of one factor: each significant or budget-dependent one in its own sentence with
+    the label's reason; the undecided null verdicts together, the reason as their projections."""
+    undecided = [r for r in frows if not _significant(r) and _label(r) == "undecided"
+                 and np.isfinite(float_or_nan(r.get("projected_2x_pp")))]
+    out = [variant_sentence(r) for r in frows if r not in undecided]
+    if undecided:
+        one = len(undecided) == 1
+        out.append(f"{and_join(_code_effect(r) for r in undecided)} "
+                   f"made no measurable difference (undecided: {'its' if one else 'their'} late "
+                   f"{'trend points' if one else 'trends point'} to "
+                   f"{and_join(pp(float_or_nan(r['projected_2x_pp'])) for r in undecided)} at twice the budget, "
+                   f"no clear difference either).")
+    return " ".join(out)
+
+
+def _short_clause(row):
+    """The In-short form of a verdict: '`a` hurt (-15.1 pp; holds)'."""
+    return f"{code(row['arch'])} {_verdict_phrase(row)} ({pp(row['diff_pp'])}; {_label(row)})"
+
+
+def _strength(row):
+    """Sort key: significant verdicts that survive Holm first, those that hold before the others, then by p."""
+    p = row["p"] if np.isfinite(row["p"]) else 1.0
+    return (not (_significant(row) and row["holm"]), not _significant(row), _label(row) != "holds", p)
+
+
+def label_counts(rows):
+    """{label: count} in the order holds, budget-dependent, undecided (unchecked last), zeros left out."""
+    counts = {lab: sum(_label(r) == lab for r in rows) for lab in LABEL_WORDS}
+    return {lab: n for lab, n in counts.items() if n}
+
+
+def counts_text(counts):
+    """'3 hold, 1 is budget-dependent and 7 are undecided'."""
+    return and_join(f"{n} {LABEL_WORDS[lab][n != 1]}" for lab, n in counts.items())
+
+
+def min_detectable_pp(ctx):
+    """(k, df, critical t, {arch: the difference that would have reached p < alpha, pp}) from each
+    comparison's own spread and n_train/n_test; None without comparisons."""
+    from scipy import stats
+
+    abl = ctx["ablation"]
+    if not abl or int(abl[0]["k"]) < 2:
+        return None
+    k, df = int(abl[0]["k"]), int(abl[0]["df"])
+    t_crit = float(stats.t.ppf(1 - ctx["alpha"] / 2, df))
+    mdd = {r["arch"]: t_crit * math.sqrt(1 / k + _n_test(r, ctx) / _n_train(r, ctx)) * r["std_pp"]
+           for r in abl if np.isfinite(r["std_pp"])}
+    return k, df, t_crit, mdd
+
+
+def _n_train(row, ctx):
+    return float(row["n_train"]) if row.get("n_train") else ctx["data"]["fold_train"]
+
+
+def _n_test(row, ctx):
+    return float(row["n_test"]) if row.get("n_test") else ctx["data"]["fold_test"]
