@@ -359,7 +359,12 @@ def read_ferplus_scores(r):
 
 ABLATION_DEFAULTS = {"factor": "", "p_holm": math.nan, "holm": False, "n_train": None, "n_test": None, "gap_pp": math.nan,
                      "baseline_gap_pp": math.nan, "stability": "unchecked", "stability_rule": "",
-                     "stability_reason": "ablation.csv has no stability label (written by an older ferstudy)"}
+                     "stability_reason": "ablation.csv has no stability label (written by an older ferstudy)",
+                     "stability_basis": "", "p_pooled": math.nan, "fragile": False, "detectable_pp": math.nan,
+                     "compute_ratio": math.nan, "compute_mixed": False, "recheck_status": "", "recheck_reason": "",
+                     "recheck_1x_pp": math.nan, "recheck_2x_pp": math.nan}
+ABLATION_FLOATS = ("p", "p_holm", "diff_pp", "std_pp", "t", "gap_pp", "baseline_gap_pp", "mean", "baseline_mean",
+                   "p_pooled", "detectable_pp", "compute_ratio", "recheck_1x_pp", "recheck_2x_pp")
 
 
 def ablation_rows(records, descriptions):
@@ -374,9 +379,10 @@ def ablation_rows(records, descriptions):
             row["holm"] = bool(p_holm < float_or_nan(row["alpha"])) and row["verdict"] != "no measurable difference"
     for row in rows:
         row["description"] = descriptions.get(row["arch"], "")
-        for key in ("p", "p_holm", "diff_pp", "std_pp", "t", "gap_pp", "baseline_gap_pp", "mean", "baseline_mean"):
+        for key in ABLATION_FLOATS:
             row[key] = float_or_nan(row.get(key))
-        row["holm"] = str(row["holm"]).lower() == "true"
+        for key in ("holm", "fragile", "compute_mixed"):
+            row[key] = str(row[key]).lower() == "true"
         row["note"] = row["note"] if isinstance(row.get("note"), str) else None
     return rows
 
@@ -698,7 +704,9 @@ def _effect(row):
     """'+4.1 pp, p = 0.012, Holm p = 0.13' (and the test's note when there is one)."""
     holm_p = f", Holm {pval(row['p_holm'])}" if np.isfinite(row.get("p_holm", math.nan)) else ""
     note = f"; {row['note']}" if row.get("note") else ""
-    return f"{pp(row['diff_pp'])}, {pval(row['p'])}{holm_p}{note}"
+    compute = (f"; at {row['compute_ratio']:.1f}x the baseline's compute, a verdict on the operation and compute "
+               f"together" if row.get("compute_mixed") else "")
+    return f"{pp(row['diff_pp'])}, {pval(row['p'])}{holm_p}{note}{compute}"
 
 
 def verdict_clause(row, reason=False):
@@ -717,18 +725,14 @@ def _code_effect(row):
 
 
 def factor_sentence(frows):
-    """The verdicts of one factor: each significant or budget-dependent one in its own sentence with
-    the label's reason; the undecided null verdicts together, the reason as their projections."""
+    """The verdicts of one factor: each significant, budget-dependent or rechecked one in its own
+    sentence with the label's reason; the other undecided null verdicts together."""
     undecided = [r for r in frows if not _significant(r) and _label(r) == "undecided"
-                 and np.isfinite(float_or_nan(r.get("projected_2x_pp")))]
+                 and r.get("stability_basis") != "measured"]
     out = [variant_sentence(r) for r in frows if r not in undecided]
     if undecided:
-        one = len(undecided) == 1
-        out.append(f"{and_join(_code_effect(r) for r in undecided)} "
-                   f"made no measurable difference (undecided: {'its' if one else 'their'} late "
-                   f"{'trend points' if one else 'trends point'} to "
-                   f"{and_join(pp(float_or_nan(r['projected_2x_pp'])) for r in undecided)} at twice the budget, "
-                   f"no clear difference either).")
+        out.append(f"{and_join(_code_effect(r) for r in undecided)} made no measurable difference (undecided; "
+                   f"not rechecked at a longer budget).")
     return " ".join(out)
 
 
@@ -980,7 +984,24 @@ def power_text(ctx):
             f"(n_train: the faces each fold model of the pair trained on; n_test: its held-out faces), where a "
             f"naive paired test would use 1/k. With the median spread of the paired differences, {median_std:.1f} pp, a "
             f"difference needed about {float(np.median(list(mdd.values()))):.1f} pp to reach p < {ctx['alpha']:g}; "
-            f"smaller real effects are invisible here, so \"no measurable difference\" is not evidence of no effect.")
+            f"smaller real effects are invisible here, so \"no measurable difference\" is not evidence of no effect."
+            + pooled_text(ctx))
+
+
+def pooled_text(ctx):
+    """The smallest difference found with 80% power and the verdicts the pooled-variance test disputes."""
+    abl = ctx["ablation"]
+    power = [r["detectable_pp"] for r in abl if np.isfinite(r.get("detectable_pp", math.nan))]
+    if not power:
+        return ""
+    fragile = [r for r in abl if r.get("fragile")]
+    text = (f" At the spread pooled over all pairs the study finds a true difference of "
+            f"{float(np.median(power)):.1f} pp with 80% power")
+    if fragile:
+        text += (f"; the same test with that pooled variance disagrees on "
+                 f"{and_join(code(r['arch']) + ' (pooled ' + pval(r['p_pooled']) + ')' for r in fragile)}, so "
+                 f"{'that verdict is' if len(fragile) == 1 else 'those verdicts are'} fragile")
+    return text + "."
 
 
 def fit_reading(gap_pp):
@@ -1071,11 +1092,13 @@ def cost_findings(ctx):
 
 # -- 4. what this budget can and cannot show
 
-BUDGET_RULE = ("a verdict is budget-dependent when the variant-minus-baseline curve changed sign over the last "
-               "half of the epochs, when its late trend carried on for as many epochs again would flip or erase a "
-               "significant difference or make a null one measurable, or when a regularizer (dropout, augmentation) "
-               "lost while the less regularized network was not yet over-fitting (a gap under {gap:g} pp); it holds "
-               "when it is significant and none of these apply, and is undecided otherwise")
+BUDGET_RULE = ("a rechecked verdict holds when its difference at twice the epochs keeps its sign and more than "
+               "half its size, and is budget-dependent otherwise (a null one when a difference beyond one fold's "
+               "noise appears); a verdict not rechecked keeps a heuristic label: budget-dependent when the "
+               "variant-minus-baseline curve changed sign over the last half of the epochs, when a regularizer "
+               "(dropout, augmentation) lost while the less regularized network was not yet over-fitting (a gap "
+               "under {gap:g} pp), or did not win while that network's gap kept growing; else it holds when "
+               "significant and is undecided otherwise")
 
 
 def budget_findings(ctx):
@@ -1097,13 +1120,21 @@ def budget_findings(ctx):
              + (f", and differences under about {mdd:.1f} pp stay invisible" if np.isfinite(mdd) else "") + ".")
     abl = ctx["ablation"]
     if abl:
-        curve = int(tr.get("curve_images") or 0)
-        text += (" Each verdict is labelled from the paired learning curves ("
-                 + (f"{num(curve)} held-out faces per fold, after every epoch" if curve else "none was recorded")
-                 + "): " + counts_text(label_counts(abl)) + ". The rule: "
-                 + BUDGET_RULE.format(gap=MIN_OVERFIT_GAP_PP) + ". The labels flag risk from the evidence the study "
-                 "has and do not prove stability; `scripts/recheck_budget.py` retrains a pair at a longer budget.")
+        text += " " + recheck_text(abl) + " " + counts_text(label_counts(abl)) + ". The rule: " \
+            + BUDGET_RULE.format(gap=MIN_OVERFIT_GAP_PP) + "."
     return {"budget": text}
+
+
+def recheck_text(abl):
+    """Which verdicts the study retrained at twice the budget, and which at-risk ones it left."""
+    done = [r for r in abl if r.get("stability_basis") == "measured"]
+    left = [r for r in abl if str(r.get("recheck_status", "")).startswith("at risk")]
+    text = (f"The study retrained {and_join(code(r['arch']) for r in done)} and the baseline at twice the epochs "
+            f"on one fold, so {'its label is' if len(done) == 1 else 'their labels are'} measured"
+            if done else "No verdict was retrained at a longer budget (`study.recheck`), so every label is a heuristic")
+    if left:
+        text += f"; at risk but not rechecked: {and_join(code(r['arch']) for r in left)}"
+    return text + ". Labels:"
 
 
 # -- 4. per-class effect of each operation
@@ -1590,11 +1621,12 @@ def hindsight_reflection(ctx):
     counts = label_counts(abl)
     found = min_detectable_pp(ctx)
     ideas = []
-    if counts.get("budget-dependent"):
-        one = counts["budget-dependent"] == 1
-        ideas.append(f"the {'' if one else str(counts['budget-dependent']) + ' '}budget-dependent "
+    guessed = sum(_label(r) == "budget-dependent" and r.get("stability_basis") != "measured" for r in abl)
+    if guessed:
+        one = guessed == 1
+        ideas.append(f"the {'' if one else str(guessed) + ' '}heuristically budget-dependent "
                      f"{'verdict deserves' if one else 'verdicts deserve'} a longer run of {'its pair' if one else 'their pairs'} "
-                     f"(`scripts/recheck_budget.py`)")
+                     f"(`study.recheck`)")
     if found and found[3] and 2 * counts.get("undecided", 0) >= len(abl):
         mdd = float(np.median(list(found[3].values())))
         ideas.append(f"with {found[0]} folds a difference needed about {mdd:.1f} pp to be seen, so more folds could "
@@ -1607,8 +1639,8 @@ def hindsight_reflection(ctx):
 
 def limitations_text(ctx):
     tr, abl = ctx["cv_training"], ctx["ablation"]
-    text = ("Each network was trained once per fold with one seed, so the fold spread mixes data and initialisation "
-            "noise.")
+    text = ("Each network was trained once per fold, fold k from seed s + k (every network of a fold from the same "
+            "one), so the fold spread mixes data and initialisation noise.")
     if tr.get("epochs", 0) < 30:
         share = tr.get("subsample", 1.0)
         text += (f" The budget was small ({tr['epochs']} epochs per fold"

@@ -256,12 +256,15 @@ def epoch_generator(device, seed, epoch):
 
 # ---------------------------------------------------------------- one epoch, evaluation
 
-def train_one_epoch(model, images, labels, idx, augmenter, optimizer, scheduler, t, epoch, channels_last, amp):
-    """One pass over `idx` (a device tensor of indices into `images`) in shuffled batches."""
+def train_one_epoch(model, images, labels, idx, augmenter, optimizer, scheduler, t, epoch, channels_last, amp,
+                    seed=None):
+    """One pass over `idx` (a device tensor of indices into `images`) in shuffled batches; the
+    shuffling, augmentation and dropout come from `seed` (default `t["seed"]`) and `epoch`."""
     model.train()
     device = images.device
-    g = epoch_generator(device, t["seed"], epoch)
-    torch.manual_seed(t["seed"] * 7919 + epoch)  # dropout draws from the global generator
+    seed = t["seed"] if seed is None else seed
+    g = epoch_generator(device, seed, epoch)
+    torch.manual_seed(seed * 7919 + epoch)  # dropout draws from the global generator
     order = idx[torch.randperm(len(idx), generator=g, device=device)]
     bs = min(t["batch_size"], len(order))
     steps = len(order) // bs  # drop the ragged last batch: batch norm dislikes tiny batches
@@ -313,8 +316,13 @@ def probs_loss_acc(probs, labels):
 # ---------------------------------------------------------------- the loop
 
 def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_best=False, progress=log.info,
-        precision_memo=None):
+        precision_memo=None, init_seed=None):
     """Train with resume. Returns (model, history rows, best-or-last state info).
+
+    init_seed: seeds the initial weights and every epoch's shuffling, augmentation and dropout
+    (default `training.seed`). Cross-validation passes seed + fold (`cli.cmd_train`), so the fold
+    spread samples initialisation noise too; which faces are trained on (`training.subsample`) and
+    the learning-curve subsets stay on `training.seed`.
 
     select_best: keep the weights of the epoch with the best validation accuracy (the final model
     chooses its checkpoint on PublicTest); otherwise the last epoch's weights are the result
@@ -330,13 +338,14 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     augmenter = Augmenter(aug_cfg, enabled=t["augment"].get("enabled", True))
     crop = aug_cfg.get("crop", 48)
 
+    init_seed = int(t["seed"] if init_seed is None else init_seed)
     train_idx = subsample(np.asarray(train_idx), data.labels, t.get("subsample", 1.0), t["seed"])
     images = torch.from_numpy(data.images).unsqueeze(1).to(device)  # uint8 in memory, read once
     labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
     train_t = torch.from_numpy(train_idx).to(device)
     val_np = np.asarray(val_idx)
 
-    torch.manual_seed(t["seed"])
+    torch.manual_seed(init_seed)
     model = build_model(run_cfg["model"], input_size=crop).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -344,7 +353,7 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     steps = max(1, len(train_idx) // min(t["batch_size"], len(train_idx)))
     scheduler = make_scheduler(optimizer, t, steps)
 
-    fingerprint = run_fingerprint(run_cfg, data, train_idx, val_np)
+    fingerprint = run_fingerprint(run_cfg, data, train_idx, val_np, init_seed)
     checkpoint_path = Path(checkpoint_path)
     state = resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, device, progress)
     if "amp" not in state:  # a resumed run keeps the precision it started with
@@ -361,7 +370,7 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc, n = train_one_epoch(model, images, labels, train_t, augmenter, optimizer,
-                                                   scheduler, t, epoch, channels_last, amp)
+                                                   scheduler, t, epoch, channels_last, amp, init_seed)
         train_seconds = time.perf_counter() - t0
         probs, val_loss, val_acc = None, math.nan, math.nan
         if epoch in eval_epochs:
@@ -398,8 +407,9 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     return model, state
 
 
-def run_fingerprint(run_cfg, data, train_idx, val_idx):
-    """What a checkpoint must match to be resumed: the run config, the exact images, the code version."""
+def run_fingerprint(run_cfg, data, train_idx, val_idx, init_seed=None):
+    """What a checkpoint must match to be resumed: the run config, the exact images, the seed the
+    run started from, the code version."""
     import hashlib
 
     from . import __version__
@@ -407,7 +417,7 @@ def run_fingerprint(run_cfg, data, train_idx, val_idx):
     indices = hashlib.sha256(np.asarray(train_idx).astype(np.int64).tobytes() + b"|"
                              + np.asarray(val_idx).astype(np.int64).tobytes())
     return config_hash({"run": run_cfg, "indices": indices.hexdigest(), "version": __version__,
-                        "data": data.attrs.get("source_sha256")})
+                        "data": data.attrs.get("source_sha256"), "init_seed": init_seed})
 
 
 def resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, device, progress):
