@@ -97,6 +97,19 @@ def plan(rows, baseline, mode="auto", cap=None, fold=RECHECK_FOLD, factor=RECHEC
             "runs": [baseline, *chosen] if chosen else []}
 
 
+def workflow_inputs(checkpoints, mode, results):
+    """Snakemake input of rule aggregate: the plan (the checkpoint `recheck_plan`'s output; reading it
+    makes Snakemake wait for it), then the predictions of every run it names; [] when mode is off."""
+    import json
+
+    if mode == "off":
+        return []
+    plan_file = checkpoints.recheck_plan.get().output[0]
+    with open(plan_file) as f:
+        runs = json.load(f)["runs"]
+    return [plan_file] + [str(run_dir(results, a) / "predictions.csv") for a in runs]
+
+
 def fold_accuracy(predictions_csv):
     """Accuracy of one predictions CSV (the prediction is the argmax of its probabilities)."""
     from .metrics import read_predictions

@@ -5,37 +5,12 @@
 # faces, seed and precision as that fold's study run; aggregate (evaluate.smk) labels each rechecked
 # verdict from what that run measured. Which pairs depends on the CV results, hence the checkpoint:
 # Snakemake re-evaluates the DAG once the plan exists, and a dry run shows the recheck jobs only then.
-import json
+from ferstudy.recheck import RECHECK_FACTOR, RECHECK_FOLD, workflow_inputs
 
-from ferstudy.recheck import RECHECK_FACTOR, RECHECK_FOLD, run_dir
-
-RECHECK = STUDY["study"].get("recheck", "auto")
-if RECHECK == []:
-    RECHECK = "off"
-if isinstance(RECHECK, list):
-    _unknown = [a for a in RECHECK if a not in ARCHS or a == STUDY["study"]["baseline"]]
-    if _unknown:
-        raise WorkflowError(f"config key study.recheck: {', '.join(_unknown)} is no variant of this study "
-                            f"(variants: {', '.join(a for a in ARCHS if a != STUDY['study']['baseline'])})")
+RECHECK = STUDY["study"].get("recheck", "auto") or "off"  # a list's names are checked by ferstudy.config
 RECHECK_PLAN = f"{R}/recheck/plan.json"
-
-
-def recheck_dir(arch):
-    return str(run_dir(R, arch, RECHECK_FACTOR, RECHECK_FOLD))
-
-
-def recheck_inputs(wildcards):
-    """For aggregate: the plan, then the predictions of every run it names; nothing when off."""
-    if RECHECK == "off":
-        return []
-    plan_file = checkpoints.recheck_plan.get().output[0]
-    with open(plan_file) as f:
-        runs = json.load(f)["runs"]
-    return [plan_file] + [f"{recheck_dir(a)}/predictions.csv" for a in runs]
-
-
-def recheck_runtime(wildcards, threads, attempt):
-    return int(math.ceil(RECHECK_FACTOR * train_fold_runtime(wildcards, threads, attempt)))
+# For aggregate (evaluate.smk): the plan, then the predictions of every run it names; nothing when off.
+recheck_inputs = lambda wildcards: workflow_inputs(checkpoints, RECHECK, R)
 
 
 checkpoint recheck_plan:
@@ -100,7 +75,7 @@ rule recheck:
     threads: 1
     resources:
         mem_mb=train_fold_mem_mb,
-        runtime=recheck_runtime,
+        runtime=lambda w, threads, attempt: math.ceil(RECHECK_FACTOR * train_fold_runtime(w, threads, attempt)),
         gpu=train_fold_gpu,
     log:
         f"{R}/logs/recheck/{{arch}}.log",
