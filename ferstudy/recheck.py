@@ -54,15 +54,15 @@ def at_risk(rows, risk_se=RISK_SE):
     se_pooled_pp) whose verdict is at risk, riskiest first (module docstring)."""
     claims, nulls = [], []
     for r in rows:
-        margin = abs(r["diff_pp"]) / r["se_pooled_pp"] if r["se_pooled_pp"] > 0 else math.inf
+        margin = float(abs(r["diff_pp"]) / r["se_pooled_pp"]) if r["se_pooled_pp"] > 0 else math.inf
         regularizer = r["factor"] in REGULARIZER_FACTORS
         significant = r["verdict"] in SIGNIFICANT
         near_zero = significant and margin < risk_se
         if not (regularizer or near_zero):
             continue
-        why = [f"a {r['factor']} verdict (a regularizer)"] if regularizer else []
+        why = [f"a regularizer verdict ({r['factor']})"] if regularizer else []
         if near_zero:
-            why.append(f"significant but within {risk_se:g} pooled standard errors of zero ({margin:.1f})")
+            why.append(f"significant but within {risk_se:g} pooled standard errors of zero ({margin:.2f})")
         entry = {"arch": r["arch"], "reason": "; ".join(why),
                  "margin_se": margin if math.isfinite(margin) else None}  # JSON has no Infinity
         (claims if significant else nulls).append((entry, r))

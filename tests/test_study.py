@@ -131,3 +131,30 @@ def test_a_rechecked_verdict_takes_its_label_from_the_longer_run(tmp_path):
     assert n["recheck_status"] == "at risk, not rechecked (study.recheck_max)" and n["stability_basis"] == "heuristic"
     assert "heuristic" in n["stability_reason"] and "regularizer" in n["recheck_reason"]
     assert out["deep"]["recheck_status"] == "not at risk"
+
+
+def test_the_recheck_plan_takes_the_riskiest_first():
+    """At risk: every regularizer verdict, every significant one within 2 pooled standard errors of
+    zero; the claims first, weakest margin first, then the null regularizer verdicts. The numbers of
+    the committed cpu-preset run (pooled standard error 0.52 pp)."""
+    from ferstudy.recheck import plan
+
+    se = 0.524
+    rows = [dict(arch=a, factor=f, verdict=v, diff_pp=d, se_pooled_pp=se) for a, f, v, d in (
+        ("depth_2convs", "depth", "helped", 4.68), ("kernel_5", "kernel size", "helped", 1.02),
+        ("pool_avg", "pooling", "hurt", -1.15), ("filters_half", "filters", "no measurable difference", -1.30),
+        ("no_dropout", "dropout", "helped", 1.04), ("dropout_blocks", "dropout", "hurt", -6.83),
+        ("no_augment", "augmentation", "no measurable difference", -0.20),
+        ("augment_full", "augmentation", "hurt", -2.53))]
+    full = plan(rows, "baseline", "auto")
+    assert full["rechecked"] == ["kernel_5", "no_dropout", "augment_full", "dropout_blocks", "no_augment"]
+    assert full["runs"][0] == "baseline" and not full["unchecked"]
+    capped = plan(rows, "baseline", "auto", cap=2)
+    assert capped["rechecked"] == ["kernel_5", "no_dropout"]
+    assert capped["unchecked"] == ["augment_full", "dropout_blocks", "no_augment"]
+    listed = plan(rows, "baseline", ["pool_avg"], cap=0)
+    assert listed["rechecked"] == ["pool_avg"] and listed["mode"] == "list" and "kernel_5" in listed["unchecked"]
+    off = plan(rows, "baseline", "off")
+    assert off["rechecked"] == [] and off["runs"] == []
+    with pytest.raises(UserError, match="study.recheck: 'vgg_deep' is no variant"):
+        plan(rows, "baseline", ["vgg_deep"])
