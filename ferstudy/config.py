@@ -242,6 +242,8 @@ def _resolve_flat(flat, preset, dataset, csv, workdir, source):
     if study.get("baseline", names[0]) not in names:
         raise UserError(f"config key study.baseline: {study['baseline']!r} is not among the architectures studied")
     study.setdefault("baseline", names[0])
+    if study.get("recheck") is False or study.get("recheck") == []:
+        study["recheck"] = "off"  # `recheck: off` unquoted is YAML's false
     recheck = study.get("recheck")
     unknown = [a for a in recheck if a not in names or a == study["baseline"]] if isinstance(recheck, list) else []
     if unknown:

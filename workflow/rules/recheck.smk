@@ -7,7 +7,7 @@
 # Snakemake re-evaluates the DAG once the plan exists, and a dry run shows the recheck jobs only then.
 from ferstudy.recheck import RECHECK_FACTOR, RECHECK_FOLD, workflow_inputs
 
-RECHECK = STUDY["study"].get("recheck", "auto") or "off"  # a list's names are checked by ferstudy.config
+RECHECK = STUDY["study"].get("recheck", "auto")  # ferstudy.config: `off` (also YAML's false) or checked names
 RECHECK_PLAN = f"{R}/recheck/plan.json"
 # For aggregate (evaluate.smk): the plan, then the predictions of every run it names; nothing when off.
 recheck_inputs = lambda wildcards: workflow_inputs(checkpoints, RECHECK, R)
