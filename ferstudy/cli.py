@@ -45,7 +45,7 @@ def _result_config(run_cfg, data, extra):
             **extra, "environment": environment()}
 
 
-def fold_init_seed(run_cfg, fold):
+def fold_init_seed(run_cfg: dict, fold: int) -> int:
     """The seed fold `fold`'s network starts from: `training.seed` + fold. Every architecture of a
     fold shares it, so each variant-baseline pair stays paired (same faces, same seed), while the
     spread over folds now holds initialisation noise as well as the data's (seeds alone moved the
@@ -73,8 +73,8 @@ def cmd_train(args):
     log.info("training %s on fold %d of %s data: %d train / %d held-out images, %d thread(s), device %s",
              run_cfg["name"], args.fold, data.attrs.get("dataset"), len(train_idx), len(val_idx), args.threads,
              pick_device(run_cfg["training"]))
-    # the folds of one architecture train in one precision (train.shared_choose_amp)
     init_seed = fold_init_seed(run_cfg, args.fold)
+    # the folds of one architecture train in one precision (train.shared_choose_amp)
     model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads,
                        precision_memo=out.parent, init_seed=init_seed)
     probs = state.get("val_probs")
@@ -164,7 +164,7 @@ def cmd_evaluate_arch(args):
     log.info("%s: accuracy %.4f +- %.4f over %d folds", run_cfg["name"], m["mean"], m["std"], len(args.predictions))
 
 
-def fold_sizes(h5):
+def fold_sizes(h5) -> tuple[int, int]:
     """(training images of one fold, held-out images of one fold) of the prepared data."""
     from .data import load_h5
 

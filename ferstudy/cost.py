@@ -528,7 +528,7 @@ def predict(cfg, cores, m):
     }
 
 
-def recheck_prediction(cfg, counts, folds, rates, job_overhead, cores):
+def recheck_prediction(cfg: dict, counts: dict, folds: int, rates: dict, job_overhead: float, cores: int) -> dict:
     """The recheck's jobs (ferstudy/recheck.py): each variant `recheck.predicted_pairs` knows of and the
     baseline, at RECHECK_FACTOR x the epochs on fold RECHECK_FOLD, scheduled on `cores` slots after
     cross-validation (the plan waits for every fold). `bound` says whether more pairs may come:

@@ -328,12 +328,12 @@ def compare_to_baseline(per_arch_fold_scores, baseline, n_train, n_test, alpha=0
 
 # --------------------------------------------------------------------------- pooled variance, power
 
-def variance_factor(k, n_train, n_test):
+def variance_factor(k: int, n_train: float, n_test: float) -> float:
     """Nadeau & Bengio's factor on the variance of the paired differences: 1/k + n_test/n_train."""
     return 1.0 / k + n_test / n_train
 
 
-def pooled_resampled_ttests(diffs_by_pair, n_train, n_test):
+def pooled_resampled_ttests(diffs_by_pair: dict, n_train, n_test: float) -> tuple[dict, dict]:
     """Each pair's corrected resampled t-test with the variance of the paired differences pooled over
     all pairs: with 3 folds a pair's own variance has 2 degrees of freedom, so one pair whose folds
     happen to agree gets a tiny variance and a large t. Pooling assumes that every pair's per-fold
@@ -368,7 +368,8 @@ def pooled_resampled_ttests(diffs_by_pair, n_train, n_test):
     return out, {"std": std, "df": df}
 
 
-def detectable_difference(std, k, n_train, n_test, alpha=0.05, power=0.8, df=None):
+def detectable_difference(std: float, k: int, n_train: float, n_test: float, alpha: float = 0.05,
+                          power: float = 0.8, df: int | None = None) -> float:
     """The smallest true mean difference (in the units of `std`) that a two-sided corrected
     resampled t-test at `alpha` finds with probability `power`, when the paired per-fold
     differences have standard deviation `std`: t follows a noncentral t with `df` (default k - 1,
@@ -391,7 +392,8 @@ def detectable_difference(std, k, n_train, n_test, alpha=0.05, power=0.8, df=Non
     return brentq(shortfall, 0.0, high, xtol=1e-9) * se
 
 
-def power_of_test(delta, std, k, n_train, n_test, alpha=0.05, df=None):
+def power_of_test(delta: float, std: float, k: int, n_train: float, n_test: float, alpha: float = 0.05,
+                  df: int | None = None) -> float:
     """Probability that the two-sided corrected resampled t-test at `alpha` finds a true difference
     `delta` (units of `std`); the inverse of `detectable_difference`."""
     df = k - 1 if df is None else df

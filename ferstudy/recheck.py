@@ -31,12 +31,12 @@ RECHECK_FOLD = 0
 RISK_SE = 2.0  # a significant verdict within this many pooled standard errors of zero is at risk
 
 
-def run_dir(results, arch, factor=RECHECK_FACTOR, fold=RECHECK_FOLD):
+def run_dir(results, arch: str, factor: float = RECHECK_FACTOR, fold: int = RECHECK_FOLD) -> Path:
     """Where the longer run of `arch` lives: results/recheck/x{factor}/{arch}/fold{fold}."""
     return Path(results) / "recheck" / f"x{factor:g}" / arch / f"fold{fold}"
 
 
-def longer_run_config(run_cfg, factor=RECHECK_FACTOR, precision=None):
+def longer_run_config(run_cfg: dict, factor: float = RECHECK_FACTOR, precision: str | None = None) -> dict:
     """The study's run config with `factor` x the epochs; everything else (subsample, schedule shape,
     seed) kept. `precision` ("bf16" | "fp32", what that fold's study run trained in) pins `amp`, so
     the longer run differs from the study's only in its budget."""
@@ -49,7 +49,7 @@ def longer_run_config(run_cfg, factor=RECHECK_FACTOR, precision=None):
     return out
 
 
-def at_risk(rows, risk_se=RISK_SE):
+def at_risk(rows: list[dict], risk_se: float = RISK_SE) -> list[dict]:
     """[{arch, reason, margin_se}] of the ablation rows (dicts with arch, factor, verdict, diff_pp,
     se_pooled_pp) whose verdict is at risk, riskiest first (module docstring)."""
     claims, nulls = [], []
@@ -71,7 +71,8 @@ def at_risk(rows, risk_se=RISK_SE):
     return [entry for entry, _ in claims + nulls]
 
 
-def plan(rows, baseline, mode="auto", cap=None, fold=RECHECK_FOLD, factor=RECHECK_FACTOR):
+def plan(rows: list[dict], baseline: str, mode="auto", cap: int | None = None, fold: int = RECHECK_FOLD,
+         factor: float = RECHECK_FACTOR) -> dict:
     """The recheck plan (JSON-ready): which pairs are at risk, which are rechecked, which are left.
 
     mode: "auto" | "off" | a list of variant names (rechecked in that order, uncapped: the user chose
@@ -97,7 +98,7 @@ def plan(rows, baseline, mode="auto", cap=None, fold=RECHECK_FOLD, factor=RECHEC
             "runs": [baseline, *chosen] if chosen else []}
 
 
-def workflow_inputs(checkpoints, mode, results):
+def workflow_inputs(checkpoints, mode, results: str) -> list[str]:
     """Snakemake input of rule aggregate: the plan (the checkpoint `recheck_plan`'s output; reading it
     makes Snakemake wait for it), then the predictions of every run it names; [] when mode is off."""
     import json
@@ -110,7 +111,7 @@ def workflow_inputs(checkpoints, mode, results):
     return [plan_file] + [str(run_dir(results, a) / "predictions.csv") for a in runs]
 
 
-def fold_accuracy(predictions_csv):
+def fold_accuracy(predictions_csv) -> float:
     """Accuracy of one predictions CSV (the prediction is the argmax of its probabilities)."""
     from .metrics import read_predictions
 
@@ -118,7 +119,7 @@ def fold_accuracy(predictions_csv):
     return float((probs.argmax(1) == labels).mean())
 
 
-def rechecked_differences(the_plan, results, fold_scores):
+def rechecked_differences(the_plan: dict, results, fold_scores: dict) -> dict:
     """{arch: {"recheck_1x_pp", "recheck_2x_pp"}} for every rechecked pair: the paired difference on
     the plan's fold at the study's budget (`fold_scores[arch][fold]`, from metrics.json) and at the
     longer one (the recheck runs' predictions under `results`)."""
@@ -134,7 +135,7 @@ def rechecked_differences(the_plan, results, fold_scores):
     return out
 
 
-def predicted_pairs(study_cfg):
+def predicted_pairs(study_cfg: dict) -> tuple[list[str], str]:
     """(variants, bound) the recheck will retrain, as far as the config tells before any training:
     a list: exactly those; auto: at least the regularizer variants (the significant verdicts near
     zero are known only after cross-validation), at most `recheck_max`; off: none."""

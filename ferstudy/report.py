@@ -988,7 +988,7 @@ def power_text(ctx):
             + pooled_text(ctx))
 
 
-def pooled_text(ctx):
+def pooled_text(ctx: dict) -> str:
     """The smallest difference found with 80% power and the verdicts the pooled-variance test disputes."""
     abl = ctx["ablation"]
     power = [r["detectable_pp"] for r in abl if np.isfinite(r.get("detectable_pp", math.nan))]
@@ -1125,7 +1125,7 @@ def budget_findings(ctx):
     return {"budget": text}
 
 
-def recheck_text(abl):
+def recheck_text(abl: list[dict]) -> str:
     """Which verdicts the study retrained at twice the budget, and which at-risk ones it left."""
     done = [r for r in abl if r.get("stability_basis") == "measured"]
     left = [r for r in abl if str(r.get("recheck_status", "")).startswith("at risk")]

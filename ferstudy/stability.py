@@ -85,7 +85,7 @@ def paired_curve_pp(variant, baseline):
     return [e for e, ok in zip(variant["epochs"][:n], keep) if ok], d[keep].tolist()
 
 
-def gap_curve_pp(curve):
+def gap_curve_pp(curve: dict | None) -> tuple[list, list]:
     """(epochs, train-minus-held-out gap per epoch in pp, mean over folds; NaN-free epochs only)."""
     if not curve:
         return [], []
@@ -107,7 +107,7 @@ def last_gap_pp(curve):
     return float(np.mean(gaps)) if gaps else math.nan
 
 
-def late_mask(epochs):
+def late_mask(epochs) -> np.ndarray:
     """The last half of the epochs (at least the last two points)."""
     epochs = np.asarray(epochs, dtype=float)
     late = epochs >= epochs[-1] / 2 + 0.5 if len(epochs) and epochs[-1] >= 4 else np.ones(len(epochs), bool)
@@ -116,7 +116,7 @@ def late_mask(epochs):
     return late
 
 
-def late_growth_pp(epochs, gaps):
+def late_growth_pp(epochs, gaps) -> tuple:
     """(growth of a gap curve over its last half, first late epoch, last epoch, gap then, gap at the end)."""
     if len(gaps) < 2:
         return math.nan, None, None, math.nan, math.nan
@@ -125,9 +125,10 @@ def late_growth_pp(epochs, gaps):
     return float(gaps[-1] - gaps[first]), int(epochs[first]), int(epochs[-1]), float(gaps[first]), float(gaps[-1])
 
 
-def heuristic_stability(epochs, diffs_pp, final_diff_pp, significant, std_pp=math.nan, k=1, factor="",
-                        variant_gap_pp=math.nan, baseline_gap_pp=math.nan, variant_more_regularized=None,
-                        variant_gaps=None, baseline_gaps=None):
+def heuristic_stability(epochs, diffs_pp, final_diff_pp: float, significant: bool, std_pp: float = math.nan, k: int = 1,
+                        factor: str = "", variant_gap_pp: float = math.nan, baseline_gap_pp: float = math.nan,
+                        variant_more_regularized: bool | None = None, variant_gaps: tuple | None = None,
+                        baseline_gaps: tuple | None = None) -> tuple[str, str, dict]:
     """(label, reason, evidence dict) of a verdict that was not rechecked; see the module docstring.
 
     epochs, diffs_pp: the paired curve (`paired_curve_pp`); final_diff_pp: the verdict's difference on
@@ -191,7 +192,8 @@ def overfitting_grows(factor, final_diff_pp, significant, variant_more_regulariz
     return {"variant": v[0], "baseline": b[0], "reason": reason}
 
 
-def recheck_label(verdict, diff_pp, diff_1x_pp, diff_2x_pp, noise_pp, fold=0, factor=2.0):
+def recheck_label(verdict: str, diff_pp: float, diff_1x_pp: float, diff_2x_pp: float, noise_pp: float, fold: int = 0,
+                  factor: float = 2.0) -> tuple[str, str]:
     """(label, reason) measured by a recheck: the pair retrained at `factor` x the epochs on `fold`.
 
     verdict, diff_pp: the cross-validation verdict and its difference; diff_1x_pp, diff_2x_pp: the
@@ -199,7 +201,8 @@ def recheck_label(verdict, diff_pp, diff_1x_pp, diff_2x_pp, noise_pp, fold=0, fa
     of one fold's paired difference (pooled standard deviation). A significant verdict holds when the
     2x difference keeps its sign and more than `KEEPS_SHARE` of the 1x difference (of the verdict's
     difference when that fold disagreed with the verdict at 1x already)."""
-    at = f"at {factor:g}x the epochs on fold {fold} (measured) the difference went from {diff_1x_pp:+.1f} to {diff_2x_pp:+.1f} pp"
+    at = (f"at {factor:g}x the epochs on fold {fold} (measured) the difference went from {diff_1x_pp:+.1f} to "
+          f"{diff_2x_pp:+.1f} pp")
     noise = max(MIN_BAND_PP, 2 * noise_pp) if np.isfinite(noise_pp) else MIN_BAND_PP
     if verdict in SIGNIFICANT:
         sign = math.copysign(1.0, diff_pp)

@@ -52,7 +52,7 @@ def model_cost(run_config, model_file=None, benchmark_files=()):
     return cost
 
 
-def load_results(metrics_files):
+def load_results(metrics_files) -> dict:
     """{architecture: metrics.json content} in the order given."""
     results = {}
     for path in metrics_files:
@@ -90,7 +90,8 @@ def aggregate(metrics_files, baseline, alpha, n_train, n_test, recheck=None):
 COMPUTE_SIMILAR = (0.67, 1.5)  # a variant's compute within this ratio of the baseline's: a one-factor verdict
 
 
-def comparisons_with_pooled(results, baseline, alpha, n_train, n_test, power=0.8):
+def comparisons_with_pooled(results, baseline: str, alpha: float, n_train: int, n_test: int,
+                            power: float = 0.8) -> tuple[list[dict], dict]:
     """(rows, trained): `compare_to_baseline` of every variant, each row with the pooled check beside
     its own test (`metrics.pooled_resampled_ttests`: p_pooled, t_pooled, df_pooled, std_pooled_pp,
     se_pooled_pp; `fragile` when the two disagree on p < alpha), the smallest difference the study
@@ -115,7 +116,8 @@ def comparisons_with_pooled(results, baseline, alpha, n_train, n_test, power=0.8
         own, shared = r["p"] < alpha, t["p"] < alpha  # NaN counts as not significant
         mflops = results[a].get("cost", {}).get("mflops")
         ratio = mflops / base_mflops if mflops and base_mflops else float("nan")
-        r.update(factor=results[a]["factor"], p_pooled=t["p"], t_pooled=t["t"], df_pooled=t["df"], std_pooled_pp=100 * pool["std"],
+        r.update(factor=results[a]["factor"], p_pooled=t["p"], t_pooled=t["t"], df_pooled=t["df"],
+                 std_pooled_pp=100 * pool["std"],
                  se_pooled_pp=100 * t["se_pooled"], fragile=bool(own != shared),
                  detectable_pp=100 * detectable_difference(pool["std"], k, pair_n[a], n_test, alpha, power),
                  detectable_pooled_pp=100 * detectable_difference(pool["std"], k, pair_n[a], n_test, alpha, power,
@@ -160,7 +162,7 @@ def budget_checked(comparisons, results, baseline, trained, n_test, recheck=None
     return out
 
 
-def recheck_fields(the_plan, measured, comparison, results):
+def recheck_fields(the_plan: dict | None, measured: dict, comparison: dict, results: dict) -> dict:
     """The recheck columns of one ablation row: status (rechecked | at risk, not rechecked | not at
     risk | off), why it was at risk, the fold, the longer run's epochs and the 1x and 2x differences."""
     arch = comparison["arch"]
