@@ -45,6 +45,14 @@ def _result_config(run_cfg, data, extra):
             **extra, "environment": environment()}
 
 
+def fold_init_seed(run_cfg: dict, fold: int) -> int:
+    """The seed fold `fold`'s network starts from: `training.seed` + fold. Every architecture of a
+    fold shares it, so each variant-baseline pair stays paired (same faces, same seed), while the
+    spread over folds now holds initialisation noise as well as the data's (seeds alone moved the
+    baseline by 0.6-1.0 pp, docs/PERFORMANCE.md)."""
+    return int(run_cfg["training"]["seed"]) + int(fold)
+
+
 def cmd_train(args):
     """One cross-validation job: train on the other folds, predict the held-out fold."""
     from pathlib import Path
@@ -65,16 +73,17 @@ def cmd_train(args):
     log.info("training %s on fold %d of %s data: %d train / %d held-out images, %d thread(s), device %s",
              run_cfg["name"], args.fold, data.attrs.get("dataset"), len(train_idx), len(val_idx), args.threads,
              pick_device(run_cfg["training"]))
+    init_seed = fold_init_seed(run_cfg, args.fold)
     # the folds of one architecture train in one precision (train.shared_choose_amp)
     model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads,
-                       precision_memo=out.parent)
+                       precision_memo=out.parent, init_seed=init_seed)
     probs = state.get("val_probs")
     if probs is None:  # resumed after the last epoch's checkpoint: nothing was predicted in this process
         probs = _predict_indices(model, run_cfg, data, val_idx, state["amp"])
     write_predictions(out / "predictions.csv", data.row[val_idx], data.labels[val_idx], probs)
     write_history(out / "history.csv", state["history"])
-    extra = {"fold": args.fold, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "threads": args.threads,
-             "seconds": time.perf_counter() - t0, **_precision(state)}
+    extra = {"fold": args.fold, "init_seed": init_seed, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
+             "threads": args.threads, "seconds": time.perf_counter() - t0, **_precision(state)}
     save_model(out / "model.pt", model, run_cfg, {"fold": args.fold, "amp": state["amp"]})
     write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
     Path(args.checkpoint).unlink(missing_ok=True)  # done: a forced rerun must train again, not reload
@@ -100,7 +109,11 @@ def _predict_indices(model, run_cfg, data, idx, amp):
 
 
 def cmd_train_final(args):
-    """Retrain the chosen architecture on all of Training; PublicTest chooses the checkpoint."""
+    """Retrain the chosen architecture on all of Training; PublicTest chooses the checkpoint.
+
+    The final model starts from `training.seed` itself, not a fold's seed + k: it is one model,
+    compared with nothing in pairs, and the seed a user sets is the run they get (also the run
+    that earlier versions of this study trained and whose numbers are committed)."""
     import json
     from pathlib import Path
 
@@ -151,15 +164,45 @@ def cmd_evaluate_arch(args):
     log.info("%s: accuracy %.4f +- %.4f over %d folds", run_cfg["name"], m["mean"], m["std"], len(args.predictions))
 
 
-def cmd_aggregate(args):
+def fold_sizes(h5) -> tuple[int, int]:
+    """(training images of one fold, held-out images of one fold) of the prepared data."""
     from .data import load_h5
+
+    data = load_h5(h5)
+    k = int(data.attrs["folds"])
+    n = int((data.split == 0).sum())
+    return n * (k - 1) // k, n // k
+
+
+def _recheck_results(files, metrics_files):
+    """(plan, {arch: 1x and 2x differences}) from `--recheck PLAN [PREDICTIONS...]`, or None. The
+    predictions must be the runs the plan names (recheck.run_dir beside the plan's results)."""
+    import json
+    from pathlib import Path
+
+    from .recheck import rechecked_differences, run_dir
+    from .study import load_results
+
+    if not files:
+        return None
+    plan_path, given = Path(files[0]), {Path(f).resolve() for f in files[1:]}
+    the_plan = json.loads(plan_path.read_text())
+    results = plan_path.parent.parent  # results/recheck/plan.json
+    wanted = {(run_dir(results, a, the_plan["factor"], the_plan["fold"]) / "predictions.csv").resolve()
+              for a in the_plan["runs"]}
+    if wanted != given:
+        raise UserError(f"--recheck: the predictions given are not the runs {plan_path} names "
+                        f"({', '.join(sorted(map(str, wanted - given))) or 'extra files given'})")
+    scores = {a: m["aggregate"]["metrics"]["accuracy"]["folds"] for a, m in load_results(metrics_files).items()}
+    return the_plan, rechecked_differences(the_plan, results, scores)
+
+
+def cmd_aggregate(args):
     from .study import aggregate, write_csv
 
-    data = load_h5(args.h5)
-    k = int(data.attrs["folds"])
-    n_train = int((data.split == 0).sum())
-    summary, ablation, cost = aggregate(args.metrics, args.baseline, args.alpha,
-                                        n_train=n_train * (k - 1) // k, n_test=n_train // k)
+    n_train, n_test = fold_sizes(args.h5)
+    summary, ablation, cost = aggregate(args.metrics, args.baseline, args.alpha, n_train=n_train, n_test=n_test,
+                                        recheck=_recheck_results(args.recheck, args.metrics))
     write_csv(summary, args.summary)
     write_csv(ablation, args.ablation)
     write_csv(cost, args.cost)
@@ -220,9 +263,10 @@ MODULE_COMMANDS = {
     "ferplus": "score the final model against the FER+ crowd majority (data.ferplus)",
     "report-html": "the markdown report and the tables as HTML pages",
     "handin": "the hand-in zip: code as committed, README, report (md, HTML, PDF), final metrics",
+    "recheck-plan": "the pairs whose verdict is most at risk, to retrain at twice the fold budget",
 }
 MODULE_OF_COMMAND = {"figures": "figures.cli", "report": "report.cli", "bench": "bench.cli", "predict-cost": "cost.cli",
-                     "predict-image": "photos", "report-html": "htmlreport"}
+                     "predict-image": "photos", "report-html": "htmlreport", "recheck-plan": "recheck"}
 
 
 def build_parser(command=None):
@@ -300,6 +344,8 @@ def add_evaluation_commands(sub):
     p.add_argument("--summary", required=True)
     p.add_argument("--ablation", required=True)
     p.add_argument("--cost", required=True)
+    p.add_argument("--recheck", nargs="*", default=[],
+                   help="the recheck plan (results/recheck/plan.json), then the predictions of the runs it names")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("select", help="choose the final architecture from cross-validation")

@@ -242,6 +242,14 @@ def _resolve_flat(flat, preset, dataset, csv, workdir, source):
     if study.get("baseline", names[0]) not in names:
         raise UserError(f"config key study.baseline: {study['baseline']!r} is not among the architectures studied")
     study.setdefault("baseline", names[0])
+    if study.get("recheck") is False or study.get("recheck") == []:
+        study["recheck"] = "off"  # `recheck: off` unquoted is YAML's false
+    recheck = study.get("recheck")
+    unknown = [a for a in recheck if a not in names or a == study["baseline"]] if isinstance(recheck, list) else []
+    if unknown:
+        raise UserError(f"config key study.recheck: {', '.join(map(repr, unknown))} is no variant of this study "
+                        f"(the baseline is rechecked with every pair; variants: "
+                        f"{', '.join(n for n in names if n != study['baseline'])})")
     for name in cfg["architectures"]:
         resolve_arch(cfg, name)  # fail early for every declared one, naming the architecture and layer
     for name in names:

@@ -8,6 +8,8 @@ so results can go straight into `metrics.json` with `ferstudy.io.write_json`. No
 - `aggregate_folds(fold_metrics)`: mean, std and per-fold values over cross-validation folds.
 - `corrected_resampled_ttest(diffs, n_train, n_test)`: Nadeau & Bengio (2003) paired test.
 - `compare_to_baseline(...)`: every architecture against the baseline, with a verdict.
+- `pooled_resampled_ttests(...)`: the same test with the variance pooled over all pairs.
+- `detectable_difference(...)`: the smallest difference such a test finds with 80% power.
 """
 
 import math
@@ -322,3 +324,85 @@ def compare_to_baseline(per_arch_fold_scores, baseline, n_train, n_test, alpha=0
             "note": test["note"],
         })
     return comparisons
+
+
+# --------------------------------------------------------------------------- pooled variance, power
+
+def variance_factor(k: int, n_train: float, n_test: float) -> float:
+    """Nadeau & Bengio's factor on the variance of the paired differences: 1/k + n_test/n_train."""
+    return 1.0 / k + n_test / n_train
+
+
+def pooled_resampled_ttests(diffs_by_pair: dict, n_train, n_test: float) -> tuple[dict, dict]:
+    """Each pair's corrected resampled t-test with the variance of the paired differences pooled over
+    all pairs: with 3 folds a pair's own variance has 2 degrees of freedom, so one pair whose folds
+    happen to agree gets a tiny variance and a large t. Pooling assumes that every pair's per-fold
+    differences share one noise level (the same folds, the same training budget).
+
+    diffs_by_pair: {pair: per-fold differences}; n_train: a number or {pair: n_train}. Pairs with
+    fewer than 2 folds add nothing to the pool. Pooled variance = sum over pairs of
+    sum_i (d_i - mean)^2 / sum over pairs of (k - 1), df = that sum, and for each pair
+    t = mean / sqrt((1/k + n_test/n_train) * pooled variance). Returns ({pair: {"t", "p", "df",
+    "std_pooled", "se_pooled"}}, {"std": pooled std, "df": df})."""
+    squares, df = 0.0, 0
+    for d in diffs_by_pair.values():
+        d = np.asarray(d, dtype=np.float64).ravel()
+        if d.size >= 2 and np.all(np.isfinite(d)):
+            squares += float(((d - d.mean()) ** 2).sum())
+            df += d.size - 1
+    std = math.sqrt(squares / df) if df else math.nan
+    out = {}
+    for pair, d in diffs_by_pair.items():
+        d = np.asarray(d, dtype=np.float64).ravel()
+        pair_n_train = n_train[pair] if isinstance(n_train, dict) else n_train
+        se = math.sqrt(variance_factor(d.size, pair_n_train, n_test)) * std if d.size and df else math.nan
+        mean = float(np.mean(d)) if d.size else math.nan
+        if not np.isfinite(se) or not np.isfinite(mean):
+            t = p = math.nan
+        elif se <= _TIE_TOL:
+            t, p = (0.0, 1.0) if abs(mean) <= _TIE_TOL else (math.copysign(math.inf, mean), 0.0)
+        else:
+            t = mean / se
+            p = float(2.0 * stats.t.sf(abs(t), df))
+        out[pair] = {"t": float(t), "p": float(p), "df": df, "std_pooled": std, "se_pooled": se}
+    return out, {"std": std, "df": df}
+
+
+def detectable_difference(std: float, k: int, n_train: float, n_test: float, alpha: float = 0.05,
+                          power: float = 0.8, df: int | None = None) -> float:
+    """The smallest true mean difference (in the units of `std`) that a two-sided corrected
+    resampled t-test at `alpha` finds with probability `power`, when the paired per-fold
+    differences have standard deviation `std`: t follows a noncentral t with `df` (default k - 1,
+    a pair's own test) degrees of freedom and noncentrality delta / sqrt((1/k + n_test/n_train) std^2).
+    NaN when std or df is not usable."""
+    from scipy.optimize import brentq
+
+    df = k - 1 if df is None else df
+    if not (np.isfinite(std) and std > 0 and df >= 1 and k >= 1):
+        return math.nan
+    se = math.sqrt(variance_factor(k, n_train, n_test)) * std
+    t_crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def shortfall(nc):
+        return _two_sided_power(t_crit, df, nc) - power
+
+    high = max(1.0, t_crit)
+    while shortfall(high) < 0:
+        high *= 2
+    return brentq(shortfall, 0.0, high, xtol=1e-9) * se
+
+
+def power_of_test(delta: float, std: float, k: int, n_train: float, n_test: float, alpha: float = 0.05,
+                  df: int | None = None) -> float:
+    """Probability that the two-sided corrected resampled t-test at `alpha` finds a true difference
+    `delta` (units of `std`); the inverse of `detectable_difference`."""
+    df = k - 1 if df is None else df
+    se = math.sqrt(variance_factor(k, n_train, n_test)) * std
+    t_crit = float(stats.t.ppf(1 - alpha / 2, df))
+    return _two_sided_power(t_crit, df, delta / se)
+
+
+def _two_sided_power(t_crit, df, nc):
+    """P(|T| > t_crit) for T noncentral t; scipy's far tail can come out NaN where it is ~0."""
+    far = float(stats.nct.cdf(-abs(t_crit), df, abs(nc)))
+    return float(stats.nct.sf(abs(t_crit), df, abs(nc))) + (far if np.isfinite(far) else 0.0)

@@ -12,9 +12,10 @@ import pandas as pd
 
 from .errors import UserError
 from .io import atomic_path, write_json
-from .metrics import aggregate_folds, classification_metrics, compare_to_baseline, read_predictions
-from .stability import (curve_from_histories, holm_adjusted, last_gap_pp, paired_curve_pp, regularization_amount,
-                        stability)
+from .metrics import (aggregate_folds, classification_metrics, compare_to_baseline, detectable_difference,
+                      pooled_resampled_ttests, read_predictions)
+from .stability import (curve_from_histories, gap_curve_pp, heuristic_stability, holm_adjusted, last_gap_pp,
+                        paired_curve_pp, recheck_label, regularization_amount)
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy")
 
@@ -51,15 +52,22 @@ def model_cost(run_config, model_file=None, benchmark_files=()):
     return cost
 
 
-def aggregate(metrics_files, baseline, alpha, n_train, n_test):
-    """(summary, ablation, cost) DataFrames over all architectures.
-
-    n_train: training images of one full fold; each architecture's t-test uses the share its
-    `training.subsample` kept, since the test's correction depends on the images really trained on."""
+def load_results(metrics_files) -> dict:
+    """{architecture: metrics.json content} in the order given."""
     results = {}
     for path in metrics_files:
         m = json.loads(Path(path).read_text())
         results[m["architecture"]] = m
+    return results
+
+
+def aggregate(metrics_files, baseline, alpha, n_train, n_test, recheck=None):
+    """(summary, ablation, cost) DataFrames over all architectures.
+
+    n_train: training images of one full fold; each architecture's t-test uses the share its
+    `training.subsample` kept, since the test's correction depends on the images really trained on.
+    recheck: (plan, {arch: recheck differences}) of ferstudy/recheck.py, or None (no recheck ran)."""
+    results = load_results(metrics_files)
     rows = []
     for name, m in results.items():
         agg = m["aggregate"]["metrics"]
@@ -69,26 +77,65 @@ def aggregate(metrics_files, baseline, alpha, n_train, n_test):
             row[f"{key}_mean"], row[f"{key}_std"] = agg[key]["mean"], agg[key]["std"]
         rows.append(row)
     summary = pd.DataFrame(rows)
-    scores = {name: m["aggregate"]["metrics"]["accuracy"]["folds"] for name, m in results.items()}
-    if baseline not in scores:
-        raise UserError(f"study.baseline {baseline!r} has no results among {', '.join(scores)}")
-    trained = {name: max(1, round(n_train * m.get("subsample", 1.0))) for name, m in results.items()}
-    ablation = pd.DataFrame(budget_checked(compare_to_baseline(scores, baseline, trained, n_test, alpha=alpha),
-                                           results, baseline, trained, n_test))
-    if len(ablation):
-        ablation.insert(1, "factor", [results[a]["factor"] for a in ablation["arch"]])
+    comparisons, trained = comparisons_with_pooled(results, baseline, alpha, n_train, n_test)
+    ablation = pd.DataFrame(budget_checked(comparisons, results, baseline, trained, n_test, recheck))
+    if len(ablation):  # the factor second, as the tables show it
+        ablation = ablation[["arch", "factor", *(c for c in ablation.columns if c not in ("arch", "factor"))]]
     cost = pd.DataFrame([{"architecture": name, **m["cost"],
                           "accuracy_mean": m["aggregate"]["metrics"]["accuracy"]["mean"]}
                          for name, m in results.items()])
     return summary, ablation, cost
 
 
-def budget_checked(comparisons, results, baseline, trained, n_test):
+COMPUTE_SIMILAR = (0.67, 1.5)  # a variant's compute within this ratio of the baseline's: a one-factor verdict
+
+
+def comparisons_with_pooled(results, baseline: str, alpha: float, n_train: int, n_test: int,
+                            power: float = 0.8) -> tuple[list[dict], dict]:
+    """(rows, trained): `compare_to_baseline` of every variant, each row with the pooled check beside
+    its own test (`metrics.pooled_resampled_ttests`: p_pooled, t_pooled, df_pooled, std_pooled_pp,
+    se_pooled_pp; `fragile` when the two disagree on p < alpha), the smallest difference the study
+    detects with `power` (`detectable_pp`: the pair's own test, df = k - 1, at the pooled spread;
+    `detectable_pooled_pp`: the pooled test) and the compute ratio to the baseline (forward MFLOPs;
+    `compute_mixed` outside `COMPUTE_SIMILAR`: the verdict is on the operation and compute together).
+    results: {arch: metrics.json} or a list of metrics.json paths; trained: {arch: images per fold}."""
+    if not isinstance(results, dict):
+        results = load_results(results)
+    scores = {name: m["aggregate"]["metrics"]["accuracy"]["folds"] for name, m in results.items()}
+    if baseline not in scores:
+        raise UserError(f"study.baseline {baseline!r} has no results among {', '.join(scores)}")
+    trained = {name: max(1, round(n_train * m.get("subsample", 1.0))) for name, m in results.items()}
+    rows = compare_to_baseline(scores, baseline, trained, n_test, alpha=alpha)
+    pair_n = {r["arch"]: min(trained[r["arch"]], trained[baseline]) for r in rows}
+    diffs = {r["arch"]: np.subtract(scores[r["arch"]], scores[baseline]) for r in rows}
+    pooled, pool = pooled_resampled_ttests(diffs, pair_n, n_test)
+    base_mflops = results[baseline].get("cost", {}).get("mflops")
+    for r in rows:
+        a, k = r["arch"], r["k"]
+        t = pooled[a]
+        own, shared = r["p"] < alpha, t["p"] < alpha  # NaN counts as not significant
+        mflops = results[a].get("cost", {}).get("mflops")
+        ratio = mflops / base_mflops if mflops and base_mflops else float("nan")
+        r.update(factor=results[a]["factor"], p_pooled=t["p"], t_pooled=t["t"], df_pooled=t["df"],
+                 std_pooled_pp=100 * pool["std"],
+                 se_pooled_pp=100 * t["se_pooled"], fragile=bool(own != shared),
+                 detectable_pp=100 * detectable_difference(pool["std"], k, pair_n[a], n_test, alpha, power),
+                 detectable_pooled_pp=100 * detectable_difference(pool["std"], k, pair_n[a], n_test, alpha, power,
+                                                                  df=pool["df"]),
+                 compute_ratio=ratio,
+                 compute_mixed=bool(np.isfinite(ratio) and not COMPUTE_SIMILAR[0] <= ratio <= COMPUTE_SIMILAR[1]))
+    return rows, trained
+
+
+def budget_checked(comparisons, results, baseline, trained, n_test, recheck=None):
     """Each comparison with what the verdict rests on and whether it depends on the budget: the Holm
     adjusted p over all comparisons, the images and epochs behind the test, the train-minus-held-out
-    gaps, the paired learning curve and the `stability` label (ferstudy/stability.py)."""
+    gaps, the paired learning curve, the heuristic label (`stability.heuristic_stability`) and, for a
+    pair the recheck retrained (`recheck`: (plan, {arch: differences})), the measured label
+    (`stability.recheck_label`) in its place."""
     adjusted = holm_adjusted([c["p"] for c in comparisons])
     base_curve = results[baseline].get("curve")
+    the_plan, measured = recheck if recheck else (None, {})
     out = []
     for c, p_holm in zip(comparisons, adjusted):
         arch = c["arch"]
@@ -98,15 +145,44 @@ def budget_checked(comparisons, results, baseline, trained, n_test):
         gap, base_gap = last_gap_pp(curve), last_gap_pp(base_curve)
         amounts = [results[a].get("regularization") for a in (arch, baseline)]
         more = None if None in amounts or amounts[0] == amounts[1] else amounts[0] > amounts[1]
-        label, reason, evidence = stability(epochs, diffs, c["diff_pp"], significant, c["std_pp"], c["k"],
-                                            results[arch]["factor"], gap, base_gap, more)
-        out.append({**c, "p_holm": p_holm, "holm": bool(p_holm < c["alpha"]),
-                    "n_train": min(trained[arch], trained[baseline]), "n_test": n_test,
-                    "epochs": results[arch].get("epochs"), "gap_pp": gap, "baseline_gap_pp": base_gap,
-                    "curve_epochs": " ".join(str(e) for e in epochs),
-                    "curve_diff_pp": " ".join(f"{d:.2f}" for d in diffs),
-                    **evidence, "stability": label, "stability_reason": reason})
+        label, reason, evidence = heuristic_stability(epochs, diffs, c["diff_pp"], significant, c["std_pp"], c["k"],
+                                                      results[arch]["factor"], gap, base_gap, more,
+                                                      gap_curve_pp(curve), gap_curve_pp(base_curve))
+        row = {**c, "p_holm": p_holm, "holm": bool(p_holm < c["alpha"]),
+               "n_train": min(trained[arch], trained[baseline]), "n_test": n_test,
+               "epochs": results[arch].get("epochs"), "gap_pp": gap, "baseline_gap_pp": base_gap,
+               "curve_epochs": " ".join(str(e) for e in epochs),
+               "curve_diff_pp": " ".join(f"{d:.2f}" for d in diffs), **evidence}
+        row.update(recheck_fields(the_plan, measured, c, results))
+        if arch in measured:
+            label, reason = recheck_label(c["verdict"], c["diff_pp"], row["recheck_1x_pp"], row["recheck_2x_pp"],
+                                          c.get("std_pooled_pp", c["std_pp"]), the_plan["fold"], the_plan["factor"])
+            row.update(stability_basis="measured", stability_rule="recheck")
+        out.append({**row, "stability": label, "stability_reason": reason})
     return out
+
+
+def recheck_fields(the_plan: dict | None, measured: dict, comparison: dict, results: dict) -> dict:
+    """The recheck columns of one ablation row: status (rechecked | at risk, not rechecked | not at
+    risk | off), why it was at risk, the fold, the longer run's epochs and the 1x and 2x differences."""
+    arch = comparison["arch"]
+    nan = float("nan")
+    fields = {"recheck_status": "off", "recheck_reason": "", "recheck_fold": nan, "recheck_epochs": nan,
+              "recheck_1x_pp": nan, "recheck_2x_pp": nan}
+    if the_plan is None:
+        return fields
+    risk = {e["arch"]: e["reason"] for e in the_plan["at_risk"]}
+    fields["recheck_reason"] = risk.get(arch) or ("named in study.recheck" if arch in measured else "")
+    if arch in measured:
+        epochs = results[arch].get("epochs")
+        fields.update(recheck_status="rechecked", recheck_fold=the_plan["fold"], **measured[arch],
+                      recheck_epochs=round(epochs * the_plan["factor"]) if epochs else nan)
+    elif arch in the_plan["unchecked"]:
+        fields["recheck_status"] = ("at risk, not rechecked (study.recheck_max)" if the_plan["mode"] == "auto"
+                                    else "at risk, not in study.recheck")
+    else:
+        fields["recheck_status"] = "off" if the_plan["mode"] == "off" else "not at risk"
+    return fields
 
 
 def select(summary, metric, forced=None):
@@ -141,4 +217,5 @@ def evaluate_final(public_csv, private_csv, extra=None):
     return out
 
 
-__all__ = ["evaluate_arch", "aggregate", "select", "evaluate_final", "write_csv", "write_json"]
+__all__ = ["evaluate_arch", "aggregate", "comparisons_with_pooled", "select", "evaluate_final", "write_csv",
+           "write_json"]

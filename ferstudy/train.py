@@ -219,17 +219,19 @@ class TrainingSetup(NamedTuple):
     channels_last: bool
 
 
-def training_setup(run_cfg, device, steps_per_epoch, weights=True, channels_last=None) -> TrainingSetup:
+def training_setup(run_cfg, device, steps_per_epoch, weights=True, channels_last=None,
+                   init_seed=None) -> TrainingSetup:
     """Model, optimizer, scheduler and augmentation of a training run, built one way for `fit` and
     the benchmark's training step (`bench.training.train_throughput`). weights=False: no pretrained
-    weights are loaded (speed measurements); channels_last None: as the config says."""
+    weights are loaded (speed measurements); channels_last None: as the config says; init_seed
+    seeds the initial weights (None: training.seed)."""
     t = run_cfg["training"]
     if channels_last is None:
         channels_last = use_channels_last(t, device)
     aug_cfg = {k: v for k, v in t["augment"].items() if k != "enabled"}
     augmenter = Augmenter(aug_cfg, enabled=t["augment"].get("enabled", True))
     crop = aug_cfg.get("crop", 48)
-    torch.manual_seed(t["seed"])
+    torch.manual_seed(int(t["seed"] if init_seed is None else init_seed))
     model = build_model(run_cfg["model"], input_size=crop, weights=weights).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -286,12 +288,15 @@ def epoch_generator(device, seed, epoch):
 
 # ---------------------------------------------------------------- one epoch, evaluation
 
-def train_one_epoch(model, images, labels, idx, augmenter, optimizer, scheduler, t, epoch, channels_last, amp):
-    """One pass over `idx` (a device tensor of indices into `images`) in shuffled batches."""
+def train_one_epoch(model, images, labels, idx, augmenter, optimizer, scheduler, t, epoch, channels_last, amp,
+                    seed=None):
+    """One pass over `idx` (a device tensor of indices into `images`) in shuffled batches; the
+    shuffling, augmentation and dropout come from `seed` (default `t["seed"]`) and `epoch`."""
     model.train()
     device = images.device
-    g = epoch_generator(device, t["seed"], epoch)
-    torch.manual_seed(t["seed"] * 7919 + epoch)  # dropout draws from the global generator
+    seed = t["seed"] if seed is None else seed
+    g = epoch_generator(device, seed, epoch)
+    torch.manual_seed(seed * 7919 + epoch)  # dropout draws from the global generator
     order = idx[torch.randperm(len(idx), generator=g, device=device)]
     bs = min(t["batch_size"], len(order))
     steps = len(order) // bs  # drop the ragged last batch: batch norm dislikes tiny batches
@@ -343,8 +348,13 @@ def probs_loss_acc(probs, labels):
 # ---------------------------------------------------------------- the loop
 
 def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_best=False, progress=log.info,
-        precision_memo=None):
+        precision_memo=None, init_seed=None):
     """Train with resume. Returns (model, history rows, best-or-last state info).
+
+    init_seed: seeds the initial weights and every epoch's shuffling, augmentation and dropout
+    (default `training.seed`). Cross-validation passes seed + fold (`cli.cmd_train`), so the fold
+    spread samples initialisation noise too; which faces are trained on (`training.subsample`) and
+    the learning-curve subsets stay on `training.seed`.
 
     select_best: keep the weights of the epoch with the best validation accuracy (the final model
     chooses its checkpoint on PublicTest); otherwise the last epoch's weights are the result
@@ -355,15 +365,17 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     t = run_cfg["training"]
     device = pick_device(t)
     setup_torch(device, threads)
+    init_seed = int(t["seed"] if init_seed is None else init_seed)
     train_idx = subsample(np.asarray(train_idx), data.labels, t.get("subsample", 1.0), t["seed"])
     images = torch.from_numpy(data.images).unsqueeze(1).to(device)  # uint8 in memory, read once
     labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
     train_t = torch.from_numpy(train_idx).to(device)
     val_np = np.asarray(val_idx)
     steps = max(1, len(train_idx) // min(t["batch_size"], len(train_idx)))
-    model, optimizer, scheduler, augmenter, _, crop, channels_last = training_setup(run_cfg, device, steps)
+    model, optimizer, scheduler, augmenter, _, crop, channels_last = training_setup(
+        run_cfg, device, steps, init_seed=init_seed)
 
-    fingerprint = run_fingerprint(run_cfg, data, train_idx, val_np)
+    fingerprint = run_fingerprint(run_cfg, data, train_idx, val_np, init_seed)
     checkpoint_path = Path(checkpoint_path)
     state = resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, device, progress)
     if "amp" not in state:  # a resumed run keeps the precision it started with
@@ -380,7 +392,7 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc, n = train_one_epoch(model, images, labels, train_t, augmenter, optimizer,
-                                                   scheduler, t, epoch, channels_last, amp)
+                                                   scheduler, t, epoch, channels_last, amp, init_seed)
         train_seconds = time.perf_counter() - t0
         probs, val_loss, val_acc = None, math.nan, math.nan
         if epoch in eval_epochs:
@@ -417,8 +429,9 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     return model, state
 
 
-def run_fingerprint(run_cfg, data, train_idx, val_idx):
-    """What a checkpoint must match to be resumed: the run config, the exact images, the code version."""
+def run_fingerprint(run_cfg, data, train_idx, val_idx, init_seed=None):
+    """What a checkpoint must match to be resumed: the run config, the exact images, the seed the
+    run started from, the code version."""
     import hashlib
 
     from . import __version__
@@ -426,7 +439,7 @@ def run_fingerprint(run_cfg, data, train_idx, val_idx):
     indices = hashlib.sha256(np.asarray(train_idx).astype(np.int64).tobytes() + b"|"
                              + np.asarray(val_idx).astype(np.int64).tobytes())
     return config_hash({"run": run_cfg, "indices": indices.hexdigest(), "version": __version__,
-                        "data": data.attrs.get("source_sha256")})
+                        "data": data.attrs.get("source_sha256"), "init_seed": init_seed})
 
 
 def resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, device, progress):

@@ -7,8 +7,9 @@ the precision of every training job and each job's seconds and peak memory.
         --note "nothing else ran on the machine"
 
 Copies (never data, weights or predictions): report.md, final_metrics.json, selection.json,
-final_history.csv, ablation.csv, cv_summary.csv, cost.csv, cost_prediction.json, ferplus.json
-when the study made one, and every fold's history as histories/{arch}_fold{k}.csv.
+final_history.csv, ablation.csv, cv_summary.csv, cost.csv, cost_prediction.json, ferplus.json and
+recheck_plan.json when the study made them, every fold's history as histories/{arch}_fold{k}.csv
+and every 2x recheck run's as histories/recheck_x2_{arch}_fold{k}.csv.
 """
 
 import argparse
@@ -25,7 +26,7 @@ COPIES = {"report/report.md": "report.md", "final/metrics.json": "final_metrics.
           "final/selection.json": "selection.json", "final/history.csv": "final_history.csv",
           "tables/ablation.csv": "ablation.csv", "tables/cv_summary.csv": "cv_summary.csv",
           "tables/cost.csv": "cost.csv", "cost/prediction.json": "cost_prediction.json"}
-OPTIONAL = {"final/ferplus.json": "ferplus.json"}
+OPTIONAL = {"final/ferplus.json": "ferplus.json", "recheck/plan.json": "recheck_plan.json"}
 
 
 def elapsed_seconds(log_text):
@@ -88,6 +89,8 @@ def main(argv=None):
         arch, fold = h.parent.parent.name, h.parent.name
         shutil.copyfile(h, hist / f"{arch}_{fold}.csv")
         fold_precisions[f"{arch}/{fold}"] = yaml.safe_load((h.parent / "config.yaml").read_text()).get("precision")
+    for h in sorted((results / "recheck").glob("x*/*/fold*/history.csv")):
+        shutil.copyfile(h, hist / f"recheck_{h.parents[2].name}_{h.parents[1].name}_{h.parent.name}.csv")
 
     pred = json.loads((results / "cost" / "prediction.json").read_text())
     selection = json.loads((results / "final" / "selection.json").read_text())

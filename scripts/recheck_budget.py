@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Check a verdict at a longer budget: retrain a variant and the baseline with N times the epochs.
+"""Check verdicts at a longer budget by hand: retrain variants and the baseline with N times the epochs.
 
-The study labels each verdict `holds`, `budget-dependent` or `undecided` from its learning curve
-(ferstudy/stability.py); this script is the direct test for the verdicts most at risk. It takes the
-study's own run configs (results/cv/{arch}/run_config.yaml), multiplies `training.epochs`, trains
-the chosen folds with the same CLI the workflow runs (`ferstudy train`, resumable), and prints the
-paired difference at the study's budget and at the longer one, fold by fold, as JSON lines.
+The study itself rechecks the verdicts most at risk at twice the budget on fold 0 (rule `recheck`,
+`study.recheck`; ferstudy/recheck.py); this script uses the same functions for other pairs, factors
+or folds. It takes the study's own run configs (results/cv/{arch}/run_config.yaml), multiplies
+`training.epochs` (same faces, seed and precision as the fold's study run), trains the chosen folds
+with the CLI the workflow runs (`ferstudy train`, resumable), and prints the paired difference at
+the study's budget and at the longer one with the label the study would give it, as JSON lines.
 
     python scripts/recheck_budget.py --pairs no_augment augment_full --factor 2 --folds 0 1
 
-Outputs go under results/recheck/x{factor}/{arch}/fold{k}/ (git-ignored), beside the study's.
+Outputs go under results/recheck/x{factor}/{arch}/fold{k}/ (git-ignored), where the study's own
+recheck puts its runs: a run the study made is reused, not trained again.
 """
 
 import argparse
@@ -22,22 +24,23 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-
-def accuracy(predictions_csv):
-    df = pd.read_csv(predictions_csv)
-    return float((df["label"] == df["pred"]).mean())
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ferstudy.recheck import fold_accuracy, longer_run_config, run_dir  # noqa: E402
+from ferstudy.stability import recheck_label  # noqa: E402
 
 
 def train_longer(results, arch, factor, fold, threads):
-    out = results / "recheck" / f"x{factor:g}" / arch / f"fold{fold}"
+    out = run_dir(results, arch, factor, fold)
     if (out / "predictions.csv").is_file():
         return out
     run_cfg = yaml.safe_load((results / "cv" / arch / "run_config.yaml").read_text())
-    run_cfg["training"]["epochs"] = int(round(run_cfg["training"]["epochs"] * factor))
+    study_run = results / "cv" / arch / f"fold{fold}" / "config.yaml"
+    precision = yaml.safe_load(study_run.read_text()).get("precision") if study_run.is_file() else None
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.yaml").write_text(yaml.safe_dump(run_cfg, sort_keys=False))
+    config = out.parent / "run_config.yaml"
+    config.write_text(yaml.safe_dump(longer_run_config(run_cfg, factor, precision), sort_keys=False))
     cmd = [sys.executable, "-m", "ferstudy", "train", "--h5", str(results / "data" / "dataset.h5"),
-           "--run-config", str(out / "run_config.yaml"), "--fold", str(fold), "--out-dir", str(out),
+           "--run-config", str(config), "--fold", str(fold), "--out-dir", str(out),
            "--checkpoint", str(results / "checkpoints" / "recheck" / f"x{factor:g}" / arch / f"fold{fold}.pt"),
            "--threads", str(threads)]
     with open(out / "train.log", "w") as log:
@@ -62,14 +65,16 @@ def main(argv=None):
     for arch in args.pairs:
         row = ablation.loc[arch]
         for k in args.folds:
-            short = 100 * (accuracy(results / "cv" / arch / f"fold{k}" / "predictions.csv")
-                           - accuracy(results / "cv" / args.baseline / f"fold{k}" / "predictions.csv"))
-            longer = 100 * (accuracy(outs[(arch, k)] / "predictions.csv")
-                            - accuracy(outs[(args.baseline, k)] / "predictions.csv"))
+            short = 100 * (fold_accuracy(results / "cv" / arch / f"fold{k}" / "predictions.csv")
+                           - fold_accuracy(results / "cv" / args.baseline / f"fold{k}" / "predictions.csv"))
+            longer = 100 * (fold_accuracy(outs[(arch, k)] / "predictions.csv")
+                            - fold_accuracy(outs[(args.baseline, k)] / "predictions.csv"))
+            label, reason = recheck_label(row["verdict"], row["diff_pp"], short, longer,
+                                          row.get("std_pooled_pp", row["std_pp"]), k, args.factor)
             print(json.dumps({"arch": arch, "baseline": args.baseline, "fold": k, "factor": args.factor,
                               "diff_pp_study": round(short, 2), "diff_pp_longer": round(longer, 2),
                               "sign_kept": (short > 0) == (longer > 0), "verdict": row["verdict"],
-                              "stability": row.get("stability"), "projected_2x_pp": row.get("projected_2x_pp")}))
+                              "label": label, "reason": reason, "study_label": row.get("stability")}))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+import yaml
 
 from ferstudy.config import expand_blocks, load_yaml, resolve_arch, resolve_config
 from ferstudy.errors import UserError
@@ -164,7 +165,9 @@ def test_config_yaml_alone_is_the_defaults_layer(tmp_path):
     assert r.preset == "demo" and r.config["training"]["epochs"] == BASE["presets"]["demo"]["training"]["epochs"]
     assert ("training.epochs", 20, 8) in r.replaced
     assert ("data.folds", 5, 3) in r.replaced
-    assert not [key for key, _, _ in r.replaced if key.startswith("study.") or key == "final.training.epochs"]
+    assert ("study.recheck_max", None, 1) in r.replaced  # the demo rechecks its riskiest pair only
+    assert not [key for key, _, _ in r.replaced if key.startswith("study.") and key != "study.recheck_max"
+                or key == "final.training.epochs"]
     lines = preset_lines(r)
     assert "Preset 'demo' replaced" in "\n".join(lines) and "  training.epochs: 20 -> 8" in lines
     assert any("leaves out" in line and "vgg_deep" in line for line in lines)
@@ -273,3 +276,16 @@ def test_the_submitting_hosts_preset_is_pinned_for_its_jobs(tmp_path, monkeypatc
     assert cfg["preset"] == "cpu" and cfg["data"]["folds"] == 3
     # a preset the user names is theirs, pinned or not
     assert resolve_config(with_change(("preset",), "gpu"), workdir=workdir, pinned_preset="cpu")["preset"] == "gpu"
+
+
+def test_recheck_off_unquoted_and_a_list_of_variants(tmp_path):
+    """`study.recheck: off` written plainly (YAML reads false) means off; a list must name variants."""
+    from ferstudy.config import resolve_config
+
+    raw = yaml.safe_load((REPO / "config.yaml").read_text().replace("  recheck: auto", "  recheck: off"))
+    assert resolve_config(raw, workdir=tmp_path)["study"]["recheck"] == "off"
+    raw["study"]["recheck"] = ["no_dropout", "kernel_5"]
+    assert resolve_config(raw, workdir=tmp_path)["study"]["recheck"] == ["no_dropout", "kernel_5"]
+    raw["study"]["recheck"] = ["vgg_deep"]  # skipped by the demo preset: not studied
+    with pytest.raises(UserError, match="study.recheck: 'vgg_deep' is no variant of this study"):
+        resolve_config(raw, workdir=tmp_path)

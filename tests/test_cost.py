@@ -35,7 +35,7 @@ def cfg(tmp_path_factory):
     raw["architectures"] = ARCHS
     raw["presets"] = {"demo": DEMO}
     raw["preset"] = "demo"
-    raw["study"] = {**raw["study"], "baseline": "baseline", "only": []}
+    raw["study"] = {**raw["study"], "baseline": "baseline", "only": [], "recheck": "off"}  # test_recheck_* turn it on
     raw["final"] = {"architecture": None, "training": {}}
     return resolve_config(raw, workdir=tmp_path_factory.mktemp("nodata"))  # no data/: the demo
 
@@ -151,6 +151,31 @@ def test_prediction_arithmetic(cfg):
     assert p0["per_arch"]["baseline"]["predicted_job_s"] == pytest.approx(4 + 10 * 1 + 1, abs=0.05)
     for key in ("images_x_epochs", "img_per_s", "predicted_job_s"):
         assert all(key in a for a in p["per_arch"].values())
+
+
+def test_recheck_jobs_are_predicted(cfg):
+    """The recheck: its checkpoint is a DAG job; the variants the config tells of before training (a
+    list; in auto mode the regularizer ones, more may come) and the baseline are predicted at twice
+    the epochs on fold 0, after cross-validation."""
+    import copy
+
+    m = made_up_measurements(cfg)
+    off = predict(cfg, 2, m)
+    assert off["recheck"]["jobs"] == 0 and off["phases_s"]["recheck"] == 0
+    listed = copy.deepcopy(cfg)
+    listed["study"]["recheck"] = ["wide"]
+    p = predict(listed, 2, m)
+    assert count_jobs(listed)["recheck_plan"] == 1 and p["jobs"] == 27
+    # a fold-0 job at 20 epochs: 4 s + 20 x (1 s train + 1 s held-out), the baseline and `wide` side by side
+    assert p["recheck"]["per_job_s"] == {"baseline": pytest.approx(44, abs=0.1), "wide": pytest.approx(44, abs=0.1)}
+    assert (p["recheck"]["variants"], p["recheck"]["bound"]) == (["wide"], "exact")
+    assert p["phases_s"]["recheck"] == pytest.approx(44, abs=0.1)
+    assert p["predicted_total_s"] == pytest.approx(off["predicted_total_s"] + 44 + 3, abs=0.2)  # + the plan's light job
+    auto = copy.deepcopy(cfg)
+    auto["study"]["recheck"] = "auto"
+    auto["architectures"]["half_data"]["factor"] = "dropout"
+    assert predict(auto, 2, m)["recheck"]["variants"] == ["half_data"]
+    assert predict(auto, 2, m)["recheck"]["bound"] == "at least"
 
 
 def _fake_prediction(cfg, cores=2):

@@ -46,6 +46,11 @@ def test_same_seed_same_weights_bit_for_bit(real_h5, tmp_path):
     assert s1["history"][-1]["val_loss"] == s2["history"][-1]["val_loss"]
     other, _ = fit(tiny_run_config(seed=4), data, tr, va, tmp_path / "ck_other.pt", progress=lambda s: None)
     assert not torch.equal(next(iter(other.state_dict().values())), next(iter(m1.state_dict().values())))
+    # init_seed (a fold's seed + k) drives the initial weights and every epoch's draws: with every face
+    # trained on and no learning curve, seed 3 started from 4 is the seed-4 run bit for bit
+    shifted, _ = fit(tiny_run_config(), data, tr, va, tmp_path / "ck_shift.pt", progress=lambda s: None, init_seed=4)
+    for (k, a), b in zip(shifted.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_held_out_evaluated_every_n_epochs_and_after_the_last(real_h5, tmp_path):
@@ -84,9 +89,9 @@ def test_subsample_is_stratified_and_seeded():
     assert np.bincount(labels[a]).tolist() == [25, 2, 25, 50, 25, 20, 30]
 
 
-def _train_cmd(h5, run_config, out, ckpt):
+def _train_cmd(h5, run_config, out, ckpt, fold=0):
     return [sys.executable, "-m", "ferstudy", "train", "--h5", str(h5), "--run-config", str(run_config),
-            "--fold", "0", "--out-dir", str(out), "--checkpoint", str(ckpt), "--threads", "1"]
+            "--fold", str(fold), "--out-dir", str(out), "--checkpoint", str(ckpt), "--threads", "1"]
 
 
 def needs_bf16(amp):
@@ -134,15 +139,17 @@ def test_killed_job_resumes_to_identical_result(real_h5, tmp_path, amp):
 def test_train_outputs_record_config_and_versions(real_h5, tmp_path):
     rc = tmp_path / "run_config.yaml"
     rc.write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
-    subprocess.run(_train_cmd(real_h5, rc, tmp_path / "out", tmp_path / "ck.pt"), check=True, capture_output=True)
+    subprocess.run(_train_cmd(real_h5, rc, tmp_path / "out", tmp_path / "ck.pt", fold=1), check=True,
+                   capture_output=True)
     cfg = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
-    assert cfg["run_config"]["training"]["seed"] == 3 and cfg["fold"] == 0
+    # fold 1 starts from seed 3 + 1 (every architecture of fold 1 alike)
+    assert cfg["run_config"]["training"]["seed"] == 3 and cfg["fold"] == 1 and cfg["init_seed"] == 4
     assert cfg["environment"]["torch"].startswith("2.") and len(cfg["data"]["source_sha256"]) == 64
     pred = pd.read_csv(tmp_path / "out" / "predictions.csv")
     data = load_h5(real_h5)
-    assert len(pred) == (data.fold == 0).sum()
+    assert len(pred) == (data.fold == 1).sum()
     assert np.allclose(pred.filter(like="p_").sum(axis=1), 1.0, atol=1e-4)
-    assert set(pred["row"]) == set(data.row[data.fold == 0])
+    assert set(pred["row"]) == set(data.row[data.fold == 1])
 
 
 def test_predict_command_on_an_extra_test_set(real_h5, real_slice_csv, tmp_path):

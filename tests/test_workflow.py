@@ -1,5 +1,6 @@
 """The Snakemake workflow end to end on the built-in demo data (tiny config), and its incrementality."""
 
+import json
 import os
 import re
 import shutil
@@ -28,8 +29,8 @@ def snakemake(workdir, *args, extra_configs=(), check=True):
 def planned_jobs(output):
     """(rule, wildcards) of every job a dry run plans."""
     jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
-        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", output):
+        m = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block.strip())
         if m:
             w = re.search(r"wildcards: (.*)", block)
             jobs.append((m.group(1), w.group(1).strip() if w else ""))
@@ -209,3 +210,35 @@ def test_predict_extra_asks_for_what_it_uses(tmp_path):
     blocks = {m.group(1): m.group(0) for m in re.finditer(r"rule (\w+):\n(?:    .*\n)+", out.stdout + out.stderr)}
     assert "gpu=1" in blocks["train_fold"] and "gpu=1" in blocks["train_final"]
     assert "gpu" not in blocks["predict_extra"].split("resources:")[1]
+
+
+def test_recheck_off_has_no_plan_and_an_unknown_variant_is_refused(tmp_path):
+    """`study.recheck: off` leaves the checkpoint out of the DAG; a list naming no variant of the
+    study (the baseline, or a network it does not train) fails before any job."""
+    auto = [r for r, _ in planned_jobs(snakemake(tmp_path, "-n").stdout)]
+    assert auto.count("recheck_plan") == 1 and "recheck" not in auto  # its jobs come once the plan exists
+    off = snakemake(tmp_path, "-n", "--config", "study={recheck: 'off', only: [baseline, pool_avg]}").stdout
+    assert "recheck_plan" not in [r for r, _ in planned_jobs(off)]
+    bad = snakemake(tmp_path, "-n", "--config", "study={recheck: [baseline], only: [baseline, pool_avg]}", check=False)
+    assert bad.returncode != 0 and "study.recheck: 'baseline' is no variant of this study" in bad.stdout + bad.stderr
+
+
+@pytest.mark.slow
+def test_an_at_risk_pair_gets_its_recheck_jobs(tmp_path):
+    """A tiny demo study with a regularizer variant (every regularizer verdict is at risk): once
+    cross-validation and the plan ran, the dry run shows the 2x runs of the variant and of the
+    baseline, and aggregate waits for them."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("study: {only: [baseline, no_dropout], predict_cost: false}\n")
+    snakemake(tmp_path, "results/recheck/plan.json", extra_configs=[mine])
+    plan = json.loads((tmp_path / "results/recheck/plan.json").read_text())
+    assert plan["rechecked"] == ["no_dropout"] and plan["runs"] == ["baseline", "no_dropout"]
+    jobs = planned_jobs(snakemake(tmp_path, "-n", extra_configs=[mine]).stdout)
+    assert sorted(w for r, w in jobs if r == "recheck") == ["arch=baseline", "arch=no_dropout"]
+    assert sorted(w for r, w in jobs if r == "recheck_config") == ["arch=baseline", "arch=no_dropout"]
+    assert "aggregate" in [r for r, _ in jobs] and "train_fold" not in [r for r, _ in jobs]
+    longer = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())["training"]["epochs"] * 2
+    snakemake(tmp_path, "results/recheck/x2/no_dropout/run_config.yaml", extra_configs=[mine])
+    spec = yaml.safe_load((tmp_path / "results/recheck/x2/no_dropout/run_config.yaml").read_text())
+    assert spec["training"]["epochs"] == longer and spec["training"]["subsample"] == 1.0
+    assert spec["training"]["amp"] in (True, False)  # pinned to the precision fold 0 trained in

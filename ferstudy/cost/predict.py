@@ -18,7 +18,9 @@ def count_jobs(cfg):
     a, k = len(cfg["study"]["architectures"]), cfg["data"]["folds"]
     jobs = {"demo_csv": 1 if cfg["dataset"]["name"] == "demo" else 0, "prepare": 1, "run_config": a,
             "final_config": 1, "train_fold": a * k, "evaluate_arch": a, "aggregate": 1, "select": 1,
-            "train_final": 1, "evaluate_final": 1, "figures": 1, "report": 1, "report_html": 1, "all": 1}
+            "train_final": 1, "evaluate_final": 1, "figures": 1, "report": 1, "report_html": 1, "all": 1,
+            # the checkpoint; its recheck jobs join the DAG only after it ran (`recheck_prediction`)
+            "recheck_plan": int(cfg["study"].get("recheck", "auto") not in ("off", []))}
     return {rule: n for rule, n in jobs.items() if n}
 
 
@@ -27,7 +29,8 @@ def count_jobs(cfg):
 # (figures renders a dozen plots and takes longer: an underestimate of some seconds).
 OWN_MODEL_RULES = ("demo_csv", "prepare", "run_config", "final_config", "train_fold", "evaluate_arch",
                    "train_final", "all")
-KNOWN_RULES = OWN_MODEL_RULES + ("aggregate", "select", "evaluate_final", "figures", "report", "report_html")
+KNOWN_RULES = OWN_MODEL_RULES + ("aggregate", "select", "evaluate_final", "figures", "report", "report_html",
+                                  "recheck_plan")
 
 
 def dry_run_jobs(study_dir, config_path=None, configfiles=(), preset=None):
@@ -130,7 +133,8 @@ def predict(cfg, cores, m):
     pre_s = c["snakemake_startup_s"] + (c["demo_csv_s"] + light_job if "demo_csv" in jobs else 0.0) \
         + c["prepare_s"] + light_job
     post_s = light_job * sum(n for r, n in jobs.items() if r not in OWN_MODEL_RULES)
-    total = pre_s + cv_s + final_s + post_s
+    recheck = recheck_prediction(cfg, counts, folds, m["per_arch"], job_overhead, cores)
+    total = pre_s + cv_s + recheck["predicted_s"] + final_s + post_s
     return {
         "cores": cores, "jobs": sum(jobs.values()), "jobs_by_rule": jobs,
         "jobs_from": m.get("jobs_from", "config (the rule table of cost.count_jobs)"),
@@ -143,9 +147,30 @@ def predict(cfg, cores, m):
                   "eval_img_per_s": f["eval_img_per_s"], "predicted_job_s": final_s,
                   "per_arch_s": per_arch_final},
         "phases_s": {"startup_and_data": pre_s, "cross_validation": cv_s, "cross_validation_in_order": cv_in_order_s,
-                     "final": final_s, "light_jobs_after": post_s},
+                     "recheck": recheck["predicted_s"], "final": final_s, "light_jobs_after": post_s},
+        "recheck": recheck,
         "constants": {**c, "job_overhead_with_snakemake_s": job_overhead, "light_job_with_snakemake_s": light_job},
         "data": {"source": m["data_source"], "counts": counts, "folds": folds,
                  "dataset": cfg["dataset"]["name"], "preset": cfg["preset"]},
         "measure_s": m.get("measure_s"),
     }
+
+
+def recheck_prediction(cfg: dict, counts: dict, folds: int, rates: dict, job_overhead: float, cores: int) -> dict:
+    """The recheck's jobs (ferstudy/recheck.py): each variant `recheck.predicted_pairs` knows of and the
+    baseline, at RECHECK_FACTOR x the epochs on fold RECHECK_FOLD, scheduled on `cores` slots after
+    cross-validation (the plan waits for every fold). `bound` says whether more pairs may come:
+    in auto mode the significant verdicts near zero are known only after cross-validation."""
+    from ..config import resolve_arch
+    from ..recheck import RECHECK_FACTOR, RECHECK_FOLD, longer_run_config, predicted_pairs
+
+    variants, bound = predicted_pairs(cfg)
+    runs = [cfg["study"]["baseline"], *variants] if variants else []
+    per_job = {}
+    for name in runs:
+        w = cv_workload(longer_run_config(resolve_arch(cfg, name), RECHECK_FACTOR), counts, folds)
+        per_job[name] = fold_job_seconds(w, w["jobs"][RECHECK_FOLD], rates[name], job_overhead)
+    span, _ = lpt_schedule(per_job, cores) if per_job else (0.0, {})
+    return {"variants": variants, "bound": bound, "jobs": 2 * len(runs), "per_job_s": per_job,
+            "per_variant_s": float(np.mean([per_job[v] for v in variants])) if variants else 0.0,
+            "predicted_s": span}

@@ -214,7 +214,12 @@ def read_ferplus_scores(r):
 
 ABLATION_DEFAULTS = {"factor": "", "p_holm": math.nan, "holm": False, "n_train": None, "n_test": None, "gap_pp": math.nan,
                      "baseline_gap_pp": math.nan, "stability": "unchecked", "stability_rule": "",
-                     "stability_reason": "ablation.csv has no stability label (written by an older ferstudy)"}
+                     "stability_reason": "ablation.csv has no stability label (written by an older ferstudy)",
+                     "stability_basis": "", "p_pooled": math.nan, "fragile": False, "detectable_pp": math.nan,
+                     "compute_ratio": math.nan, "compute_mixed": False, "recheck_status": "", "recheck_reason": "",
+                     "recheck_1x_pp": math.nan, "recheck_2x_pp": math.nan}
+ABLATION_FLOATS = ("p", "p_holm", "diff_pp", "std_pp", "t", "gap_pp", "baseline_gap_pp", "mean", "baseline_mean",
+                   "p_pooled", "detectable_pp", "compute_ratio", "recheck_1x_pp", "recheck_2x_pp")
 
 
 def ablation_rows(records, descriptions):
@@ -229,9 +234,10 @@ def ablation_rows(records, descriptions):
             row["holm"] = bool(p_holm < float_or_nan(row["alpha"])) and row["verdict"] != "no measurable difference"
     for row in rows:
         row["description"] = descriptions.get(row["arch"], "")
-        for key in ("p", "p_holm", "diff_pp", "std_pp", "t", "gap_pp", "baseline_gap_pp", "mean", "baseline_mean"):
+        for key in ABLATION_FLOATS:
             row[key] = float_or_nan(row.get(key))
-        row["holm"] = str(row["holm"]).lower() == "true"
+        for key in ("holm", "fragile", "compute_mixed"):
+            row[key] = str(row[key]).lower() == "true"
         row["note"] = row["note"] if isinstance(row.get("note"), str) else None
     return rows
 

@@ -36,7 +36,9 @@ def _effect(row):
     """'+4.1 pp, p = 0.012, Holm p = 0.13' (and the test's note when there is one)."""
     holm_p = f", Holm {pval(row['p_holm'])}" if np.isfinite(row.get("p_holm", math.nan)) else ""
     note = f"; {row['note']}" if row.get("note") else ""
-    return f"{pp(row['diff_pp'])}, {pval(row['p'])}{holm_p}{note}"
+    compute = (f"; at {row['compute_ratio']:.1f}x the baseline's compute, a verdict on the operation and compute "
+               f"together" if row.get("compute_mixed") else "")
+    return f"{pp(row['diff_pp'])}, {pval(row['p'])}{holm_p}{note}{compute}"
 
 
 def verdict_clause(row, reason=False):
@@ -55,18 +57,14 @@ def _code_effect(row):
 
 
 def factor_sentence(frows):
-    """The verdicts of one factor: each significant or budget-dependent one in its own sentence with
-    the label's reason; the undecided null verdicts together, the reason as their projections."""
+    """The verdicts of one factor: each significant, budget-dependent or rechecked one in its own
+    sentence with the label's reason; the other undecided null verdicts together."""
     undecided = [r for r in frows if not _significant(r) and _label(r) == "undecided"
-                 and np.isfinite(float_or_nan(r.get("projected_2x_pp")))]
+                 and r.get("stability_basis") != "measured"]
     out = [variant_sentence(r) for r in frows if r not in undecided]
     if undecided:
-        one = len(undecided) == 1
-        out.append(f"{and_join(_code_effect(r) for r in undecided)} "
-                   f"made no measurable difference (undecided: {'its' if one else 'their'} late "
-                   f"{'trend points' if one else 'trends point'} to "
-                   f"{and_join(pp(float_or_nan(r['projected_2x_pp'])) for r in undecided)} at twice the budget, "
-                   f"no clear difference either).")
+        out.append(f"{and_join(_code_effect(r) for r in undecided)} made no measurable difference (undecided; "
+                   f"not rechecked at a longer budget).")
     return " ".join(out)
 
 

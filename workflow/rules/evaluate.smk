@@ -26,6 +26,7 @@ rule aggregate:
     input:
         h5=f"{R}/data/dataset.h5",
         metrics=expand(f"{R}/cv/{{arch}}/metrics.json", arch=ARCHS),
+        recheck=recheck_inputs,  # recheck.smk: the plan and the longer runs (none when study.recheck is off)
     output:
         summary=report(f"{R}/tables/cv_summary.csv", caption="../report/cv_summary.rst", category="3 Cross-validation",
                        subcategory="CSV downloads", labels={"table": "cross-validation summary (CSV)"}),
@@ -47,7 +48,7 @@ rule aggregate:
     shell:
         "python3 -m ferstudy aggregate --h5 {input.h5:q} --metrics {input.metrics:q} --baseline {params.baseline:q}"
         " --alpha {params.alpha:q} --summary {output.summary:q} --ablation {output.ablation:q} --cost {output.cost:q}"
-        " > {log:q} 2>&1"
+        " --recheck {input.recheck:q} > {log:q} 2>&1"
 
 
 rule select:

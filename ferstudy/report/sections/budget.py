@@ -5,15 +5,17 @@ import math
 
 import numpy as np
 
-from ..text import num, pct, plural
+from ..text import and_join, code, num, pct, plural
 from ..verdicts import counts_text, label_counts, min_detectable_pp
 
 
-BUDGET_RULE = ("a verdict is budget-dependent when the variant-minus-baseline curve changed sign over the last "
-               "half of the epochs, when its late trend carried on for as many epochs again would flip or erase a "
-               "significant difference or make a null one measurable, or when a regularizer (dropout, augmentation) "
-               "lost while the less regularized network was not yet over-fitting (a gap under {gap:g} pp); it holds "
-               "when it is significant and none of these apply, and is undecided otherwise")
+BUDGET_RULE = ("a rechecked verdict holds when its difference at twice the epochs keeps its sign and more than "
+               "half its size, and is budget-dependent otherwise (a null one when a difference beyond one fold's "
+               "noise appears); a verdict not rechecked keeps a heuristic label: budget-dependent when the "
+               "variant-minus-baseline curve changed sign over the last half of the epochs, when a regularizer "
+               "(dropout, augmentation) lost while the less regularized network was not yet over-fitting (a gap "
+               "under {gap:g} pp), or did not win while that network's gap kept growing; else it holds when "
+               "significant and is undecided otherwise")
 
 
 def budget_findings(ctx):
@@ -35,13 +37,21 @@ def budget_findings(ctx):
              + (f", and differences under about {mdd:.1f} pp stay invisible" if np.isfinite(mdd) else "") + ".")
     abl = ctx["ablation"]
     if abl:
-        curve = int(tr.get("curve_images") or 0)
-        text += (" Each verdict is labelled from the paired learning curves ("
-                 + (f"{num(curve)} held-out faces per fold, after every epoch" if curve else "none was recorded")
-                 + "): " + counts_text(label_counts(abl)) + ". The rule: "
-                 + BUDGET_RULE.format(gap=MIN_OVERFIT_GAP_PP) + ". The labels flag risk from the evidence the study "
-                 "has and do not prove stability; `scripts/recheck_budget.py` retrains a pair at a longer budget.")
+        text += " " + recheck_text(abl) + " " + counts_text(label_counts(abl)) + ". The rule: " \
+            + BUDGET_RULE.format(gap=MIN_OVERFIT_GAP_PP) + "."
     return {"budget": text}
+
+
+def recheck_text(abl: list[dict]) -> str:
+    """Which verdicts the study retrained at twice the budget, and which at-risk ones it left."""
+    done = [r for r in abl if r.get("stability_basis") == "measured"]
+    left = [r for r in abl if str(r.get("recheck_status", "")).startswith("at risk")]
+    text = (f"The study retrained {and_join(code(r['arch']) for r in done)} and the baseline at twice the epochs "
+            f"on one fold, so {'its label is' if len(done) == 1 else 'their labels are'} measured"
+            if done else "No verdict was retrained at a longer budget (`study.recheck`), so every label is a heuristic")
+    if left:
+        text += f"; at risk but not rechecked: {and_join(code(r['arch']) for r in left)}"
+    return text + ". Labels:"
 
 
 def findings(ctx):

@@ -7,8 +7,8 @@ from ..verdicts import _significant
 
 def limitations_text(ctx):
     tr, abl = ctx["cv_training"], ctx["ablation"]
-    text = ("Each network was trained once per fold with one seed, so the fold spread mixes data and initialisation "
-            "noise.")
+    text = ("Each network was trained once per fold, fold k from seed s + k (every network of a fold from the same "
+            "one), so the fold spread mixes data and initialisation noise.")
     if tr.get("epochs", 0) < 30:
         share = tr.get("subsample", 1.0)
         text += (f" The budget was small ({tr['epochs']} epochs per fold"

@@ -95,11 +95,12 @@ def hindsight_reflection(ctx):
     counts = label_counts(abl)
     found = min_detectable_pp(ctx)
     ideas = []
-    if counts.get("budget-dependent"):
-        one = counts["budget-dependent"] == 1
-        ideas.append(f"the {'' if one else str(counts['budget-dependent']) + ' '}budget-dependent "
+    guessed = sum(_label(r) == "budget-dependent" and r.get("stability_basis") != "measured" for r in abl)
+    if guessed:
+        one = guessed == 1
+        ideas.append(f"the {'' if one else str(guessed) + ' '}heuristically budget-dependent "
                      f"{'verdict deserves' if one else 'verdicts deserve'} a longer run of {'its pair' if one else 'their pairs'} "
-                     f"(`scripts/recheck_budget.py`)")
+                     f"(`study.recheck`)")
     if found and found[3] and 2 * counts.get("undecided", 0) >= len(abl):
         mdd = float(np.median(list(found[3].values())))
         ideas.append(f"with {found[0]} folds a difference needed about {mdd:.1f} pp to be seen, so more folds could "

@@ -2,6 +2,8 @@
 power, how well each network fits its training faces, and accuracy against cost; also the
 In-short verdicts at the top of the report."""
 
+import math
+
 import numpy as np
 
 from ..text import and_join, code, mflops, num, pct, plural, pp, pval
@@ -81,7 +83,24 @@ def power_text(ctx):
             f"(n_train: the faces each fold model of the pair trained on; n_test: its held-out faces), where a "
             f"naive paired test would use 1/k. With the median spread of the paired differences, {median_std:.1f} pp, a "
             f"difference needed about {float(np.median(list(mdd.values()))):.1f} pp to reach p < {ctx['alpha']:g}; "
-            f"smaller real effects are invisible here, so \"no measurable difference\" is not evidence of no effect.")
+            f"smaller real effects are invisible here, so \"no measurable difference\" is not evidence of no effect."
+            + pooled_text(ctx))
+
+
+def pooled_text(ctx: dict) -> str:
+    """The smallest difference found with 80% power and the verdicts the pooled-variance test disputes."""
+    abl = ctx["ablation"]
+    power = [r["detectable_pp"] for r in abl if np.isfinite(r.get("detectable_pp", math.nan))]
+    if not power:
+        return ""
+    fragile = [r for r in abl if r.get("fragile")]
+    text = (f" At the spread pooled over all pairs the study finds a true difference of "
+            f"{float(np.median(power)):.1f} pp with 80% power")
+    if fragile:
+        text += (f"; the same test with that pooled variance disagrees on "
+                 f"{and_join(code(r['arch']) + ' (pooled ' + pval(r['p_pooled']) + ')' for r in fragile)}, so "
+                 f"{'that verdict is' if len(fragile) == 1 else 'those verdicts are'} fragile")
+    return text + "."
 
 
 def fit_reading(gap_pp):
