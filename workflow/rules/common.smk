@@ -88,6 +88,7 @@ envvars:
 wildcard_constraints:
     arch="|".join(ARCHS),
     fold=r"\d+",
+    name="|".join(EXTRA_TEST_SETS) or "(?!)",  # names checked by the config (a folder under results/final/extra/)
 
 
 def announce_dataset():
