@@ -202,11 +202,27 @@ def cmd_evaluate_final(args):
     from .io import write_json
     from .study import evaluate_final
 
-    extra = dict(item.split("=", 1) for item in args.extra or [])
-    result = evaluate_final(args.public, args.private, extra)
+    result = evaluate_final(args.public, args.private, _extra_sets(args.extra or []))
     write_json(args.out, result)
     log.info("final model: PublicTest accuracy %.4f, PrivateTest accuracy %.4f",
              result["public"]["accuracy"], result["private"]["accuracy"])
+
+
+def _extra_sets(items):
+    """{name: predictions.csv} of `--extra NAME=FILE`; FER2013's own names are refused (the extra
+    set's numbers would replace PublicTest's or PrivateTest's)."""
+    from .config import RESERVED_TEST_SET_NAMES
+
+    extra = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--extra {item!r}: give NAME=predictions.csv")
+        if name.lower() in RESERVED_TEST_SET_NAMES or name in extra:
+            raise UserError(f"--extra {item!r}: the name {name!r} is taken (public and private are FER2013's own "
+                            f"test sets; each extra set needs its own name)")
+        extra[name] = path
+    return extra
 
 
 MODULE_COMMANDS = {
