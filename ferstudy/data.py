@@ -55,6 +55,7 @@ class FerData:
 
 CHUNK_BYTES = 1 << 18  # text parsed per chunk (whole lines): measured fastest, numpy's passes stay in L2
 _READ_BYTES = 1 << 17  # bytes read from the file at a time
+_MAX_PIECE_BYTES = 1 << 20  # most decompressed bytes from one read
 _QUEUE_PIECES = 8      # decompressed pieces the reader thread may run ahead (bounded memory)
 _GZIP_MAGIC = b"\x1f\x8b"
 # A FER2013 line is under 10 KB (2,304 pixels of up to 3 digits); text this long without a line
@@ -93,12 +94,12 @@ def _file_pieces(path, digest=None, read_bytes=_READ_BYTES):
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         while block:
             try:
-                out = d.decompress(block)
+                out = d.decompress(block, _MAX_PIECE_BYTES)  # a gzip bomb comes out in bounded pieces
             except zlib.error as err:
                 raise bad_gzip(err) from None
             if out:
                 yield out
-            block = d.unused_data if d.eof else b""
+            block = d.unused_data if d.eof else d.unconsumed_tail
             if not block:
                 block = read()
             if d.eof and block:  # another gzip member may follow (zero padding between is allowed)
@@ -246,8 +247,11 @@ def _parse_pieces(path, pieces, chunk_bytes):
 
 def _check_line_length(path, line, size):
     if size > MAX_LINE_BYTES:
+        with open(path, "rb") as f:
+            damaged = ", or not a readable gzip file (damaged data decompresses to such text)" \
+                if f.read(2) == _GZIP_MAGIC else ""
         raise UserError(f"{path}: line {line}: more than {MAX_LINE_BYTES:,} bytes without a line break (a FER2013 "
-                        f"line has about 9,000: emotion, 2,304 pixels, Usage); not a FER2013 CSV")
+                        f"line has about 9,000: emotion, 2,304 pixels, Usage): not a FER2013 CSV{damaged}")
 
 
 def _chunk_ends(text, chunk_bytes, final):
