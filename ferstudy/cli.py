@@ -49,13 +49,14 @@ def cmd_train(args):
     """One cross-validation job: train on the other folds, predict the held-out fold."""
     from pathlib import Path
 
-    from .config import load_yaml
+    from .config import check_run_config, load_yaml
     from .data import load_h5
     from .io import write_text
     from .train import fit, pick_device, save_model, write_history, write_predictions
     import yaml
 
     run_cfg = load_yaml(args.run_config)
+    check_run_config(run_cfg, args.run_config)
     data = load_h5(args.h5)
     if not 0 <= args.fold < int(data.attrs["folds"]):
         raise UserError(f"--fold {args.fold}: the data has folds 0-{int(data.attrs['folds']) - 1}")
@@ -106,16 +107,19 @@ def cmd_train_final(args):
 
     import yaml
 
-    from .config import final_training, load_yaml
+    from .config import check_run_config, final_training, load_yaml
     from .data import load_h5
     from .io import write_text
     from .train import fit, save_model, write_history, write_predictions
 
     selection = json.loads(Path(args.selection).read_text())
     arch = selection["architecture"]
-    run_cfg = load_yaml(Path(args.cv_dir) / arch / "run_config.yaml")
+    run_config = Path(args.cv_dir) / arch / "run_config.yaml"
+    run_cfg = load_yaml(run_config)
+    check_run_config(run_cfg, run_config)
     final_cfg = load_yaml(args.final_config)
     run_cfg["training"] = final_training(run_cfg["training"], final_cfg)
+    check_run_config(run_cfg, f"{run_config} with {args.final_config}")
     data = load_h5(args.h5)
     train_idx, public, private = data.indices("Training"), data.indices("PublicTest"), data.indices("PrivateTest")
     out = Path(args.out_dir)

@@ -75,8 +75,8 @@ def validate(cfg, source="config"):
         raise UserError(f"{source}: " + "; ".join(lines))
 
 
-def _describe(err):
-    path = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+def _describe(err, prefix=""):
+    path = prefix + ".".join(str(p) for p in err.absolute_path) or "(top level)"
     if err.validator == "type" and err.validator_value == "integer" and isinstance(err.instance, float):
         whole = f" (write {int(err.instance)})" if err.instance.is_integer() else ""
         return f"config key {path}: {err.instance!r} is not an integer{whole}"
@@ -91,6 +91,36 @@ def _describe(err):
     if err.validator == "required":
         return f"missing key {err.message.split(' ')[0]} under {path}"
     return f"config key {path}: {err.message}"
+
+
+# Training settings the training loop reads without a default (a resolved run config has them all).
+TRAINING_NEEDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing", "seed",
+                  "augment")
+
+
+def check_run_config(run_cfg, source):
+    """A run config as a training job reads it (results/cv/{arch}/run_config.yaml, which the workflow
+    writes from a validated config): a name, a model spec that builds and training settings of the
+    schema's types. One UserError line naming the file and the key."""
+    from .spec import validate_spec
+
+    if not isinstance(run_cfg, dict) or not isinstance(run_cfg.get("name"), str) \
+            or not isinstance(run_cfg.get("model"), dict) or not isinstance(run_cfg.get("training"), dict):
+        raise UserError(f"{source}: not a run config (a mapping with name, model and training, as the workflow "
+                        f"writes results/cv/ARCH/run_config.yaml)")
+    training = run_cfg["training"]
+    missing = [k for k in TRAINING_NEEDS if k not in training]
+    if missing:
+        raise UserError(f"{source}: missing key {missing[0]} under training")
+    schema = _schema()
+    errors = sorted(_validator({**schema["$defs"]["training"], "$defs": schema["$defs"]}).iter_errors(training),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        raise UserError(f"{source}: {_describe(errors[0], 'training.')}")
+    try:
+        validate_spec(run_cfg["model"], input_size=training["augment"].get("crop", 48))
+    except UserError as err:
+        raise UserError(f"{source}: model: {err}") from None
 
 
 def choose_preset(cfg, dataset, pinned=None):

@@ -356,7 +356,10 @@ def test_every_command_that_reads_the_hdf5_refuses_a_crafted_one(command, tmp_pa
     path = _valid_h5(tmp_path / "my data.h5")
     with h5py.File(path, "r+") as f:
         f["labels"][0] = 200
-    (tmp_path / "rc.yaml").write_text("name: x\n")
+    import yaml
+    from test_train import tiny_run_config
+
+    (tmp_path / "rc.yaml").write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
     args = {"train": ["--run-config", tmp_path / "rc.yaml", "--fold", "0", "--out-dir", tmp_path / "o",
                       "--checkpoint", tmp_path / "c.pt"],
             "figures": ["--results", tmp_path, "--archs", "x", "--baseline", "x", "--out-dir", tmp_path / "f"],
