@@ -25,7 +25,9 @@ def cmd_demo(args):
 
 def cmd_prepare(args):
     from .data import prepare, write_summary
+    from .io import refuse_overwrite
 
+    refuse_overwrite([args.h5, args.summary_csv, args.summary_md, args.faces], [args.csv])
     t0 = time.perf_counter()
     data = prepare(args.csv, args.h5, folds=args.folds, fold_seed=args.fold_seed, dataset=args.dataset)
     log.info("prepared %s (%s): %d images -> %s in %.2f s", args.csv, args.dataset, len(data.labels), args.h5,
@@ -57,11 +59,12 @@ def cmd_train(args):
 
     run_cfg = load_yaml(args.run_config)
     check_run_config(run_cfg, args.run_config)
+    out = Path(args.out_dir)
+    _outputs_beside(out, [args.h5, args.run_config], args.checkpoint)
     data = load_h5(args.h5)
     if not 0 <= args.fold < int(data.attrs["folds"]):
         raise UserError(f"--fold {args.fold}: the data has folds 0-{int(data.attrs['folds']) - 1}")
     train_idx, val_idx = data.fold_indices(args.fold)
-    out = Path(args.out_dir)
     t0 = time.perf_counter()
     log.info("training %s on fold %d of %s data: %d train / %d held-out images, %d thread(s), device %s",
              run_cfg["name"], args.fold, data.attrs.get("dataset"), len(train_idx), len(val_idx), args.threads,
@@ -81,6 +84,18 @@ def cmd_train(args):
     Path(args.checkpoint).unlink(missing_ok=True)  # done: a forced rerun must train again, not reload
     log.info("held-out accuracy %.4f (%s fold %d), %.0f s", float((probs.argmax(1) == data.labels[val_idx]).mean()),
              run_cfg["name"], args.fold, extra["seconds"])
+
+
+RESULT_FILES = ("model.pt", "history.csv", "config.yaml", "predictions.csv", "predictions_public.csv",
+                "predictions_private.csv")
+
+
+def _outputs_beside(out_dir, inputs, checkpoint):
+    """A training job's outputs (and its checkpoint, read and rewritten) replace none of its inputs."""
+    from .io import refuse_overwrite
+
+    refuse_overwrite([out_dir / name for name in RESULT_FILES] + [checkpoint], inputs)
+    refuse_overwrite([out_dir / name for name in RESULT_FILES], [checkpoint])
 
 
 def _precision(state):
@@ -120,9 +135,10 @@ def cmd_train_final(args):
     final_cfg = load_yaml(args.final_config)
     run_cfg["training"] = final_training(run_cfg["training"], final_cfg)
     check_run_config(run_cfg, f"{run_config} with {args.final_config}")
+    out = Path(args.out_dir)
+    _outputs_beside(out, [args.h5, args.selection, args.final_config, run_config], args.checkpoint)
     data = load_h5(args.h5)
     train_idx, public, private = data.indices("Training"), data.indices("PublicTest"), data.indices("PrivateTest")
-    out = Path(args.out_dir)
     t0 = time.perf_counter()
     log.info("final model %s: %d Training images, checkpoint chosen on %d PublicTest images",
              arch, len(train_idx), len(public))
@@ -145,9 +161,10 @@ def cmd_train_final(args):
 
 def cmd_evaluate_arch(args):
     from .config import load_yaml
-    from .io import write_json
+    from .io import refuse_overwrite, write_json
     from .study import evaluate_arch
 
+    refuse_overwrite([args.out], [args.run_config, *args.predictions, *(args.benchmarks or ())])
     run_cfg = load_yaml(args.run_config)
     result = evaluate_arch(args.predictions, run_cfg, benchmark_files=args.benchmarks or ())
     write_json(args.out, result)
@@ -157,8 +174,10 @@ def cmd_evaluate_arch(args):
 
 def cmd_aggregate(args):
     from .data import load_h5
+    from .io import refuse_overwrite
     from .study import aggregate, write_csv
 
+    refuse_overwrite([args.summary, args.ablation, args.cost], [args.h5, *args.metrics])
     data = load_h5(args.h5)
     k = int(data.attrs["folds"])
     n_train = int((data.split == 0).sum())
@@ -174,9 +193,10 @@ def cmd_select(args):
     import pandas as pd
 
     from .config import load_yaml
-    from .io import write_json
+    from .io import refuse_overwrite, write_json
     from .study import select
 
+    refuse_overwrite([args.out], [args.summary, args.final_config])
     forced = load_yaml(args.final_config).get("architecture")
     choice = select(pd.read_csv(args.summary), args.metric, forced)
     write_json(args.out, choice)
@@ -189,8 +209,10 @@ def cmd_predict(args):
     import torch
 
     from .data import parse_fer_csv
+    from .io import refuse_overwrite
     from .train import cpu_has_bf16, load_model, predict, setup_torch, use_channels_last, write_predictions
 
+    refuse_overwrite([args.out], [args.csv, args.model])
     images, labels, _, row = parse_fer_csv(args.csv)
     setup_torch(torch.device("cpu"), args.threads)
     model, payload = load_model(args.model)
@@ -203,10 +225,12 @@ def cmd_predict(args):
 
 
 def cmd_evaluate_final(args):
-    from .io import write_json
+    from .io import refuse_overwrite, write_json
     from .study import evaluate_final
 
-    result = evaluate_final(args.public, args.private, _extra_sets(args.extra or []))
+    extra = _extra_sets(args.extra or [])
+    refuse_overwrite([args.out], [args.public, args.private, *extra.values()])
+    result = evaluate_final(args.public, args.private, extra)
     write_json(args.out, result)
     log.info("final model: PublicTest accuracy %.4f, PrivateTest accuracy %.4f",
              result["public"]["accuracy"], result["private"]["accuracy"])

@@ -456,8 +456,7 @@ def save_checkpoint(path, model, optimizer, scheduler, state, run_cfg, fingerpri
     ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": state["epoch"], "history": state["history"], "best": state["best"], "config": run_cfg,
             "fingerprint": fingerprint, "amp": state["amp"], "precision_reason": state["precision_reason"]}
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    _torch_save(ckpt, path)
 
 
 def save_model(path, model, run_cfg, extra=None):
@@ -465,8 +464,19 @@ def save_model(path, model, run_cfg, extra=None):
     crop = run_cfg["training"]["augment"].get("crop", 48)
     payload = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "spec": run_cfg["model"],
                "input_size": crop, "run_config": run_cfg, **(extra or {})}
+    _torch_save(payload, path)
+
+
+def _torch_save(obj, path):
+    """torch.save through memory, the file written by Python: a full disk or `ulimit -f` is then an
+    OSError naming the file (`io.atomic_path`), where torch's own writer raises RuntimeErrors that
+    say nothing of the cause ("unexpected pos", "iostream error")."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        Path(tmp).write_bytes(buffer.getbuffer())
 
 
 def write_history(path, history):
