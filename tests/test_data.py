@@ -381,3 +381,29 @@ def test_a_line_without_end_is_refused_before_it_fills_memory(text, line, tmp_pa
     path.write_bytes(gzip.compress(text, compresslevel=1))
     with pytest.raises(UserError, match=rf"oneline.csv.gz: line {line}: more than 1,048,576 bytes without a line break"):
         parse_fer_csv(path)
+
+
+def test_prepare_under_a_file_size_limit_is_one_line_and_leaves_nothing(real_slice_csv, tmp_path):
+    """`ulimit -f` while prepare writes the HDF5: h5py's RuntimeError traceback before; now one line."""
+    import resource
+
+    out = tmp_path / "out" / "dataset.h5"
+    proc = subprocess.run([sys.executable, "-m", "ferstudy", "prepare", "--csv", str(real_slice_csv), "--h5", str(out),
+                           "--folds", "3"], capture_output=True, text=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"ferstudy: error: {out}: writing it failed (File too large); nothing was written" in proc.stderr
+    assert list(out.parent.iterdir()) == []
+
+
+def test_prepare_never_writes_over_its_csv(real_slice_csv, tmp_path):
+    import shutil
+
+    csv = shutil.copy(real_slice_csv, tmp_path / "fer.csv")
+    before = csv.read_bytes()
+    for option in ("--h5", "--summary-csv"):
+        args = {"--h5": tmp_path / "d.h5", option: csv}
+        proc = subprocess.run([sys.executable, "-m", "ferstudy", "prepare", "--csv", str(csv),
+                               *(str(a) for kv in args.items() for a in kv)], capture_output=True, text=True)
+        assert proc.returncode == 2 and f"{csv}: this output would replace the input {csv}" in proc.stderr
+    assert csv.read_bytes() == before

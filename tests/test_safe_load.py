@@ -257,3 +257,31 @@ def test_train_names_a_bad_run_config_in_one_line(change, fragment, real_h5, tmp
                     "--checkpoint", tmp_path / "ck.pt")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"ferstudy: error: {rc}: {fragment}" in proc.stderr
+
+
+def test_predict_never_writes_over_its_csv_or_model(saved_payload, real_slice_csv, tmp_path):
+    import shutil
+
+    model = tmp_path / "model.pt"
+    torch.save(saved_payload, model)
+    csv = shutil.copy(real_slice_csv, tmp_path / "X.csv")
+    before = (csv.read_bytes(), model.read_bytes())
+    for out in (csv, model):
+        proc = ferstudy("predict", "--model", model, "--csv", csv, "--out", out)
+        assert proc.returncode == 2 and f"{out}: this output would replace the input {out}" in proc.stderr
+    assert (csv.read_bytes(), model.read_bytes()) == before
+
+
+def test_training_under_a_file_size_limit_is_one_line(real_h5, tmp_path):
+    """`ulimit -f` while the checkpoint is written: torch's RuntimeError ("unexpected pos") before."""
+    import resource
+
+    rc = tmp_path / "run_config.yaml"
+    rc.write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
+    proc = subprocess.run([sys.executable, "-m", "ferstudy", "train", "--h5", str(real_h5), "--run-config", str(rc),
+                           "--fold", "0", "--out-dir", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "ck.pt")],
+                          capture_output=True, text=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"ferstudy: error: {tmp_path / 'ck.pt'}: writing it failed (File too large)" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_config.yaml"]
