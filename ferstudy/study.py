@@ -17,6 +17,13 @@ from .stability import (curve_from_histories, holm_adjusted, last_gap_pp, paired
                         stability)
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy")
+# ablation.csv's columns, as `aggregate` writes them (tests/test_study.py checks the two agree): a
+# study of one architecture has no variant to compare and writes the header alone.
+ABLATION_COLUMNS = ("arch", "factor", "baseline", "metric", "k", "mean", "baseline_mean", "diff_pp", "std_pp", "t",
+                    "p", "df", "alpha", "verdict", "note", "p_holm", "holm", "n_train", "n_test", "epochs", "gap_pp",
+                    "baseline_gap_pp", "curve_epochs", "curve_diff_pp", "band_pp", "slope_pp_per_epoch",
+                    "projected_2x_pp", "late_min_pp", "late_max_pp", "stability_rule", "stability",
+                    "stability_reason")
 
 
 def evaluate_arch(prediction_files, run_config, model_file=None, benchmark_files=()):
@@ -77,6 +84,8 @@ def aggregate(metrics_files, baseline, alpha, n_train, n_test):
                                            results, baseline, trained, n_test))
     if len(ablation):
         ablation.insert(1, "factor", [results[a]["factor"] for a in ablation["arch"]])
+    else:
+        ablation = pd.DataFrame(columns=list(ABLATION_COLUMNS))
     cost = pd.DataFrame([{"architecture": name, **m["cost"],
                           "accuracy_mean": m["aggregate"]["metrics"]["accuracy"]["mean"]}
                          for name, m in results.items()])
