@@ -19,15 +19,6 @@ rule demo_csv:
         "python3 -m ferstudy demo --out {output:q} --images {params.images:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
-def data_sha256(wildcards):
-    """The data's content hash, a rerun trigger of `prepare` besides its mtime: different data with
-    the old mtime (`cp -p`) reruns it. The demo CSV is this workflow's own output, which demo_csv's
-    params already trigger (and it does not exist before its job has run)."""
-    from ferstudy.data import sha256_of
-
-    return "demo" if DATASET == "demo" else sha256_of(STUDY["dataset"]["csv"])
-
-
 rule prepare:
     input:
         csv=STUDY["dataset"]["csv"],
