@@ -23,6 +23,7 @@ import numpy as np
 
 from . import CLASS_NAMES, IMAGE_SIZE, SPLIT_NAMES, __version__
 from .errors import UserError
+from .hdf5check import H5_DATASETS, check_values, checked_attrs, read_dataset
 from .io import atomic_path, write_text
 
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -499,11 +500,6 @@ def write_h5(h5_path, images, labels, split, row, folds, fold_seed, dataset, sou
     return FerData(images, labels, split, row, fold, {**attrs, "class_names": CLASS_NAMES, "split_names": SPLIT_NAMES})
 
 
-MAX_H5_IMAGES = 1_000_000  # 28x FER2013, 2.3 GB of pixels: a file declaring more is refused before it is read
-H5_ATTRS = ("class_names", "split_names", "dataset", "source_path", "source_sha256", "folds", "fold_seed")
-_H5_DATASETS = ("images", "labels", "split", "row", "fold")
-
-
 def load_h5(path):
     """The one reader of the prepared HDF5. Everything the contract of docs/DESIGN.md promises is
     checked before it is used: the datasets (kind, dtype, shape, size) before they are read, their
@@ -515,83 +511,13 @@ def load_h5(path):
     redo = "write it again with `ferstudy prepare` (or delete it and run snakemake)"
     try:
         with h5py.File(path, "r") as f:
-            arrays = {name: _read_h5_dataset(path, f, name, redo) for name in _H5_DATASETS}
+            arrays = {name: read_dataset(path, f, name, redo) for name in H5_DATASETS}
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
     except OSError as err:
         raise UserError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0][:160]}); {redo}") from None
-    attrs = _checked_h5_attrs(path, attrs, redo)
-    _check_h5_values(path, arrays, attrs["folds"], redo)
+    attrs = checked_attrs(path, attrs, redo)
+    check_values(path, arrays, attrs["folds"], redo)
     return FerData(attrs=attrs, **arrays)
-
-
-def _read_h5_dataset(path, f, name, redo):
-    """One dataset of the contract, checked for kind, dtype and shape before any byte is read."""
-    where = f"{path}: dataset {name!r}"
-    if name not in f:
-        raise UserError(f"{path}: not a ferstudy HDF5 (missing datasets: "
-                        f"{', '.join(k for k in _H5_DATASETS if k not in f)}); {redo}")
-    node = f[name]
-    if not isinstance(node, h5py.Dataset):
-        raise UserError(f"{where}: a {type(node).__name__.lower()}, not an array; {redo}")
-    images = name == "images"
-    shape_ok = node.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE) if images else len(node.shape) == 1
-    if len(node.shape) < 1 or not shape_ok:
-        want = f"(N, {IMAGE_SIZE}, {IMAGE_SIZE})" if images else "(N,)"
-        raise UserError(f"{where}: shape {node.shape}, expected {want}; {redo}")
-    n, first = node.shape[0], f[_H5_DATASETS[0]]
-    if n > MAX_H5_IMAGES:
-        raise UserError(f"{where}: {n:,} rows declared, more than the {MAX_H5_IMAGES:,} a study reads; {redo}")
-    if isinstance(first, h5py.Dataset) and first.shape and n != first.shape[0]:
-        raise UserError(f"{where}: {n} rows, but 'images' has {first.shape[0]}; {redo}")
-    kind_ok = node.dtype == np.uint8 if images else node.dtype.kind in "iu"
-    if not kind_ok:
-        raise UserError(f"{where}: dtype {node.dtype}, expected {'uint8 pixels' if images else 'integers'}; {redo}")
-    return node[()]
-
-
-def _checked_h5_attrs(path, attrs, redo):
-    missing = [k for k in H5_ATTRS if k not in attrs]
-    if missing:
-        raise UserError(f"{path}: attributes missing: {', '.join(missing)}; {redo}")
-    for key, want in (("class_names", CLASS_NAMES), ("split_names", SPLIT_NAMES)):
-        try:
-            attrs[key] = json.loads(attrs[key])
-        except (TypeError, ValueError):
-            attrs[key] = None
-        if attrs[key] != want:
-            raise UserError(f"{path}: attribute {key} is {attrs[key]!r}, expected the JSON list {want}; {redo}")
-    folds = attrs["folds"]
-    if not isinstance(folds, int) or isinstance(folds, bool) or not 2 <= folds <= 20:
-        raise UserError(f"{path}: attribute folds is {folds!r}, expected an integer from 2 to 20; {redo}")
-    return attrs
-
-
-def _check_h5_values(path, arrays, folds, redo):
-    """Values in range, casts to the contract's dtypes (in place)."""
-    for name, low, high in (("labels", 0, len(CLASS_NAMES) - 1), ("split", 0, len(SPLIT_NAMES) - 1),
-                            ("fold", -1, folds - 1), ("row", 0, None)):
-        values = arrays[name]
-        bad = np.flatnonzero((values < low) | ((values > high) if high is not None else False))
-        if len(values) == 0:
-            raise UserError(f"{path}: dataset {name!r} is empty; {redo}")
-        if len(bad):
-            raise UserError(f"{path}: dataset {name!r}: value {values[bad[0]]} at index {bad[0]} is outside "
-                            f"{low}-{high if high is not None else 'any'} ({len(bad)} such); {redo}")
-    for name, dtype in (("labels", np.uint8), ("split", np.uint8), ("row", np.int64), ("fold", np.int8)):
-        arrays[name] = arrays[name].astype(dtype, copy=False)
-    split, fold = arrays["split"], arrays["fold"]
-    for code, name in enumerate(SPLIT_NAMES):
-        if not (split == code).any():
-            raise UserError(f"{path}: dataset 'split' has no {name} rows; {redo}")
-    misplaced = np.flatnonzero((fold >= 0) != (split == 0))
-    if len(misplaced):
-        raise UserError(f"{path}: dataset 'fold': index {misplaced[0]} has fold {fold[misplaced[0]]} in split "
-                        f"{SPLIT_NAMES[split[misplaced[0]]]} (Training rows have a fold 0-{folds - 1}, the test "
-                        f"splits -1); {redo}")
-    empty = [k for k in range(folds) if not (fold == k).any()]
-    if empty:
-        raise UserError(f"{path}: dataset 'fold': fold {empty[0]} of the {folds} the attribute folds declares has "
-                        f"no rows; {redo}")
 
 
 # ---------------------------------------------------------------- summary for the report

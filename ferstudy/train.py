@@ -518,20 +518,18 @@ def check_model_payload(path, payload):
     config with training settings, the evaluation crop (`input_size`) and test-time augmentation."""
     from .augment import TTA_MODES
 
-    def bad(what):
-        return UserError(f"{path}: not a ferstudy model: {what} (a file `ferstudy train` did not write, or an edited one)")
-
-    run_cfg, spec = payload["run_config"], payload["spec"]
-    if not isinstance(run_cfg, dict) or not isinstance(run_cfg.get("training"), dict):
-        raise bad("its run_config has no training settings")
-    crop = payload["input_size"]
-    if not isinstance(crop, int) or isinstance(crop, bool) or not 16 <= crop <= 48:
-        raise bad(f"input_size {crop!r} is not an evaluation crop (an integer from 16 to 48)")
-    tta = run_cfg["training"].get("tta", "none")
-    if tta not in TTA_MODES:
-        raise bad(f"training.tta {tta!r} is not one of {', '.join(TTA_MODES)}")
-    if not isinstance(spec, dict):
-        raise bad(f"its spec is a {type(spec).__name__}, not a mapping with layers or a backbone")
+    run_cfg, spec, crop = payload["run_config"], payload["spec"], payload["input_size"]
+    training = run_cfg.get("training") if isinstance(run_cfg, dict) else None
+    tta = training.get("tta", "none") if isinstance(training, dict) else "none"
+    for failed, problem in (
+            (not isinstance(training, dict), "its run_config has no training settings"),
+            (type(crop) is not int or not 16 <= crop <= 48,
+             f"input_size {crop!r} is not an evaluation crop (an integer from 16 to 48)"),
+            (tta not in TTA_MODES, f"training.tta {tta!r} is not one of {', '.join(TTA_MODES)}"),
+            (not isinstance(spec, dict), f"its spec is a {type(spec).__name__}, not a mapping with layers or a backbone")):
+        if failed:
+            raise UserError(f"{path}: not a ferstudy model: {problem} (a file `ferstudy train` did not write, or an "
+                            f"edited one)")
 
 
 # What a file must hold to be one of ours (save_model, save_checkpoint).
