@@ -25,7 +25,9 @@ def cmd_demo(args):
 
 def cmd_prepare(args):
     from .data import prepare, write_summary
+    from .io import refuse_overwrite
 
+    refuse_overwrite([args.h5, args.summary_csv, args.summary_md, args.faces], [args.csv])
     t0 = time.perf_counter()
     data = prepare(args.csv, args.h5, folds=args.folds, fold_seed=args.fold_seed, dataset=args.dataset)
     log.info("prepared %s (%s): %d images -> %s in %.2f s", args.csv, args.dataset, len(data.labels), args.h5,
@@ -57,18 +59,20 @@ def cmd_train(args):
     """One cross-validation job: train on the other folds, predict the held-out fold."""
     from pathlib import Path
 
-    from .config import load_yaml
+    from .config import check_run_config, load_yaml
     from .data import load_h5
     from .io import write_text
     from .train import fit, pick_device, save_model, write_history, write_predictions
     import yaml
 
     run_cfg = load_yaml(args.run_config)
+    check_run_config(run_cfg, args.run_config)
+    out = Path(args.out_dir)
+    _outputs_beside(out, [args.h5, args.run_config], args.checkpoint)
     data = load_h5(args.h5)
     if not 0 <= args.fold < int(data.attrs["folds"]):
         raise UserError(f"--fold {args.fold}: the data has folds 0-{int(data.attrs['folds']) - 1}")
     train_idx, val_idx = data.fold_indices(args.fold)
-    out = Path(args.out_dir)
     t0 = time.perf_counter()
     log.info("training %s on fold %d of %s data: %d train / %d held-out images, %d thread(s), device %s",
              run_cfg["name"], args.fold, data.attrs.get("dataset"), len(train_idx), len(val_idx), args.threads,
@@ -89,6 +93,18 @@ def cmd_train(args):
     Path(args.checkpoint).unlink(missing_ok=True)  # done: a forced rerun must train again, not reload
     log.info("held-out accuracy %.4f (%s fold %d), %.0f s", float((probs.argmax(1) == data.labels[val_idx]).mean()),
              run_cfg["name"], args.fold, extra["seconds"])
+
+
+RESULT_FILES = ("model.pt", "history.csv", "config.yaml", "predictions.csv", "predictions_public.csv",
+                "predictions_private.csv")
+
+
+def _outputs_beside(out_dir, inputs, checkpoint):
+    """A training job's outputs (and its checkpoint, read and rewritten) replace none of its inputs."""
+    from .io import refuse_overwrite
+
+    refuse_overwrite([out_dir / name for name in RESULT_FILES] + [checkpoint], inputs)
+    refuse_overwrite([out_dir / name for name in RESULT_FILES], [checkpoint])
 
 
 def _precision(state):
@@ -119,19 +135,23 @@ def cmd_train_final(args):
 
     import yaml
 
-    from .config import final_training, load_yaml
+    from .config import check_run_config, final_training, load_yaml
     from .data import load_h5
     from .io import write_text
     from .train import fit, save_model, write_history, write_predictions
 
     selection = json.loads(Path(args.selection).read_text())
     arch = selection["architecture"]
-    run_cfg = load_yaml(Path(args.cv_dir) / arch / "run_config.yaml")
+    run_config = Path(args.cv_dir) / arch / "run_config.yaml"
+    run_cfg = load_yaml(run_config)
+    check_run_config(run_cfg, run_config)
     final_cfg = load_yaml(args.final_config)
     run_cfg["training"] = final_training(run_cfg["training"], final_cfg)
+    check_run_config(run_cfg, f"{run_config} with {args.final_config}")
+    out = Path(args.out_dir)
+    _outputs_beside(out, [args.h5, args.selection, args.final_config, run_config], args.checkpoint)
     data = load_h5(args.h5)
     train_idx, public, private = data.indices("Training"), data.indices("PublicTest"), data.indices("PrivateTest")
-    out = Path(args.out_dir)
     t0 = time.perf_counter()
     log.info("final model %s: %d Training images, checkpoint chosen on %d PublicTest images",
              arch, len(train_idx), len(public))
@@ -154,9 +174,10 @@ def cmd_train_final(args):
 
 def cmd_evaluate_arch(args):
     from .config import load_yaml
-    from .io import write_json
+    from .io import refuse_overwrite, write_json
     from .study import evaluate_arch
 
+    refuse_overwrite([args.out], [args.run_config, *args.predictions, *(args.benchmarks or ())])
     run_cfg = load_yaml(args.run_config)
     result = evaluate_arch(args.predictions, run_cfg, benchmark_files=args.benchmarks or ())
     write_json(args.out, result)
@@ -198,8 +219,10 @@ def _recheck_results(files, metrics_files):
 
 
 def cmd_aggregate(args):
+    from .io import refuse_overwrite
     from .study import aggregate, write_csv
 
+    refuse_overwrite([args.summary, args.ablation, args.cost], [args.h5, *args.metrics])
     n_train, n_test = fold_sizes(args.h5)
     summary, ablation, cost = aggregate(args.metrics, args.baseline, args.alpha, n_train=n_train, n_test=n_test,
                                         recheck=_recheck_results(args.recheck, args.metrics))
@@ -213,9 +236,10 @@ def cmd_select(args):
     import pandas as pd
 
     from .config import load_yaml
-    from .io import write_json
+    from .io import refuse_overwrite, write_json
     from .study import select
 
+    refuse_overwrite([args.out], [args.summary, args.final_config])
     forced = load_yaml(args.final_config).get("architecture")
     choice = select(pd.read_csv(args.summary), args.metric, forced)
     write_json(args.out, choice)
@@ -228,8 +252,10 @@ def cmd_predict(args):
     import torch
 
     from .data import parse_fer_csv
+    from .io import refuse_overwrite
     from .train import cpu_has_bf16, load_model, predict, setup_torch, use_channels_last, write_predictions
 
+    refuse_overwrite([args.out], [args.csv, args.model])
     images, labels, _, row = parse_fer_csv(args.csv)
     setup_torch(torch.device("cpu"), args.threads)
     model, payload = load_model(args.model)
@@ -242,14 +268,32 @@ def cmd_predict(args):
 
 
 def cmd_evaluate_final(args):
-    from .io import write_json
+    from .io import refuse_overwrite, write_json
     from .study import evaluate_final
 
-    extra = dict(item.split("=", 1) for item in args.extra or [])
+    extra = _extra_sets(args.extra or [])
+    refuse_overwrite([args.out], [args.public, args.private, *extra.values()])
     result = evaluate_final(args.public, args.private, extra)
     write_json(args.out, result)
     log.info("final model: PublicTest accuracy %.4f, PrivateTest accuracy %.4f",
              result["public"]["accuracy"], result["private"]["accuracy"])
+
+
+def _extra_sets(items):
+    """{name: predictions.csv} of `--extra NAME=FILE`; FER2013's own names are refused (the extra
+    set's numbers would replace PublicTest's or PrivateTest's)."""
+    from .config import RESERVED_TEST_SET_NAMES
+
+    extra = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--extra {item!r}: give NAME=predictions.csv")
+        if name.lower() in RESERVED_TEST_SET_NAMES or name in extra:
+            raise UserError(f"--extra {item!r}: the name {name!r} is taken (public and private are FER2013's own "
+                            f"test sets; each extra set needs its own name)")
+        extra[name] = path
+    return extra
 
 
 MODULE_COMMANDS = {

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import CLASS_NAMES, IMAGE_SIZE, SPLIT_NAMES, __version__
 from .errors import UserError
+from .hdf5check import H5_DATASETS, check_values, checked_attrs, read_dataset
 from .io import atomic_path, write_text
 
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -55,8 +56,12 @@ class FerData:
 
 CHUNK_BYTES = 1 << 18  # text parsed per chunk (whole lines): measured fastest, numpy's passes stay in L2
 _READ_BYTES = 1 << 17  # bytes read from the file at a time
+_MAX_PIECE_BYTES = 1 << 20  # most decompressed bytes from one read
 _QUEUE_PIECES = 8      # decompressed pieces the reader thread may run ahead (bounded memory)
 _GZIP_MAGIC = b"\x1f\x8b"
+# A FER2013 line is under 10 KB (2,304 pixels of up to 3 digits); text this long without a line
+# break is refused instead of read whole into memory (a one-line 1.5 GB gzip).
+MAX_LINE_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -90,12 +95,12 @@ def _file_pieces(path, digest=None, read_bytes=_READ_BYTES):
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         while block:
             try:
-                out = d.decompress(block)
+                out = d.decompress(block, _MAX_PIECE_BYTES)  # a gzip bomb comes out in bounded pieces
             except zlib.error as err:
                 raise bad_gzip(err) from None
             if out:
                 yield out
-            block = d.unused_data if d.eof else b""
+            block = d.unused_data if d.eof else d.unconsumed_tail
             if not block:
                 block = read()
             if d.eof and block:  # another gzip member may follow (zero padding between is allowed)
@@ -186,6 +191,7 @@ def _parse_pieces(path, pieces, chunk_bytes):
         head.append(piece)
         if b"\n" in piece:
             break
+        _check_line_length(path, 1, sum(map(len, head)))
     text = b"".join(head)
     if text.startswith(_BOM):
         text = text[len(_BOM):]
@@ -211,6 +217,8 @@ def _parse_pieces(path, pieces, chunk_bytes):
                 parts.append(piece)
                 size += len(piece)
                 complete = complete or piece.rfind(b"\n") >= 0
+                if not complete:
+                    _check_line_length(path, n_lines + 2, size)
                 if size <= chunk_bytes or not complete:
                     continue
         text = b"".join(parts)
@@ -236,6 +244,15 @@ def _parse_pieces(path, pieces, chunk_bytes):
     if n_lines == 0:
         raise UserError(f"{path}: no data rows after the header")
     return tuple(np.concatenate([k[j] for k in kept]) for j in range(3))
+
+
+def _check_line_length(path, line, size):
+    if size > MAX_LINE_BYTES:
+        with open(path, "rb") as f:
+            damaged = ", or not a readable gzip file (damaged data decompresses to such text)" \
+                if f.read(2) == _GZIP_MAGIC else ""
+        raise UserError(f"{path}: line {line}: more than {MAX_LINE_BYTES:,} bytes without a line break (a FER2013 "
+                        f"line has about 9,000: emotion, 2,304 pixels, Usage): not a FER2013 CSV{damaged}")
 
 
 def _chunk_ends(text, chunk_bytes, final):
@@ -484,19 +501,22 @@ def write_h5(h5_path, images, labels, split, row, folds, fold_seed, dataset, sou
 
 
 def load_h5(path):
-    """The one reader of the prepared HDF5."""
+    """The one reader of the prepared HDF5. Everything the contract of docs/DESIGN.md promises is
+    checked before it is used: the datasets (kind, dtype, shape, size) before they are read, their
+    values (labels 0-6, splits 0-2, folds) and the attributes after. Every problem is one UserError
+    naming the file and the dataset or attribute."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: prepared data not found (run `snakemake` or `ferstudy prepare` first)")
-    with h5py.File(path, "r") as f:
-        missing = [k for k in ("images", "labels", "split", "row", "fold") if k not in f]
-        if missing:
-            raise UserError(f"{path}: not a ferstudy HDF5 (missing datasets: {', '.join(missing)})")
-        arrays = {k: f[k][()] for k in ("images", "labels", "split", "row", "fold")}
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-    for key in ("class_names", "split_names"):
-        if key in attrs:
-            attrs[key] = json.loads(attrs[key])
+    redo = "write it again with `ferstudy prepare` (or delete it and run snakemake)"
+    try:
+        with h5py.File(path, "r") as f:
+            arrays = {name: read_dataset(path, f, name, redo) for name in H5_DATASETS}
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    except OSError as err:
+        raise UserError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0][:160]}); {redo}") from None
+    attrs = checked_attrs(path, attrs, redo)
+    check_values(path, arrays, attrs["folds"], redo)
     return FerData(attrs=attrs, **arrays)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import CLASS_NAMES, IMAGE_SIZE, __version__
 from .errors import UserError
-from .io import atomic_path
+from .io import atomic_path, refuse_overwrite
 
 log = logging.getLogger("ferstudy.export")
 
@@ -97,6 +97,7 @@ def export(model_path, out_path, opset=OPSET, check_faces=None):
 
     from .train import load_model, predict
 
+    refuse_overwrite([out_path], [model_path])
     model, payload = load_model(model_path)
     model = model.float().eval()
     meta = metadata(payload, model_path)

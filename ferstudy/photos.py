@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import numpy as np
 
 from . import CLASS_NAMES, IMAGE_SIZE
 from .errors import UserError
-from .io import atomic_path
+from .io import atomic_path, refuse_overwrite
 
 log = logging.getLogger("ferstudy.photos")
 
@@ -42,6 +43,9 @@ FER_MARGIN = 0.01
 VIDEO_SUFFIXES = {".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
 CSV_COLUMNS = ["file", "frame", "x", "y", "w", "h", *(f"p_{c}" for c in CLASS_NAMES), "emotion"]
+# Largest image (or video frame) read, in pixels: the face detector needs ~30 bytes per pixel (a
+# 20000x20000 PNG of 440 KB asked for 13 GB). Checked from the file's header, before decoding.
+MAX_PIXELS = 50_000_000
 # One BGR colour per emotion for the boxes (angry red, disgust green, fear purple, happy yellow,
 # sad blue, surprise orange, neutral grey).
 COLOURS = [(40, 40, 220), (60, 160, 40), (160, 60, 150), (0, 200, 240), (200, 110, 30), (0, 140, 255),
@@ -250,9 +254,10 @@ class Unreadable(Exception):
     """A file that is neither an image nor a video OpenCV can read."""
 
 
-def read_image(path):
+def read_image(path, max_pixels=MAX_PIXELS):
     import cv2
 
+    check_size(header_size(path), max_pixels)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
@@ -261,10 +266,37 @@ def read_image(path):
         raise Unreadable("empty file")
     # IMREAD_COLOR: 8-bit BGR (grey stays grey in all three channels, 16 bits keep the top 8, alpha
     # is dropped), turned as its EXIF orientation says.
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is not None:
+        check_size(image.shape[1::-1], max_pixels)  # a format Pillow could not size
+    return image
 
 
-def video_frames(path, every):
+def header_size(path):
+    """(width, height) from the image file's header (Pillow reads no pixels for it), or None."""
+    import warnings
+
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # its bomb check would stop the sizing
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return image.size
+    except Exception:  # not a format Pillow knows (or damaged): OpenCV decides
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def check_size(size, max_pixels):
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise Unreadable(f"{size[0]}x{size[1]} pixels, more than --max-pixels {max_pixels:,} (the face detector "
+                         f"needs about 30 bytes per pixel); shrink it or raise --max-pixels")
+
+
+def video_frames(path, every, max_pixels=MAX_PIXELS):
     """(frame number, image) of every `every`th frame from frame 0; Unreadable if none can be read."""
     import cv2
 
@@ -272,6 +304,7 @@ def video_frames(path, every):
     try:
         if not cap.isOpened():
             raise Unreadable("not an image or a video OpenCV can read")
+        check_size((int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))), max_pixels)
         index, read_any = 0, False
         while True:
             if index % every == 0:
@@ -294,10 +327,17 @@ def is_video(path):
 
 
 class Outputs:
-    """Unique annotated-image names under `out` (two inputs may share a name)."""
+    """Unique annotated-image names under `out` (two inputs may share a name), none of them one of
+    the `inputs` (an input named like an output, p_annotated.jpg beside p.jpg, is never replaced)."""
 
-    def __init__(self, out):
+    def __init__(self, out, inputs=()):
         self.out, self.used = Path(out), set()
+        self.inputs = {Path(p).resolve() for p in inputs}
+        self.inodes = {(st.st_dev, st.st_ino) for st in map(_stat, inputs) if st is not None}
+
+    def is_input(self, path):
+        st = _stat(path)
+        return path.resolve() in self.inputs or (st is not None and (st.st_dev, st.st_ino) in self.inodes)
 
     def name(self, path, frame=None):
         p = Path(path)
@@ -305,11 +345,18 @@ class Outputs:
             (".jpg" if frame is not None else ".png")
         stem = p.stem + (f"_frame{frame:06d}" if frame is not None else "") + "_annotated"
         candidate, n = stem, 1
-        while candidate + suffix in self.used:
+        while candidate + suffix in self.used or self.is_input(self.out / (candidate + suffix)):
             n += 1
             candidate = f"{p.stem}-{n}" + stem[len(p.stem):]
         self.used.add(candidate + suffix)
         return self.out / (candidate + suffix)
+
+
+def _stat(path):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def face_rows(path, frame, boxes, probs):
@@ -324,12 +371,13 @@ def summary(boxes, probs):
                      for (x, y, w, h), p in zip(boxes, probs))
 
 
-def process_file(path, predictor, detector, outputs, every=10, margin=FER_MARGIN, min_face=30):
+def process_file(path, predictor, detector, outputs, every=10, margin=FER_MARGIN, min_face=30,
+                 max_pixels=MAX_PIXELS):
     """CSV rows of one photo or video; writes its annotated image(s). Raises Unreadable."""
     path = Path(path)
     if not path.is_file():
         raise Unreadable("file not found" if not path.exists() else "not a file")
-    image = None if is_video(path) else read_image(path)
+    image = None if is_video(path) else read_image(path, max_pixels)
     if image is None and path.suffix.lower() in IMAGE_SUFFIXES:
         raise Unreadable("not an image OpenCV can read (damaged, or an unsupported variant)")
     if image is not None:
@@ -344,7 +392,7 @@ def process_file(path, predictor, detector, outputs, every=10, margin=FER_MARGIN
             log.warning("%s: no face found (annotated copy without boxes: %s)", path, target)
         return face_rows(path, 0, boxes, probs)
     rows, sampled, with_faces = [], 0, 0
-    for frame, image in video_frames(path, every):
+    for frame, image in video_frames(path, every, max_pixels):
         sampled += 1
         grey = to_grey(image)
         boxes = detect_faces(grey, detector, min_face)
@@ -362,23 +410,35 @@ def process_file(path, predictor, detector, outputs, every=10, margin=FER_MARGIN
     return rows
 
 
-def predict_files(paths, predictor, out_dir, csv_path=None, every=10, margin=FER_MARGIN, min_face=30):
+def predict_files(paths, predictor, out_dir, csv_path=None, every=10, margin=FER_MARGIN, min_face=30, inputs=(),
+                  max_pixels=MAX_PIXELS):
     """Process every file; returns (rows, {path: why} of the unreadable ones). Writes the CSV even
-    when files fail (the others' rows) or no face was found (header only)."""
+    when files fail (the others' rows) or no face was found (header only): a file too large, or one
+    OpenCV fails on, is named on its line and the others are still done. No output replaces one of
+    `paths` or of the other `inputs` (the model)."""
+    import cv2
+
     if every < 1:
         raise UserError(f"--every {every}: must be 1 or more")
     if not 0 <= margin <= 1:
         raise UserError(f"--margin {margin}: must be in [0, 1] (a fraction of the face box per side)")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"--out {out_dir}: a file, not a directory (the annotated images and faces.csv go there)")
+    csv_path = Path(csv_path) if csv_path else Path(out_dir) / "faces.csv"
+    refuse_overwrite([csv_path], [*paths, *inputs])
     detector = cascade()
-    outputs = Outputs(out_dir)
+    outputs = Outputs(out_dir, [*paths, *inputs])
     rows, failed = [], {}
     for path in paths:
         try:
-            rows += process_file(path, predictor, detector, outputs, every, margin, min_face)
-        except Unreadable as why:
-            failed[str(path)] = str(why)
+            rows += process_file(path, predictor, detector, outputs, every, margin, min_face, max_pixels)
+        except (Unreadable, cv2.error, MemoryError) as err:
+            why = str(err) if isinstance(err, Unreadable) else \
+                f"OpenCV could not process it ({(str(err).strip().splitlines() or ['out of memory'])[-1][:160]})"
+            failed[str(path)] = why
             print(f"ferstudy: error: {path}: {why}; skipped", file=sys.stderr, flush=True)
-    csv_path = Path(csv_path) if csv_path else Path(out_dir) / "faces.csv"
+            if not isinstance(err, Unreadable):
+                detector = cascade()  # a failed detection leaves the cascade asking for its memory again
     with atomic_path(csv_path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
@@ -405,7 +465,7 @@ def cmd_predict_image(args):
     log.info("predicting faces with %s; Haar cascade %s, margin %.3f per side, min face %d px",
              predictor.describe(), CASCADE, args.margin, args.min_face)
     rows, failed, csv_path = predict_files(args.paths, predictor, args.out, args.csv, args.every, args.margin,
-                                           args.min_face)
+                                           args.min_face, inputs=[predictor.source], max_pixels=args.max_pixels)
     log.info("%d face%s in %d of %d files -> %s (annotated images in %s)", len(rows), "s" * (len(rows) != 1),
              len({r[0] for r in rows}), len(args.paths), csv_path, args.out)
     if failed:
@@ -437,5 +497,8 @@ def register(sub):
                    "fraction of its side (default %(default)s: FER2013's framing)")
     p.add_argument("--min-face", type=int, default=30, metavar="PX", help="smallest face searched for, in "
                    "pixels (default %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N", help="larger images and video "
+                   "frames are skipped with an error line (default %(default)s; the face detector needs about 30 "
+                   "bytes per pixel)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_predict_image)

@@ -48,6 +48,12 @@ IMAGENET = "imagenet"  # `pretrained: imagenet`: torchvision's ImageNet weights 
 LAYER_TYPES = ("conv", "batchnorm", "relu", "leakyrelu", "elu", "gelu", "maxpool", "avgpool",
                "dropout", "gap", "flatten", "fc")
 _CONV_OPTIONS = ("filters", "kernel", "stride", "padding", "bias")
+# Widths that size memory: a layer list (or a model file's spec) of `fc: 3000000000` must fail here,
+# in one line, not in the allocator (the config schema's blocks have the same maxima).
+MAX_FILTERS = 4096
+MAX_UNITS = 65536
+MAX_KERNEL = 48  # no window (or padding) larger than the 48x48 face
+MAX_PARAMETERS = 200_000_000  # 0.8 GB of fp32 weights, several times that in training; the study's are < 20 M
 _POOL_OPTIONS = ("size", "stride", "padding")
 
 
@@ -104,12 +110,13 @@ def _options(where, value, allowed, scalar_key):
     return {scalar_key: value}
 
 
-def _int_option(where, opts, key, default, minimum):
+def _int_option(where, opts, key, default, minimum, maximum=None):
     v = opts.get(key, default)
     if v is None:
         raise UserError(f"{where}: missing {key!r}")
-    if not _is_int(v) or v < minimum:
-        raise UserError(f"{where}: {key} must be an integer >= {minimum}, got {v!r}")
+    if not _is_int(v) or v < minimum or (maximum is not None and v > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise UserError(f"{where}: {key} must be an integer {bounds}, got {v!r}")
     return v
 
 
@@ -146,17 +153,17 @@ def _conv_padding(where, padding, kernel, stride):
         return "same" if kernel % 2 == 0 else kernel // 2
     if padding == "valid":
         return 0
-    if _is_int(padding) and padding >= 0:
+    if _is_int(padding) and 0 <= padding <= MAX_KERNEL:
         return padding
-    raise UserError(f"{where}: padding must be 'same', 'valid' or an integer >= 0, got {padding!r}")
+    raise UserError(f"{where}: padding must be 'same', 'valid' or an integer from 0 to {MAX_KERNEL}, got {padding!r}")
 
 
 def _plan_conv(where, kind, value, t, i):
     t.need_map(where, "conv")
     o = _options(where, value, _CONV_OPTIONS, "filters")
-    filters = _int_option(where, o, "filters", None, 1)
-    kernel = _int_option(where, o, "kernel", 3, 1)
-    stride = _int_option(where, o, "stride", 1, 1)
+    filters = _int_option(where, o, "filters", None, 1, MAX_FILTERS)
+    kernel = _int_option(where, o, "kernel", 3, 1, MAX_KERNEL)
+    stride = _int_option(where, o, "stride", 1, 1, MAX_KERNEL)
     bias = o.get("bias", True)
     if not isinstance(bias, bool):
         raise UserError(f"{where}: bias must be true or false, got {bias!r}")
@@ -171,8 +178,8 @@ def _plan_conv(where, kind, value, t, i):
 def _plan_pool(where, kind, value, t, i):
     t.need_map(where, kind)
     o = _options(where, value, _POOL_OPTIONS, "size")
-    size = _int_option(where, o, "size", None, 1)
-    stride = _int_option(where, o, "stride", size, 1)
+    size = _int_option(where, o, "size", None, 1, MAX_KERNEL)
+    stride = _int_option(where, o, "stride", size, 1, MAX_KERNEL)
     padding = _int_option(where, o, "padding", 0, 0)
     if padding > size // 2:
         raise UserError(f"{where}: padding must be at most size // 2 = {size // 2}")
@@ -212,7 +219,7 @@ def _plan_flatten(where, kind, value, t, i):
 
 
 def _plan_fc(where, kind, value, t, i, plan):
-    units = _int_option(where, _options(where, value, ("units",), "units"), "units", None, 1)
+    units = _int_option(where, _options(where, value, ("units",), "units"), "units", None, 1, MAX_UNITS)
     if t.flat is None:
         if not t.seen_conv:
             raise UserError(f"{where}: fc before any conv layer; add conv layers first "
@@ -235,18 +242,31 @@ def plan_layers(layers, in_channels=1, input_size=48):
     if not isinstance(layers, list) or not layers:
         raise UserError("layers must be a non-empty list of layers")
     t = _Tensor(in_channels, input_size, input_size)
-    plan = []
+    plan, weights = [], 0
     for i, item in enumerate(layers):
         where, kind, value = _split_item(i, item)
         if kind == "fc":  # may add the flatten the spec left out
             args = _plan_fc(where, kind, value, t, i, plan)
         else:
             args = _PLANNERS[kind](where, kind, value, t, i)
+        weights += _weight_count(kind, args)
+        if weights > MAX_PARAMETERS:
+            raise UserError(f"{where}: the network has {weights:,} weights up to here, more than "
+                            f"{MAX_PARAMETERS:,} (a width or an fc after a large feature map)")
         if t.flat is None and (t.h < 1 or t.w < 1):
             raise UserError(f"after layer {i} ({item!r}) the feature map is {max(t.h, 0)}x{max(t.w, 0)}: "
                             f"too much pooling or striding for {input_size}x{input_size} input")
         plan.append(LayerPlan(i, f"{kind}{i}", kind, args, t.shape()))
     return plan
+
+
+def _weight_count(kind, args):
+    """Weights of a conv or fc layer (the others have none worth counting for the cap)."""
+    if kind == "conv":
+        return args["in_channels"] * args["out_channels"] * args["kernel_size"] ** 2
+    if kind == "fc":
+        return args["in_features"] * args["out_features"]
+    return 0
 
 
 def _check_top(spec):

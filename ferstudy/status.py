@@ -8,13 +8,17 @@ running jobs' own estimates, scheduled on the study's cores as Snakemake runs th
 
 Sources, all under the study directory: results/logs/train/{arch}/fold{k}.log and
 results/logs/train_final.log (the epoch lines `ferstudy train` writes), the jobs' outputs
-(results/cv/{arch}/fold{k}/predictions.csv, results/final/model.pt), their resume checkpoints
+(results/cv/{arch}/fold{k}/predictions.csv, results/final/model.pt; one older than its inputs,
+the run config or the data, is "outdated": Snakemake runs it again), their resume checkpoints
 (results/checkpoints/), results/cv/{arch}/run_config.yaml, results/cost/prediction.json and
-run.json, and Snakemake's locks in .snakemake/locks (a Snakemake is running there).
+run.json, Snakemake's locks in .snakemake/locks, and this machine's processes working in the
+study directory (/proc): a lock without a Snakemake process is a stale one (Snakemake was
+killed), and a job runs only while a Snakemake or its own process does.
 Nothing is written; nothing needs Snakemake or torch.
 """
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -34,7 +38,7 @@ QUIET_S = 600  # a log silent this long (and longer than 3 epochs) belongs to no
 class Job:
     name: str                 # "baseline fold 0" or "final model (baseline)"
     log: Path
-    state: str = "not started"  # done | running | stopped | failed | not started
+    state: str = "not started"  # done | running | stopped | failed | outdated | not started
     epoch: int = 0
     epochs: int = 0
     accuracy: str = ""        # "held-out acc 0.559", "train acc 0.556", ...
@@ -64,15 +68,60 @@ def _hms(line):
     return int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) if m else None
 
 
-def snakemake_running_since(study):
-    """Creation time of the Snakemake lock of the study directory, None when none is running."""
+def lock_time(study):
+    """Creation time of the Snakemake lock of the study directory, None without one."""
     locks = list((Path(study) / ".snakemake" / "locks").glob("*.lock"))
     return min(p.stat().st_mtime for p in locks) if locks else None
 
 
-def read_job(job, done_output, now, locked_since, final=False):
-    """Fill `job` from its log: state, epoch, accuracy, time left."""
+def study_processes(study):
+    """The argument lists of this machine's processes working in `study` (Snakemake changes into its
+    working directory; its local jobs run there), or None where /proc cannot tell (not Linux)."""
+    proc, target = Path("/proc"), Path(study).resolve()
+    if not (proc / "self" / "cwd").exists():
+        return None
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) != target:
+                continue
+            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+        except OSError:  # gone, or another user's
+            continue
+        if argv:
+            found.append(argv)
+    return found
+
+
+def is_snakemake(argv):
+    return any(Path(a).name == "snakemake" for a in argv[:2]) or argv[1:3] == ["-m", "snakemake"]
+
+
+def training_jobs(processes):
+    """Names (as `Job.name` starts) of the training jobs these processes run: "ARCH fold K", "final"."""
+    names = set()
+    for argv in processes:
+        if "ferstudy" not in " ".join(argv[:3]):
+            continue
+        options = dict(zip(argv, argv[1:]))
+        if "train" in argv and "--run-config" in options and "--fold" in options:
+            names.add(f"{Path(options['--run-config']).parent.name} fold {options['--fold']}")
+        elif "train-final" in argv:
+            names.add("final")
+    return names
+
+
+def read_job(job, done_output, now, locked_since, final=False, inputs=(), live=None):
+    """Fill `job` from its log: state, epoch, accuracy, time left. `inputs`: files its output must
+    not be older than (else it is outdated). `live`: True when its process runs, False when
+    nothing on this machine can be running it, None when unknown (the log's age decides)."""
     lines = _read(job.log)
+    newest_input = max((Path(p).stat().st_mtime for p in inputs if Path(p).is_file()), default=0.0)
+    if Path(done_output).is_file() and Path(done_output).stat().st_mtime < newest_input and not live:
+        job.state, job.note = "outdated", "its run config or data changed since: runs again"
+        return job
     if lines is None:
         return job
     mtime = job.log.stat().st_mtime
@@ -90,9 +139,8 @@ def read_job(job, done_output, now, locked_since, final=False):
     failed = next((line for line in reversed(lines) if FAILED.search(line)), None)
     epoch_s = float(epochs[-1][5]) if epochs else 0.0
     quiet = now - mtime
-    if failed:
-        job.state, job.note = "failed", failed.strip()[-100:]
-    elif (locked_since is not None and mtime >= locked_since) or quiet < max(QUIET_S, 3 * epoch_s):
+    recent = (locked_since is not None and mtime >= locked_since) or quiet < max(QUIET_S, 3 * epoch_s)
+    if live or (live is None and recent and not failed):
         job.state = "running"
         if epochs:
             job.left_s = max(0.0, float(epochs[-1][6]) - quiet)
@@ -100,6 +148,8 @@ def read_job(job, done_output, now, locked_since, final=False):
             start, end = _hms(lines[0]) if lines else None, _hms(lines[-1]) if lines else None
             elapsed = ((end - start) % 86400 if start is not None and end is not None else 0) + quiet
             job.left_s = max(0.0, job.predicted_s - elapsed)
+    elif failed:
+        job.state, job.note = "failed", failed.strip()[-100:]
     else:
         job.state = "stopped"
         job.note = "resumes from its checkpoint when the study runs again" if job.epoch else ""
@@ -112,7 +162,11 @@ def study_status(study=".", cores=None, now=None):
     results = study / "results"
     pred = _json(results / "cost" / "prediction.json") or {}
     run = _json(results / "cost" / "run.json") or {}
-    locked_since = snakemake_running_since(study)
+    processes = study_processes(study)
+    alive = None if processes is None else any(map(is_snakemake, processes))
+    running = training_jobs(processes or [])
+    locked = lock_time(study)
+    locked_since = locked if alive is not False else None  # a lock nobody holds is stale
     per_arch = pred.get("per_arch") or {}
     archs = {a: p.get("jobs", 0) for a, p in per_arch.items()}
     if not archs:  # no prediction: the architectures whose run config this study wrote
@@ -123,7 +177,9 @@ def study_status(study=".", cores=None, now=None):
         for fold in range(folds):
             job = Job(f"{arch} fold {fold}", results / "logs" / "train" / arch / f"fold{fold}.log",
                       predicted_s=(per_arch.get(arch) or {}).get("predicted_job_s"))
-            jobs.append(read_job(job, results / "cv" / arch / f"fold{fold}" / "predictions.csv", now, locked_since))
+            inputs = [results / "cv" / arch / "run_config.yaml", results / "data" / "dataset.h5"]
+            jobs.append(read_job(job, results / "cv" / arch / f"fold{fold}" / "predictions.csv", now, locked_since,
+                                 inputs=inputs, live=_live(job.name, running, alive)))
     final_pred = pred.get("final") or {}
     selection = _json(results / "final" / "selection.json") or {}
     final_arch = selection.get("architecture")
@@ -132,11 +188,22 @@ def study_status(study=".", cores=None, now=None):
     final_s = (final_pred.get("per_arch_s") or {}).get(final_arch, final_pred.get("predicted_job_s"))
     final = read_job(Job(f"final model ({final_arch or 'chosen by cross-validation'})",
                          results / "logs" / "train_final.log", predicted_s=final_s),
-                     results / "final" / "model.pt", now, locked_since, final=True)
+                     results / "final" / "model.pt", now, locked_since, final=True,
+                     inputs=[results / "final" / "selection.json", results / "final" / "final_config.yaml",
+                             results / "data" / "dataset.h5"], live=_live("final", running, alive))
     cores = cores or pred.get("cores") or 1
     return {"jobs": jobs, "final": final, "left": time_left(jobs, final, pred, results, cores),
             "cores": cores, "prediction": bool(pred), "preset": (pred.get("data") or {}).get("preset"),
-            "running_since": locked_since, "started_at": run.get("started_at"), "now": now}
+            "running_since": locked_since, "stale_lock": locked is not None and alive is False,
+            "started_at": run.get("started_at"), "now": now}
+
+
+def _live(name, running, alive):
+    """True: a process of this machine trains it; False: no Snakemake and no such process here;
+    None: a Snakemake runs (its jobs may be on cluster nodes) or /proc cannot tell."""
+    if name in running:
+        return True
+    return False if alive is False else None
 
 
 def _folds(run_config):
@@ -160,8 +227,8 @@ def time_left(jobs, final, pred, results, cores):
     slots = sorted(j.left_s or 0.0 for j in jobs if j.state == "running")[-cores:]
     slots += [0.0] * (cores - len(slots))
     # stopped and failed jobs run again (from their checkpoints) when the study does
-    waiting = sorted(((j.predicted_s or 0.0) * pace for j in jobs if j.state in ("not started", "stopped", "failed")),
-                     reverse=True)
+    waiting = sorted(((j.predicted_s or 0.0) * pace for j in jobs
+                      if j.state in ("not started", "stopped", "failed", "outdated")), reverse=True)
     for seconds in waiting:
         i = slots.index(min(slots))
         slots[i] += seconds
@@ -182,15 +249,19 @@ def format_status(st, study="."):
     from .cost.study import clock
 
     jobs, final = st["jobs"], st["final"]
-    counts = {s: sum(j.state == s for j in jobs) for s in ("done", "running", "stopped", "failed", "not started")}
+    counts = {s: sum(j.state == s for j in jobs)
+              for s in ("done", "running", "stopped", "failed", "outdated", "not started")}
     head = f"Study in {Path(study).resolve()}"
     if st["preset"]:
         head += f" (preset {st['preset']}, {st['cores']} cores)"
     head += ": Snakemake is running" if st["running_since"] else ": no Snakemake running here"
+    if st.get("stale_lock"):
+        head += (" (a stale lock in .snakemake/locks from a Snakemake that was stopped: run `snakemake --unlock` "
+                 "once, then the same command as before)")
     lines = [head, "Cross-validation: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) +
              f" ({len(jobs)} jobs)" if jobs else "Cross-validation: no training job found (results/logs/train/)"]
     shown = sorted((j for j in jobs if j.state == "done"), key=lambda j: j.finished_at) + \
-        [j for j in jobs if j.state in ("running", "stopped", "failed")]
+        [j for j in jobs if j.state in ("running", "stopped", "failed", "outdated")]
     if final.state != "not started":
         shown.append(final)
     width = max([len(j.name) for j in shown] + [10])
@@ -225,6 +296,10 @@ def format_status(st, study="."):
 
 
 def cmd_status(args):
+    from .errors import UserError
+
+    if not Path(args.dir).is_dir():
+        raise UserError(f"--dir {args.dir}: no such directory (the study directory is where snakemake runs)")
     st = study_status(args.dir, cores=args.cores)
     print(format_status(st, args.dir))
 

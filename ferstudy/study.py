@@ -18,6 +18,16 @@ from .stability import (curve_from_histories, gap_curve_pp, heuristic_stability,
                         paired_curve_pp, recheck_label, regularization_amount)
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy")
+# ablation.csv's columns, as `aggregate` writes them (tests/test_study.py checks the two agree): a
+# study of one architecture has no variant to compare and writes the header alone.
+ABLATION_COLUMNS = ("arch", "factor", "baseline", "metric", "k", "mean", "baseline_mean", "diff_pp", "std_pp", "t",
+                    "p", "df", "alpha", "verdict", "note", "p_pooled", "t_pooled", "df_pooled", "std_pooled_pp",
+                    "se_pooled_pp", "fragile", "detectable_pp", "detectable_pooled_pp", "compute_ratio",
+                    "compute_mixed", "p_holm", "holm", "n_train", "n_test", "epochs", "gap_pp", "baseline_gap_pp",
+                    "curve_epochs", "curve_diff_pp", "band_pp", "late_min_pp", "late_max_pp", "gap_growth_pp",
+                    "baseline_gap_growth_pp", "stability_basis", "stability_rule", "recheck_status",
+                    "recheck_reason", "recheck_fold", "recheck_epochs", "recheck_1x_pp", "recheck_2x_pp", "stability",
+                    "stability_reason")
 
 
 def evaluate_arch(prediction_files, run_config, model_file=None, benchmark_files=()):
@@ -81,6 +91,8 @@ def aggregate(metrics_files, baseline, alpha, n_train, n_test, recheck=None):
     ablation = pd.DataFrame(budget_checked(comparisons, results, baseline, trained, n_test, recheck))
     if len(ablation):  # the factor second, as the tables show it
         ablation = ablation[["arch", "factor", *(c for c in ablation.columns if c not in ("arch", "factor"))]]
+    else:
+        ablation = pd.DataFrame(columns=list(ABLATION_COLUMNS))
     cost = pd.DataFrame([{"architecture": name, **m["cost"],
                           "accuracy_mean": m["aggregate"]["metrics"]["accuracy"]["mean"]}
                          for name, m in results.items()])

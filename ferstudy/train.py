@@ -448,11 +448,17 @@ def resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, devi
     if checkpoint_path.is_file():
         ckpt = load_torch_file(checkpoint_path, "checkpoint", device)
         if ckpt.get("fingerprint") == fingerprint:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
+            try:
+                model.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                scheduler.load_state_dict(ckpt["scheduler"])
+                state = {k: ckpt[k] for k in ("epoch", "history", "best", "amp", "precision_reason")}
+            except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+                raise UserError(f"{checkpoint_path}: a checkpoint of this run whose contents do not fit it "
+                                f"({(str(err).splitlines() or [type(err).__name__])[0][:160]}); delete it and run "
+                                f"the job again (it trains from the start)") from None
             progress(f"resuming from {checkpoint_path} after epoch {ckpt['epoch']}")
-            return {k: ckpt[k] for k in ("epoch", "history", "best", "amp", "precision_reason")}
+            return state
         progress(f"ignoring {checkpoint_path}: it belongs to another configuration")
     return {"epoch": 0, "history": [], "best": None}
 
@@ -482,8 +488,7 @@ def save_checkpoint(path, model, optimizer, scheduler, state, run_cfg, fingerpri
     ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": state["epoch"], "history": state["history"], "best": state["best"], "config": run_cfg,
             "fingerprint": fingerprint, "amp": state["amp"], "precision_reason": state["precision_reason"]}
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    _torch_save(ckpt, path)
 
 
 def save_model(path, model, run_cfg, extra=None):
@@ -491,8 +496,19 @@ def save_model(path, model, run_cfg, extra=None):
     crop = run_cfg["training"]["augment"].get("crop", 48)
     payload = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "spec": run_cfg["model"],
                "input_size": crop, "run_config": run_cfg, **(extra or {})}
+    _torch_save(payload, path)
+
+
+def _torch_save(obj, path):
+    """torch.save through memory, the file written by Python: a full disk or `ulimit -f` is then an
+    OSError naming the file (`io.atomic_path`), where torch's own writer raises RuntimeErrors that
+    say nothing of the cause ("unexpected pos", "iostream error")."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        Path(tmp).write_bytes(buffer.getbuffer())
 
 
 def write_history(path, history):
@@ -514,46 +530,103 @@ def write_predictions(path, rows, labels, probs):
 
 
 def load_model(path, device="cpu"):
+    """(model, payload) of a file `save_model` wrote; whatever is in it is checked before it is used."""
     payload = load_torch_file(path, "model", device)
+    check_model_payload(path, payload)
     try:
         model = build_model(payload["spec"], input_size=payload["input_size"], weights=False)  # its own follow
+    except UserError as err:
+        raise UserError(f"{path}: not a ferstudy model: its layer spec is not one ferstudy builds ({err})") from None
+    try:
         model.load_state_dict(payload["model"])
-    except (UserError, RuntimeError, KeyError, TypeError, ValueError) as err:
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise UserError(f"{path}: not a ferstudy model: its weights do not fit its own layer spec "
                         f"({str(err).splitlines()[0][:200]})") from None
     return model.to(device).eval(), payload
 
 
+def check_model_payload(path, payload):
+    """What predict, predict-image and export read from a model file besides its weights: a run
+    config with training settings, the evaluation crop (`input_size`) and test-time augmentation."""
+    from .augment import TTA_MODES
+
+    run_cfg, spec, crop = payload["run_config"], payload["spec"], payload["input_size"]
+    training = run_cfg.get("training") if isinstance(run_cfg, dict) else None
+    tta = training.get("tta", "none") if isinstance(training, dict) else "none"
+    for failed, problem in (
+            (not isinstance(training, dict), "its run_config has no training settings"),
+            (type(crop) is not int or not 16 <= crop <= 48,
+             f"input_size {crop!r} is not an evaluation crop (an integer from 16 to 48)"),
+            (tta not in TTA_MODES, f"training.tta {tta!r} is not one of {', '.join(TTA_MODES)}"),
+            (not isinstance(spec, dict), f"its spec is a {type(spec).__name__}, not a mapping with layers or a backbone")):
+        if failed:
+            raise UserError(f"{path}: not a ferstudy model: {problem} (a file `ferstudy train` did not write, or an "
+                            f"edited one)")
+
+
 # What a file must hold to be one of ours (save_model, save_checkpoint).
 REQUIRED_KEYS = {"model": ("model", "spec", "input_size", "run_config"),
                  "checkpoint": ("model", "optimizer", "scheduler", "epoch", "history", "fingerprint")}
+# torch's weights-only unpickler names the object it refused: "Unsupported global: GLOBAL builtins.open
+# was not an allowed global" or, for blocked modules (os, subprocess, ...), "Trying to load
+# unsupported GLOBAL posix.system whose module posix is blocked" (torch 2.6-2.14).
+_REFUSED_GLOBAL = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)")
+
+
+def _first_global(path, max_ops=100_000):
+    """The first Python object a raw pickle names (GLOBAL, or STACK_GLOBAL after its two strings),
+    read with pickletools, which decodes opcodes and runs nothing; None for anything else."""
+    import pickletools
+
+    strings = []
+    try:
+        with open(path, "rb") as f:
+            for n, (op, arg, _) in enumerate(pickletools.genops(f)):
+                if op.name == "GLOBAL":
+                    return str(arg).replace(" ", ".")
+                if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    return f"{strings[-2]}.{strings[-1]}"
+                if isinstance(arg, str) and "UNICODE" in op.name:
+                    strings.append(arg)
+                if n >= max_ops:
+                    break
+    except Exception:  # not a pickle at all, or a damaged one: nothing to name
+        return None
+    return None
 
 
 def load_torch_file(path, kind, device="cpu"):
     """A model or checkpoint file read as data, never as code: torch's weights-only unpickler
     accepts tensors, plain containers, numbers and strings, which is all ferstudy writes; a file
     that names any other Python object (which unpickling would call) is refused before anything in
-    it runs. Every problem is one UserError line naming the file."""
+    it runs. Every problem is one UserError line naming the file (a checkpoint's says to delete it:
+    the job then trains from the start)."""
     import pickle
-    import struct
+    import warnings
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {kind} file not found")
+    redo = "; delete it and run the job again (it trains from the start)" if kind == "checkpoint" else ""
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a raw pickle makes torch warn about its protocol before refusing it
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        unsafe = _REFUSED_GLOBAL.search(str(err))
+        unsafe = unsafe.group(1) if unsafe else _first_global(path)  # a raw pickle torch stops reading early
         if unsafe:
             raise UserError(f"{path}: refused: not a plain ferstudy {kind} file: loading it would call the Python "
-                            f"object {unsafe.group(1)} (files from untrusted sources can run code this way); nothing "
-                            f"in it was run. A ferstudy {kind} of an older version: rerun the job that wrote it") from None
-        raise UserError(f"{path}: not a ferstudy {kind} file (not a PyTorch file torch can read)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as err:
+                            f"object {unsafe} (files from untrusted sources can run code this way); nothing in it "
+                            f"was run" + (redo or f". A ferstudy {kind} of an older version: rerun the job that "
+                                                  f"wrote it")) from None
+        raise UserError(f"{path}: not a ferstudy {kind} file (not a PyTorch file torch can read){redo}") from None
+    except Exception as err:  # torch's legacy reader fails on arbitrary bytes in open-ended ways (KeyError, ...)
         first = (str(err).splitlines() or [type(err).__name__])[0][:160]
-        raise UserError(f"{path}: not a ferstudy {kind} file ({first})") from None
+        first = first if isinstance(err, (RuntimeError, OSError, ValueError)) else f"{type(err).__name__}: {first}"
+        raise UserError(f"{path}: not a ferstudy {kind} file ({first}){redo}") from None
     missing = [k for k in REQUIRED_KEYS[kind] if not isinstance(payload, dict) or k not in payload]
     if missing:
         raise UserError(f"{path}: not a ferstudy {kind} file (a PyTorch file without {', '.join(missing)}: "
-                        f"another project's?)")
+                        f"another project's?){redo}")
     return payload

@@ -289,3 +289,77 @@ def test_recheck_off_unquoted_and_a_list_of_variants(tmp_path):
     raw["study"]["recheck"] = ["vgg_deep"]  # skipped by the demo preset: not studied
     with pytest.raises(UserError, match="study.recheck: 'vgg_deep' is no variant of this study"):
         resolve_config(raw, workdir=tmp_path)
+
+
+# ---------------------------------------------------------------- hostile and careless values (issue 24)
+@pytest.mark.parametrize("path,value,fragment", [
+    # integers that are integers: JSON Schema counts 2.0 as one, range() and tensor shapes do not
+    (("training", "epochs"), 2.0, "config key training.epochs: 2.0 is not an integer (write 2)"),
+    (("data", "folds"), 3.0, "config key data.folds: 3.0 is not an integer (write 3)"),
+    (("training", "batch_size"), 32.0, "config key training.batch_size: 32.0 is not an integer (write 32)"),
+    (("training", "epochs"), 1e8, "config key training.epochs: 100000000.0 is not an integer"),
+    (("training", "epochs"), 2.5, "config key training.epochs: 2.5 is not an integer"),
+    (("architectures", "baseline", "blocks", "filters"), [8.0, 16],
+     "config key architectures.baseline.blocks.filters.0: 8.0 is not an integer (write 8)"),
+    # values that size memory or time have a maximum
+    (("training", "epochs"), 99999999999999999999,
+     "config key training.epochs: 99999999999999999999 is greater than the maximum of 10000"),
+    (("training", "batch_size"), 10**9, "config key training.batch_size: 1000000000 is greater than the maximum"),
+    (("training", "curve_images"), 10**12, "config key training.curve_images: 1000000000000 is greater"),
+    (("data", "demo_images"), 10**10, "config key data.demo_images: 10000000000 is greater than the maximum"),
+    (("threads",), 10**7, "config key threads: 10000000 is greater than the maximum of 1024"),
+    (("architectures", "baseline", "blocks", "filters"), [8, 10**7], "blocks.filters.1: 10000000 is greater"),
+    # extra test sets: names stay inside results/, never replace FER2013's own test sets
+    (("data", "extra_test_sets"), {"../../../../../../tmp/x/ESCAPED": "x.csv"},
+     "config key data.extra_test_sets: the name '../../../../../../tmp/x/ESCAPED' is not allowed"),
+    (("data", "extra_test_sets"), {"a;b": "x.csv"}, "the name 'a;b' is not allowed"),
+    (("data", "extra_test_sets"), {"$(touch x)": "x.csv"}, "the name '$(touch x)' is not allowed"),
+    (("data", "extra_test_sets"), {"a/b": "x.csv"}, "the name 'a/b' is not allowed"),
+    (("data", "extra_test_sets"), {".hidden": "x.csv"}, "the name '.hidden' is not allowed"),
+    (("data", "extra_test_sets"), {"private": "x.csv"},
+     "config key data.extra_test_sets.private: the name is reserved for FER2013's PrivateTest"),
+    (("data", "extra_test_sets"), {"public": "x.csv"},
+     "config key data.extra_test_sets.public: the name is reserved for FER2013's PublicTest"),
+    (("data", "extra_test_sets"), {"Private": "x.csv"}, "data.extra_test_sets.Private: the name is reserved"),
+    (("data", "extra_test_sets"), {"ck": "ck.csv", "CK": "ck.csv"},
+     "config key data.extra_test_sets.CK: the name differs from 'ck' only in case"),
+    # a final architecture that is not studied fails here, not as a traceback in the DAG
+    (("final", "architecture"), "nope", "config key final.architecture: 'nope' is not among the architectures studied"),
+])
+def test_hostile_values_fail_in_one_line_naming_the_key(path, value, fragment, tmp_path):
+    (tmp_path / "ck.csv").write_text("emotion,pixels,Usage\n")
+    with pytest.raises(UserError) as err:
+        resolve_config(with_change(path, value), workdir=tmp_path)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_command_line_values_are_judged_as_the_numbers_they_are(tmp_path):
+    """`--config "training={epochs: -3}"` is out of range (not "'-3' is not of type 'integer'"),
+    2.0 and 1e9 are floats for an integer key, and a mapping that is not YAML says so."""
+    from ferstudy.config import coerce_cli_config, resolve_layers
+
+    def error(given):
+        with pytest.raises(UserError) as err:
+            resolve_layers(BASE, [("--config", coerce_cli_config(given))], workdir=tmp_path)
+        return str(err.value)
+
+    assert "config key training.epochs: -3 is less than the minimum of 1" in error({"training": {"epochs": "-3"}})
+    assert "config key training.epochs: 2.0 is not an integer (write 2)" in error({"training": {"epochs": "2.0"}})
+    assert "config key training.epochs: 1000000000.0 is not an integer" in error({"training": {"epochs": "1e9"}})
+    assert "config key data.folds: 3.0 is not an integer (write 3)" in error({"data": {"folds": "3.0"}})
+    assert "greater than the maximum of 10000" in error({"training": {"epochs": "99999999999999999999"}})
+    with pytest.raises(UserError, match=r"^--config training='\{epochs: \[\}': not valid YAML \("):
+        coerce_cli_config({"training": "{epochs: [}"})
+    assert coerce_cli_config({"data": {"csv": "123"}}) == {"data": {"csv": "123"}}  # a path stays a path
+
+
+def test_evaluation_epochs_take_no_memory_for_many_epochs():
+    from ferstudy.config import evaluation_epochs
+
+    many = evaluation_epochs({"epochs": 10**15, "eval_every": 7})
+    assert 10**15 in many and 7 * 10**13 in many and 8 not in many and 0 not in many and 10**15 + 7 not in many
+    assert len(many) == 10**15 // 7 + 1
+    for epochs, every in [(10, 1), (10, 3), (9, 3), (5, 0), (1, 4)]:
+        want = {e for e in range(1, epochs + 1) if e == epochs or (every > 0 and e % every == 0)}
+        got = evaluation_epochs({"epochs": epochs, "eval_every": every})
+        assert {e for e in range(-2, epochs + 5) if e in got} == want and len(got) == len(want)

@@ -269,3 +269,141 @@ def test_full_real_fer2013_ingest_memory_is_bounded(tmp_path):
     r = ingest_in_subprocess(REAL_CSV_GZ, tmp_path / "fer.h5", folds=5)
     assert r["rows"] == 35887
     assert r["rss_after_import_mb"] < r["peak_rss_mb"] <= 1000, r
+
+
+# ---------------------------------------------------------------- crafted HDF5 files (issue 24)
+def _valid_h5(path, folds=3):
+    from ferstudy.data import write_h5
+
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(7, dtype=np.uint8), 12)
+    split = np.repeat(np.array([0, 1, 2], dtype=np.uint8), [56, 14, 14])
+    images = rng.integers(0, 256, (len(labels), 48, 48), dtype=np.uint8)
+    write_h5(path, images, labels, split, np.arange(len(labels)), folds, 0, "demo", "x.csv", "ab" * 32)
+    return path
+
+
+def _replace(name, **kw):
+    def change(f):
+        del f[name]
+        f.create_dataset(name, **kw)
+    return change
+
+
+def _set(name, index, value):
+    def change(f):
+        f[name][index] = value
+    return change
+
+
+CRAFTED_H5 = {
+    "not HDF5": (None, "not a readable HDF5 file"),
+    "images a group": (lambda f: (f.__delitem__("images"), f.create_group("images")), "dataset 'images': a group"),
+    "labels a group": (lambda f: (f.__delitem__("labels"), f.create_group("labels")), "dataset 'labels': a group"),
+    "fold missing": (lambda f: f.__delitem__("fold"), "missing datasets: fold"),
+    "label 200": (_set("labels", 5, 200), "dataset 'labels': value 200 at index 5 is outside 0-6"),
+    "split 9": (_set("split", 3, 9), "dataset 'split': value 9 at index 3 is outside 0-2"),
+    "negative row": (_set("row", 2, -4), "dataset 'row': value -4 at index 2 is outside 0-any"),
+    "fold 5 of 3": (_set("fold", 0, 5), "dataset 'fold': value 5 at index 0 is outside -1-2"),
+    "a test row in a fold": (_set("fold", 80, 1), "dataset 'fold': index 80 has fold 1 in split PrivateTest"),
+    "attribute folds 7": (lambda f: f.attrs.__setitem__("folds", 7), "fold 3 of the 7 the attribute folds declares"),
+    "attribute folds 2.5": (lambda f: f.attrs.__setitem__("folds", 2.5), "attribute folds is 2.5, expected an integer"),
+    "attribute folds missing": (lambda f: f.attrs.__delitem__("folds"), "attributes missing: folds"),
+    "class names missing": (lambda f: f.attrs.__delitem__("class_names"), "attributes missing: class_names"),
+    "class names not JSON": (lambda f: f.attrs.__setitem__("class_names", "{oops"), "attribute class_names is None"),
+    "1e9 images declared": (_replace("images", shape=(10**9, 48, 48), dtype=np.uint8),
+                            "dataset 'images': 1,000,000,000 rows declared, more than the 1,000,000"),
+    "float64 pixels x1000": (lambda f: _replace("images", data=f["images"][()] * 1000.0)(f),
+                             "dataset 'images': dtype float64, expected uint8 pixels"),
+    "32x32 images": (_replace("images", data=np.zeros((84, 32, 32), np.uint8)), "shape (84, 32, 32), expected (N, 48, 48)"),
+    "labels too short": (_replace("labels", data=np.zeros(10, np.uint8)), "dataset 'labels': 10 rows, but 'images' has 84"),
+    "float labels": (_replace("labels", data=np.zeros(84)), "dataset 'labels': dtype float64, expected integers"),
+    "no PrivateTest": (lambda f: _replace("split", data=np.minimum(f["split"][()], 1))(f),
+                       "dataset 'split' has no PrivateTest rows"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED_H5))
+def test_a_crafted_hdf5_is_refused_in_one_line_naming_the_dataset(case, tmp_path):
+    import h5py
+
+    change, fragment = CRAFTED_H5[case]
+    path = tmp_path / "dataset.h5"
+    if change is None:
+        path.write_text("emotion,pixels,Usage\n")
+    else:
+        _valid_h5(path)
+        with h5py.File(path, "r+") as f:
+            change(f)
+    with pytest.raises(UserError) as err:
+        load_h5(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and fragment in message and "\n" not in message, message
+    assert "ferstudy prepare" in message
+
+
+def test_a_valid_hdf5_reads_back_with_the_contracts_dtypes(tmp_path):
+    data = load_h5(_valid_h5(tmp_path / "d.h5"))
+    assert [a.dtype for a in (data.images, data.labels, data.split, data.row, data.fold)] == \
+        [np.uint8, np.uint8, np.uint8, np.int64, np.int8]
+    assert data.attrs["folds"] == 3 and data.attrs["class_names"] == CLASS_NAMES
+
+
+@pytest.mark.parametrize("command", ["train", "figures", "aggregate"])
+def test_every_command_that_reads_the_hdf5_refuses_a_crafted_one(command, tmp_path):
+    import h5py
+
+    path = _valid_h5(tmp_path / "my data.h5")
+    with h5py.File(path, "r+") as f:
+        f["labels"][0] = 200
+    import yaml
+    from test_train import tiny_run_config
+
+    (tmp_path / "rc.yaml").write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
+    args = {"train": ["--run-config", tmp_path / "rc.yaml", "--fold", "0", "--out-dir", tmp_path / "o",
+                      "--checkpoint", tmp_path / "c.pt"],
+            "figures": ["--results", tmp_path, "--archs", "x", "--baseline", "x", "--out-dir", tmp_path / "f"],
+            "aggregate": ["--metrics", tmp_path / "m.json", "--baseline", "x", "--summary", tmp_path / "s.csv",
+                          "--ablation", tmp_path / "a.csv", "--cost", tmp_path / "c.csv"]}[command]
+    proc = subprocess.run([sys.executable, "-m", "ferstudy", command, "--h5", path, *args], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"ferstudy: error: {path}: dataset 'labels': value 200 at index 0" in proc.stderr
+
+
+@pytest.mark.parametrize("text, line", [(b"emotion,pixels,Usage\n0," + b"1 " * (1 << 20), 2),
+                                        (b"emotion,pixels,Usage\n" + b"0,1 2,Training\n" * 3 + b"9" * (3 << 20), 5),
+                                        (b"emotion" * (1 << 18), 1)])
+def test_a_line_without_end_is_refused_before_it_fills_memory(text, line, tmp_path):
+    """A one-line 1.5 GB gzip made prepare read it whole (MemoryError); any text of more than
+    MAX_LINE_BYTES without a line break is refused, naming its line."""
+    path = tmp_path / "oneline.csv.gz"
+    path.write_bytes(gzip.compress(text, compresslevel=1))
+    with pytest.raises(UserError, match=rf"oneline.csv.gz: line {line}: more than 1,048,576 bytes without a line break"):
+        parse_fer_csv(path)
+
+
+def test_prepare_under_a_file_size_limit_is_one_line_and_leaves_nothing(real_slice_csv, tmp_path):
+    """`ulimit -f` while prepare writes the HDF5: h5py's RuntimeError traceback before; now one line."""
+    import resource
+
+    out = tmp_path / "out" / "dataset.h5"
+    proc = subprocess.run([sys.executable, "-m", "ferstudy", "prepare", "--csv", str(real_slice_csv), "--h5", str(out),
+                           "--folds", "3"], capture_output=True, text=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"ferstudy: error: {out}: writing it failed (File too large); nothing was written" in proc.stderr
+    assert list(out.parent.iterdir()) == []
+
+
+def test_prepare_never_writes_over_its_csv(real_slice_csv, tmp_path):
+    import shutil
+
+    csv = shutil.copy(real_slice_csv, tmp_path / "fer.csv")
+    before = csv.read_bytes()
+    for option in ("--h5", "--summary-csv"):
+        args = {"--h5": tmp_path / "d.h5", option: csv}
+        proc = subprocess.run([sys.executable, "-m", "ferstudy", "prepare", "--csv", str(csv),
+                               *(str(a) for kv in args.items() for a in kv)], capture_output=True, text=True)
+        assert proc.returncode == 2 and f"{csv}: this output would replace the input {csv}" in proc.stderr
+    assert csv.read_bytes() == before

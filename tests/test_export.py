@@ -147,3 +147,27 @@ def test_export_refuses_a_file_that_is_not_a_model_in_one_line(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"ferstudy: error: {tmp_path / 'x.pt'}: not a ferstudy model file") and "\n" not in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("ferstudy: error: "), err
+    return err
+
+
+def test_export_never_replaces_its_model_and_names_a_bad_output_path(untrained, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "M"
+    shutil.copy(untrained["flip"], model)
+    before = model.read_bytes()
+    assert main(["export", str(model), str(model)]) == 2
+    assert f"{model}: this output would replace the input {model}" in _one_error_line(capsys)
+    (tmp_path / "link").symlink_to(model)
+    assert main(["export", str(model), str(tmp_path / "link")]) == 2
+    assert "would replace the input" in _one_error_line(capsys)
+    assert model.read_bytes() == before
+    assert main(["export", str(model), str(tmp_path)]) == 2
+    assert f"{tmp_path}: a directory, not a file" in _one_error_line(capsys)
+    assert main(["export", str(model), "/proc/x.onnx"]) == 2
+    assert "/proc/x.onnx: cannot write there" in _one_error_line(capsys)

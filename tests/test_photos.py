@@ -221,3 +221,91 @@ def test_predict_image_refuses_a_missing_model_in_one_line(tmp_path, capsys):
 def test_default_margin_is_fer2013s_framing():
     # FER2013's 48x48 frame is the cascade's box / 0.98 (docs/PREDICT_IMAGE.md): 1% per side.
     assert FER_MARGIN == pytest.approx((1 / 0.98 - 1) / 2, abs=0.002)
+
+
+# ---------------------------------------------------------------- hostile files and names (issue 24)
+def huge_png(path, width, height):
+    """A valid grey PNG of width x height written row by row (a few hundred KB for 20000x20000)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(1), b"\0" + b"\x80" * width
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def one_face_photo(path, demo_faces, k=2):
+    cv2.imwrite(str(path), paste(background(300, 400, seed=2), demo_faces[k], 150, 60, 160))
+    return path
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_huge_image_is_one_error_line_and_the_other_files_are_done(tmp_path, model_path, demo_faces, capsys):
+    """A 20000x20000 PNG of a few hundred KB made the cascade ask for 13 GB: a cv2.error traceback,
+    no faces.csv, the other files' results lost. Its size is read from the header, before decoding."""
+    good = one_face_photo(tmp_path / "good.jpg", demo_faces)
+    huge = huge_png(tmp_path / "huge.png", 20000, 20000)
+    rgba = tmp_path / "rgba.png"
+    cv2.imwrite(str(rgba), np.dstack([background(200, 300), np.full((200, 300), 255, np.uint8)]))
+    out = tmp_path / "out"
+    code = main(["predict-image", str(good), str(huge), str(rgba), "--model", str(model_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"ferstudy: error: {huge}: 20000x20000 pixels, more than --max-pixels 50,000,000" in err
+    assert "1 of 3 files could not be read" in err and "Traceback" not in err
+    assert [r["file"] for r in read_rows(out / "faces.csv")] == [str(good)]
+    assert (out / "rgba_annotated.png").is_file() and not (out / "huge_annotated.png").exists()
+
+
+def test_an_opencv_failure_on_one_file_leaves_the_others_done(tmp_path, model_path, demo_faces, capsys, monkeypatch):
+    import ferstudy.photos as photos
+
+    good = one_face_photo(tmp_path / "good.jpg", demo_faces)
+    cv2.imwrite(str(tmp_path / "big.png"), background(310, 410))
+    real = photos.detect_faces
+
+    def detect(grey, *args):  # what OpenCV does under a memory limit with a large image
+        if grey.shape == (310, 410):
+            raise cv2.error("OpenCV(4.14.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate")
+        return real(grey, *args)
+
+    monkeypatch.setattr(photos, "detect_faces", detect)
+    out = tmp_path / "out"
+    files = [tmp_path / "big.png", good]
+    assert main(["predict-image", *map(str, files), "--model", str(model_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'big.png'}: OpenCV could not process it (" in err and "Insufficient memory" in err
+    assert [r["file"] for r in read_rows(out / "faces.csv")] == [str(good)]
+
+
+def test_no_output_replaces_an_input(tmp_path, model_path, demo_faces, capsys):
+    """p.jpg's annotated copy is named p_annotated.jpg: with an input of that name in --out, it was
+    overwritten and then read back annotated."""
+    photo = one_face_photo(tmp_path / "p.jpg", demo_faces)
+    namesake = one_face_photo(tmp_path / "p_annotated.jpg", demo_faces, k=3)
+    before = {p: p.read_bytes() for p in (photo, namesake)}
+    assert main(["predict-image", str(photo), str(namesake), "--model", str(model_path), "--out", str(tmp_path)]) == 0
+    assert {p: p.read_bytes() for p in before} == before
+    assert (tmp_path / "p-2_annotated.jpg").is_file() and (tmp_path / "p_annotated_annotated.jpg").is_file()
+    assert [r["file"] for r in read_rows(tmp_path / "faces.csv")] == [str(photo), str(namesake)]
+    assert main(["predict-image", str(photo), "--model", str(model_path), "--out", str(tmp_path / "o"),
+                 "--csv", str(photo)]) == 2
+    assert f"{photo}: this output would replace the input {photo}" in capsys.readouterr().err
+    assert photo.read_bytes() == before[photo]
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path, model_path, demo_faces, capsys):
+    photo = one_face_photo(tmp_path / "p.jpg", demo_faces)
+    (tmp_path / "taken").write_text("x")
+    assert main(["predict-image", str(photo), "--model", str(model_path), "--out", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err.strip() == (f"ferstudy: error: --out {tmp_path / 'taken'}: a file, not a directory "
+                                               f"(the annotated images and faces.csv go there)")

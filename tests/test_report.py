@@ -641,3 +641,34 @@ def test_hard_class_extremes_say_when_no_variant_moved_a_class():
     text = hard_class_extremes(abl, "disgust", lambda arch, c: moved[arch], 0.0)
     assert text == "disgust (baseline recall 0%) gained most with `a` (+2.0 pp) and no variant lowered it"
     assert "no variant raised it" in hard_class_extremes(abl, "fear", lambda arch, c: -moved[arch], 0.2)
+
+
+# ---------------------------------------------------------------- one architecture (issue 24)
+def test_the_ablation_columns_are_those_aggregate_writes(demo_results):
+    """study.ABLATION_COLUMNS (the header of an empty ablation) is the header of a real one."""
+    assert tuple(pd_read(demo_results / "tables" / "ablation.csv").columns) == study.ABLATION_COLUMNS
+
+
+def pd_read(path):
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def test_a_one_architecture_study_runs_through_and_says_there_is_no_ablation(tmp_path):
+    """`study: {only: [baseline]}`: aggregate wrote a 1-byte ablation.csv and the report died on
+    pandas' EmptyDataError. Now the table has its header and no rows, and the report says why."""
+    from ferstudy.htmlreport import csv_page
+
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw["preset"], raw["study"]["only"] = "demo", ["baseline"]
+    cfg = resolve_config(raw, workdir=REPO / "tests")
+    results = build_results(tmp_path, cfg, default_scores(cfg))
+    ablation = pd_read(results / "tables" / "ablation.csv")
+    assert len(ablation) == 0 and tuple(ablation.columns) == study.ABLATION_COLUMNS
+    assert json.loads((results / "final" / "selection.json").read_text())["runner_up"] is None
+    _, text, _ = make_report(results, tmp_path)
+    sentence = "**No ablation.** Only one architecture, `baseline`, was studied (`study.only`)"
+    assert text.count(sentence) == 3  # in short, the results, the effect of each operation
+    assert "| variant | factor |" not in text and "over the 0 comparisons" not in text
+    assert "0 rows" in csv_page(results / "tables" / "ablation.csv", "Each variant against the baseline")

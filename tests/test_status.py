@@ -2,11 +2,27 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
+
+import ferstudy.status as status
 from ferstudy.cli import main
 from ferstudy.status import format_status, study_status
 
 NOW = 1_800_000_000.0
+SNAKEMAKE = ["/venv/bin/python3", "/venv/bin/snakemake", "--cores", "2"]
+
+
+@pytest.fixture()
+def processes(monkeypatch):
+    """This machine's processes in the study directory, as `study_status` sees them: a Snakemake by default."""
+    running = [SNAKEMAKE]
+    monkeypatch.setattr(status, "study_processes", lambda study: running)
+    return running
 
 
 def epoch_line(clock, e, n, acc, left, val=None):
@@ -48,7 +64,7 @@ def make_study(root, prediction=True):
     return root
 
 
-def test_status_lists_each_job_and_predicts_the_time_left(tmp_path):
+def test_status_lists_each_job_and_predicts_the_time_left(tmp_path, processes):
     st = study_status(make_study(tmp_path), now=NOW)
     jobs = {j.name: j for j in st["jobs"]}
     assert [j.state for j in st["jobs"]] == ["done", "running", "stopped", "not started"]
@@ -72,7 +88,7 @@ def test_status_lists_each_job_and_predicts_the_time_left(tmp_path):
     assert f"tail -f {tmp_path}/results/logs/train/a/fold1.log" in text
 
 
-def test_status_of_the_final_model(tmp_path):
+def test_status_of_the_final_model(tmp_path, processes):
     root = make_study(tmp_path)
     log = root / "results" / "logs" / "train_final.log"
     head = ["10:00:00 INFO final model b: 300 Training images, checkpoint chosen on 50 PublicTest images",
@@ -89,14 +105,86 @@ def test_status_of_the_final_model(tmp_path):
     assert (final.state, final.seconds, final.accuracy) == ("done", 540, "PublicTest acc 0.6300 (epoch 9)")
 
 
-def test_status_without_a_prediction_or_a_running_snakemake(tmp_path, capsys):
+def test_status_without_a_prediction_or_a_running_snakemake(tmp_path, capsys, monkeypatch):
     root = make_study(tmp_path, prediction=False)
     (root / ".snakemake" / "locks" / "0.input.lock").unlink()
     failed = root / "results" / "logs" / "train" / "b" / "fold1.log"
     write(failed, ["08:00:00 INFO training b on fold 1", "Traceback (most recent call last):", "MemoryError"], 5000)
+    monkeypatch.setattr(status, "study_processes", lambda study: None)  # no /proc: the logs' age decides
     st = study_status(root, now=NOW)
     assert [j.state for j in st["jobs"]] == ["done", "running", "stopped", "failed"]  # a fold 1: written 30 s ago
+    monkeypatch.setattr(status, "study_processes", lambda study: [])  # nothing runs here
+    assert [j.state for j in study_status(root, now=NOW)["jobs"]] == ["done", "stopped", "stopped", "failed"]
     assert st["left"] is None
     assert main(["status", "--dir", str(root)]) == 0
     out = capsys.readouterr().out
     assert "no Snakemake running here" in out and "no cost prediction here" in out and "MemoryError" in out
+
+
+# ---------------------------------------------------------------- stale state (issue 24)
+def test_a_killed_snakemake_leaves_a_stale_lock_and_stopped_jobs(tmp_path, processes):
+    """After `kill -9` of Snakemake: "Snakemake is running" and a job "running ~2 s left" before,
+    also after `--unlock`. Now: no Snakemake process, so the lock is stale and the jobs stopped."""
+    root = make_study(tmp_path)
+    processes.clear()
+    st = study_status(root, now=NOW)
+    jobs = {j.name: j for j in st["jobs"]}
+    assert jobs["a fold 1"].state == "stopped" and st["running_since"] is None and st["stale_lock"]
+    text = format_status(st, root)
+    assert "no Snakemake running here (a stale lock in .snakemake/locks" in text and "snakemake --unlock" in text
+    assert "Running for" not in text and "Follow a job" not in text
+    assert any("a fold 1" in l and "stopped" in l and "resumes from its checkpoint" in l for l in text.splitlines())
+    (root / ".snakemake" / "locks" / "0.input.lock").unlink()  # snakemake --unlock
+    st = study_status(root, now=NOW)
+    assert {j.name: j.state for j in st["jobs"]}["a fold 1"] == "stopped" and not st["stale_lock"]
+
+
+def test_a_training_process_left_running_counts_as_running(tmp_path, processes):
+    root = make_study(tmp_path)
+    processes[:] = [["python3", "-m", "ferstudy", "train", "--h5", "results/data/dataset.h5", "--run-config",
+                     "results/cv/b/run_config.yaml", "--fold", "0", "--out-dir", "results/cv/b/fold0"]]
+    jobs = {j.name: j for j in study_status(root, now=NOW)["jobs"]}
+    assert jobs["b fold 0"].state == "running" and jobs["a fold 1"].state == "stopped"  # b fold 0's log: 4000 s old
+
+
+def test_outputs_older_than_their_run_config_are_outdated(tmp_path, processes):
+    """During a run after a config change, the previous config's outputs counted as done."""
+    root = make_study(tmp_path)
+    write(root / "results" / "cv" / "a" / "run_config.yaml", ["name: x", "data: {folds: 2, fold_seed: 0}"], 100)
+    st = study_status(root, now=NOW)
+    jobs = {j.name: j for j in st["jobs"]}
+    assert jobs["a fold 0"].state == "outdated" and jobs["a fold 1"].state == "running"
+    assert st["left"]["finished"] == 0  # its seconds no longer set the pace
+    text = format_status(st, root)
+    assert "0 done" not in text and "1 running, 1 stopped, 1 outdated, 1 not started (4 jobs)" in text
+    assert any("a fold 0" in l and "outdated" in l and "runs again" in l for l in text.splitlines()), text
+    write(root / "results" / "data" / "dataset.h5", ["new data"], 50)
+    assert {j.name: j.state for j in study_status(root, now=NOW)["jobs"]}["a fold 0"] == "outdated"
+
+
+def test_processes_are_read_from_this_machine(tmp_path):
+    """A real process named snakemake working in the study directory is a running Snakemake; killed
+    with SIGKILL, its lock is stale."""
+    root = make_study(tmp_path)
+    fake = tmp_path / "bin" / "snakemake"
+    fake.parent.mkdir()
+    fake.write_text("import time\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(fake), "--cores", "2"], cwd=root)
+    try:
+        for _ in range(100):
+            found = status.study_processes(root) or []
+            if any(status.is_snakemake(argv) for argv in found):
+                break
+            time.sleep(0.05)
+        assert [sys.executable, str(fake), "--cores", "2"] in found
+        assert "Snakemake is running" in format_status(study_status(root, now=NOW), root)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "a stale lock" in format_status(study_status(root, now=NOW), root)
+
+
+def test_status_of_a_directory_that_does_not_exist_fails(tmp_path, capsys):
+    assert main(["status", "--dir", str(tmp_path / "nonexistent")]) == 2
+    assert capsys.readouterr().err.strip() == (f"ferstudy: error: --dir {tmp_path / 'nonexistent'}: no such directory "
+                                               f"(the study directory is where snakemake runs)")

@@ -242,3 +242,54 @@ def test_an_at_risk_pair_gets_its_recheck_jobs(tmp_path):
     spec = yaml.safe_load((tmp_path / "results/recheck/x2/no_dropout/run_config.yaml").read_text())
     assert spec["training"]["epochs"] == longer and spec["training"]["subsample"] == 1.0
     assert spec["training"]["amp"] in (True, False)  # pinned to the precision fold 0 trained in
+
+
+def test_new_data_with_the_old_mtime_reruns_prepare(tmp_path):
+    """`cp -p` of different data over data/fer2013.csv keeps its mtime; the HDF5 stores the data's
+    SHA-256, and that hash is a rerun trigger of `prepare`."""
+    from ferstudy.demo import write_demo_csv
+
+    data = tmp_path / "data" / "fer2013.csv"
+    data.parent.mkdir()
+    for seed, path in ((0, data), (1, tmp_path / "other.csv")):
+        write_demo_csv(path, n_images=700, seed=seed)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("data: {csv: data/fer2013.csv}\nstudy: {only: [baseline], predict_cost: false}\n")
+
+    def dry_run():
+        result = snakemake(tmp_path, "-n", "results/data/dataset.h5", extra_configs=[mine])
+        return result.stdout + result.stderr
+
+    snakemake(tmp_path, "results/data/dataset.h5", extra_configs=[mine])
+    assert "Nothing to be done" in dry_run()
+    stat = data.stat()
+    shutil.copyfile(tmp_path / "other.csv", data)
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` leaves it
+    dry = dry_run()
+    assert [r for r, _ in planned_jobs(dry)] == ["prepare"] and "params have changed" in dry.lower(), dry
+
+
+@pytest.mark.parametrize("given, message", [
+    ("data={extra_test_sets: {private: x.csv}}", "config key data.extra_test_sets.private: the name is reserved"),
+    ("data={extra_test_sets: {'../../../../../../tmp/x/ESCAPED': x.csv}}",
+     "config key data.extra_test_sets: the name '../../../../../../tmp/x/ESCAPED' is not allowed"),
+    ("training={epochs: 99999999999999999999}", "config key training.epochs: 99999999999999999999 is greater than"),
+    ("training={epochs: 1e8}", "config key training.epochs: 100000000.0 is not an integer"),
+    ("training={batch_size: 32.0}", "config key training.batch_size: 32.0 is not an integer (write 32)"),
+    ("data={folds: 3.0}", "config key data.folds: 3.0 is not an integer (write 3)"),
+    ("training={epochs: -3}", "config key training.epochs: -3 is less than the minimum of 1"),
+    ("training={epochs: [}", "--config training='{epochs: [}': not valid YAML"),
+    ("final={architecture: nope}", "config key final.architecture: 'nope' is not among the architectures studied"),
+])
+def test_hostile_config_values_stop_the_dry_run_in_one_line(given, message, tmp_path):
+    """Each made a traceback, an out-of-memory dry run (21.8 GB for 1e20 epochs) or a crash in every
+    training job; now the dry run stops before any job with one line naming the key."""
+    import resource
+
+    (tmp_path / "x.csv").write_text("emotion,pixels,Usage\n")
+    cmd = SNAKEMAKE + ["--cores", "1", "-n", "--config", given]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)))
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and message in out and "Traceback" not in out, out[-3000:]
+    assert not (tmp_path / "results").exists() and not Path("/tmp/x/ESCAPED").exists()

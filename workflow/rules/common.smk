@@ -89,6 +89,7 @@ envvars:
 wildcard_constraints:
     arch="|".join(ARCHS),
     fold=r"\d+",
+    name="|".join(EXTRA_TEST_SETS) or "(?!)",  # names checked by the config (a folder under results/final/extra/)
 
 
 def announce_dataset():
@@ -117,6 +118,15 @@ def announce_cost(log):
                             started_at=workflow.start_time.timestamp(), snakemake_log=log, say=logger.info)
     except Exception as err:  # the prediction is advice: never stop the study for it
         logger.warning(f"Cost prediction skipped: {err!r}")
+
+
+def data_sha256(wildcards):
+    """The data's content hash, a rerun trigger of `prepare` besides its mtime: different data with
+    the old mtime (`cp -p`) reruns it. The demo CSV is this workflow's own output, which demo_csv's
+    params already trigger (and it does not exist before its job has run)."""
+    from ferstudy.data import sha256_of
+
+    return "demo" if DATASET == "demo" else sha256_of(STUDY["dataset"]["csv"])
 
 
 def write_yaml(path, obj):

@@ -33,6 +33,7 @@ rule prepare:
         dataset=DATASET,
         folds=STUDY["data"]["folds"],
         fold_seed=STUDY["data"]["fold_seed"],
+        source_sha256=data_sha256,  # what the HDF5 records as source_sha256
     threads: 1
     resources:
         mem_mb=prepare_mem_mb,
