@@ -59,16 +59,14 @@ FLOPS_CONVENTION = ("training FLOPs per image = 3 x forward FLOPs of conv and li
 
 # ---------------------------------------------------------------- config and context
 
-def load_config(config_path="config.yaml", configfiles=(), preset=None, workdir=None):
-    """The resolved study config, layered as the workflow layers it (`config.resolve_layers`):
-    config.yaml, its preset, then each `--configfile` and the `--preset` choice as the user's own
-    layers, which win over the preset; resolved relative to `workdir` (the study directory;
-    default the config file's directory)."""
-    from .config import load_yaml, resolve_config
+def load_config(config_path=None, configfiles=(), preset=None, workdir=None):
+    """The resolved study config, layered as the workflow layers it (`config.load_study`: the
+    shipped defaults, the preset, then the study's config file, default config/config.yaml, each
+    `--configfile` and the `--preset` choice); resolved relative to `workdir` (the study
+    directory; default the current one)."""
+    from .config import load_study
 
-    user = [(str(f), load_yaml(f)) for f in configfiles or ()] + ([("--preset", {"preset": preset})] if preset else [])
-    workdir = Path(config_path).resolve().parent if workdir is None else Path(workdir)
-    return resolve_config(load_yaml(config_path), workdir=workdir, source=str(config_path), user=user)
+    return load_study(config_path, configfiles, preset, workdir)
 
 
 def all_cores():
@@ -936,7 +934,8 @@ def cmd_bench(args):
 def add_arguments(p):
     p.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups of measurements "
                                                              "(default: all; train implies matmul)")
-    p.add_argument("--config", default="config.yaml", help="study config (default config.yaml)")
+    p.add_argument("--config", help="the study's config file, over the shipped defaults (default: "
+                                    "config/config.yaml of the study directory, if there is one)")
     p.add_argument("--configfile", nargs="*", default=[], help="YAML files merged over --config, as Snakemake does")
     p.add_argument("--preset", help="override the config's preset (e.g. cpu: full-width networks, batch 128)")
     p.add_argument("--archs", nargs="*", help="architectures to time (default: every one in the config)")

@@ -172,7 +172,7 @@ def dry_run_jobs(study_dir, config_path=None, configfiles=(), preset=None):
 
     args = ["-n", "--forceall", "--nolock", "--quiet", "rules"]
     extra = [str(Path(f).resolve()) for f in configfiles or ()]
-    if config_path and Path(config_path).resolve() != (Path(study_dir) / "config.yaml").resolve():
+    if config_path and Path(config_path).resolve() != (Path(study_dir) / "config" / "config.yaml").resolve():
         extra.insert(0, str(Path(config_path).resolve()))
     if extra:
         args += ["--configfile", *extra]
@@ -276,8 +276,8 @@ def measure_snakemake(config_path, workdir, jobs=6):
     """(start-up s, per-job s) of Snakemake here: a dry run of a workflow that resolves this config
     as common.smk does, and a real run of `jobs` no-op shell jobs."""
     snakefile = textwrap.dedent(f"""
-        from ferstudy.config import load_yaml, resolve_config
-        STUDY = resolve_config(load_yaml({str(Path(config_path).resolve())!r}), workdir={str(workdir)!r})
+        from ferstudy.config import load_study
+        STUDY = load_study({str(Path(config_path).resolve()) if config_path else None!r}, workdir={str(workdir)!r})
         rule all:
             input: expand("o/{{i}}.txt", i=range({jobs}))
         rule one:
@@ -371,14 +371,24 @@ def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1):
             "mflops_forward": r["forward_flops"] / 1e6, "bf16": float(r["amp"])}
 
 
-def _measure_worker(cfg, names, batches, warmup, h5):
-    """Runs in a fresh process: 1-thread rates of every architecture in `names`."""
+PROGRESS = "measured network"  # the start of the line each network's measurement prints (in_study_prediction shows it)
+
+
+def _measure_worker(cfg, names, batches, warmup, h5, report=False):
+    """Runs in a fresh process: 1-thread rates of every architecture in `names`; with `report`, one
+    line on stderr after each (a network takes seconds to a minute: the measurement is minutes)."""
     from .bench import bench_images
     from .config import resolve_arch
 
     bs = max(resolve_arch(cfg, a)["training"]["batch_size"] for a in names)
     images, labels = bench_images(min(bs * (batches + warmup), 2048), h5)
-    return {name: measure_arch(resolve_arch(cfg, name), images, labels, 1, batches, warmup) for name in names}
+    rates = {}
+    for i, name in enumerate(names, 1):
+        rates[name] = measure_arch(resolve_arch(cfg, name), images, labels, 1, batches, warmup)
+        if report:
+            print(f"{PROGRESS} {i}/{len(names)}: {name}, {rates[name]['img_per_s']:.0f} img/s training (1 thread)",
+                  file=sys.stderr, flush=True)
+    return rates
 
 
 def measure_side_by_side(cfg, names, batches, warmup, h5, parallel):
@@ -390,7 +400,8 @@ def measure_side_by_side(cfg, names, batches, warmup, h5, parallel):
 
     clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
     with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_measure_worker, *zip(*[(clean, names, batches, warmup, h5)] * parallel)))
+        results = list(pool.map(_measure_worker, *zip(*[(clean, names, batches, warmup, h5, i == 0)
+                                                         for i in range(parallel)])))
     return {name: {k: float(np.mean([r[name][k] for r in results])) for k in results[0][name]} for name in names}
 
 
@@ -635,8 +646,12 @@ def in_study_prediction(raw_config, study_cfg, cores, jobs_by_rule, jobs_to_run,
             cmd = [sys.executable, "-m", "ferstudy", "predict-cost", "--config", str(config_path),
                    "--study-dir", os.getcwd(), "--cores", str(cores), "--no-dry-run",
                    "--jobs-by-rule", json.dumps(jobs_by_rule), "--out", str(pred_path)]
-            with open(log_path, "w") as log_file:
-                done = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=_env())
+            with open(log_path, "w") as log_file, subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), text=True) as done:
+                for line in done.stdout:  # the log gets every line; the study's log each network's progress
+                    log_file.write(line)
+                    if line.startswith(PROGRESS):
+                        say("  " + line.rstrip())
             if done.returncode == 0:
                 pred = {**json.loads(pred_path.read_text()), "fingerprint": fp, "measured_in_study": True}
                 write_json(pred_path, pred)
@@ -734,16 +749,16 @@ def cmd_predict_cost(args):
     from .bench import all_cores, load_config
     from .io import write_json
 
-    workdir = Path(args.study_dir or Path(args.config).resolve().parent)
+    workdir = Path(args.study_dir or ".")
     cfg = load_config(args.config, args.configfile, args.preset, workdir)
-    cfg["_config_path"], cfg["_workdir"] = str(args.config), str(workdir)
+    cfg["_config_path"], cfg["_workdir"] = args.config, str(workdir)
     cores = args.cores or all_cores()
     h5 = args.h5 or workdir / "results/data/dataset.h5"
     m = measure(cfg, cores, batches=args.batches, warmup=args.warmup, h5=h5, final_arch=args.final_arch)
     static = count_jobs(cfg)
     if args.jobs_by_rule:
         m["jobs_by_rule"], m["jobs_from"] = json.loads(args.jobs_by_rule), "the running study's DAG"
-    elif args.dry_run and (workdir / "Snakefile").is_file():
+    elif args.dry_run and (workdir / "workflow" / "Snakefile").is_file():
         try:
             m["jobs_by_rule"] = dry_run_jobs(workdir, args.config, args.configfile, args.preset)
             m["jobs_from"] = f"snakemake -n --forceall in {workdir}"
@@ -772,12 +787,13 @@ def cmd_predict_cost(args):
 def register(subparsers):
     p = subparsers.add_parser("predict-cost", help="predict a study's jobs, training images x epochs and wall time",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="config.yaml", help="study config (default config.yaml)")
+    p.add_argument("--config", help="the study's config file, over the shipped defaults (default: "
+                                    "config/config.yaml of the study directory, if there is one)")
     p.add_argument("--configfile", nargs="*", default=[], help="YAML files merged over --config, as Snakemake does")
     p.add_argument("--preset", help="override the config's preset")
     p.add_argument("--cores", type=int, default=0, help="Snakemake --cores of the run (default: all cores)")
     p.add_argument("--h5", help="prepared HDF5 for the data sizes (default: STUDY/results/data/dataset.h5 if present)")
-    p.add_argument("--study-dir", help="directory the study runs in (default: the config's directory)")
+    p.add_argument("--study-dir", help="directory the study runs in (default: the current one)")
     p.add_argument("--final-arch", help="architecture assumed for the final model (default: final.architecture, "
                                         "else the study baseline)")
     p.add_argument("--batches", type=int, default=3, help="timed batches per architecture (default 3)")

@@ -28,7 +28,7 @@ DEMO = {"data": {"folds": 3, "demo_images": 2000},
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    raw = load_yaml(REPO / "config.yaml")
+    raw = load_yaml(REPO / "ferstudy" / "defaults.yaml")
     raw["architectures"] = ARCHS
     raw["presets"] = {"demo": DEMO}
     raw["preset"] = "demo"

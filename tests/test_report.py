@@ -38,7 +38,7 @@ ENV = {"ferstudy": "0.1.0", "python": "3.11.7", "platform": "Linux-test", "proce
 
 
 def study_config(preset):
-    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw = yaml.safe_load((REPO / "ferstudy" / "defaults.yaml").read_text())
     raw["preset"] = preset
     return resolve_config(raw, workdir=REPO / "tests")  # no data/ there: the demo dataset
 

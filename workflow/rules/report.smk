@@ -18,7 +18,7 @@ rule report:
         history=f"{R}/final/history.csv",
         model=f"{R}/final/model.pt",
         figures=figure_targets(),
-        template=os.path.join(workflow.basedir, "report", "report.md.j2"),
+        template=os.path.join(REPO, "report", "report.md.j2"),
     output:
         report(f"{R}/report/report.md", caption="../report/report_md.rst", category="1 Report",
                subcategory="Study report", labels={"document": "study report (markdown, download)"}),
@@ -31,6 +31,8 @@ rule report:
         runtime=10,
     log:
         f"{R}/logs/report.log",
+    benchmark:
+        f"{R}/benchmarks/report/report.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:
