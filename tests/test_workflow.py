@@ -60,6 +60,7 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     # The first lines of the log: the jobs and the wall time predicted by measuring this machine.
     head = log[:log.index("rule ")] if "rule " in log else log
     assert "This run: " in head and "Predicted for the whole study on 2 cores" in head, head[-3000:]
+    assert head.count("\n  measured network ") == 2  # one line per network while it measures
     assert (results / "cost" / "prediction.json").is_file() and (results / "cost" / "run.json").is_file()
     for path in ("data/dataset.h5", "data/faces.png", "tables/cv_summary.csv", "tables/ablation.csv",
                  "final/selection.json", "final/metrics.json", "final/predictions_private.csv",
