@@ -221,3 +221,21 @@ def test_predict_image_refuses_a_missing_model_in_one_line(tmp_path, capsys):
 def test_default_margin_is_fer2013s_framing():
     # FER2013's 48x48 frame is the cascade's box / 0.98 (docs/PREDICT_IMAGE.md): 1% per side.
     assert FER_MARGIN == pytest.approx((1 / 0.98 - 1) / 2, abs=0.002)
+
+
+def test_the_documented_example_input_is_a_clean_picture():
+    """docs/images/predict_image_input.png is what the README feeds `predict-image`: a picture with
+    three faces and no boxes or labels; those are in predict_image_example.png, its output."""
+    from conftest import REPO
+    from ferstudy.photos import COLOURS, to_grey
+
+    images = REPO / "docs" / "images"
+    clean, annotated = (cv2.imread(str(images / name)) for name in ("predict_image_input.png",
+                                                                    "predict_image_example.png"))
+    boxes = [c for c in COLOURS if len(set(c)) > 1]  # the emotions' box colours (a grey one is in any picture)
+
+    def painted(image):
+        return sum(int((image == np.array(c, np.uint8)).all(2).sum()) for c in boxes)
+
+    assert clean.shape == annotated.shape and painted(clean) == 0 and painted(annotated) > 1000
+    assert len(detect_faces(to_grey(clean), cascade())) == 3
