@@ -371,7 +371,7 @@ def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1):
             "mflops_forward": r["forward_flops"] / 1e6, "bf16": float(r["amp"])}
 
 
-PROGRESS = "measured network"  # the start of the line each network's measurement prints (in_study_prediction shows it)
+PROGRESS = "measured network"  # starts the line printed per network (in_study_prediction shows it)
 
 
 def _measure_worker(cfg, names, batches, warmup, h5, report=False):
