@@ -125,12 +125,12 @@ def _predict_indices(model, run_cfg, data, idx, amp):
 
 
 def cmd_train_final(args):
-    """Retrain the chosen architecture on all of Training; PublicTest chooses the checkpoint.
+    """Retrain the chosen architecture (its run config: cross-validation's choice, or the one the
+    config names) on all of Training; PublicTest chooses the checkpoint.
 
     The final model starts from `training.seed` itself, not a fold's seed + k: it is one model,
     compared with nothing in pairs, and the seed a user sets is the run they get (also the run
     that earlier versions of this study trained and whose numbers are committed)."""
-    import json
     from pathlib import Path
 
     import yaml
@@ -140,16 +140,14 @@ def cmd_train_final(args):
     from .io import write_text
     from .train import fit, save_model, write_history, write_predictions
 
-    selection = json.loads(Path(args.selection).read_text())
-    arch = selection["architecture"]
-    run_config = Path(args.cv_dir) / arch / "run_config.yaml"
-    run_cfg = load_yaml(run_config)
-    check_run_config(run_cfg, run_config)
+    run_cfg = load_yaml(args.run_config)
+    check_run_config(run_cfg, args.run_config)
+    arch = run_cfg["name"]
     final_cfg = load_yaml(args.final_config)
     run_cfg["training"] = final_training(run_cfg["training"], final_cfg)
-    check_run_config(run_cfg, f"{run_config} with {args.final_config}")
+    check_run_config(run_cfg, f"{args.run_config} with {args.final_config}")
     out = Path(args.out_dir)
-    _outputs_beside(out, [args.h5, args.selection, args.final_config, run_config], args.checkpoint)
+    _outputs_beside(out, [args.h5, args.run_config, args.final_config], args.checkpoint)
     data = load_h5(args.h5)
     train_idx, public, private = data.indices("Training"), data.indices("PublicTest"), data.indices("PrivateTest")
     t0 = time.perf_counter()
@@ -163,7 +161,7 @@ def cmd_train_final(args):
         write_predictions(out / f"predictions_{name}.csv", data.row[idx], data.labels[idx], probs)
     write_history(out / "history.csv", state["history"])
     best = state["best"] or {"epoch": state["epoch"], "val_acc": None}
-    extra = {"selection": selection, "best_epoch": best["epoch"], "best_public_acc": best["val_acc"],
+    extra = {"architecture": arch, "best_epoch": best["epoch"], "best_public_acc": best["val_acc"],
              "n_train": int(len(train_idx)), "threads": args.threads, "seconds": seconds, **_precision(state)}
     save_model(out / "model.pt", model, run_cfg, {"best_epoch": best["epoch"], "amp": state["amp"]})
     write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
@@ -363,9 +361,10 @@ def add_training_commands(sub):
 
     p = sub.add_parser("train-final", help="retrain the selected architecture on all of Training")
     p.add_argument("--h5", required=True)
-    p.add_argument("--selection", required=True)
-    p.add_argument("--cv-dir", required=True)
-    p.add_argument("--final-config", required=True)
+    p.add_argument("--run-config", required=True, help="the chosen architecture's run config "
+                                                       "(results/cv/ARCH/run_config.yaml)")
+    p.add_argument("--final-config", required=True,
+                   help="the final retrain's settings (results/final/final_config.yaml)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--threads", type=int, default=1)

@@ -1,16 +1,17 @@
-"""Loading, validating and resolving config.yaml: the single source of truth of a study.
+"""Loading, validating and resolving a study's config.
 
 A study's config comes in layers, lowest first (`resolve_layers`):
 
-1. the defaults: config.yaml, with its `presets:`;
+1. the defaults: the shipped `defaults.yaml` (every key, the architecture catalog, `presets:`);
 2. the preset (`preset:`; `auto` picks one), whose values replace the defaults;
-3. the user's own layers, in order: each `--configfile` file, then `--config`; they win over both.
+3. the user's own layers, in order: the study's config/config.yaml, each `--configfile` file,
+   then `--config`; a key set there wins over both.
 
 `resolve_config(raw, user=[...])` validates against `schema/config.schema.yaml`, applies the
 layers and returns the config every rule and command uses (one dict, no user layers: the preset
-over it, as before). `resolve_arch(cfg, name)` turns one architecture entry (with `extends:` and
-the `blocks:` shorthand) into the run config a training job needs: the model spec (a layer list
-or a backbone) and the merged training settings.
+over it). `load_study` does it for the commands run without Snakemake. `resolve_arch(cfg, name)`
+turns one architecture entry (with `extends:` and the `blocks:` shorthand) into the run config a
+training job needs: the model spec (a layer list or a backbone) and the merged training settings.
 """
 
 import copy
@@ -25,6 +26,9 @@ import yaml
 from .errors import UserError
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "config.schema.yaml"
+DEFAULTS_PATH = Path(__file__).parent / "defaults.yaml"
+DEFAULTS_NAME = "ferstudy/defaults.yaml"  # what messages call the shipped defaults
+STUDY_CONFIG = "config/config.yaml"  # the study's own choices, relative to the study directory
 REAL_DATA_CANDIDATES = ("data/fer2013.csv", "data/fer2013.csv.gz", "data/icml_face_data.csv")
 DEMO_CSV = "results/data/demo.csv"
 # The preset the submitting Snakemake resolved, pinned for the jobs it spawns (cluster jobs, local
@@ -40,6 +44,25 @@ def load_yaml(path):
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from None
+
+
+def load_defaults() -> dict:
+    """The shipped defaults (layer 1): every key, the architecture catalog and the presets."""
+    return load_yaml(DEFAULTS_PATH)
+
+
+def load_study(config_path=None, configfiles=(), preset=None, workdir=None) -> dict:
+    """The resolved study for a command run without Snakemake (`bench`, `predict-cost`), layered
+    as the workflow layers it: the shipped defaults, the preset, then the user's layers: the
+    study's config file (`config_path`; default config/config.yaml of `workdir` when it exists),
+    each of `configfiles`, and `preset` (a `--preset` choice). `workdir`: the study directory
+    (default: the current one)."""
+    workdir = Path("." if workdir is None else workdir)
+    if config_path is None and (workdir / STUDY_CONFIG).is_file():
+        config_path = workdir / STUDY_CONFIG
+    files = ([config_path] if config_path else []) + list(configfiles or ())
+    user = [(str(f), load_yaml(f)) for f in files] + ([("--preset", {"preset": preset})] if preset else [])
+    return resolve_config(load_defaults(), workdir=workdir, source=DEFAULTS_NAME, user=user)
 
 
 def deep_merge(base, override):
@@ -180,8 +203,9 @@ class Resolved:
     config: dict        # what every rule and command uses
     flat: dict          # one dict that resolve_config(flat) turns into the same config (no layers)
     preset: str
-    replaced: list = field(default_factory=list)  # [(key, value of config.yaml, value of the preset)]
+    replaced: list = field(default_factory=list)  # [(key, the defaults' value, the preset's)]: keys the user left alone
     skipped: list = field(default_factory=list)   # architectures the preset leaves out
+    overridden: list = field(default_factory=list)  # [(key, the preset's value, the user's, the layer that set it)]
 
 
 def resolve_config(raw, workdir=".", source="config", user=(), pinned_preset=None):
@@ -191,11 +215,12 @@ def resolve_config(raw, workdir=".", source="config", user=(), pinned_preset=Non
 
 
 def resolve_layers(raw, user=(), workdir=".", source="config", pinned_preset=None):
-    """The study from its layers, lowest first: `raw` (the defaults: config.yaml with its
-    `presets:`), then the preset, then each of the user's own layers in `user` (their
-    `--configfile` files, then `--config`; a dict or a (name, dict) pair each), which win over both.
+    """The study from its layers, lowest first: `raw` (the defaults: the shipped defaults.yaml
+    with its `presets:`), then the preset, then each of the user's own layers in `user` (the
+    study's config/config.yaml, the `--configfile` files, then `--config`; a dict or a
+    (name, dict) pair each): a key set there wins over both.
 
-    Architectures: a preset's `study.skip` leaves some out; a preset's (or config.yaml's)
+    Architectures: a preset's `study.skip` leaves some out; a preset's (or the defaults')
     `study.only` keeps the ones it names and every architecture a user layer adds; a non-empty
     `study.only` in a user layer is the list, whatever the preset leaves out (`skip: []` there
     runs what the preset skips). `pinned_preset` replaces
@@ -220,7 +245,7 @@ def resolve_layers(raw, user=(), workdir=".", source="config", pinned_preset=Non
     if my_study.get("only"):  # the user's own list: no preset leaves anything out of it
         study["skip"] = list(my_study.get("skip") or [])
     else:
-        if study.get("only"):  # a preset's or config.yaml's list: architectures the user adds run too
+        if study.get("only"):  # a preset's or the defaults' list: architectures the user adds run too
             added = [a for a in mine.get("architectures") or {} if a not in (defaults.get("architectures") or {})]
             study["only"] = list(study["only"]) + [a for a in added if a not in study["only"]]
         if "skip" not in my_study:  # a preset's skip list may name architectures the user removed
@@ -228,6 +253,8 @@ def resolve_layers(raw, user=(), workdir=".", source="config", pinned_preset=Non
     replaced = [(".".join(path), found, value) for path, value in _leaves(values)
                 for ok, found in [_lookup(defaults, path)]
                 if ok and found != value and not _lookup(mine, path)[0]]
+    overridden = [(".".join(path), value, found, _setter(layers, path)) for path, value in _leaves(values)
+                  for ok, found in [_lookup(mine, path)] if ok and found != value]
     flat["preset"] = preset
     flat["presets"] = {} if preset == "none" else {preset: {}}
     cfg = _resolve_flat(flat, preset, dataset, csv, workdir, source)
@@ -235,7 +262,12 @@ def resolve_layers(raw, user=(), workdir=".", source="config", pinned_preset=Non
     skipped = [] if my_study.get("only") or "skip" in my_study else [
         a for a in cfg["architectures"] if a not in cfg["study"]["architectures"]
         and (a in (by_preset.get("skip") or []) or (by_preset.get("only") and a not in by_preset["only"]))]
-    return Resolved(cfg, flat, preset, replaced, skipped)
+    return Resolved(cfg, flat, preset, replaced, skipped, overridden)
+
+
+def _setter(layers, path):
+    """The name of the last user layer that sets the dotted `path`."""
+    return next(name for name, layer in reversed(layers) if _lookup(layer, path)[0])
 
 
 def _leaves(tree, prefix=()):
@@ -325,18 +357,24 @@ def check_extra_test_sets(sets, workdir="."):
             raise UserError(f"{key}: {path} does not exist")
 
 
-def preset_lines(resolved, defaults_name="config.yaml"):
-    """What a run says first about its preset: the architectures it leaves out and every value of
-    `defaults_name` it replaced (the user's own --configfile/--config values always win)."""
+def preset_lines(resolved, defaults_name=DEFAULTS_NAME):
+    """What a run says first about its preset: the architectures it leaves out, every value of
+    the shipped defaults it changed where the user set nothing, and every value of the preset
+    that the user's own (config/config.yaml, --configfile, --config) replaced."""
     lines = []
+    name = resolved.preset
     if resolved.skipped:
-        lines.append(f"Preset {resolved.preset!r} studies {len(resolved.config['study']['architectures'])} "
+        lines.append(f"Preset {name!r} studies {len(resolved.config['study']['architectures'])} "
                      f"architectures and leaves out {', '.join(resolved.skipped)} (your own study.only or "
                      f"study.skip wins; architectures you add always run).")
     if resolved.replaced:
-        lines.append(f"Preset {resolved.preset!r} replaced {len(resolved.replaced)} value(s) of {defaults_name} "
-                     f"(set a key in your own --configfile or --config to keep a value: those win over the preset):")
+        lines.append(f"Preset {name!r} set {len(resolved.replaced)} value(s) that your config leaves to it "
+                     f"({defaults_name} -> the preset's; set a key in config/config.yaml to choose it yourself):")
         lines += [f"  {key}: {_short(old)} -> {_short(new)}" for key, old, new in resolved.replaced]
+    if resolved.overridden:
+        lines.append(f"Your config replaced {len(resolved.overridden)} value(s) of preset {name!r} (yours win):")
+        lines += [f"  {key}: {_short(mine)} ({layer}; the preset's: {_short(theirs)})"
+                  for key, theirs, mine, layer in resolved.overridden]
     return lines
 
 

@@ -52,7 +52,8 @@ def evaluation_module(model, crop, tta):
             views = eval_views(faces, crop, tta)  # (V, N, 1, crop, crop), normalised
             v, n = views.shape[0], views.shape[1]
             probs = self.model(views.reshape(v * n, 1, crop, crop)).softmax(1)
-            return probs.reshape(v, n, -1).mean(0)
+            # the class count as a constant: the graph's output is (batch, 7), not a symbolic second axis
+            return probs.reshape(v, n, len(CLASS_NAMES)).mean(0)
 
     return Evaluation().eval()
 

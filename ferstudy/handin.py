@@ -35,9 +35,9 @@ EXCLUDED_DIRS = {"data", "results", ".snakemake", ".venv", "checkpoints", "__pyc
                  "ferstudy.egg-info"}
 EXCLUDED_SUFFIXES = (".h5", ".hdf5", ".pt", ".pth", ".ckpt", ".onnx", ".npz", ".npy", ".pkl", ".csv.gz", ".tar.gz",
                      ".zip", ".pyc")
-# Without git: these, beside the Snakefile, are the code.
-CODE_PATHS = ("Snakefile", "config.yaml", "pyproject.toml", "README.md", "ferstudy", "workflow", "report", "envs",
-              "profiles", "scripts", "tests", "docs", ".ci")
+# Without git: these, in the checkout (workflow/Snakefile's parent), are the code.
+CODE_PATHS = ("workflow", "config", "ferstudy", "pyproject.toml", "README.md", "LICENSE",
+              ".snakemake-workflow-catalog.yml", "report", "envs", "profiles", "scripts", "tests", "docs", ".ci")
 NO_PDF_NOTE = "PDF_NOT_INCLUDED.txt"
 
 
@@ -92,7 +92,8 @@ def plain_code(source):
             candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
         for file in candidates:
             name = file.relative_to(source).as_posix()
-            if not any(part.startswith(".") and part != ".ci" for part in PurePosixPath(name).parts):
+            inside = PurePosixPath(name).parts[len(PurePosixPath(entry).parts):]  # below the entry: no caches
+            if not any(part.startswith(".") for part in inside):
                 files.append((name, file.read_bytes()))
     return f"files of {source} (not a git checkout: {', '.join(CODE_PATHS)})", files
 

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ferstudy.config import deep_merge, load_yaml, resolve_arch  # noqa: E402
+from ferstudy.config import deep_merge, load_defaults, resolve_arch  # noqa: E402
 from ferstudy.data import write_h5  # noqa: E402
 from ferstudy.io import write_json, write_text  # noqa: E402
 
@@ -53,7 +53,7 @@ def main():
     h5 = work / "data" / "dataset.h5"
     write_h5(h5, images, labels, split, np.arange(len(labels)), 5, 0, "fer2013", "fer2013.csv.gz", meta["sha256"])
 
-    raw = load_yaml(Path(__file__).resolve().parents[1] / "config.yaml")
+    raw = load_defaults()
     cfg = deep_merge(raw, raw["presets"]["gpu"])
     run_cfg = resolve_arch(cfg, args.arch)
     final_training = cfg["final"]["training"]
@@ -86,10 +86,9 @@ def main():
     write_text(cv / args.arch / "run_config.yaml", __import__("yaml").safe_dump(run_cfg, sort_keys=False))
     write_text(work / "final" / "final_config.yaml",
                __import__("yaml").safe_dump({"architecture": args.arch, "training": {**final_training, "epochs": epochs}}))
-    write_json(work / "final" / "selection.json",
-               {"architecture": args.arch, "metric": None, "reason": "named up front for the GPU preset run"})
-    cmd = [sys.executable, "-m", "ferstudy", "train-final", "--h5", str(h5), "--selection", str(work / "final" / "selection.json"),
-           "--cv-dir", str(cv), "--final-config", str(work / "final" / "final_config.yaml"),
+    cmd = [sys.executable, "-m", "ferstudy", "train-final", "--h5", str(h5),
+           "--run-config", str(cv / args.arch / "run_config.yaml"),
+           "--final-config", str(work / "final" / "final_config.yaml"),
            "--out-dir", str(work / "final"), "--checkpoint", str(work / "ck.pt"), "--threads", "8"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)

@@ -28,13 +28,13 @@ import yaml
 def train(args, precision):
     out = Path(args.out) / f"seed{args.seed}" / precision
     out.mkdir(parents=True, exist_ok=True)
-    (out / "selection.json").write_text(json.dumps({"architecture": args.arch}))
     final = {"training": {"epochs": args.epochs, "subsample": args.subsample, "eval_every": 1, "batch_size": args.batch_size,
                           "lr": args.lr, "tta": "flip", "curve_images": 0, "amp": precision == "bf16",
                           "seed": args.seed}}
     (out / "final_config.yaml").write_text(yaml.safe_dump(final, sort_keys=False))
-    cmd = [sys.executable, "-m", "ferstudy", "train-final", "--h5", args.h5, "--selection", str(out / "selection.json"),
-           "--cv-dir", args.cv_dir, "--final-config", str(out / "final_config.yaml"), "--out-dir", str(out),
+    cmd = [sys.executable, "-m", "ferstudy", "train-final", "--h5", args.h5,
+           "--run-config", str(Path(args.cv_dir) / args.arch / "run_config.yaml"),
+           "--final-config", str(out / "final_config.yaml"), "--out-dir", str(out),
            "--checkpoint", str(out / "checkpoint.pt"), "--threads", str(args.threads)]
     t0 = time.perf_counter()
     with open(out / "train.log", "w") as log:

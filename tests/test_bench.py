@@ -26,7 +26,7 @@ NUMBERS = {  # name -> keys that must be positive numbers
 }
 
 
-TINY = ["--config", str(REPO / "config.yaml"), "--archs", "baseline", "--threads", "1", "--batches", "1",
+TINY = ["--config", str(REPO / "config" / "config.yaml"), "--archs", "baseline", "--threads", "1", "--batches", "1",
         "--warmup", "1", "--trials", "1", "--batch-size", "8", "--matmul-size", "128", "--max-images", "64",
         "--pil-workers", "0", "--pil-rounds", "2"]
 

@@ -1,4 +1,4 @@
-"""config.yaml validation and architecture resolution."""
+"""Config validation, the layers (shipped defaults, preset, the study's own files) and architecture resolution."""
 
 import copy
 
@@ -11,7 +11,7 @@ from ferstudy.models import build_model
 
 from conftest import REPO
 
-BASE = load_yaml(REPO / "config.yaml")
+BASE = load_yaml(REPO / "ferstudy" / "defaults.yaml")
 
 
 def with_change(path, value):
@@ -137,8 +137,8 @@ def real_data_dir(tmp_path):
 
 
 def test_the_users_layers_win_over_the_preset(tmp_path):
-    """Layer 3 (the user's --configfile / --config) beats layer 2 (the auto preset), which beats
-    layer 1 (config.yaml) where the user wrote nothing."""
+    """Layer 3 (the user's config/config.yaml, --configfile, --config) beats layer 2 (the auto
+    preset), which beats layer 1 (the shipped defaults) where the user wrote nothing."""
     from ferstudy.config import resolve_layers
 
     overlay = ("my.yaml", {"study": {"only": ["baseline", "no_augment"]}, "training": {"epochs": 20}})
@@ -149,15 +149,16 @@ def test_the_users_layers_win_over_the_preset(tmp_path):
         assert cfg["study"]["architectures"] == ["baseline", "no_augment"]
         assert cfg["training"]["epochs"] == 20 and resolve_arch(cfg, "baseline")["training"]["epochs"] == 20
         assert cfg["training"]["batch_size"] == BASE["presets"][preset]["training"]["batch_size"]  # the preset
-        assert cfg["training"]["momentum"] == BASE["training"]["momentum"]  # config.yaml
+        assert cfg["training"]["momentum"] == BASE["training"]["momentum"]  # the defaults
         assert "training.epochs" not in [key for key, _, _ in r.replaced]
+        assert ("training.epochs", BASE["presets"][preset]["training"]["epochs"], 20, "my.yaml") in r.overridden
         # a later layer wins over an earlier one
         later = ("--config", {"training": {"epochs": 6}})
         assert resolve_layers(BASE, [overlay, later], workdir=workdir).config["training"]["epochs"] == 6
 
 
-def test_config_yaml_alone_is_the_defaults_layer(tmp_path):
-    """One dict (config.yaml, or any caller of resolve_config(raw)): the preset replaces its values,
+def test_the_defaults_alone_are_the_defaults_layer(tmp_path):
+    """One dict (the defaults, or any caller of resolve_config(raw)): the preset replaces its values,
     and the run lists what it replaced."""
     from ferstudy.config import preset_lines, resolve_layers
 
@@ -169,7 +170,8 @@ def test_config_yaml_alone_is_the_defaults_layer(tmp_path):
     assert not [key for key, _, _ in r.replaced if key.startswith("study.") and key != "study.recheck_max"
                 or key == "final.training.epochs"]
     lines = preset_lines(r)
-    assert "Preset 'demo' replaced" in "\n".join(lines) and "  training.epochs: 20 -> 8" in lines
+    assert "Preset 'demo' set 11 value(s)" in "\n".join(lines) and "  training.epochs: 20 -> 8" in lines
+    assert not r.overridden and "Your config replaced" not in "\n".join(lines)
     assert any("leaves out" in line and "vgg_deep" in line for line in lines)
     assert resolve_config(with_change(("training", "epochs"), 20), workdir=tmp_path) == r.config
 
@@ -184,7 +186,7 @@ def test_an_architecture_the_user_adds_runs_under_every_preset(preset, tmp_path)
     r = resolve_layers(with_change(("preset",), preset), [("my.yaml", {"architectures": {"my_net": mine}})],
                        workdir=workdir)
     assert "my_net" in r.config["study"]["architectures"]
-    # added to config.yaml itself
+    # added to the defaults themselves
     cfg = resolve_config(with_change(("architectures", "my_net"), mine) | {"preset": preset}, workdir=workdir)
     assert "my_net" in cfg["study"]["architectures"]
     # ... unless the user leaves it out
@@ -208,7 +210,7 @@ def test_a_presets_only_list_takes_the_architectures_the_user_adds(tmp_path):
     own = ("my.yaml", {"study": {"only": ["vgg_deep", "baseline"]}})
     assert resolve_layers(with_change(("preset",), "demo"), [own], workdir=tmp_path).config["study"][
         "architectures"] == ["vgg_deep", "baseline"]
-    # a copy of config.yaml as the user's file (its `only: []`) keeps the preset's skip; `skip: []` drops it
+    # a copy of the defaults' study section as the user's (its `only: []`) keeps the preset's skip; `skip: []` drops it
     copied = ("my.yaml", {"study": copy.deepcopy(BASE["study"])})
     assert "vgg_deep" not in resolve_layers(BASE, [copied], workdir=tmp_path).config["study"]["architectures"]
     everything = ("my.yaml", {"study": {"skip": []}})
@@ -216,9 +218,12 @@ def test_a_presets_only_list_takes_the_architectures_the_user_adds(tmp_path):
 
 
 def test_the_flat_config_resolves_to_the_same_study(tmp_path):
-    """The cost prediction in a study (common.smk `announce_cost`) resolves `Resolved.flat`, one dict,
-    with resolve_config: it must be the study the layers gave."""
-    from ferstudy.config import resolve_layers
+    """The cost prediction in a study (common.smk `announce_cost`) writes `Resolved.flat`, one dict,
+    and `predict-cost --config` reads it as the study's file over the defaults (load_study); either
+    way it must be the study the layers gave."""
+    import yaml
+
+    from ferstudy.config import load_study, resolve_layers
 
     workdir = real_data_dir(tmp_path)
     user = [("my.yaml", {"study": {"only": ["baseline", "no_augment"]}, "training": {"epochs": 3},
@@ -227,6 +232,31 @@ def test_the_flat_config_resolves_to_the_same_study(tmp_path):
     for layers in ([], user[:1], user):
         r = resolve_layers(BASE, layers, workdir=workdir)
         assert resolve_config(copy.deepcopy(r.flat), workdir=workdir) == r.config
+        (tmp_path / "flat.yaml").write_text(yaml.safe_dump(r.flat))
+        assert load_study(tmp_path / "flat.yaml", workdir=workdir) == r.config
+
+
+def test_a_value_in_the_studys_config_file_beats_the_preset(tmp_path):
+    """The shipped config/config.yaml sets nothing a preset sets (the demo study stays the demo
+    study); a value the user writes there wins over the preset, and the run's first lines say so."""
+    from ferstudy.config import load_study, preset_lines, resolve_layers
+
+    shipped = REPO / "config" / "config.yaml"
+    r = resolve_layers(BASE, [("config/config.yaml", load_yaml(shipped))], workdir=tmp_path)
+    assert r.preset == "demo" and not r.overridden
+    assert r.config == resolve_config(BASE, workdir=tmp_path)
+    study = tmp_path / "study"
+    (study / "config").mkdir(parents=True)
+    (study / "config" / "config.yaml").write_text(shipped.read_text() + "training:\n  epochs: 3\n")
+    cfg = load_study(workdir=study)  # as `ferstudy predict-cost` in that directory reads it
+    assert cfg["preset"] == "demo" and cfg["training"]["epochs"] == 3
+    assert resolve_arch(cfg, "baseline")["training"]["epochs"] == 3
+    assert cfg["training"]["batch_size"] == BASE["presets"]["demo"]["training"]["batch_size"]  # left to the preset
+    r = resolve_layers(BASE, [("config/config.yaml", load_yaml(study / "config" / "config.yaml"))], workdir=study)
+    lines = preset_lines(r)
+    assert "  training.epochs: 3 (config/config.yaml; the preset's: 8)" in lines
+    assert not [line for line in lines if line.startswith("  training.epochs: 30 ->")]
+    assert load_study(workdir=tmp_path / "elsewhere") == resolve_config(BASE, workdir=tmp_path / "elsewhere")
 
 
 def test_a_bad_key_in_a_users_layer_names_that_layer(tmp_path):
@@ -282,7 +312,7 @@ def test_recheck_off_unquoted_and_a_list_of_variants(tmp_path):
     """`study.recheck: off` written plainly (YAML reads false) means off; a list must name variants."""
     from ferstudy.config import resolve_config
 
-    raw = yaml.safe_load((REPO / "config.yaml").read_text().replace("  recheck: auto", "  recheck: off"))
+    raw = yaml.safe_load((REPO / "ferstudy" / "defaults.yaml").read_text().replace("  recheck: auto", "  recheck: off"))
     assert resolve_config(raw, workdir=tmp_path)["study"]["recheck"] == "off"
     raw["study"]["recheck"] = ["no_dropout", "kernel_5"]
     assert resolve_config(raw, workdir=tmp_path)["study"]["recheck"] == ["no_dropout", "kernel_5"]

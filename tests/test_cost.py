@@ -16,8 +16,8 @@ from ferstudy.train import subsample
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The architectures and the demo preset pinned here, so edits to config.yaml do not move the
-# hand-computed numbers (only the schema and the training defaults come from config.yaml).
+# The architectures and the demo preset pinned here, so edits to the shipped defaults do not move
+# the hand-computed numbers (only the schema and the training defaults come from defaults.yaml).
 ARCHS = {
     "baseline": {"blocks": {"filters": [8, 16], "convs": 1, "head_dropout": 0.3}},
     "wide": {"extends": "baseline", "blocks": {"filters": [16, 32]}},
@@ -31,7 +31,7 @@ DEMO = {"data": {"folds": 3, "demo_images": 2000},
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    raw = load_yaml(REPO / "config.yaml")
+    raw = load_yaml(REPO / "ferstudy" / "defaults.yaml")
     raw["architectures"] = ARCHS
     raw["presets"] = {"demo": DEMO}
     raw["preset"] = "demo"
@@ -221,6 +221,29 @@ def test_failed_measurement_does_not_stop_the_study(cfg, tmp_path):
                              results=tmp_path / "results", say=lines.append)
     assert "Could not predict the study's cost" in lines[-1]
     assert not (tmp_path / "results" / WHOLE_RUN).exists()
+
+
+def test_the_measurement_says_each_network_once_as_it_goes(cfg, capfd):
+    """Side by side processes measure every network; one of them prints a line after each."""
+    cost.measure_side_by_side(cfg, ["baseline", "wide"], batches=1, warmup=0, h5=None, parallel=2)
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith(cost.PROGRESS)]
+    assert [line.split(",")[0] for line in lines] == [f"{cost.PROGRESS} 1/2: baseline", f"{cost.PROGRESS} 2/2: wide"]
+
+
+def test_the_study_log_shows_the_measurements_progress(cfg, tmp_path, monkeypatch):
+    """in_study_prediction passes each network's line to the study's log as it comes, and the whole
+    output of the measurement to its own log (here a stand-in that measures nothing and fails)."""
+    fake = tmp_path / "fake_python"
+    fake.write_text("#!/bin/sh\necho 'loading'\necho 'measured network 1/2: a, 9 img/s' >&2\n"
+                    "echo 'measured network 2/2: b, 8 img/s' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(cost.sys, "executable", str(fake))
+    lines = []
+    results = tmp_path / "results"
+    cost.in_study_prediction({}, cfg, 2, cost.count_jobs(cfg), 26, results=results, say=lines.append)
+    assert lines[1].startswith("Measuring every network") and "Could not predict" in lines[-1]
+    assert lines[2:4] == ["  measured network 1/2: a, 9 img/s", "  measured network 2/2: b, 8 img/s"]
+    assert "loading" in (results / "logs" / "predict_cost.log").read_text()
 
 
 def _write_benchmarks(results, seconds_by_arch, folds=3):

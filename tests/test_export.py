@@ -101,6 +101,8 @@ def test_metadata_holds_the_preprocessing_contract(untrained, tmp_path):
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims == ["batch", 1, 48, 48]
+    assert outp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_param or d.dim_value for d in outp.type.tensor_type.shape.dim] == ["batch", 7]  # the 7 emotions
     # onnxruntime reads the same metadata (what `predict-image --onnx` uses)
     assert ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map["tta"] == "tencrop"
 

@@ -236,7 +236,7 @@ def test_predictions_that_do_not_match_the_data_or_demo_data_are_refused(sliced,
 
 
 def test_config_key_data_ferplus(tmp_path):
-    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw = yaml.safe_load((REPO / "ferstudy" / "defaults.yaml").read_text())
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "fer2013.csv").write_text("emotion,pixels,Usage\n")
     (tmp_path / "My Data").mkdir()
@@ -399,8 +399,8 @@ def test_ferplus_scores_is_planned_only_when_configured(tmp_path):
     (tmp_path / "FER plus" / "fer2013new.csv").write_text("Usage\n")
     mine = tmp_path / "mine.yaml"
     mine.write_text(yaml.safe_dump({"data": {"csv": "data/fer2013.csv", "ferplus": "FER plus/fer2013new.csv"}}))
-    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
-            str(REPO / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml")]
+    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile",
+            str(REPO / "config" / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml")]
     runs = {}
     for name, files in (("with", [str(mine)]), ("without", [])):
         override = [] if files else ["--config", "data={csv: data/fer2013.csv}"]

@@ -1,6 +1,7 @@
 """Figures: a tiny real study (demo data, 2 folds, 2 architectures, 1 epoch) built with the real
 commands, then every figure and the model-inspection functions on it."""
 
+import itertools
 import json
 
 import numpy as np
@@ -87,7 +88,7 @@ def study(tmp_path_factory):
     (f / "final_config.yaml").write_text(yaml.safe_dump({"architecture": "tiny_wide", "training": {"epochs": 2}}))
     assert main(["select", "--summary", str(t / "cv_summary.csv"), "--final-config", str(f / "final_config.yaml"),
                  "--out", str(f / "selection.json")]) == 0
-    assert main(["train-final", "--h5", str(h5), "--selection", str(f / "selection.json"), "--cv-dir", str(r / "cv"),
+    assert main(["train-final", "--h5", str(h5), "--run-config", str(r / "cv" / "tiny_wide" / "run_config.yaml"),
                  "--final-config", str(f / "final_config.yaml"), "--out-dir", str(f),
                  "--checkpoint", str(root / "ckpt" / "final.pt")]) == 0
     assert main(["evaluate-final", "--public", str(f / "predictions_public.csv"),
@@ -132,6 +133,53 @@ def test_pareto_front():
     x = np.array([1.0, 2.0, 3.0, 4.0, 0.5])
     y = np.array([0.5, 0.4, 0.7, 0.6, 0.3])
     assert pareto_front(x, y) == [4, 0, 2]
+
+
+def accuracy_vs_compute_figure(monkeypatch, tmp_path, cost, summary, **kwargs):
+    """plot_accuracy_vs_compute's figure, kept open (save is replaced by a capture)."""
+    kept = []
+    monkeypatch.setattr(figures, "save", lambda fig, path, dpi=110: kept.append(fig) or path)
+    figures.plot_accuracy_vs_compute(cost, tmp_path / "avc.png", "fer2013", summary=summary, **kwargs)
+    fig = kept[0]
+    fig.canvas.draw()
+    return fig, fig.axes[0]
+
+
+@pytest.mark.parametrize("study", ["cpu_preset", "crowded"])
+def test_accuracy_vs_compute_points_at_true_x_and_labels_apart(study, monkeypatch, tmp_path):
+    """Every point at its own compute (none moved aside), every label clear of the other labels and
+    of every point; the same figure each time. `crowded`: nine networks of equal compute within
+    0.3 pp of each other, beside two of nearly the same compute."""
+    from conftest import REPO
+
+    if study == "cpu_preset":
+        d = REPO / "docs" / "measurements" / "cpu_preset"
+        cost, summary = pd.read_csv(d / "cost.csv"), pd.read_csv(d / "cv_summary.csv")
+    else:
+        names = [f"net_{i}" for i in range(11)]
+        cost = pd.DataFrame({"architecture": names, "mflops": [50.0] * 9 + [52.0, 12.0],
+                             "accuracy_mean": [0.540 + 0.0003 * i for i in range(9)] + [0.541, 0.5]})
+        summary = pd.DataFrame({"architecture": names, "factor": ["a", "b", "c"] * 3 + ["d", "e"],
+                                "accuracy_std": [0.01] * 11})
+    kwargs = {"baseline": cost["architecture"][0], "final": cost["architecture"][3]}
+    fig, ax = accuracy_vs_compute_figure(monkeypatch, tmp_path, cost, summary, **kwargs)
+    points = {(round(float(px), 9), round(float(py), 9)) for line in ax.lines for px, py in zip(*line.get_data())}
+    truth = {(round(float(px), 9), round(float(py), 9)) for px, py in zip(cost["mflops"], cost["accuracy_mean"])}
+    assert truth <= points  # markers at the true x (and y)
+    renderer = fig.canvas.get_renderer()
+    labels = [t for t in ax.texts if t.get_text()]
+    assert sorted(t.get_text().split(" (")[0] for t in labels) == sorted(cost["architecture"])
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t, renderer) for t in labels]  # the text alone, not its leader line
+    for i, j in itertools.combinations(range(len(boxes)), 2):
+        assert not boxes[i].overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())
+    centres = ax.transData.transform(np.column_stack([cost["mflops"], cost["accuracy_mean"]]))
+    for t, box in zip(labels, boxes):
+        for cx, cy in centres:
+            assert not (box.x0 - 4 < cx < box.x1 + 4 and box.y0 - 4 < cy < box.y1 + 4), t.get_text()
+    again, ax2 = accuracy_vs_compute_figure(monkeypatch, tmp_path, cost, summary, **kwargs)
+    assert [t.get_position() for t in ax2.texts] == [t.get_position() for t in ax.texts]
 
 
 def test_first_layer_filters_and_plot(final_model, tmp_path):

@@ -309,3 +309,21 @@ def test_an_out_that_is_a_file_is_one_line(tmp_path, model_path, demo_faces, cap
     assert main(["predict-image", str(photo), "--model", str(model_path), "--out", str(tmp_path / "taken")]) == 2
     assert capsys.readouterr().err.strip() == (f"ferstudy: error: --out {tmp_path / 'taken'}: a file, not a directory "
                                                f"(the annotated images and faces.csv go there)")
+
+
+def test_the_documented_example_input_is_a_clean_picture():
+    """docs/images/predict_image_input.png is what the README feeds `predict-image`: a picture with
+    three faces and no boxes or labels; those are in predict_image_example.png, its output."""
+    from conftest import REPO
+    from ferstudy.photos import COLOURS, to_grey
+
+    images = REPO / "docs" / "images"
+    clean, annotated = (cv2.imread(str(images / name)) for name in ("predict_image_input.png",
+                                                                    "predict_image_example.png"))
+    boxes = [c for c in COLOURS if len(set(c)) > 1]  # the emotions' box colours (a grey one is in any picture)
+
+    def painted(image):
+        return sum(int((image == np.array(c, np.uint8)).all(2).sum()) for c in boxes)
+
+    assert clean.shape == annotated.shape and painted(clean) == 0 and painted(annotated) > 1000
+    assert len(detect_faces(to_grey(clean), cascade())) == 3

@@ -123,8 +123,8 @@ def test_the_cli_writes_every_page(tmp_path):
 
 def git_checkout(path):
     """A small git repository with the code layout and, committed by mistake, data and weights."""
-    for rel, text in {"Snakefile": "rule all:\n", "README.md": "# readme\n", "ferstudy/__init__.py": "",
-                      "workflow/rules/a.smk": "", "config.yaml": "seed: 0\n", "data/fer2013.csv": "emotion\n",
+    for rel, text in {"workflow/Snakefile": "rule all:\n", "README.md": "# readme\n", "ferstudy/__init__.py": "",
+                      "workflow/rules/a.smk": "", "config/config.yaml": "seed: 0\n", "data/fer2013.csv": "emotion\n",
                       "weights/model.pt": "w", "docs/x.h5": "h"}.items():
         (path / rel).parent.mkdir(parents=True, exist_ok=True)
         (path / rel).write_text(text)
@@ -132,7 +132,7 @@ def git_checkout(path):
     subprocess.run(git[:3] + ["init", "-q"], check=True)
     subprocess.run(git + ["add", "."], check=True)
     subprocess.run(git + ["commit", "-qm", "code"], check=True)
-    (path / "config.yaml").write_text("seed: 1\n")  # an uncommitted change: the committed file goes in
+    (path / "config" / "config.yaml").write_text("seed: 1\n")  # an uncommitted change: the committed file goes in
     (path / "untracked.py").write_text("")
     return subprocess.run(git[:3] + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
@@ -164,14 +164,15 @@ def test_handin_zip_has_the_committed_code_and_no_data(tmp_path, monkeypatch, ca
     root = "ferstudy-handin/"
     assert all(n.startswith(root) for n in names)
     names = [n[len(root):] for n in names]
-    assert {"code/Snakefile", "code/ferstudy/__init__.py", "code/workflow/rules/a.smk", "code/config.yaml",
+    assert {"code/workflow/Snakefile", "code/ferstudy/__init__.py", "code/workflow/rules/a.smk",
+            "code/config/config.yaml",
             "code/README.md", "README.md", "MANIFEST.txt", "results/report/report.md", "results/report/html/index.html",
             "results/report/html/figures/cv_accuracy.png", "results/report/html/data/faces.png",
             "results/figures/cv_accuracy.png", "results/data/faces.png", "results/final/metrics.json",
             "results/tables/cv_summary.csv", "results/report/PDF_NOT_INCLUDED.txt"} == set(names)
     assert not [n for n in names if n.endswith((".pt", ".h5", ".pth")) or "fer2013" in n or "untracked" in n]
     zf = zipfile.ZipFile(out)
-    assert zf.read(root + "code/config.yaml") == b"seed: 0\n"  # as committed
+    assert zf.read(root + "code/config/config.yaml") == b"seed: 0\n"  # as committed
     manifest = zf.read(root + "MANIFEST.txt").decode()
     assert f"git archive of HEAD {commit}" in manifest and "1 tracked file(s) with uncommitted changes" in manifest
     assert "data/fer2013.csv, docs/x.h5, weights/model.pt" in manifest
@@ -182,15 +183,17 @@ def test_handin_zip_has_the_committed_code_and_no_data(tmp_path, monkeypatch, ca
 
 def test_handin_without_git_takes_the_code_files(tmp_path, monkeypatch):
     study, source = tmp_path / "study", tmp_path / "code"
-    for rel in ("Snakefile", "README.md", "ferstudy/cli.py", "ferstudy/__pycache__/cli.pyc", "workflow/x.smk",
-                "data/fer2013.csv", "results/final/model.pt", "notes.txt"):
+    for rel in ("workflow/Snakefile", "README.md", "ferstudy/cli.py", "ferstudy/__pycache__/cli.pyc",
+                "workflow/x.smk", "workflow/.snakemake/x", "config/config.yaml", "LICENSE",
+                ".snakemake-workflow-catalog.yml", "data/fer2013.csv", "results/final/model.pt", "notes.txt"):
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         (source / rel).write_text("x")
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above tmp_path counts
     fake_results(study)
     names = {n.split("/", 1)[1] for n in zipfile.ZipFile(make_handin(study, source, monkeypatch, False)).namelist()}
-    assert {n for n in names if n.startswith("code/")} == {"code/Snakefile", "code/README.md", "code/ferstudy/cli.py",
-                                                            "code/workflow/x.smk"}
+    assert {n for n in names if n.startswith("code/")} == {
+        "code/workflow/Snakefile", "code/README.md", "code/ferstudy/cli.py", "code/workflow/x.smk",
+        "code/config/config.yaml", "code/LICENSE", "code/.snakemake-workflow-catalog.yml"}
 
 
 def test_handin_pdf_is_printed_by_chromium(tmp_path):
@@ -207,8 +210,8 @@ def test_handin_pdf_is_printed_by_chromium(tmp_path):
 
 # ---------------------------------------------------------------- end to end: Snakemake's report in a browser
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
-             str(REPO / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml")]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile",
+             str(REPO / "config" / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml")]
 
 
 def snakemake(study, *args):
@@ -305,7 +308,8 @@ def test_snakemake_report_shows_the_study_report_and_the_tables_in_a_browser(tin
 def test_snakemake_handin_writes_the_zip(tiny_study):
     names = zipfile.ZipFile(tiny_study / "results" / "handin.zip").namelist()
     names = [n.split("/", 1)[1] for n in names]
-    assert "code/Snakefile" in names and "code/ferstudy/cli.py" in names and "README.md" in names
+    assert "code/workflow/Snakefile" in names and "code/ferstudy/cli.py" in names and "README.md" in names
+    assert "code/config/config.yaml" in names and "code/ferstudy/defaults.yaml" in names
     assert "results/report/report.md" in names and "results/figures/saliency.png" in names
     assert "results/final/metrics.json" in names and "results/tables/ablation.csv" in names
     assert not [n for n in names if n.endswith((".pt", ".h5", ".pth", ".onnx")) or n.startswith("results/cv/")]

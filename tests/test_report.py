@@ -54,7 +54,7 @@ ENV = {"ferstudy": "0.1.0", "python": "3.11.7", "platform": "Linux-test", "proce
 
 
 def study_config(preset):
-    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw = yaml.safe_load((REPO / "ferstudy" / "defaults.yaml").read_text())
     raw["preset"] = preset
     return resolve_config(raw, workdir=REPO / "tests")  # no data/ there: the demo dataset
 
@@ -413,8 +413,8 @@ def test_rule_report_declares_every_file_the_report_reads(demo_results, tmp_path
     read = {p.relative_to(root).as_posix() for p in opened if root in p.parents}
     assert {"results/cv/baseline/fold0/config.yaml", "results/benchmarks/train/baseline/fold0.tsv",
             "results/final/model.pt"} <= read  # what the tracing sees
-    dry = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
-                          str(REPO / "config.yaml"), "--cores", "1", "-n", "--forceall", "results/report/report.md"],
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+                          "--configfile", str(REPO / "config" / "config.yaml"), "--cores", "1", "-n", "--forceall", "results/report/report.md"],
                          cwd=tmp_path, capture_output=True, text=True)  # no data/ here: the demo study, as demo_cfg
     assert dry.returncode == 0, dry.stderr[-3000:]
     job = (dry.stdout + dry.stderr).split("rule report:")[1]
@@ -660,7 +660,7 @@ def test_a_one_architecture_study_runs_through_and_says_there_is_no_ablation(tmp
     pandas' EmptyDataError. Now the table has its header and no rows, and the report says why."""
     from ferstudy.htmlreport import csv_page
 
-    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw = yaml.safe_load((REPO / "ferstudy" / "defaults.yaml").read_text())
     raw["preset"], raw["study"]["only"] = "demo", ["baseline"]
     cfg = resolve_config(raw, workdir=REPO / "tests")
     results = build_results(tmp_path, cfg, default_scores(cfg))

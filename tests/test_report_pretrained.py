@@ -27,7 +27,7 @@ PAIR = ["baseline", "kernel_5", "vgg11_bn", "vgg11_bn_imagenet"]
 def pair_config(only=PAIR):
     """The shipped config.yaml (its vgg11_bn_imagenet), demo preset, a few architectures; the final
     model is the baseline (building the pretrained one would read ImageNet weights)."""
-    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw = yaml.safe_load((REPO / "ferstudy" / "defaults.yaml").read_text())
     raw["preset"] = "demo"
     raw["presets"]["demo"]["study"] = {"skip": [], "only": list(only)}
     raw["final"]["architecture"] = "baseline"

@@ -1,7 +1,6 @@
 """Model and checkpoint files are data, not code: every command that loads one refuses a file
 whose unpickling would call a Python object, says so in one line, exits 2, and runs nothing."""
 
-import json
 import subprocess
 import sys
 
@@ -81,10 +80,9 @@ def test_train_final_refuses_a_checkpoint_that_would_run_code(evil, real_h5, tmp
     path, marker = evil
     (tmp_path / "cv" / "tiny").mkdir(parents=True)
     (tmp_path / "cv" / "tiny" / "run_config.yaml").write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
-    (tmp_path / "selection.json").write_text(json.dumps({"architecture": "tiny"}))
     (tmp_path / "final.yaml").write_text(yaml.safe_dump({"training": {}}))
-    proc = ferstudy("train-final", "--h5", real_h5, "--selection", tmp_path / "selection.json", "--cv-dir",
-                    tmp_path / "cv", "--final-config", tmp_path / "final.yaml", "--out-dir", tmp_path / "final",
+    proc = ferstudy("train-final", "--h5", real_h5, "--run-config", tmp_path / "cv" / "tiny" / "run_config.yaml",
+                    "--final-config", tmp_path / "final.yaml", "--out-dir", tmp_path / "final",
                     "--checkpoint", path, "--threads", "1")
     assert_refused(proc, path, marker)
 

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent / "slurm"
 REQUIRE = os.environ.get("FERSTUDY_REQUIRE_SLURM") == "1"
 RUN_TIMEOUT = 480  # seconds for each Snakemake run
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "report", "profiles", "envs")
+WORKFLOW_FILES = ("workflow", "config", "ferstudy", "report", "profiles", "envs")  # a checkout
 SLURM_RULES = {"prepare", "train_fold", "train_final", "predict_extra", "recheck"}  # everything else is a localrule
 TIMING = re.compile(r"seconds|time|rss|per_s|duration|date|host|platform|processor", re.I)
 

@@ -174,7 +174,7 @@ def test_extra_test_set_path_must_exist(tmp_path):
     from ferstudy.errors import UserError
     from conftest import REPO
 
-    cfg = load_yaml(REPO / "config.yaml")
+    cfg = load_yaml(REPO / "ferstudy" / "defaults.yaml")
     cfg["data"]["extra_test_sets"] = {"ckplus": "data/ckplus.csv"}
     with pytest.raises(UserError, match="data.extra_test_sets.ckplus: data/ckplus.csv does not exist"):
         resolve_config(cfg, workdir=tmp_path)

@@ -14,8 +14,8 @@ import yaml
 from conftest import REPO
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-             "--configfile", str(REPO / "config.yaml"), str(TINY)]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+             "--configfile", str(REPO / "config" / "config.yaml"), str(TINY)]
 
 
 def snakemake(workdir, *args, extra_configs=(), check=True):
@@ -60,6 +60,7 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     # The first lines of the log: the jobs and the wall time predicted by measuring this machine.
     head = log[:log.index("rule ")] if "rule " in log else log
     assert "This run: " in head and "Predicted for the whole study on 2 cores" in head, head[-3000:]
+    assert head.count("\n  measured network ") == 2  # one line per network while it measures
     assert (results / "cost" / "prediction.json").is_file() and (results / "cost" / "run.json").is_file()
     for path in ("data/dataset.h5", "data/faces.png", "tables/cv_summary.csv", "tables/ablation.csv",
                  "final/selection.json", "final/metrics.json", "final/predictions_private.csv",
@@ -67,6 +68,14 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
                  "figures/saliency.png", "figures/training_curves.png", "report/report.md"):
         assert (results / path).is_file(), path
     assert "DEMO DATA" in (results / "logs" / "demo_csv.log").read_text()
+    # One log per job, none empty; a benchmark for every rule that computes (not run_config, final_config:
+    # they write a settings file in the Snakemake process)
+    logs = sorted((results / "logs").rglob("*.log"))
+    assert len(logs) >= 18 and not [str(p) for p in logs if p.stat().st_size == 0]
+    benchmarks = {p.relative_to(results / "benchmarks").as_posix() for p in (results / "benchmarks").rglob("*.tsv")}
+    assert {"demo_csv.tsv", "prepare.tsv", "train/pool_avg/fold1.tsv", "evaluate/baseline.tsv", "aggregate.tsv",
+            "select.tsv", "train_final.tsv", "evaluate_final.tsv", "figures.tsv", "report/report.tsv",
+            "report/report_html.tsv"} <= benchmarks, sorted(benchmarks)
     # Nothing to do when nothing changed.
     assert not [j for j in planned_jobs(snakemake(tmp_path, "-n").stdout) if j[0] != "all"]
     report_md = (results / "report" / "report.md").read_text()
@@ -83,16 +92,41 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
         assert {r for r, _ in planned_jobs(snakemake(tmp_path, "-n").stdout)} == {"report", "report_html", "all"}
     finally:
         template.write_bytes(original)
-    # Change one architecture: only its jobs and what depends on them rerun.
+    # Change one architecture: only its jobs and what depends on them rerun; the final model only when
+    # it is the chosen one (train_final reads that architecture's run config alone; `select` is a checkpoint).
+    # (`description` is each one's own: a change to baseline's blocks would reach pool_avg, which extends it.)
+    chosen = json.loads((results / "final" / "selection.json").read_text())["architecture"]
     change = tmp_path / "change.yaml"
-    change.write_text(yaml.safe_dump({"architectures": {"pool_avg": {"blocks": {"kernel": 5}}}}))
-    jobs = planned_jobs(snakemake(tmp_path, "-n", extra_configs=[change]).stdout)
-    trained = sorted(w for r, w in jobs if r == "train_fold")
-    assert trained == ["arch=pool_avg, fold=0", "arch=pool_avg, fold=1"]
-    rules = {r for r, _ in jobs}
-    assert {"run_config", "evaluate_arch", "aggregate", "select", "figures", "report"} <= rules
-    assert not any("baseline" in w for r, w in jobs)
-    assert {"prepare", "demo_csv"}.isdisjoint(rules)
+    for arch, retrains in (({"baseline", "pool_avg"} - {chosen}).pop(), False), (chosen, True):
+        change.write_text(yaml.safe_dump({"architectures": {arch: {"description": "edited by test_workflow"}}}))
+        out = snakemake(tmp_path, "-n", extra_configs=[change])
+        jobs = planned_jobs(out.stdout)
+        trained = sorted(w for r, w in jobs if r == "train_fold")
+        assert trained == [f"arch={arch}, fold=0", f"arch={arch}, fold=1"]
+        rules = {r for r, _ in jobs}
+        assert {"run_config", "evaluate_arch", "aggregate", "select", "figures", "report"} <= rules
+        assert ("train_final" in rules) is retrains, (arch, chosen, sorted(rules))
+        assert not any(w and arch not in w for r, w in jobs)
+        assert {"prepare", "demo_csv"}.isdisjoint(rules)
+        # `reason:` lines name a changed spec by a hash beside its name, not by both whole specs
+        reasons = [line for line in out.stdout.splitlines() if "reason: Params have changed" in line]
+        assert reasons and max(map(len, reasons)) < 300, max(reasons, key=len)
+    # study.alpha changes the tables and the report only: nothing trains
+    change.write_text(yaml.safe_dump({"study": {"alpha": 0.1}}))
+    rules = {r for r, _ in planned_jobs(snakemake(tmp_path, "-n", extra_configs=[change]).stdout)}
+    assert "aggregate" in rules and "report" in rules and not rules & {"train_fold", "train_final", "prepare"}
+    # A new architecture that ties the chosen one (its twin, same precision) and wins the tie by its name:
+    # the dry run cannot know that and plans no final model; the run finds it at the checkpoint and retrains.
+    precision = yaml.safe_load((results / "cv" / chosen / "fold0" / "config.yaml").read_text())["precision"]
+    change.write_text(yaml.safe_dump({"architectures": {"aaa_twin": {"extends": chosen,
+                                                                     "training": {"amp": precision == "bf16"}}},
+                                      "study": {"only": ["baseline", "pool_avg", "aaa_twin"]}}))
+    rules = {r for r, _ in planned_jobs(snakemake(tmp_path, "-n", extra_configs=[change]).stdout)}
+    assert {"train_fold", "select"} <= rules and "train_final" not in rules
+    ran = snakemake(tmp_path, extra_configs=[change]).stderr
+    assert json.loads((results / "final" / "selection.json").read_text())["architecture"] == "aaa_twin"
+    assert re.search(r"^(local)?rule train_final:", ran, re.M), ran[-3000:]
+    assert yaml.safe_load((results / "final" / "config.yaml").read_text())["architecture"] == "aaa_twin"
 
 
 # ---------------------------------------------------------------- the user's config, paths, environments
@@ -106,19 +140,20 @@ def fake_real_data(workdir, name="data/fer2013.csv"):
 
 def test_the_users_overlay_wins_over_the_auto_preset(tmp_path):
     """`preset: auto` (the demo here): the user's --configfile and --config (nested values too) beat
-    the preset, and the first lines of the run list what the preset replaced in config.yaml."""
+    the preset, and the first lines of the run list what the preset set and what the user's replaced."""
     overlay = tmp_path / "mine.yaml"
     overlay.write_text("study: {only: [baseline, no_augment]}\ntraining: {epochs: 20}\n")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
-           str(REPO / "config.yaml"), str(overlay), "--cores", "1"]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile",
+           str(REPO / "config" / "config.yaml"), str(overlay), "--cores", "1"]
     dry = subprocess.run(cmd + ["-n"], cwd=tmp_path, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr[-3000:]
     log = dry.stdout + dry.stderr
     train = sorted(w for r, w in planned_jobs(log) if r == "train_fold")
     assert train == [f"arch={a}, fold={k}" for a in ("baseline", "no_augment") for k in range(3)]
     head = log[:log.index("Building DAG")]
-    assert "Preset 'demo' replaced" in head and "  data.folds: 5 -> 3" in head
-    assert "training.epochs" not in head  # the user's 20 won: nothing replaced it
+    assert "Preset 'demo' set" in head and "  data.folds: 5 -> 3" in head
+    assert "  training.epochs: 20 (" in head and "mine.yaml; the preset's: 8)" in head  # the user's 20 won
+    assert "training.epochs: 30 -> 8" not in head
     # --config with a nested value, over the overlay; the run config is what training jobs read
     run = subprocess.run(cmd + ["results/cv/baseline/run_config.yaml", "--config", "training={epochs: 6, lr: 0.02}",
                                 "data={folds: 4}"], cwd=tmp_path, capture_output=True, text=True)
@@ -126,6 +161,31 @@ def test_the_users_overlay_wins_over_the_auto_preset(tmp_path):
     spec = yaml.safe_load((tmp_path / "results/cv/baseline/run_config.yaml").read_text())
     assert spec["training"]["epochs"] == 6 and spec["training"]["lr"] == 0.02 and spec["data"]["folds"] == 4
     assert spec["training"]["batch_size"] == 32  # the demo preset where the user wrote nothing
+
+
+def test_an_edit_to_the_config_file_takes_effect_under_the_demo_preset(tmp_path):
+    """The README's first command in a fresh checkout, on the demo: `snakemake` from the root reads
+    config/config.yaml (found by `configfile:`) and workflow/Snakefile (found by Snakemake) by
+    itself; a value written there wins over the preset, and the first lines say so."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    for part in ("workflow", "ferstudy", "report"):  # the checkout's layout: Snakemake finds workflow/Snakefile
+        (tmp_path / part).symlink_to(REPO / part)
+    edited = (REPO / "config" / "config.yaml").read_text().replace("# training:  ", "training:    ", 1)
+    edited = edited.replace("#   epochs: 30", "  epochs: 3", 1)
+    assert edited.count("\ntraining:") == 1 and "\n  epochs: 3\n" in edited
+    (tmp_path / "config" / "config.yaml").write_text(edited)
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "results/cv/baseline/run_config.yaml",
+                          "results/final/final_config.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    head = run.stderr[:run.stderr.index("Building DAG")]
+    assert "  training.epochs: 3 (config/config.yaml; the preset's: 8)" in head
+    assert "Preset 'demo' set" in head and "  training.epochs: 30 -> 8" not in head
+    spec = yaml.safe_load((tmp_path / "results/cv/baseline/run_config.yaml").read_text())
+    assert spec["training"]["epochs"] == 3 and spec["data"]["folds"] == 3  # yours; the demo preset's
+    # no empty logs: the two settings rules say what they wrote
+    for log in ("run_config/baseline.log", "final_config.log"):
+        text = (tmp_path / "results" / "logs" / log).read_text()
+        assert text.startswith("wrote results/") and "hash" in text, log
 
 
 def test_the_submitting_hosts_preset_reaches_every_job(tmp_path):
@@ -143,8 +203,8 @@ def test_the_submitting_hosts_preset_reaches_every_job(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.pop("FERSTUDY_PRESET", None)
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                             "--configfile", str(REPO / "config.yaml"), "--cores", "1",
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+                             "--configfile", str(REPO / "config" / "config.yaml"), "--cores", "1",
                              "results/cv/baseline/run_config.yaml"], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -192,8 +252,8 @@ def test_every_job_runs_the_workflows_own_package(tmp_path):
         f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site_packages}" exec {base} -S "$@"\n')
     (venv / "bin" / "python3").chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    run = subprocess.run([str(venv / "bin" / "python"), "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                          "--configfile", str(REPO / "config.yaml"), str(TINY), "--cores", "1", "-p",
+    run = subprocess.run([str(venv / "bin" / "python"), "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+                          "--configfile", str(REPO / "config" / "config.yaml"), str(TINY), "--cores", "1", "-p",
                           "results/data/demo.csv"], cwd=tmp_path, env=env, capture_output=True, text=True)
     log = tmp_path / "results" / "logs" / "demo_csv.log"
     assert run.returncode == 0, (run.stderr[-3000:], log.read_text() if log.is_file() else "")

@@ -1,4 +1,5 @@
-"""Make docs/images/predict_image_example.png: `ferstudy predict-image` on a synthetic picture.
+"""Make docs/images/predict_image_input.png (a synthetic picture, clean: the example's input) and
+docs/images/predict_image_example.png (what `ferstudy predict-image` makes of it: the annotated copy).
 
 Only synthetic content: demo faces (ferstudy.demo, drawn by code) enlarged and pasted into a
 gradient picture (for each emotion shown, the first demo face of that emotion the cascade finds
@@ -23,7 +24,8 @@ from ferstudy.demo import make_demo_faces
 from ferstudy.photos import TorchPredictor, annotate, cascade, detect_faces, predict_faces, to_grey
 from ferstudy.train import fit, save_model
 
-OUT = Path(__file__).with_name("predict_image_example.png")
+INPUT = Path(__file__).with_name("predict_image_input.png")   # feed this one to `ferstudy predict-image`
+OUT = Path(__file__).with_name("predict_image_example.png")   # its output: boxes and labels drawn
 
 
 def train_demo_model(path):
@@ -84,8 +86,10 @@ def main():
     drawn = [CLASS_NAMES[int(p.argmax())] for _, p in sorted(zip([b[0] for b in boxes], probs), key=lambda t: t[0])]
     print(f"{len(boxes)} faces detected; left to right, drawn {drawn}, true {[CLASS_NAMES[labels[i]] for i in picks]}",
           file=sys.stderr)
+    cv2.imwrite(str(INPUT), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     cv2.imwrite(str(OUT), annotate(img, boxes, probs), [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    print(f"{OUT}: {OUT.stat().st_size / 1024:.0f} kB", file=sys.stderr)
+    for path in (INPUT, OUT):
+        print(f"{path}: {path.stat().st_size / 1024:.0f} kB", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,8 @@ def cmd_bench(args):
 def add_arguments(p):
     p.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups of measurements "
                                                              "(default: all; train implies matmul)")
-    p.add_argument("--config", default="config.yaml", help="study config (default config.yaml)")
+    p.add_argument("--config", help="the study's config file, over the shipped defaults (default: "
+                                    "config/config.yaml of the study directory, if there is one)")
     p.add_argument("--configfile", nargs="*", default=[], help="YAML files merged over --config, as Snakemake does")
     p.add_argument("--preset", help="override the config's preset (e.g. cpu: full-width networks, batch 128)")
     p.add_argument("--archs", nargs="*", help="architectures to time (default: every one in the config)")

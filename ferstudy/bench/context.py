@@ -8,16 +8,14 @@ import os
 from pathlib import Path
 
 
-def load_config(config_path="config.yaml", configfiles=(), preset=None, workdir=None):
-    """The resolved study config, layered as the workflow layers it (`config.resolve_layers`):
-    config.yaml, its preset, then each `--configfile` and the `--preset` choice as the user's own
-    layers, which win over the preset; resolved relative to `workdir` (the study directory;
-    default the config file's directory)."""
-    from ..config import load_yaml, resolve_config
+def load_config(config_path=None, configfiles=(), preset=None, workdir=None):
+    """The resolved study config, layered as the workflow layers it (`config.load_study`: the
+    shipped defaults, the preset, then the study's config file, default config/config.yaml, each
+    `--configfile` and the `--preset` choice); resolved relative to `workdir` (the study
+    directory; default the current one)."""
+    from ..config import load_study
 
-    user = [(str(f), load_yaml(f)) for f in configfiles or ()] + ([("--preset", {"preset": preset})] if preset else [])
-    workdir = Path(config_path).resolve().parent if workdir is None else Path(workdir)
-    return resolve_config(load_yaml(config_path), workdir=workdir, source=str(config_path), user=user)
+    return load_study(config_path, configfiles, preset, workdir)
 
 
 def all_cores():

@@ -20,16 +20,16 @@ def cmd_predict_cost(args):
     from ..bench.context import all_cores, load_config
     from ..io import write_json
 
-    workdir = Path(args.study_dir or Path(args.config).resolve().parent)
+    workdir = Path(args.study_dir or ".")
     cfg = load_config(args.config, args.configfile, args.preset, workdir)
-    cfg["_config_path"], cfg["_workdir"] = str(args.config), str(workdir)
+    cfg["_config_path"], cfg["_workdir"] = args.config, str(workdir)
     cores = args.cores or all_cores()
     h5 = args.h5 or workdir / "results/data/dataset.h5"
     m = measure(cfg, cores, batches=args.batches, warmup=args.warmup, h5=h5, final_arch=args.final_arch)
     static = count_jobs(cfg)
     if args.jobs_by_rule:
         m["jobs_by_rule"], m["jobs_from"] = json.loads(args.jobs_by_rule), "the running study's DAG"
-    elif args.dry_run and (workdir / "Snakefile").is_file():
+    elif args.dry_run and (workdir / "workflow" / "Snakefile").is_file():
         try:
             m["jobs_by_rule"] = dry_run_jobs(workdir, args.config, args.configfile, args.preset)
             m["jobs_from"] = f"snakemake -n --forceall in {workdir}"
@@ -58,12 +58,13 @@ def cmd_predict_cost(args):
 def register(subparsers):
     p = subparsers.add_parser("predict-cost", help="predict a study's jobs, training images x epochs and wall time",
                               description=cost_doc.split("\n\n")[0])
-    p.add_argument("--config", default="config.yaml", help="study config (default config.yaml)")
+    p.add_argument("--config", help="the study's config file, over the shipped defaults (default: "
+                                    "config/config.yaml of the study directory, if there is one)")
     p.add_argument("--configfile", nargs="*", default=[], help="YAML files merged over --config, as Snakemake does")
     p.add_argument("--preset", help="override the config's preset")
     p.add_argument("--cores", type=int, default=0, help="Snakemake --cores of the run (default: all cores)")
     p.add_argument("--h5", help="prepared HDF5 for the data sizes (default: STUDY/results/data/dataset.h5 if present)")
-    p.add_argument("--study-dir", help="directory the study runs in (default: the config's directory)")
+    p.add_argument("--study-dir", help="directory the study runs in (default: the current one)")
     p.add_argument("--final-arch", help="architecture assumed for the final model (default: final.architecture, "
                                         "else the study baseline)")
     p.add_argument("--batches", type=int, default=3, help="timed batches per architecture (default 3)")

@@ -82,8 +82,8 @@ def measure_snakemake(config_path, workdir, jobs=6):
     """(start-up s, per-job s) of Snakemake here: a dry run of a workflow that resolves this config
     as common.smk does, and a real run of `jobs` no-op shell jobs."""
     snakefile = textwrap.dedent(f"""
-        from ferstudy.config import load_yaml, resolve_config
-        STUDY = resolve_config(load_yaml({str(Path(config_path).resolve())!r}), workdir={str(workdir)!r})
+        from ferstudy.config import load_study
+        STUDY = load_study({str(Path(config_path).resolve()) if config_path else None!r}, workdir={str(workdir)!r})
         rule all:
             input: expand("o/{{i}}.txt", i=range({jobs}))
         rule one:
@@ -177,14 +177,24 @@ def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1):
             "mflops_forward": r["forward_flops"] / 1e6, "bf16": float(r["amp"])}
 
 
-def _measure_worker(cfg, names, batches, warmup, h5):
-    """Runs in a fresh process: 1-thread rates of every architecture in `names`."""
+PROGRESS = "measured network"  # starts the line printed per network (in_study_prediction shows it)
+
+
+def _measure_worker(cfg, names, batches, warmup, h5, report=False):
+    """Runs in a fresh process: 1-thread rates of every architecture in `names`; with `report`, one
+    line on stderr after each (a network takes seconds to a minute: the measurement is minutes)."""
     from ..bench.context import bench_images
     from ..config import resolve_arch
 
     bs = max(resolve_arch(cfg, a)["training"]["batch_size"] for a in names)
     images, labels = bench_images(min(bs * (batches + warmup), 2048), h5)
-    return {name: measure_arch(resolve_arch(cfg, name), images, labels, 1, batches, warmup) for name in names}
+    rates = {}
+    for i, name in enumerate(names, 1):
+        rates[name] = measure_arch(resolve_arch(cfg, name), images, labels, 1, batches, warmup)
+        if report:
+            print(f"{PROGRESS} {i}/{len(names)}: {name}, {rates[name]['img_per_s']:.0f} img/s training (1 thread)",
+                  file=sys.stderr, flush=True)
+    return rates
 
 
 def measure_side_by_side(cfg, names, batches, warmup, h5, parallel):
@@ -196,7 +206,8 @@ def measure_side_by_side(cfg, names, batches, warmup, h5, parallel):
 
     clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
     with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_measure_worker, *zip(*[(clean, names, batches, warmup, h5)] * parallel)))
+        results = list(pool.map(_measure_worker, *zip(*[(clean, names, batches, warmup, h5, i == 0)
+                                                         for i in range(parallel)])))
     return {name: {k: float(np.mean([r[name][k] for r in results])) for k in results[0][name]} for name in names}
 
 

@@ -40,7 +40,7 @@ def dry_run_jobs(study_dir, config_path=None, configfiles=(), preset=None):
 
     args = ["-n", "--forceall", "--nolock", "--quiet", "rules"]
     extra = [str(Path(f).resolve()) for f in configfiles or ()]
-    if config_path and Path(config_path).resolve() != (Path(study_dir) / "config.yaml").resolve():
+    if config_path and Path(config_path).resolve() != (Path(study_dir) / "config" / "config.yaml").resolve():
         extra.insert(0, str(Path(config_path).resolve()))
     if extra:
         args += ["--configfile", *extra]

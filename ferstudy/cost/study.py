@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..bench.context import child_env
 from .actual import actual_times, compare
+from .measure import PROGRESS
 
 PREDICTION = Path("cost/prediction.json")   # under the study's results directory
 WHOLE_RUN = Path("cost/run.json")           # the last run that built the whole study
@@ -66,8 +67,12 @@ def in_study_prediction(raw_config, study_cfg, cores, jobs_by_rule, jobs_to_run,
             cmd = [sys.executable, "-m", "ferstudy", "predict-cost", "--config", str(config_path),
                    "--study-dir", os.getcwd(), "--cores", str(cores), "--no-dry-run",
                    "--jobs-by-rule", json.dumps(jobs_by_rule), "--out", str(pred_path)]
-            with open(log_path, "w") as log_file:
-                done = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=child_env())
+            with open(log_path, "w") as log_file, subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), text=True) as done:
+                for line in done.stdout:  # the log gets every line; the study's log each network's progress
+                    log_file.write(line)
+                    if line.startswith(PROGRESS):
+                        say("  " + line.rstrip())
             if done.returncode == 0:
                 pred = {**json.loads(pred_path.read_text()), "fingerprint": fp, "measured_in_study": True}
                 write_json(pred_path, pred)

@@ -148,69 +148,100 @@ def pareto_front(x, y):
     return front
 
 
-def _place_labels(ax, xs, ys, texts, colors, yerr=None, fontsize=8.5):
-    """Greedy label placement: each label (top point first) at the first candidate offset that
-    overlaps no placed label, point or error bar; labels pushed further out get a leader line."""
+def _spread(targets, gap):
+    """Positions as near `targets` (sorted ascending) as possible, each at least `gap` above the
+    one before: least squares under that constraint (pool adjacent violators on targets - i * gap)."""
+    blocks = []  # [sum, count] of pooled values
+    for i, t in enumerate(targets):
+        blocks.append([t - i * gap, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, n = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += n
+    out = [b[0] / b[1] for b in blocks for _ in range(b[1])]
+    return [v + i * gap for i, v in enumerate(out)]
+
+
+def _overlap(a, b):
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _place_labels(ax, xs, ys, texts, yerr=None, ringed=(), fontsize=8.5, color="0.1"):
+    """Labels that overlap no other label, point or error bar, placed the same way every time:
+    points closer in x than a marker form a group whose labels stand in one column beside it,
+    in the order of the points' heights, each as near its point's height as the others allow
+    (`_spread`), with a leader line to its point where it had to move; each column goes on the
+    first side and distance (nearest first) where it covers nothing already there. Call it
+    after the layout is final (it measures in display pixels); `ringed`: indices of points drawn
+    with a ring (a larger marker). Returns the labels' boxes (display pixels)."""
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
+    px = 72.0 / fig.dpi  # points per display pixel (annotation offsets are in points)
     pts = ax.transData.transform(np.column_stack([xs, ys]))
-    taken = [(p[0] - 6, p[1] - 6, p[0] + 6, p[1] + 6) for p in pts]
+    radius = np.array([11.0 if i in ringed else 6.0 for i in range(len(pts))]) * fig.dpi / 100
+    taken = [(p[0] - r, p[1] - r, p[0] + r, p[1] + r) for p, r in zip(pts, radius)]
     if yerr is not None:
         lo = ax.transData.transform(np.column_stack([xs, np.asarray(ys) - yerr]))
         hi = ax.transData.transform(np.column_stack([xs, np.asarray(ys) + yerr]))
         taken += [(a[0] - 4, a[1], b[0] + 4, b[1]) for a, b in zip(lo, hi)]
+    probe = ax.text(0, 0, "", fontsize=fontsize)
+    sizes = []
+    for text in texts:
+        probe.set_text(text)
+        bb = probe.get_window_extent(renderer)
+        sizes.append((bb.width, bb.height))
+    probe.remove()
+    gap = max([h for _, h in sizes] + [1.0]) + 2
     axbox = ax.get_window_extent(renderer)
-    near = [(6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"),
-            (-6, -4, "right", "top"), (0, 8, "center", "bottom"), (0, -8, "center", "top")]
-    far = []
-    for r in (24, 42, 60):
-        for a in np.deg2rad(np.arange(22.5, 360, 45)):
-            dx, dy = r * np.cos(a), r * 0.8 * np.sin(a)
-            far.append((dx, dy, "left" if dx > 0 else "right", "bottom" if dy > 0 else "top"))
-    for i in np.argsort(-np.asarray(ys)):
-        best, best_cost = None, np.inf
-        for k, (dx, dy, ha, va) in enumerate(near + far):
-            leader = {} if k < len(near) else {"arrowprops": {"arrowstyle": "-", "lw": 0.6, "color": "0.5",
-                                                                "shrinkB": 5}}
-            ann = ax.annotate(texts[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha,
-                              va=va, fontsize=fontsize, color=colors[i], **leader)
-            bb = ann.get_window_extent(renderer)
-            box = (bb.x0, bb.y0, bb.x1, bb.y1)
-            cost = sum(max(0, min(box[2], t[2]) - max(box[0], t[0])) * max(0, min(box[3], t[3]) - max(box[1], t[1]))
-                       for t in taken)
-            cost += 1e5 * (box[0] < axbox.x0 or box[2] > axbox.x1 or box[1] < axbox.y0 or box[3] > axbox.y1)
-            # ambiguous: the label is as close to another point as to its own
-            gaps = np.hypot(np.maximum(0, np.maximum(box[0] - pts[:, 0], pts[:, 0] - box[2])),
-                            np.maximum(0, np.maximum(box[1] - pts[:, 1], pts[:, 1] - box[3])))
-            cost += 500 * bool(np.delete(gaps, i).min(initial=np.inf) < gaps[i] + 4)
-            if cost < best_cost:
-                if best is not None:
-                    best[0].remove()
-                best, best_cost = (ann, box), cost
-            else:
-                ann.remove()
-            if cost == 0:
+    groups = []
+    for i in np.argsort(pts[:, 0], kind="stable"):
+        if groups and pts[i, 0] - pts[groups[-1][-1], 0] < 12:
+            groups[-1].append(int(i))
+        else:
+            groups.append([int(i)])
+    boxes = {}
+    for group in sorted(groups, key=lambda g: (-len(g), pts[g[0], 0])):
+        group = sorted(group, key=lambda i: (pts[i, 1], texts[i]))
+        heights = _spread([pts[i, 1] for i in group], gap)
+        shift = max(0.0, axbox.y0 + gap / 2 - heights[0]) - max(0.0, heights[-1] - (axbox.y1 - gap / 2))
+        heights = [h + shift for h in heights]
+        best = None
+        for extra in (0, 16, 32, 56, 88, 128):
+            for side in (1, -1):
+                edge = ((pts[group, 0] + radius[group]).max() + 4 + extra if side > 0
+                        else (pts[group, 0] - radius[group]).min() - 4 - extra)
+                cand = {i: (edge, y, edge + sizes[i][0], y) if side > 0 else (edge - sizes[i][0], y, edge, y)
+                        for i, y in zip(group, heights)}
+                cand = {i: (b[0], b[1] - sizes[i][1] / 2, b[2], b[3] + sizes[i][1] / 2) for i, b in cand.items()}
+                cost = sum(_overlap(b, t) for b in cand.values() for t in taken)
+                cost += 1e6 * sum(b[0] < axbox.x0 or b[2] > axbox.x1 or b[1] < axbox.y0 or b[3] > axbox.y1
+                                  for b in cand.values())
+                if best is None or cost < best[0]:
+                    best = (cost, side, extra, cand)
+                if cost == 0:
+                    break
+            if best[0] == 0:
                 break
-        taken.append(best[1])
-
-
-def dodge_log(x, y, step=0.03):
-    """Spread points that share an x value (e.g. architectures with equal FLOPs) by `step` decades,
-    ordered by y, so that none hides another; other points stay where they are."""
-    x = np.asarray(x, dtype=float).copy()
-    y = np.asarray(y, dtype=float)
-    for value in np.unique(x):
-        group = np.flatnonzero(x == value)
-        if len(group) > 1:
-            group = group[np.argsort(y[group], kind="stable")]
-            x[group] = value * 10 ** ((np.arange(len(group)) - (len(group) - 1) / 2) * step)
-    return x
+        _, side, extra, cand = best
+        for i, b in cand.items():
+            x0 = b[0] if side > 0 else b[2]
+            y0 = (b[1] + b[3]) / 2
+            moved = extra > 0 or abs(y0 - pts[i, 1]) > gap / 2
+            ax.annotate(texts[i], (xs[i], ys[i]), xytext=((x0 - pts[i, 0]) * px, (y0 - pts[i, 1]) * px),
+                        textcoords="offset points", ha="left" if side > 0 else "right", va="center",
+                        fontsize=fontsize, color=color,
+                        arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.5", "shrinkA": 1, "shrinkB": 5}
+                        if moved else None)
+            boxes[i] = b
+            taken.append(b)
+    return [boxes[i] for i in range(len(texts))]
 
 
 def plot_accuracy_vs_compute(cost, path, dataset, baseline=None, final=None, summary=None):
     """Mean held-out accuracy against forward MFLOPs per image (log x), one labelled point per
-    architecture, coloured by the factor it varies, with the Pareto front."""
+    architecture at its true compute, coloured by the factor it varies, with the Pareto front.
+    Architectures of equal compute share an x: their labels stand in a column beside them."""
     from matplotlib.ticker import FuncFormatter
 
     plt = _plt()
@@ -221,14 +252,14 @@ def plot_accuracy_vs_compute(cost, path, dataset, baseline=None, final=None, sum
     cmap = plt.get_cmap("tab10" if len(factors) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(10, 6.5))
     y = df["accuracy_mean"].to_numpy(float)
-    front = pareto_front(df["mflops"].to_numpy(float), y)
-    x = dodge_log(df["mflops"], y)
+    x = df["mflops"].to_numpy(float)
+    front = pareto_front(x, y)
     ax.plot(x[front], y[front], "--", color="0.6", lw=1, zorder=1, label="Pareto front")
     for f_i, factor in enumerate(factors):
         sel = (df["factor"].fillna("") == factor).to_numpy() if "factor" in df else np.ones(len(df), bool)
         yerr = df.loc[sel, "accuracy_std"] if "accuracy_std" in df else None
         ax.errorbar(x[sel], y[sel], yerr=yerr, fmt="o", ms=7, capsize=3, color=cmap(f_i % cmap.N),
-                    label=factor or "architectures", zorder=3)
+                    label=factor or "architectures", zorder=3, alpha=0.85)
     for i, arch in enumerate(df["architecture"]):
         if arch in (final, baseline):  # rings in black: the factor colours may include red and blue
             ax.plot(x[i], y[i], "o", ms=15, mfc="none", mec="black", mew=2 if arch == final else 1.2,
@@ -237,23 +268,23 @@ def plot_accuracy_vs_compute(cost, path, dataset, baseline=None, final=None, sum
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
     ax.tick_params(axis="x", which="minor", labelsize=8)
-    dodged = "; equal values are spread slightly" if len(np.unique(df["mflops"])) < len(df) else ""
-    ax.set_xlabel(f"forward MFLOPs per image (log scale{dodged})")
+    ax.set_xlabel("forward MFLOPs per image (log scale)")
     ax.set_ylabel("held-out accuracy (mean ± std over folds)")
     ax.grid(alpha=0.3, which="both")
     span = max(x.max() / x.min(), 1.5) if len(x) else 2
-    ax.set_xlim(x.min() / span ** 0.12, x.max() * span ** 0.12)
+    ax.set_xlim(x.min() / span ** 0.25, x.max() * span ** 0.25)  # room for a column of labels either side
     err = df["accuracy_std"].fillna(0).to_numpy(float) if "accuracy_std" in df else np.zeros_like(y)
     lo, hi = (y - err).min(), (y + err).max()
     yr = max(hi - lo, 0.02)
     ax.set_ylim(lo - 0.08 * yr, hi + 0.08 * yr)
     ax.legend(title="factor varied", fontsize=8, title_fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5),
               frameon=False)
-    labels = [a + (f" ({_role(a, baseline, final)})" if _role(a, baseline, final) else "") for a in df["architecture"]]
-    _place_labels(ax, x, y, labels, ["0.1"] * len(labels), yerr=err)
     ax.set_title(f"Accuracy against compute (ringed: the final architecture and the baseline)\n"
                  f"({dataset_label(dataset)})", fontsize=11)
     fig.tight_layout()
+    labels = [a + (f" ({_role(a, baseline, final)})" if _role(a, baseline, final) else "") for a in df["architecture"]]
+    ringed = [i for i, a in enumerate(df["architecture"]) if a in (final, baseline)]
+    _place_labels(ax, x, y, labels, yerr=err, ringed=ringed)
     return save(fig, path)
 
 

@@ -4,37 +4,30 @@ import sys
 
 import yaml
 
-# The package is this workflow's own `ferstudy/` (beside the Snakefile), here and in every job.
-sys.path.insert(0, workflow.basedir)
+# The checkout: workflow/Snakefile's parent. Its `ferstudy/` is the package, here and in every job.
+REPO = os.path.dirname(workflow.basedir)
+sys.path.insert(0, REPO)
 
-from ferstudy.config import (PINNED_PRESET_ENV, coerce_cli_config, deep_merge, load_yaml, preset_lines,
-                             resolve_arch, resolve_layers)
+from ferstudy.config import (DEFAULTS_NAME, PINNED_PRESET_ENV, coerce_cli_config, config_hash, load_defaults,
+                             load_yaml, preset_lines, resolve_arch, resolve_layers)
 from ferstudy.errors import UserError
 from ferstudy.figures import FIGURES
 
 
 def config_layers():
-    """(defaults, [(name, layer)]) as Snakemake got them: the defaults are the config.yaml that
-    `configfile:` loaded (also when given again with --configfile, or the one beside the Snakefile);
-    the user's layers are the other --configfile files, in order, then --config (whose nested values
-    Snakemake hands as strings: given the schema's types here)."""
+    """The user's layers as Snakemake got them, in Snakemake's order: the config/config.yaml that
+    `configfile:` loaded (unless --replace-workflow-config), each --configfile file, then --config
+    (whose nested values Snakemake hands as strings: given the schema's types here). The shipped
+    defaults and the preset lie under all of them (resolve_layers)."""
     settings = workflow.config_settings
     cli_files = [str(f) for f in workflow.overwrite_configfiles]
     own = [f for f in map(str, workflow.configfiles) if f not in cli_files]  # loaded by `configfile:`
     if settings.replace_workflow_config:
         own = []
-    shipped = os.path.join(workflow.basedir, "config.yaml")
-
-    def is_default(path):
-        return any(os.path.exists(d) and os.path.samefile(path, d) for d in own + [shipped])
-
-    defaults = {}
-    for path in own + [f for f in cli_files if is_default(f)]:
-        defaults = deep_merge(defaults, load_yaml(path))
-    user = [(f, load_yaml(f)) for f in cli_files if not is_default(f)]
+    user = [(f, load_yaml(f)) for f in own + cli_files]
     if settings.config:
         user.append(("--config", coerce_cli_config(plain(settings.config))))
-    return defaults, user
+    return user
 
 
 def plain(value):
@@ -45,8 +38,8 @@ def plain(value):
 
 SPAWNED_JOB = workflow.remote_exec or workflow.subprocess_exec  # a job this workflow's Snakemake started
 try:
-    DEFAULTS, USER_LAYERS = config_layers()
-    RESOLVED = resolve_layers(DEFAULTS, USER_LAYERS, source="config.yaml",
+    USER_LAYERS = config_layers()
+    RESOLVED = resolve_layers(load_defaults(), USER_LAYERS, source=DEFAULTS_NAME,
                               pinned_preset=os.environ.get(PINNED_PRESET_ENV) if SPAWNED_JOB else None)
 except UserError as err:
     raise WorkflowError(str(err)) from None
@@ -66,7 +59,7 @@ EXTRA_TEST_SETS = STUDY["data"].get("extra_test_sets") or {}
 # FER+ crowd relabels (data.ferplus): the final model is also scored against them (rule ferplus_scores).
 FERPLUS = STUDY["data"].get("ferplus")
 R = "results"
-# Rules call the package's CLI as `python3 -m ferstudy`, with this workflow's directory first on
+# Rules call the package's CLI as `python3 -m ferstudy`, with the checkout (REPO) first on
 # PYTHONPATH: the package comes from the checkout, in the venv that runs Snakemake and in a conda
 # environment (`--sdm conda`: envs/ferstudy.yaml has the dependencies only) alike. The interpreter's
 # bin directory goes first on PATH, so `.venv/bin/snakemake` works without an activated venv (a
@@ -76,7 +69,7 @@ def path_first(variable, directory):
     os.environ[variable] = os.pathsep.join([directory] + entries)
 
 
-path_first("PYTHONPATH", workflow.basedir)
+path_first("PYTHONPATH", REPO)
 path_first("PATH", os.path.dirname(sys.executable))
 
 
@@ -129,10 +122,52 @@ def data_sha256(wildcards):
     return "demo" if DATASET == "demo" else sha256_of(STUDY["dataset"]["csv"])
 
 
-def write_yaml(path, obj):
+def spec_id(obj, name=None):
+    """A short stand-in for a settings dict in `params` (the rerun trigger Snakemake compares and
+    prints in `reason:`): a readable name beside a hash of the whole dict."""
+    return f"{name or obj['name']} {config_hash(obj)}"
+
+
+def write_yaml_logged(path, obj, log_path, ident):
+    """Write a settings file (the output of a `run:` rule) and say in its log what was written."""
     from ferstudy.io import write_text
 
     write_text(path, yaml.safe_dump(obj, sort_keys=False))
+    write_text(log_path, f"wrote {path}: {ident} (the settings' hash; a change reruns what reads it)\n")
+
+
+def final_settings():
+    """final_config.yaml: the final retrain's choice and settings (rule final_config)."""
+    return {"architecture": STUDY["final"].get("architecture"), "training": STUDY["final"].get("training") or {}}
+
+
+SELECTION = f"{R}/final/selection.json"  # checkpoint select's output: the final architecture
+_said_dry_run_selection = []
+
+
+def final_architecture():
+    """The architecture the final model trains: final.architecture when the config names one, else
+    cross-validation's choice in the output of checkpoint `select`. train_final reads only that
+    architecture's run config, so a change to a losing architecture reruns its folds, the tables
+    and `select`, and the final model only if the choice changes (Snakemake re-evaluates the DAG
+    after the checkpoint). A dry run cannot look past a checkpoint that reruns: it plans with the
+    selection on disk, and says so."""
+    import json
+
+    pinned = STUDY["final"].get("architecture")
+    if pinned:
+        return pinned
+    if workflow.dryrun and os.path.exists(SELECTION):
+        with open(SELECTION) as f:
+            chosen = json.load(f).get("architecture")
+        if chosen in ARCHS:
+            if not _said_dry_run_selection:
+                _said_dry_run_selection.append(chosen)
+                logger.info(f"Dry run: the final model is planned for {chosen}, the choice in {SELECTION}; should "
+                            f"a rerun of `select` choose another architecture, the run retrains the final model too.")
+            return chosen
+    with open(checkpoints.select.get().output[0]) as f:
+        return json.load(f)["architecture"]
 
 
 def data_targets():
@@ -190,7 +225,7 @@ def code_version(wildcards):
     import subprocess
 
     try:
-        head = subprocess.run(["git", "-C", workflow.basedir, "rev-parse", "--verify", "--quiet", "HEAD"],
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify", "--quiet", "HEAD"],
                               capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return ""

@@ -13,6 +13,8 @@ rule demo_csv:
         runtime=10,
     log:
         f"{R}/logs/demo_csv.log",
+    benchmark:
+        f"{R}/benchmarks/demo_csv.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:

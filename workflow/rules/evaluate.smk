@@ -15,6 +15,8 @@ rule evaluate_arch:
         runtime=10,
     log:
         f"{R}/logs/evaluate/{{arch}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{arch}}.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:
@@ -43,6 +45,8 @@ rule aggregate:
         runtime=10,
     log:
         f"{R}/logs/aggregate.log",
+    benchmark:
+        f"{R}/benchmarks/aggregate.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:
@@ -51,7 +55,9 @@ rule aggregate:
         " --recheck {input.recheck:q} > {log:q} 2>&1"
 
 
-rule select:
+# A checkpoint: the DAG is re-evaluated after it, so train_final (keyed on the chosen
+# architecture, common.smk final_architecture) reruns only when the choice or its settings change.
+checkpoint select:
     input:
         summary=f"{R}/tables/cv_summary.csv",
         final_config=f"{R}/final/final_config.yaml",
@@ -65,6 +71,8 @@ rule select:
         runtime=10,
     log:
         f"{R}/logs/select.log",
+    benchmark:
+        f"{R}/benchmarks/select.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:
@@ -85,6 +93,8 @@ rule predict_extra:
         runtime=predict_extra_runtime,
     log:
         f"{R}/logs/predict_extra/{{name}}.log",
+    benchmark:
+        f"{R}/benchmarks/predict_extra/{{name}}.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:
@@ -107,6 +117,8 @@ rule evaluate_final:
         runtime=10,
     log:
         f"{R}/logs/evaluate_final.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_final.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:
@@ -132,6 +144,8 @@ if FERPLUS:
             runtime=10,
         log:
             f"{R}/logs/ferplus_scores.log",
+        benchmark:
+            f"{R}/benchmarks/ferplus_scores.tsv",
         conda:
             "../../envs/ferstudy.yaml"
         shell:

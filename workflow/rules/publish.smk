@@ -35,6 +35,8 @@ rule report_html:
         runtime=10,
     log:
         f"{R}/logs/report_html.log",
+    benchmark:
+        f"{R}/benchmarks/report/report_html.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:
@@ -45,7 +47,7 @@ rule report_html:
 
 rule handin:
     input:
-        readme=os.path.join(workflow.basedir, "README.md"),
+        readme=os.path.join(REPO, "README.md"),
         report_md=f"{R}/report/report.md",
         report_html=HTML_REPORT,
         figures=figure_targets(),
@@ -65,6 +67,8 @@ rule handin:
         runtime=10,
     log:
         f"{R}/logs/handin.log",
+    benchmark:
+        f"{R}/benchmarks/report/handin.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:

@@ -30,6 +30,8 @@ checkpoint recheck_plan:
         runtime=10,
     log:
         f"{R}/logs/recheck_plan.log",
+    benchmark:
+        f"{R}/benchmarks/recheck_plan.tsv"
     conda:
         "../../envs/ferstudy.yaml"
     shell:
@@ -56,7 +58,8 @@ rule recheck_config:
         from ferstudy.recheck import longer_run_config
 
         precision = load_yaml(input.fold_config).get("precision")
-        write_yaml(output[0], longer_run_config(load_yaml(input.run_config), params.factor, precision))
+        longer = longer_run_config(load_yaml(input.run_config), params.factor, precision)
+        write_yaml_logged(output[0], longer, log[0], spec_id(longer))
 
 
 rule recheck:

@@ -9,7 +9,7 @@ from ferstudy.report.inputs import report_inputs
 rule report:
     input:
         **report_inputs(R, ARCHS, len(FOLDS), ferplus=bool(FERPLUS)),
-        template=os.path.join(workflow.basedir, "report", "report.md.j2"),
+        template=os.path.join(REPO, "report", "report.md.j2"),
     output:
         report(f"{R}/report/report.md", caption="../report/report_md.rst", category="1 Report",
                subcategory="Study report", labels={"document": "study report (markdown, download)"}),
@@ -22,6 +22,8 @@ rule report:
         runtime=10,
     log:
         f"{R}/logs/report.log",
+    benchmark:
+        f"{R}/benchmarks/report/report.tsv",
     conda:
         "../../envs/ferstudy.yaml"
     shell:

@@ -7,8 +7,9 @@ rule run_config:
     output:
         f"{R}/cv/{{arch}}/run_config.yaml",
     params:
-        # The resolved spec is the rerun trigger: editing one architecture reruns only its jobs.
-        spec=lambda w: resolve_arch(STUDY, w.arch),
+        # The rerun trigger: editing one architecture reruns only its jobs. A hash of the resolved
+        # spec beside its name keeps Snakemake's `reason:` lines short.
+        spec=lambda w: spec_id(resolve_arch(STUDY, w.arch)),
     threads: 1
     resources:
         mem_mb=1000,
@@ -16,14 +17,14 @@ rule run_config:
     log:
         f"{R}/logs/run_config/{{arch}}.log",
     run:
-        write_yaml(output[0], params.spec)
+        write_yaml_logged(output[0], resolve_arch(STUDY, wildcards.arch), log[0], params.spec)
 
 
 rule final_config:
     output:
         f"{R}/final/final_config.yaml",
     params:
-        final=lambda w: {"architecture": STUDY["final"].get("architecture"), "training": STUDY["final"].get("training") or {}},
+        final=lambda w: spec_id(final_settings(), "final"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -31,7 +32,7 @@ rule final_config:
     log:
         f"{R}/logs/final_config.log",
     run:
-        write_yaml(output[0], params.final)
+        write_yaml_logged(output[0], final_settings(), log[0], params.final)
 
 
 rule train_fold:
@@ -65,9 +66,9 @@ rule train_fold:
 rule train_final:
     input:
         h5=f"{R}/data/dataset.h5",
-        selection=f"{R}/final/selection.json",
+        # only the chosen architecture's run config: a change to another one retrains nothing here
+        run_config=lambda w: f"{R}/cv/{final_architecture()}/run_config.yaml",
         final_config=f"{R}/final/final_config.yaml",
-        run_configs=expand(f"{R}/cv/{{arch}}/run_config.yaml", arch=ARCHS),
     output:
         model=f"{R}/final/model.pt",
         history=f"{R}/final/history.csv",
@@ -75,8 +76,8 @@ rule train_final:
         private=f"{R}/final/predictions_private.csv",
         config=f"{R}/final/config.yaml",
     params:
+        architecture=lambda w: final_architecture(),  # a new choice retrains (readable in `reason:`)
         checkpoint=f"{R}/checkpoints/final.pt",
-        cv_dir=lambda w, input: os.path.dirname(os.path.dirname(input.run_configs[0])),
         out_dir=lambda w, output: os.path.dirname(output.model),
     threads: train_final_threads
     resources:
@@ -90,7 +91,7 @@ rule train_final:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "python3 -m ferstudy train-final --h5 {input.h5:q} --selection {input.selection:q} --cv-dir {params.cv_dir:q}"
+        "python3 -m ferstudy train-final --h5 {input.h5:q} --run-config {input.run_config:q}"
         " --final-config {input.final_config:q} --out-dir {params.out_dir:q} --checkpoint {params.checkpoint:q}"
         " --threads {threads} > {log:q} 2>&1"
 
