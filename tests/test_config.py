@@ -170,7 +170,7 @@ def test_the_defaults_alone_are_the_defaults_layer(tmp_path):
     assert not [key for key, _, _ in r.replaced if key.startswith("study.") and key != "study.recheck_max"
                 or key == "final.training.epochs"]
     lines = preset_lines(r)
-    assert "Preset 'demo' set 11 value(s)" in "\n".join(lines) and "  training.epochs: 20 -> 8" in lines
+    assert "Preset 'demo' set 12 value(s)" in "\n".join(lines) and "  training.epochs: 20 -> 8" in lines
     assert not r.overridden and "Your config replaced" not in "\n".join(lines)
     assert any("leaves out" in line and "vgg_deep" in line for line in lines)
     assert resolve_config(with_change(("training", "epochs"), 20), workdir=tmp_path) == r.config

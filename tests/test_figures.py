@@ -138,8 +138,10 @@ def test_pareto_front():
 def accuracy_vs_compute_figure(monkeypatch, tmp_path, cost, summary, **kwargs):
     """plot_accuracy_vs_compute's figure, kept open (save is replaced by a capture)."""
     kept = []
-    monkeypatch.setattr(figures, "save", lambda fig, path, dpi=110: kept.append(fig) or path)
-    figures.plot_accuracy_vs_compute(cost, tmp_path / "avc.png", "fer2013", summary=summary, **kwargs)
+    import ferstudy.figures.cv as cv_figures
+
+    monkeypatch.setattr(cv_figures, "save", lambda fig, path, dpi=110: kept.append(fig) or path)
+    cv_figures.plot_accuracy_vs_compute(cost, tmp_path / "avc.png", "fer2013", summary=summary, **kwargs)
     fig = kept[0]
     fig.canvas.draw()
     return fig, fig.axes[0]
