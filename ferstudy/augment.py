@@ -24,6 +24,7 @@ Output: float32 (B, 1, crop, crop), contiguous (callers may convert to channels_
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +55,12 @@ def _as_batch(images):
     return images
 
 
-def normalize(images):
+def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 / 0-255 pixels (any shape) -> float32 (x / 255 - MEAN) / STD."""
     return images.to(torch.float32, copy=True).mul_(1.0 / (255 * STD)).sub_(MEAN / STD)
 
 
-def center_crop(images, crop):
+def center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
     """Centre `crop`x`crop` window of (B, 1, S, S) or (B, S, S) images (same dtype, a view)."""
     images = _as_batch(images)
     size = images.shape[-1]
@@ -69,7 +70,7 @@ def center_crop(images, crop):
     return images[..., o:o + crop, o:o + crop]
 
 
-def eval_views(images, crop, tta="none"):
+def eval_views(images: torch.Tensor, crop: int, tta: str = "none") -> torch.Tensor:
     """Evaluation views, float32 (V, B, 1, crop, crop), normalised; view 0 is the centre crop.
 
     tta "none": [centre] (V=1); "flip": [centre, mirrored centre] (V=2); "tencrop": [centre,
@@ -91,7 +92,7 @@ def eval_views(images, crop, tta="none"):
     return torch.stack(views).contiguous()
 
 
-def check_config(cfg):
+def check_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """Validate an augmentation mapping and fill defaults; raises UserError naming the key."""
     cfg = {} if cfg is None else cfg
     if not isinstance(cfg, dict):
@@ -129,18 +130,18 @@ class Augmenter:
     `aug.apply(images, aug.sample(len(images), generator))`.
     """
 
-    def __init__(self, cfg=None, enabled=True):
+    def __init__(self, cfg: dict[str, Any] | None = None, enabled: bool = True) -> None:
         self.cfg = check_config(cfg)
         self.enabled = bool(enabled) and bool((cfg or {}).get("enabled", True))
         self.crop = self.cfg["crop"]
         c = self.cfg
         self.affine = c["rotate"] > 0 or c["scale"] > 0 or c["translate"] > 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         on = ", ".join(f"{k}={v}" for k, v in self.cfg.items())
         return f"Augmenter({on}, enabled={self.enabled})"
 
-    def __call__(self, images, generator=None):
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self.enabled:
             return self.apply(images, None)
         if generator is None:
@@ -148,13 +149,13 @@ class Augmenter:
         return self.apply(images, self.sample(images.shape[0], generator))
 
     # -- randomness -------------------------------------------------------------------------
-    def sample(self, batch_size, generator):
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Draw per-image parameters: a dict of (B,) tensors on the generator's device."""
         u = torch.rand(batch_size, _NDRAW, generator=generator, device=generator.device)
         return dict(zip(_COLS, u.unbind(1)))
 
     # -- application ------------------------------------------------------------------------
-    def apply(self, images, params):
+    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor] | None) -> torch.Tensor:
         """Augment `images` with parameters from `sample` (None = centre crop only)."""
         images = _as_batch(images)
         size, crop, c = images.shape[-1], self.crop, self.cfg

@@ -13,7 +13,9 @@ so results can go straight into `metrics.json` with `ferstudy.io.write_json`. No
 """
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +37,7 @@ _TIE_TOL = 1e-12
 
 # --------------------------------------------------------------------------- one set of predictions
 
-def classification_metrics(labels, probs):
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """Metrics of one set of predictions; the prediction is the argmax of `probs`.
 
     labels: int array (N,) with values 0-6; probs: float array (N, 7), columns in CLASS_NAMES order.
@@ -107,7 +109,7 @@ def _row_normalize(counts):
 
 # --------------------------------------------------------------------------- predictions CSV
 
-def read_predictions(path):
+def read_predictions(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read a predictions CSV (`row,label,pred,p_angry,...,p_neutral`) -> (labels, probs, rows).
 
     labels: int64 (N,); probs: float64 (N, 7) in CLASS_NAMES order whatever the column order;
@@ -160,7 +162,7 @@ def read_predictions(path):
 
 # --------------------------------------------------------------------------- folds
 
-def aggregate_folds(fold_metrics):
+def aggregate_folds(fold_metrics: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Mean, std and per-fold values over folds of `classification_metrics` dicts.
 
     std is the sample standard deviation (ddof=1), 0.0 when there is a single fold. The per-fold
@@ -214,7 +216,7 @@ def _summary(values):
 
 # --------------------------------------------------------------------------- significance
 
-def corrected_resampled_ttest(diffs, n_train, n_test):
+def corrected_resampled_ttest(diffs: np.ndarray | Sequence[float], n_train: float, n_test: float) -> dict[str, Any]:
     """Corrected resampled paired t-test for k-fold cross-validation (Nadeau & Bengio, 2003).
 
     C. Nadeau and Y. Bengio, "Inference for the Generalization Error", Machine Learning 52(3),
@@ -246,9 +248,9 @@ def corrected_resampled_ttest(diffs, n_train, n_test):
     if not (n_train > 0 and n_test > 0):
         raise ValueError(f"n_train and n_test must be positive; got {n_train} and {n_test}")
     k = int(d.size)
-    result = {"k": k, "df": max(k - 1, 0), "n_train": n_train, "n_test": n_test,
-              "mean_diff": float(np.mean(d)) if k else math.nan,
-              "std_diff": math.nan, "t": math.nan, "p": math.nan, "note": None}
+    result: dict[str, Any] = {"k": k, "df": max(k - 1, 0), "n_train": n_train, "n_test": n_test,
+                              "mean_diff": float(np.mean(d)) if k else math.nan,
+                              "std_diff": math.nan, "t": math.nan, "p": math.nan, "note": None}
     if k < 2:
         result["note"] = (f"{k} paired fold(s): at least 2 folds are needed to estimate the variance "
                           "of the differences, so no test was done")
@@ -271,7 +273,9 @@ def corrected_resampled_ttest(diffs, n_train, n_test):
     return result
 
 
-def compare_to_baseline(per_arch_fold_scores, baseline, n_train, n_test, alpha=0.05, metric="accuracy"):
+def compare_to_baseline(per_arch_fold_scores: Mapping[str, np.ndarray | Sequence[float]], baseline: str,
+                        n_train: float | dict[str, float], n_test: float, alpha: float = 0.05,
+                        metric: str = "accuracy") -> list[dict[str, Any]]:
     """Compare every architecture with `baseline` on per-fold scores, fold i paired with fold i.
 
     per_arch_fold_scores: {arch: [score of fold 0, fold 1, ...]}, scores as fractions (0-1, e.g.
@@ -333,7 +337,7 @@ def variance_factor(k: int, n_train: float, n_test: float) -> float:
     return 1.0 / k + n_test / n_train
 
 
-def pooled_resampled_ttests(diffs_by_pair: dict, n_train, n_test: float) -> tuple[dict, dict]:
+def pooled_resampled_ttests(diffs_by_pair: dict, n_train: float | dict, n_test: float) -> tuple[dict, dict]:
     """Each pair's corrected resampled t-test with the variance of the paired differences pooled over
     all pairs: with 3 folds a pair's own variance has 2 degrees of freedom, so one pair whose folds
     happen to agree gets a tiny variance and a large t. Pooling assumes that every pair's per-fold

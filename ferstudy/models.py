@@ -17,6 +17,7 @@ import os
 import socket
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
@@ -27,13 +28,16 @@ from ferstudy.probe import dummy_forward
 from ferstudy.spec import (BACKBONES, IMAGENET, LAYER_TYPES, LayerPlan, _check_backbone,  # noqa: F401
                            _check_top, plan_layers, validate_spec)
 
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
 log = logging.getLogger("ferstudy.models")
 
 
 class GlobalAvgPool(nn.Module):
     """Average over height and width: (B, C, H, W) -> (B, C)."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
 
 
@@ -54,7 +58,7 @@ _MODULES = {
 }
 
 
-def init_weights(model):
+def init_weights(model: nn.Module) -> None:
     """Kaiming-normal convs (fan_in: keeps the forward signal's scale, which nets without batch
     norm need to train at all), BN 1/0, linear N(0, 0.01)."""
     for m in model.modules():
@@ -70,7 +74,8 @@ def init_weights(model):
             nn.init.zeros_(m.bias)
 
 
-def build_model(spec, num_classes=7, in_channels=1, input_size=48, weights=True):
+def build_model(spec: dict[str, Any], num_classes: int = 7, in_channels: int = 1, input_size: int = 48,
+                weights: bool = True) -> nn.Module:
     """Build the model for `spec`; deterministic given torch.manual_seed.
 
     `input_size` is the side of the square images the model will see (the crop size when
@@ -93,7 +98,7 @@ def build_model(spec, num_classes=7, in_channels=1, input_size=48, weights=True)
     modules = OrderedDict()
     for p in plan:
         if p.kind == "batchnorm":  # the shape after a batchnorm is the shape it sees
-            module = (nn.BatchNorm1d if len(p.shape) == 1 else nn.BatchNorm2d)(**p.args)
+            module: nn.Module = (nn.BatchNorm1d if len(p.shape) == 1 else nn.BatchNorm2d)(**p.args)
         else:
             module = _MODULES[p.kind](p.args)
         modules[p.name] = module
@@ -108,7 +113,7 @@ class VGG11BN(nn.Module):
     images: `in_channels` first conv, global average pool and one Linear(512, classes) instead of
     the 7x7-pool + 4096-4096 classifier (which would need 224x224 input and 120M parameters)."""
 
-    def __init__(self, in_channels=1, num_classes=7):
+    def __init__(self, in_channels: int = 1, num_classes: int = 7) -> None:
         super().__init__()
         from torchvision.models.vgg import cfgs, make_layers
 
@@ -118,7 +123,7 @@ class VGG11BN(nn.Module):
         self.classifier = nn.Linear(512, num_classes)
         init_weights(self)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
@@ -151,7 +156,7 @@ def _area_matrix(k_in, k_out):
     return a
 
 
-def adapt_first_conv(weight, out_shape):
+def adapt_first_conv(weight: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
     """ImageNet first-conv kernels (O, 3, k, k) -> `out_shape` (O, C, k', k').
 
     RGB kernels are summed (not averaged): a grey image fed as three equal channels gives the
@@ -186,21 +191,21 @@ IMAGENET_WEIGHTS = {"resnet18": "ResNet18_Weights", "vgg11_bn": "VGG11_BN_Weight
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation: an offline machine fails in seconds, a firewalled one in a minute
 
 
-def imagenet_weights(name):
+def imagenet_weights(name: str) -> WeightsEnum:
     """torchvision's `IMAGENET1K_V1` weights entry for backbone `name` (its url names the file)."""
     import torchvision
 
     return getattr(torchvision.models, IMAGENET_WEIGHTS[name]).IMAGENET1K_V1
 
 
-def imagenet_cache_file(name):
+def imagenet_cache_file(name: str) -> tuple[str, Path]:
     """(url, path) of backbone `name`'s ImageNet weights: where torchvision's weights API reads
     them, `$TORCH_HOME/hub/checkpoints/<the file the url ends with>` (TORCH_HOME: ~/.cache/torch)."""
     url = imagenet_weights(name).url
     return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
-def imagenet_state_dict(name):
+def imagenet_state_dict(name: str) -> tuple[dict[str, Any], Path]:
     """(state dict, file) of torchvision's ImageNet weights for backbone `name`, through
     torchvision's weights API (`weights.get_state_dict`): read from the torch cache, downloaded
     into it the first time (hash-checked, read as data only). When the file is absent and cannot
@@ -230,7 +235,8 @@ def imagenet_state_dict(name):
     return state, path
 
 
-def load_pretrained(model, path, first_conv, classifier, backbone=None):
+def load_pretrained(model: nn.Module, path: Path | str, first_conv: str, classifier: str,
+                    backbone: str | None = None) -> nn.Module:
     """Load an ImageNet-style state dict into an adapted backbone (in place): from the file `path`,
     or, for `path == "imagenet"`, torchvision's ImageNet weights of `backbone` (`imagenet_state_dict`).
 
@@ -238,6 +244,8 @@ def load_pretrained(model, path, first_conv, classifier, backbone=None):
     skipped and keeps its fresh init; every other tensor must match by name and shape.
     """
     if path == IMAGENET:
+        if backbone is None:
+            raise ValueError("load_pretrained: pretrained 'imagenet' needs the backbone's name")
         state, path = imagenet_state_dict(backbone)
         path = str(path)
     else:
@@ -277,12 +285,12 @@ def load_pretrained(model, path, first_conv, classifier, backbone=None):
 
 
 # ----------------------------------------------------------------------------- cost
-def count_parameters(model, trainable_only=False):
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all, or only those with requires_grad)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def forward_flops(model, input_size=48, in_channels=None):
+def forward_flops(model: nn.Module, input_size: int = 48, in_channels: int | None = None) -> float:
     """Forward FLOPs per image of conv and linear layers (a multiply-add counts 2 FLOPs).
 
     Counted with forward hooks on one dummy image (`probe.dummy_forward`), so it works for any

@@ -8,15 +8,27 @@ works for the layer-list `nn.Sequential` models and for the torchvision backbone
 always PublicTest faces, picked with a seeded generator.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from . import CLASS_NAMES
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .data import FerData
 
 PICK_SEED = 0  # seed of the faces the figures show and the report measures on
 CHANNEL_FACES_PER_CLASS = 150  # PublicTest faces per emotion behind the channel-emotion figure and sentences
 
 
-def dummy_forward(model, hooks, input_size, in_channels=1):
+def dummy_forward(model: nn.Module, hooks: Sequence[tuple[nn.Module, Callable[..., Any]]], input_size: int,
+                  in_channels: int = 1) -> None:
     """One all-zero image through `model` in eval mode, without gradients, with the forward hooks
     [(module, hook)] registered for that pass only; the model's train/eval mode is restored."""
     import torch
@@ -36,14 +48,14 @@ def dummy_forward(model, hooks, input_size, in_channels=1):
             h.remove()
 
 
-def conv_layers(model):
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """[(name, nn.Conv2d)] in module order (the first is the input layer)."""
     from torch import nn
 
     return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def first_layer_filters(model):
+def first_layer_filters(model: nn.Module) -> tuple[str | None, np.ndarray]:
     """(layer name, kernels (out_channels, k, k) as numpy), input channels averaged."""
     convs = conv_layers(model)
     if not convs:
@@ -52,7 +64,8 @@ def first_layer_filters(model):
     return name, conv.weight.detach().cpu().float().mean(dim=1).numpy()
 
 
-def stage_taps(model, input_size, in_channels=1, min_size=2):
+def stage_taps(model: nn.Module, input_size: int, in_channels: int = 1,
+               min_size: int = 2) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     """Feature-map taps, one per spatial resolution, shallow to deep: [(name, module, (C, H, W))].
 
     For each resolution that a convolution outputs, the tap is the module whose output is the
@@ -81,7 +94,7 @@ def stage_taps(model, input_size, in_channels=1, min_size=2):
     return list(taps.values())
 
 
-def capture(model, x, modules):
+def capture(model: nn.Module, x: torch.Tensor, modules: Sequence[nn.Module]) -> tuple[list[Any], torch.Tensor]:
     """Outputs of `modules` for input x (no gradients): a list of tensors."""
     import torch
 
@@ -97,7 +110,8 @@ def capture(model, x, modules):
     return out, logits
 
 
-def grad_cam(model, x, targets, module):
+def grad_cam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor | np.ndarray,
+             module: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM (Selvaraju et al. 2017) of class `targets` at `module`'s output.
 
     x: float (B, C, H, W) model input; targets: int (B,). Returns (maps (B, H, W) numpy in [0, 1],
@@ -107,7 +121,7 @@ def grad_cam(model, x, targets, module):
     import torch.nn.functional as F
 
     model.eval()
-    store = {}
+    store: dict[str, torch.Tensor] = {}
     handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
     try:
         with torch.enable_grad():
@@ -124,7 +138,7 @@ def grad_cam(model, x, targets, module):
         return cam.clamp_(0, 1).cpu().numpy(), logits.softmax(1).cpu().numpy()
 
 
-def model_input(images, crop):
+def model_input(images: np.ndarray, crop: int) -> torch.Tensor:
     """uint8 (B, 48, 48) numpy -> the normalised centre crop the model sees, float (B, 1, crop, crop)."""
     import torch
 
@@ -133,7 +147,7 @@ def model_input(images, crop):
     return eval_views(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), crop, "none")[0]
 
 
-def pick_faces(data, per_class, seed=PICK_SEED):
+def pick_faces(data: FerData, per_class: int, seed: int = PICK_SEED) -> dict[int, np.ndarray]:
     """Seeded PublicTest indices, per emotion: {class: sorted array of up to `per_class` indices}."""
     rng = np.random.default_rng(seed)
     public = data.split == 1
@@ -144,7 +158,8 @@ def pick_faces(data, per_class, seed=PICK_SEED):
     return picks
 
 
-def channel_features(model, images, crop, module, batch=256):
+def channel_features(model: nn.Module, images: np.ndarray, crop: int, module: nn.Module,
+                     batch: int = 256) -> np.ndarray:
     """Each image's spatial mean of every channel of `module`'s output: float64 (N, C)."""
     feats = []
     for s in range(0, len(images), batch):
@@ -153,7 +168,8 @@ def channel_features(model, images, crop, module, batch=256):
     return np.concatenate(feats).astype(np.float64)
 
 
-def eta_squared(features, labels, n_classes=len(CLASS_NAMES)):
+def eta_squared(features: np.ndarray, labels: np.ndarray,
+                n_classes: int = len(CLASS_NAMES)) -> tuple[np.ndarray, np.ndarray]:
     """Per channel: mean feature per class (n_classes, C) and the share of its variance the class explains."""
     f = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
@@ -169,7 +185,8 @@ def eta_squared(features, labels, n_classes=len(CLASS_NAMES)):
     return means, np.divide(between, total, out=np.zeros_like(total), where=total > 0)
 
 
-def channel_emotion_matrix(model, images, labels, crop, module, batch=256):
+def channel_emotion_matrix(model: nn.Module, images: np.ndarray, labels: np.ndarray, crop: int, module: nn.Module,
+                           batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Mean activation per emotion of each channel of `module`'s output (spatial mean per image).
 
     Returns (means (7, C), selectivity (C,)): selectivity is the share of a channel's variance over

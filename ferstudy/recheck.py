@@ -20,18 +20,24 @@ which labels each rechecked verdict from them (`stability.recheck_label`).
 `scripts/recheck_budget.py` uses the same functions for other factors and folds by hand.
 """
 
+from __future__ import annotations
+
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 from .stability import REGULARIZER_FACTORS, SIGNIFICANT
+
+if TYPE_CHECKING:
+    import argparse
 
 RECHECK_FACTOR = 2.0  # "twice the budget": epochs x 2 on the same faces
 RECHECK_FOLD = 0
 RISK_SE = 2.0  # a significant verdict within this many pooled standard errors of zero is at risk
 
 
-def run_dir(results, arch: str, factor: float = RECHECK_FACTOR, fold: int = RECHECK_FOLD) -> Path:
+def run_dir(results: Path | str, arch: str, factor: float = RECHECK_FACTOR, fold: int = RECHECK_FOLD) -> Path:
     """Where the longer run of `arch` lives: results/recheck/x{factor}/{arch}/fold{fold}."""
     return Path(results) / "recheck" / f"x{factor:g}" / arch / f"fold{fold}"
 
@@ -52,7 +58,8 @@ def longer_run_config(run_cfg: dict, factor: float = RECHECK_FACTOR, precision: 
 def at_risk(rows: list[dict], risk_se: float = RISK_SE) -> list[dict]:
     """[{arch, reason, margin_se}] of the ablation rows (dicts with arch, factor, verdict, diff_pp,
     se_pooled_pp) whose verdict is at risk, riskiest first (module docstring)."""
-    claims, nulls = [], []
+    claims: list[tuple[dict, dict]] = []  # (entry, ablation row)
+    nulls: list[tuple[dict, dict]] = []
     for r in rows:
         margin = float(abs(r["diff_pp"]) / r["se_pooled_pp"]) if r["se_pooled_pp"] > 0 else math.inf
         regularizer = r["factor"] in REGULARIZER_FACTORS
@@ -71,8 +78,8 @@ def at_risk(rows: list[dict], risk_se: float = RISK_SE) -> list[dict]:
     return [entry for entry, _ in claims + nulls]
 
 
-def plan(rows: list[dict], baseline: str, mode="auto", cap: int | None = None, fold: int = RECHECK_FOLD,
-         factor: float = RECHECK_FACTOR) -> dict:
+def plan(rows: list[dict], baseline: str, mode: str | list[str] | tuple[str, ...] = "auto", cap: int | None = None,
+         fold: int = RECHECK_FOLD, factor: float = RECHECK_FACTOR) -> dict:
     """The recheck plan (JSON-ready): which pairs are at risk, which are rechecked, which are left.
 
     mode: "auto" | "off" | a list of variant names (rechecked in that order, uncapped: the user chose
@@ -98,7 +105,7 @@ def plan(rows: list[dict], baseline: str, mode="auto", cap: int | None = None, f
             "runs": [baseline, *chosen] if chosen else []}
 
 
-def workflow_inputs(checkpoints, mode, results: str) -> list[str]:
+def workflow_inputs(checkpoints: Any, mode: str | list[str], results: str) -> list[str]:
     """Snakemake input of rule aggregate: the plan (the checkpoint `recheck_plan`'s output; reading it
     makes Snakemake wait for it), then the predictions of every run it names; [] when mode is off."""
     import json
@@ -111,7 +118,7 @@ def workflow_inputs(checkpoints, mode, results: str) -> list[str]:
     return [plan_file] + [str(run_dir(results, a) / "predictions.csv") for a in runs]
 
 
-def fold_accuracy(predictions_csv) -> float:
+def fold_accuracy(predictions_csv: Path | str) -> float:
     """Accuracy of one predictions CSV (the prediction is the argmax of its probabilities)."""
     from .metrics import read_predictions
 
@@ -119,7 +126,7 @@ def fold_accuracy(predictions_csv) -> float:
     return float((probs.argmax(1) == labels).mean())
 
 
-def rechecked_differences(the_plan: dict, results, fold_scores: dict) -> dict:
+def rechecked_differences(the_plan: dict, results: Path | str, fold_scores: dict) -> dict:
     """{arch: {"recheck_1x_pp", "recheck_2x_pp"}} for every rechecked pair: the paired difference on
     the plan's fold at the study's budget (`fold_scores[arch][fold]`, from metrics.json) and at the
     longer one (the recheck runs' predictions under `results`)."""
@@ -156,7 +163,7 @@ def predicted_pairs(study_cfg: dict) -> tuple[list[str], str]:
 
 # ---------------------------------------------------------------- the command (checkpoint recheck_plan)
 
-def cmd_recheck_plan(args):
+def cmd_recheck_plan(args: argparse.Namespace) -> None:
     import logging
 
     from .cli import fold_sizes
@@ -179,7 +186,7 @@ def _cap(value):
     return None if str(value).lower() in ("", "none", "null") else int(value)
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser("recheck-plan", help="the pairs whose verdict is most at risk, to retrain at 2x",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--h5", required=True)

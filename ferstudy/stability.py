@@ -40,6 +40,8 @@ not a flip.
 
 import math
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,14 +57,14 @@ SIGNIFICANT = ("helped", "hurt")
 HEURISTIC = "; a heuristic, not rechecked at a longer budget"
 
 
-def curve_from_histories(histories):
+def curve_from_histories(histories: Iterable[Iterable[Mapping[str, Any]]]) -> dict[str, Any] | None:
     """{epochs, val_acc, train_acc, train_acc_augmented}: per fold lists (fold order) from history
     rows (dicts or a DataFrame's records); None when no epoch has a curve point."""
     folds = [list(h) for h in histories]
     if not folds or not all(folds):
         return None
     epochs = [int(r["epoch"]) for r in folds[0]]
-    out = {"epochs": epochs}
+    out: dict[str, Any] = {"epochs": epochs}
     for key, column in (("val_acc", "curve_val_acc"), ("train_acc", "curve_train_acc"),
                         ("train_acc_augmented", "train_acc")):
         out[key] = [[float_or_nan(r.get(column)) for r in rows] for rows in folds]
@@ -71,7 +73,7 @@ def curve_from_histories(histories):
     return out
 
 
-def paired_curve_pp(variant, baseline):
+def paired_curve_pp(variant: dict | None, baseline: dict | None) -> tuple[list, list]:
     """Mean over folds of variant - baseline held-out curve accuracy, per epoch, in pp (NaN-free
     epochs only, both curves on the same epochs). Returns (epochs, diffs)."""
     if not variant or not baseline:
@@ -98,7 +100,7 @@ def gap_curve_pp(curve: dict | None) -> tuple[list, list]:
     return [e for e, ok in zip(curve["epochs"], keep) if ok], gaps[keep].tolist()
 
 
-def last_gap_pp(curve):
+def last_gap_pp(curve: dict | None) -> float:
     """Train-minus-held-out accuracy (pp) at the last epoch, mean over folds (un-augmented faces)."""
     if not curve:
         return math.nan
@@ -107,7 +109,7 @@ def last_gap_pp(curve):
     return float(np.mean(gaps)) if gaps else math.nan
 
 
-def late_mask(epochs) -> np.ndarray:
+def late_mask(epochs: Sequence[float] | np.ndarray) -> np.ndarray:
     """The last half of the epochs (at least the last two points)."""
     epochs = np.asarray(epochs, dtype=float)
     late = epochs >= epochs[-1] / 2 + 0.5 if len(epochs) and epochs[-1] >= 4 else np.ones(len(epochs), bool)
@@ -116,7 +118,7 @@ def late_mask(epochs) -> np.ndarray:
     return late
 
 
-def late_growth_pp(epochs, gaps) -> tuple:
+def late_growth_pp(epochs: Sequence[float] | np.ndarray, gaps: Sequence[float] | np.ndarray) -> tuple:
     """(growth of a gap curve over its last half, first late epoch, last epoch, gap then, gap at the end)."""
     if len(gaps) < 2:
         return math.nan, None, None, math.nan, math.nan
@@ -125,7 +127,8 @@ def late_growth_pp(epochs, gaps) -> tuple:
     return float(gaps[-1] - gaps[first]), int(epochs[first]), int(epochs[-1]), float(gaps[first]), float(gaps[-1])
 
 
-def heuristic_stability(epochs, diffs_pp, final_diff_pp: float, significant: bool, std_pp: float = math.nan, k: int = 1,
+def heuristic_stability(epochs: Sequence[float] | np.ndarray, diffs_pp: Sequence[float] | np.ndarray,
+                        final_diff_pp: float, significant: bool, std_pp: float = math.nan, k: int = 1,
                         factor: str = "", variant_gap_pp: float = math.nan, baseline_gap_pp: float = math.nan,
                         variant_more_regularized: bool | None = None, variant_gaps: tuple | None = None,
                         baseline_gaps: tuple | None = None) -> tuple[str, str, dict]:
@@ -169,8 +172,9 @@ def heuristic_stability(epochs, diffs_pp, final_diff_pp: float, significant: boo
     return ("undecided", f"no measurable difference and no sign of one over {span}{HEURISTIC}", evidence)
 
 
-def overfitting_grows(factor, final_diff_pp, significant, variant_more_regularized, variant_gap_pp,
-                      baseline_gap_pp, variant_gaps, baseline_gaps):
+def overfitting_grows(factor: str, final_diff_pp: float, significant: bool, variant_more_regularized: bool | None,
+                      variant_gap_pp: float, baseline_gap_pp: float, variant_gaps: tuple | None,
+                      baseline_gaps: tuple | None) -> dict | None:
     """Rule (b): {variant, baseline (late gap growth, pp), reason} when the regularizer did not win
     while the less regularized network's gap grew `GAP_GROWTH_PP` more than the other's; else None."""
     if factor not in REGULARIZER_FACTORS or not variant_gaps or not baseline_gaps:
@@ -218,7 +222,7 @@ def recheck_label(verdict: str, diff_pp: float, diff_1x_pp: float, diff_2x_pp: f
     return "undecided", f"{at}: no difference beyond the noise of one fold ({noise:.1f} pp) appeared"
 
 
-def regularization_amount(run_config):
+def regularization_amount(run_config: dict) -> float:
     """How much a run regularizes: the sum of its dropout rates plus one per active augmentation
     operation (crop, flip, rotation, zoom, shift, erasing, brightness, contrast). Only the order
     between a variant and its baseline is used."""
@@ -232,8 +236,8 @@ def regularization_amount(run_config):
     return dropout + ops
 
 
-def regularizer_lost_too_early(factor, final_diff_pp, significant, variant_gap_pp, baseline_gap_pp,
-                               variant_more_regularized=None):
+def regularizer_lost_too_early(factor: str, final_diff_pp: float, significant: bool, variant_gap_pp: float,
+                               baseline_gap_pp: float, variant_more_regularized: bool | None = None) -> bool:
     """A dropout or augmentation verdict that favours the less regularized network while that network
     is not over-fitting; a verdict against the regularizer counts only when significant. Which one is
     more regularized: `variant_more_regularized` (from the configs); when unknown (None), the one with
@@ -251,7 +255,7 @@ def regularizer_lost_too_early(factor, final_diff_pp, significant, variant_gap_p
     return regularizer_lost and less_regularized_gap < MIN_OVERFIT_GAP_PP
 
 
-def holm_adjusted(pvalues):
+def holm_adjusted(pvalues: Iterable[float | None]) -> list[float]:
     """Holm step-down adjusted p-values (NaN counts as 1), in input order."""
     p = np.asarray([x if x is not None and np.isfinite(x) else 1.0 for x in pvalues], dtype=float)
     m = len(p)

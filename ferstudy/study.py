@@ -5,7 +5,9 @@ The choice reads cross-validation results only; PrivateTest never enters here.
 """
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +32,8 @@ ABLATION_COLUMNS = ("arch", "factor", "baseline", "metric", "k", "mean", "baseli
                     "stability_reason")
 
 
-def evaluate_arch(prediction_files, run_config, model_file=None, benchmark_files=()):
+def evaluate_arch(prediction_files: Iterable[Path | str], run_config: dict, model_file: Path | str | None = None,
+                  benchmark_files: Iterable[Path | str] = ()) -> dict:
     """metrics.json content for one architecture: per-fold metrics, their aggregate, the cost and the
     learning curve (from each fold's history.csv, written beside its predictions by the same job)."""
     folds, histories = [], []
@@ -48,7 +51,8 @@ def evaluate_arch(prediction_files, run_config, model_file=None, benchmark_files
             "cost": model_cost(run_config, model_file, benchmark_files)}
 
 
-def model_cost(run_config, model_file=None, benchmark_files=()):
+def model_cost(run_config: dict, model_file: Path | str | None = None,
+               benchmark_files: Iterable[Path | str] = ()) -> dict[str, float]:
     """Parameters, forward MFLOPs per image, training seconds and peak memory (Snakemake benchmarks)."""
     from .models import build_model, count_parameters, forward_flops
 
@@ -62,7 +66,7 @@ def model_cost(run_config, model_file=None, benchmark_files=()):
     return cost
 
 
-def load_results(metrics_files) -> dict:
+def load_results(metrics_files: Iterable[Path | str]) -> dict:
     """{architecture: metrics.json content} in the order given."""
     results = {}
     for path in metrics_files:
@@ -71,7 +75,8 @@ def load_results(metrics_files) -> dict:
     return results
 
 
-def aggregate(metrics_files, baseline, alpha, n_train, n_test, recheck=None):
+def aggregate(metrics_files: Iterable[Path | str], baseline: str, alpha: float, n_train: int, n_test: int,
+              recheck: tuple[dict, dict] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(summary, ablation, cost) DataFrames over all architectures.
 
     n_train: training images of one full fold; each architecture's t-test uses the share its
@@ -102,8 +107,8 @@ def aggregate(metrics_files, baseline, alpha, n_train, n_test, recheck=None):
 COMPUTE_SIMILAR = (0.67, 1.5)  # a variant's compute within this ratio of the baseline's: a one-factor verdict
 
 
-def comparisons_with_pooled(results, baseline: str, alpha: float, n_train: int, n_test: int,
-                            power: float = 0.8) -> tuple[list[dict], dict]:
+def comparisons_with_pooled(results: dict | Iterable[Path | str], baseline: str, alpha: float, n_train: int,
+                            n_test: int, power: float = 0.8) -> tuple[list[dict], dict]:
     """(rows, trained): `compare_to_baseline` of every variant, each row with the pooled check beside
     its own test (`metrics.pooled_resampled_ttests`: p_pooled, t_pooled, df_pooled, std_pooled_pp,
     se_pooled_pp; `fragile` when the two disagree on p < alpha), the smallest difference the study
@@ -139,7 +144,8 @@ def comparisons_with_pooled(results, baseline: str, alpha: float, n_train: int, 
     return rows, trained
 
 
-def budget_checked(comparisons, results, baseline, trained, n_test, recheck=None):
+def budget_checked(comparisons: list[dict], results: dict, baseline: str, trained: dict, n_test: int,
+                   recheck: Any = None) -> list[dict]:
     """Each comparison with what the verdict rests on and whether it depends on the budget: the Holm
     adjusted p over all comparisons, the images and epochs behind the test, the train-minus-held-out
     gaps, the paired learning curve, the heuristic label (`stability.heuristic_stability`) and, for a
@@ -197,7 +203,7 @@ def recheck_fields(the_plan: dict | None, measured: dict, comparison: dict, resu
     return fields
 
 
-def select(summary, metric, forced=None):
+def select(summary: pd.DataFrame, metric: str, forced: str | None = None) -> dict:
     """The final architecture: the best cross-validation mean of `metric` (or the one config names)."""
     col = f"{metric}_mean"
     ranked = summary.sort_values([col, "architecture"], ascending=[False, True]).reset_index(drop=True)
@@ -216,12 +222,13 @@ def select(summary, metric, forced=None):
             "ranking": ranked[["architecture", col, f"{metric}_std"]].to_dict("records")}
 
 
-def write_csv(df, path):
+def write_csv(df: pd.DataFrame, path: Path | str) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def evaluate_final(public_csv, private_csv, extra=None):
+def evaluate_final(public_csv: Path | str, private_csv: Path | str,
+                   extra: dict[str, Path | str] | None = None) -> dict[str, dict]:
     out = {}
     for name, path in (("public", public_csv), ("private", private_csv), *((extra or {}).items())):
         labels, probs, _ = read_predictions(path)

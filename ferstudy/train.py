@@ -8,13 +8,16 @@ weights as an uninterrupted run: all randomness of epoch e comes from generators
 (seed, e), not from state carried across epochs.
 """
 
+from __future__ import annotations
+
 import logging
 import math
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +30,11 @@ from .errors import UserError
 from .io import atomic_path
 from .models import build_model
 
+if TYPE_CHECKING:
+    from torch.optim.lr_scheduler import LRScheduler
+
+    from .data import FerData
+
 log = logging.getLogger("ferstudy.train")
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "curve_train_acc",
                    "curve_val_acc", "seconds", "images_per_s"]
@@ -34,14 +42,14 @@ HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_ac
 
 # ---------------------------------------------------------------- set-up
 
-def pick_device(training):
+def pick_device(training: dict) -> torch.device:
     want = training.get("device", "auto")
     if want == "cuda" and not torch.cuda.is_available():
         raise UserError("config key training.device: cuda requested but torch sees no CUDA device")
     return torch.device("cuda" if want in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-def setup_torch(device, threads):
+def setup_torch(device: torch.device, threads: int) -> None:
     if device.type == "cpu":
         # CPU kernels used here are deterministic without torch's deterministic mode, which would
         # fill every new tensor (8-20% of a step) and import the compiler stack (tested bit-for-bit).
@@ -52,12 +60,12 @@ def setup_torch(device, threads):
         torch.backends.cudnn.allow_tf32 = True
 
 
-def use_channels_last(training, device):
+def use_channels_last(training: dict, device: torch.device) -> bool:
     setting = training.get("channels_last", "auto")
     return bool(setting) if setting != "auto" else True  # measured faster for these convnets on CPU and GPU
 
 
-def cpu_has_bf16():
+def cpu_has_bf16() -> bool:
     """Native bf16 on this CPU (AVX-512 BF16 or AMX on x86, BF16 on Arm), as torch's oneDNN sees it.
     Without it, bf16 autocast on a CPU is emulated and slower than fp32."""
     try:
@@ -66,7 +74,7 @@ def cpu_has_bf16():
         return False
 
 
-def use_amp(training, device):
+def use_amp(training: dict, device: torch.device) -> bool | None:
     """Autocast setting before any measurement: True/False when decided, None when `auto` on a
     bf16-capable CPU leaves it to `choose_amp`'s measurement."""
     setting = training.get("amp", "auto")
@@ -77,7 +85,8 @@ def use_amp(training, device):
     return None if cpu_has_bf16() else False
 
 
-def choose_amp(training, device, model, crop, probe=None):
+def choose_amp(training: dict, device: torch.device, model: torch.nn.Module, crop: int,
+               probe: Callable[[torch.nn.Module, dict, int], tuple[float, float]] | None = None) -> tuple[bool, str]:
     """(amp, reason). `amp: auto` on a CPU with native bf16 times a few training steps of this
     network in both precisions (`probe`, by default `time_precisions`) and takes bf16 only when it
     is at least `BF16_MIN_GAIN` faster; the reason goes into the log and every result."""
@@ -97,7 +106,8 @@ def choose_amp(training, device, model, crop, probe=None):
 BF16_MIN_GAIN = 1.1  # a near tie stays fp32: the measurement is noisy, fp32 is the reference precision
 
 
-def shared_choose_amp(memo_dir, run_cfg, device, model, crop, threads):
+def shared_choose_amp(memo_dir: Path | str | None, run_cfg: dict, device: torch.device, model: torch.nn.Module,
+                      crop: int, threads: int) -> tuple[bool, str]:
     """`choose_amp`, decided once for every job that passes the same `memo_dir` (the folds of one
     architecture): the first verdict for a key (run config, threads, processor model, torch) is
     published as `memo_dir/precision-<key>.json` and every later job, and every rerun on that
@@ -177,13 +187,14 @@ def _publish_verdict(path, verdict):
         tmp.unlink(missing_ok=True)
 
 
-def time_precisions(model, training, crop, steps=4, warmup=2):
+def time_precisions(model: torch.nn.Module, training: dict, crop: int, steps: int = 4,
+                    warmup: int = 2) -> tuple[float, float]:
     """Training images/s of a throwaway copy of `model` in fp32 and in bf16 autocast, alternating
     trials (machine noise hits both alike). Touches no global RNG state and not `model` itself."""
     import copy
 
     bs = min(int(training["batch_size"]), 256)
-    rates = {False: [], True: []}
+    rates: dict[bool, list[float]] = {False: [], True: []}  # images/s of each trial, by amp
     with torch.random.fork_rng(devices=[]):
         probe = copy.deepcopy(model).train()
         opt = torch.optim.SGD(probe.parameters(), lr=1e-3, momentum=0.9)
@@ -212,15 +223,15 @@ def time_precisions(model, training, crop, steps=4, warmup=2):
 class TrainingSetup(NamedTuple):
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: LRScheduler
     augmenter: Augmenter
     augment: dict  # the augmentation settings the augmenter was built from (without `enabled`)
     crop: int
     channels_last: bool
 
 
-def training_setup(run_cfg, device, steps_per_epoch, weights=True, channels_last=None,
-                   init_seed=None) -> TrainingSetup:
+def training_setup(run_cfg: dict, device: torch.device, steps_per_epoch: int, weights: bool = True,
+                   channels_last: bool | None = None, init_seed: int | None = None) -> TrainingSetup:
     """Model, optimizer, scheduler and augmentation of a training run, built one way for `fit` and
     the benchmark's training step (`bench.training.train_throughput`). weights=False: no pretrained
     weights are loaded (speed measurements); channels_last None: as the config says; init_seed
@@ -240,8 +251,9 @@ def training_setup(run_cfg, device, steps_per_epoch, weights=True, channels_last
     return TrainingSetup(model, optimizer, scheduler, augmenter, aug_cfg, crop, channels_last)
 
 
-def make_optimizer(model, t):
-    decay, no_decay = [], []
+def make_optimizer(model: torch.nn.Module, t: dict) -> torch.optim.Optimizer:
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (decay if p.ndim > 1 else no_decay).append(p)  # no weight decay on batch-norm and biases
     groups = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
@@ -250,7 +262,7 @@ def make_optimizer(model, t):
     return torch.optim.SGD(groups, lr=t["lr"], momentum=t.get("momentum", 0.9), nesterov=True)
 
 
-def make_scheduler(optimizer, t, steps_per_epoch):
+def make_scheduler(optimizer: torch.optim.Optimizer, t: dict, steps_per_epoch: int) -> LRScheduler:
     """Per-step schedulers (onecycle, cosine, constant) or per-epoch reduce-on-plateau."""
     total = t["epochs"] * steps_per_epoch
     warmup = int(t.get("warmup_fraction", 0.2) * total)
@@ -270,7 +282,7 @@ def make_scheduler(optimizer, t, steps_per_epoch):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def subsample(indices, labels, fraction, seed):
+def subsample(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A stratified, seeded subset of training indices (for CPU budgets)."""
     if fraction >= 1.0:
         return indices
@@ -280,7 +292,7 @@ def subsample(indices, labels, fraction, seed):
     return np.sort(np.concatenate(keep))
 
 
-def epoch_generator(device, seed, epoch):
+def epoch_generator(device: torch.device | str, seed: int, epoch: int) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed * 1_000_003 + epoch)
     return g
@@ -288,8 +300,9 @@ def epoch_generator(device, seed, epoch):
 
 # ---------------------------------------------------------------- one epoch, evaluation
 
-def train_one_epoch(model, images, labels, idx, augmenter, optimizer, scheduler, t, epoch, channels_last, amp,
-                    seed=None):
+def train_one_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
+                    augmenter: Augmenter, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, t: dict,
+                    epoch: int, channels_last: bool, amp: bool, seed: int | None = None) -> tuple[float, float, int]:
     """One pass over `idx` (a device tensor of indices into `images`) in shuffled batches; the
     shuffling, augmentation and dropout come from `seed` (default `t["seed"]`) and `epoch`."""
     model.train()
@@ -324,7 +337,8 @@ def train_one_epoch(model, images, labels, idx, augmenter, optimizer, scheduler,
 
 
 @torch.inference_mode()
-def predict(model, images, idx, crop, tta="none", channels_last=True, amp=False, batch_size=512):
+def predict(model: torch.nn.Module, images: torch.Tensor, idx: torch.Tensor, crop: int, tta: str = "none",
+            channels_last: bool = True, amp: bool = False, batch_size: int = 512) -> np.ndarray:
     """Softmax probabilities (len(idx), 7) on numpy, averaged over the TTA views."""
     model.eval()
     out = []
@@ -340,15 +354,16 @@ def predict(model, images, idx, crop, tta="none", channels_last=True, amp=False,
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
-def probs_loss_acc(probs, labels):
+def probs_loss_acc(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     p = probs[np.arange(len(labels)), labels]
     return float(-np.log(np.clip(p, 1e-12, None)).mean()), float((probs.argmax(1) == labels).mean())
 
 
 # ---------------------------------------------------------------- the loop
 
-def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_best=False, progress=log.info,
-        precision_memo=None, init_seed=None):
+def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray, checkpoint_path: Path | str,
+        threads: int = 1, select_best: bool = False, progress: Callable[[str], Any] = log.info,
+        precision_memo: Path | str | None = None, init_seed: int | None = None) -> tuple[torch.nn.Module, dict]:
     """Train with resume. Returns (model, history rows, best-or-last state info).
 
     init_seed: seeds the initial weights and every epoch's shuffling, augmentation and dropout
@@ -429,7 +444,8 @@ def fit(run_cfg, data, train_idx, val_idx, checkpoint_path, threads=1, select_be
     return model, state
 
 
-def run_fingerprint(run_cfg, data, train_idx, val_idx, init_seed=None):
+def run_fingerprint(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray,
+                    init_seed: int | None = None) -> str:
     """What a checkpoint must match to be resumed: the run config, the exact images, the seed the
     run started from, the code version."""
     import hashlib
@@ -442,7 +458,8 @@ def run_fingerprint(run_cfg, data, train_idx, val_idx, init_seed=None):
                         "data": data.attrs.get("source_sha256"), "init_seed": init_seed})
 
 
-def resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, device, progress):
+def resume_state(checkpoint_path: Path, fingerprint: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: LRScheduler, device: torch.device | str, progress: Callable[[str], Any]) -> dict:
     """The training state to go on from: the checkpoint's (loaded into model, optimizer and
     scheduler) when it belongs to this run, else a fresh one."""
     if checkpoint_path.is_file():
@@ -463,7 +480,8 @@ def resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, devi
     return {"epoch": 0, "history": [], "best": None}
 
 
-def learning_curve_sets(t, labels, train_idx, val_idx, device):
+def learning_curve_sets(t: dict, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+                        device: torch.device | str) -> list[torch.Tensor] | None:
     """Fixed stratified subsets (`training.curve_images` each, 0: none) of the images trained on and
     of the held-out ones, predicted after every epoch without augmentation: a cheap learning curve
     and the train-vs-held-out gap (over- or under-fitting) along it."""
@@ -474,7 +492,8 @@ def learning_curve_sets(t, labels, train_idx, val_idx, device):
     return [torch.from_numpy(idx).to(device) for idx in pick]
 
 
-def curve_accuracies(model, images, labels, curve, crop, channels_last, amp):
+def curve_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     curve: list[torch.Tensor] | None, crop: int, channels_last: bool, amp: bool) -> tuple[float, ...]:
     if curve is None:
         return math.nan, math.nan
     accs = []
@@ -484,14 +503,15 @@ def curve_accuracies(model, images, labels, curve, crop, channels_last, amp):
     return tuple(accs)
 
 
-def save_checkpoint(path, model, optimizer, scheduler, state, run_cfg, fingerprint):
+def save_checkpoint(path: Path | str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler,
+                    state: dict, run_cfg: dict, fingerprint: str) -> None:
     ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": state["epoch"], "history": state["history"], "best": state["best"], "config": run_cfg,
             "fingerprint": fingerprint, "amp": state["amp"], "precision_reason": state["precision_reason"]}
     _torch_save(ckpt, path)
 
 
-def save_model(path, model, run_cfg, extra=None):
+def save_model(path: Path | str, model: torch.nn.Module, run_cfg: dict, extra: dict | None = None) -> None:
     """Weights plus what is needed to rebuild the network (`load_model`)."""
     crop = run_cfg["training"]["augment"].get("crop", 48)
     payload = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "spec": run_cfg["model"],
@@ -511,14 +531,14 @@ def _torch_save(obj, path):
         Path(tmp).write_bytes(buffer.getbuffer())
 
 
-def write_history(path, history):
+def write_history(path: Path | str, history: list[dict]) -> None:
     import pandas as pd
 
     with atomic_path(path) as tmp:
         pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(tmp, index=False)
 
 
-def write_predictions(path, rows, labels, probs):
+def write_predictions(path: Path | str, rows: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> None:
     """The predictions CSV contract (docs/DESIGN.md): row, label, pred, p_<class>..."""
     import pandas as pd
 
@@ -529,7 +549,7 @@ def write_predictions(path, rows, labels, probs):
         df.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def load_model(path, device="cpu"):
+def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """(model, payload) of a file `save_model` wrote; whatever is in it is checked before it is used."""
     payload = load_torch_file(path, "model", device)
     check_model_payload(path, payload)
@@ -545,7 +565,7 @@ def load_model(path, device="cpu"):
     return model.to(device).eval(), payload
 
 
-def check_model_payload(path, payload):
+def check_model_payload(path: Path | str, payload: dict) -> None:
     """What predict, predict-image and export read from a model file besides its weights: a run
     config with training settings, the evaluation crop (`input_size`) and test-time augmentation."""
     from .augment import TTA_MODES
@@ -595,7 +615,7 @@ def _first_global(path, max_ops=100_000):
     return None
 
 
-def load_torch_file(path, kind, device="cpu"):
+def load_torch_file(path: Path | str, kind: str, device: torch.device | str = "cpu") -> dict:
     """A model or checkpoint file read as data, never as code: torch's weights-only unpickler
     accepts tensors, plain containers, numbers and strings, which is all ferstudy writes; a file
     that names any other Python object (which unpickling would call) is refused before anything in
@@ -613,8 +633,8 @@ def load_torch_file(path, kind, device="cpu"):
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        unsafe = _REFUSED_GLOBAL.search(str(err))
-        unsafe = unsafe.group(1) if unsafe else _first_global(path)  # a raw pickle torch stops reading early
+        refused = _REFUSED_GLOBAL.search(str(err))
+        unsafe = refused.group(1) if refused else _first_global(path)  # a raw pickle torch stops reading early
         if unsafe:
             raise UserError(f"{path}: refused: not a plain ferstudy {kind} file: loading it would call the Python "
                             f"object {unsafe} (files from untrusted sources can run code this way); nothing in it "

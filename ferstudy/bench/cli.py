@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from . import __doc__ as bench_doc
 from .context import all_cores, base_context, bench_images, load_config
@@ -16,6 +18,9 @@ from .machine import matmul_records, training_precisions
 from .pil import pil_records
 from .training import inference_records, train_records
 
+if TYPE_CHECKING:
+    import argparse
+
 log = logging.getLogger("ferstudy.bench")
 
 GROUPS = ("matmul", "train", "pil", "ingest", "inference", "snakemake")
@@ -24,10 +29,11 @@ GROUPS = ("matmul", "train", "pil", "ingest", "inference", "snakemake")
 class Recorder:
     """Prints each measurement as one JSON line and keeps it for the output file."""
 
-    def __init__(self, stream=None):
-        self.lines, self.stream = [], stream or sys.stdout
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.lines: list[str] = []
+        self.stream = stream or sys.stdout
 
-    def __call__(self, record):
+    def __call__(self, record: dict) -> dict:
         line = json.dumps(record, default=_jsonable)
         self.lines.append(line)
         print(line, file=self.stream, flush=True)
@@ -42,7 +48,7 @@ def _jsonable(obj):
     return str(obj)
 
 
-def run_bench(args, emit=None):
+def run_bench(args: argparse.Namespace, emit: Callable[[dict], dict] | None = None) -> list[dict]:
     """Run every measurement `args` asks for; returns the list of records."""
     emit = emit or Recorder()
     threads = args.threads or all_cores()
@@ -96,7 +102,7 @@ def _batch_size(cfg, arch):
     return resolve_arch(cfg, arch)["training"]["batch_size"]
 
 
-def cmd_bench(args):
+def cmd_bench(args: argparse.Namespace) -> None:
     from ..io import atomic_path
 
     records = run_bench(args)
@@ -106,7 +112,7 @@ def cmd_bench(args):
         log.info("wrote %d measurements to %s", len(records), args.out)
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups of measurements "
                                                              "(default: all; train implies matmul)")
     p.add_argument("--config", help="the study's config file, over the shipped defaults (default: "
@@ -138,7 +144,7 @@ def add_arguments(p):
     p.add_argument("--out", help="also write the JSON lines here (e.g. results/bench.jsonl)")
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser("bench", help="benchmark harness: one JSON line per measurement",
                               description=bench_doc.split("\n\n")[0])
     add_arguments(p)

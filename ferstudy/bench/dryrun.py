@@ -12,15 +12,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def snakemake_command():
+def snakemake_command() -> list[str]:
     exe = Path(sys.executable).with_name("snakemake")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
 
 
-def run_snakemake(study_dir, args, timeout=600):
+def run_snakemake(study_dir: Path | str, args: Sequence[str], timeout: float = 600) -> tuple[float, str]:
     """(seconds, combined output) of `snakemake <args>` run in `study_dir`."""
     env = dict(os.environ)
     t0 = time.perf_counter()
@@ -34,9 +39,10 @@ def run_snakemake(study_dir, args, timeout=600):
     return seconds, out
 
 
-def parse_job_stats(text):
+def parse_job_stats(text: str) -> dict[str, int]:
     """{rule: count} from a Snakemake `Job stats:` table (without the `total` row); {} if none."""
-    counts, inside = {}, False
+    counts: dict[str, int] = {}
+    inside = False
     for line in text.splitlines():
         s = line.strip()
         if s.startswith("Job stats"):
@@ -57,7 +63,7 @@ def parse_job_stats(text):
     return counts
 
 
-def parse_dry_run_jobs(text):
+def parse_dry_run_jobs(text: str) -> list[str]:
     """['rule[wildcards]', ...] from a Snakemake dry run's job listing."""
     jobs, rule = [], None
     for line in text.splitlines():
@@ -75,7 +81,7 @@ def parse_dry_run_jobs(text):
     return jobs
 
 
-def default_change_arch(cfg, change):
+def default_change_arch(cfg: dict, change: dict) -> str | None:
     """A studied architecture that no other extends and that `change` really alters."""
     from ..config import resolve_arch
 
@@ -91,7 +97,7 @@ def default_change_arch(cfg, change):
     return None
 
 
-def changed_archs(cfg, arch, change):
+def changed_archs(cfg: dict, arch: str, change: dict) -> list[str]:
     """Studied architectures whose resolved run config differs after `change` to `arch`."""
     from ..config import deep_merge, resolve_arch
 
@@ -100,7 +106,8 @@ def changed_archs(cfg, arch, change):
     return [n for n in cfg["study"]["architectures"] if resolve_arch(cfg, n) != resolve_arch(changed, n)]
 
 
-def snakemake_times(study_dir, cfg, arch=None, change=None, trials=3):
+def snakemake_times(study_dir: Path | str, cfg: dict, arch: str | None = None, change: dict | None = None,
+                    trials: int = 3) -> tuple[dict, dict | None]:
     """Dry-run time of a finished study and the jobs one architecture change triggers."""
     import yaml
 
@@ -133,7 +140,7 @@ def snakemake_times(study_dir, cfg, arch=None, change=None, trials=3):
     return result, change_line
 
 
-def snakemake_records(out, args, cfg):
+def snakemake_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: dict) -> None:
     """`snakemake -n` on a finished study, and the jobs one architecture's change triggers."""
     if not args.study_dir:
         out({"name": "snakemake_dry_run", "skipped": "no --study-dir (a finished study directory)", "context": {}})

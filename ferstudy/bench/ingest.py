@@ -9,9 +9,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .context import child_env
+
+if TYPE_CHECKING:
+    import argparse
 
 _INGEST_CHILD = """
 import json, resource, sys, time
@@ -49,7 +54,8 @@ print(json.dumps({"rows": int(len(d.labels)), "seconds": seconds,
 """
 
 
-def ingest_in_subprocess(csv, h5, folds=5, fold_seed=0, timeout=600):
+def ingest_in_subprocess(csv: Path | str, h5: Path | str, folds: int = 5, fold_seed: int = 0,
+                         timeout: float = 600) -> dict:
     """`data.prepare(csv, h5)` in a fresh Python process, as `ferstudy prepare` runs it: {rows,
     seconds, cpu_s (user + system of all its threads), peak_rss_mb (the process's high-water mark,
     MiB), rss_after_import_mb (before the ingest: Python, numpy, h5py), chunk_bytes}."""
@@ -63,7 +69,7 @@ def ingest_in_subprocess(csv, h5, folds=5, fold_seed=0, timeout=600):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def ingest_times(csv, folds=5, fold_seed=0, trials=3):
+def ingest_times(csv: Path | str, folds: int = 5, fold_seed: int = 0, trials: int = 3) -> dict:
     from ..data import load_h5
 
     with tempfile.TemporaryDirectory(prefix="ferstudy-bench-") as tmp:
@@ -79,7 +85,7 @@ def ingest_times(csv, folds=5, fold_seed=0, trials=3):
             "h5_load_s": min(loads), "h5_load_s_median": statistics.median(loads), "h5_bytes": h5_bytes}
 
 
-def ingest_records(out, args, cfg):
+def ingest_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: dict) -> None:
     """Ingest (time, CPU, peak memory) of --csv and the HDF5 load of it and of --h5."""
     if not (args.csv and Path(args.csv).is_file()):
         out({"name": "ingest", "skipped": f"no CSV ({args.csv or 'give --csv'} not found)", "context": {}})

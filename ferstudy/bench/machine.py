@@ -8,19 +8,24 @@ import re
 import statistics
 import subprocess
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .context import base_context, set_threads
 
+if TYPE_CHECKING:
+    import argparse
 
-def training_precisions():
+
+def training_precisions() -> list[str]:
     """The precisions a training job on this CPU may use: fp32, and bf16 where it is native."""
     from ..train import cpu_has_bf16
 
     return ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
 
 
-def matmul_rate(threads, n=2048, reps=3, trials=5, precision="fp32"):
+def matmul_rate(threads: int, n: int = 2048, reps: int = 3, trials: int = 5, precision: str = "fp32") -> dict[str, Any]:
     """Attainable GFLOP/s in `precision` (fp32 or bf16): best of `trials` timings of `reps` n x n
     matmuls (bf16: bf16 inputs and output, as autocast runs a layer; fp32 accumulation inside)."""
     import torch
@@ -98,7 +103,8 @@ def _clock_ghz(cpuinfo, lscpu, sysfs):
     return None, "no clock reported (no cpufreq in sysfs, no `CPU max MHz` in lscpu, no `cpu MHz` in /proc/cpuinfo)"
 
 
-def cpu_peak(threads, cpuinfo=None, lscpu=None, sysfs="/sys/devices/system/cpu", cpus=None):
+def cpu_peak(threads: int, cpuinfo: str | None = None, lscpu: str | None = None,
+             sysfs: Path | str = "/sys/devices/system/cpu", cpus: Iterable[int] | None = None) -> dict[str, Any]:
     """The processor's theoretical peak GFLOP/s per precision for `threads` threads:
     cores x FLOP/cycle/core x clock, each factor from what the machine reports (the texts can be
     given, for tests). Returns the `cpu_peak` record: gflops_fp32, gflops_bf16 (None without
@@ -169,7 +175,8 @@ def _fraction(value, of):
     return value / of if of else None
 
 
-def matmul_records(out, args, threads, precisions):
+def matmul_records(out: Callable[[dict], dict], args: argparse.Namespace, threads: int,
+                   precisions: Sequence[str]) -> tuple[dict[str, float], dict[str, float | None]]:
     """The machine's attainable rate in each precision training uses, and the theoretical peak:
     ({precision: matmul GFLOP/s}, {precision: peak GFLOP/s})."""
     matmul = {}

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .context import set_threads
 from .training import _training_settings, train_throughput
+
+if TYPE_CHECKING:
+    import argparse
+
+    import numpy as np
 
 PIL_TARGET = {True: 2.0, False: 1.5}  # train_vs_pil ratio wanted: CPU with native bf16 / without
 
@@ -27,8 +34,9 @@ class _PilFaces:
         return self.transform(Image.fromarray(self.images[i], mode="L")), int(self.labels[i])
 
 
-def pil_loop_throughput(run_cfg, images, labels, threads, workers, batches=8, warmup=1, trials=3,
-                        batch_size=None):
+def pil_loop_throughput(run_cfg: dict, images: np.ndarray, labels: np.ndarray, threads: int, workers: int,
+                        batches: int = 8, warmup: int = 1, trials: int = 3,
+                        batch_size: int | None = None) -> dict[str, Any]:
     """Images/s of the usual public FER2013 training loop (see the module docstring), same model
     and batch size. Worker start-up is excluded (warm-up batches of a fresh iterator per trial),
     which flatters this loop a little."""
@@ -53,7 +61,9 @@ def pil_loop_throughput(run_cfg, images, labels, threads, workers, batches=8, wa
     torch.manual_seed(t["seed"])
     model = build_model(run_cfg["model"], input_size=crop, weights=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
-    loader = DataLoader(dataset, batch_size=bs, shuffle=True, num_workers=workers, drop_last=True)
+    # DataLoader takes any map-style dataset (__len__, __getitem__); its stubs want a Dataset subclass
+    loader = DataLoader(dataset, batch_size=bs,  # type: ignore[arg-type,var-annotated]
+                        shuffle=True, num_workers=workers, drop_last=True)
 
     rates = []
     model.train()
@@ -69,6 +79,7 @@ def pil_loop_throughput(run_cfg, images, labels, threads, workers, batches=8, wa
             optimizer.step()
             if step >= warmup:
                 done += len(x)
+        assert t0 is not None  # set at step `warmup`: every trial runs warmup + batches steps
         rates.append(done / (time.perf_counter() - t0))
         del it
     return {"img_per_s": max(rates), "img_per_s_median": statistics.median(rates), "workers": workers,
@@ -76,7 +87,8 @@ def pil_loop_throughput(run_cfg, images, labels, threads, workers, batches=8, wa
             "augment": f"RandomCrop({crop}), RandomHorizontalFlip, ToTensor, Normalize"}
 
 
-def pil_records(out, args, cfg, pil_archs, images, labels, threads, precisions):
+def pil_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: dict, pil_archs: Sequence[str],
+                images: np.ndarray, labels: np.ndarray, threads: int, precisions: Sequence[str]) -> None:
     """The plain PIL + DataLoader loop that most public code uses, beside the project as it trains.
 
     The two are measured in alternating rounds (project as it trains, project in fp32, the PIL

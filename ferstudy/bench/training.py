@@ -6,10 +6,18 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .context import set_threads
 from .machine import _fraction
+
+if TYPE_CHECKING:
+    import argparse
+
+    import numpy as np
+    from torch import nn
 
 FLOPS_CONVENTION = ("training FLOPs per image = 3 x forward FLOPs of conv and linear layers "
                     "(forward + backward; multiply-add = 2 FLOPs; norms, activations, pooling not counted)")
@@ -26,8 +34,10 @@ def _training_settings(run_cfg, batch_size=None):
 MAX_EXTRA_TRIALS = 200  # bounds `min_seconds` (and sizes the LR schedule, which must know its steps)
 
 
-def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, trials=3, batch_size=None,
-                     channels_last=None, amp=None, min_seconds=0.0):
+def train_throughput(run_cfg: dict, images: np.ndarray, labels: np.ndarray, threads: int, batches: int = 8,
+                     warmup: int = 1, trials: int = 3, batch_size: int | None = None,
+                     channels_last: bool | None = None, amp: bool | None = None,
+                     min_seconds: float = 0.0) -> dict[str, Any]:
     """Images/s of the real training step (`train.train_one_epoch`) on `batches` batches per trial.
 
     Model, optimizer, scheduler and augmentation are built by `train.training_setup`, as for `train.fit`. The indices
@@ -80,8 +90,9 @@ def train_throughput(run_cfg, images, labels, threads, batches=8, warmup=1, tria
             "precision": "bf16" if amp else "fp32", "precision_reason": reason, "amp": bool(amp), "model": model}
 
 
-def eval_throughput(model, images, threads, crop, tta="none", channels_last=True, batch_size=512, trials=3,
-                    n_images=None, amp=False):
+def eval_throughput(model: nn.Module, images: np.ndarray, threads: int, crop: int, tta: str = "none",
+                    channels_last: bool = True, batch_size: int = 512, trials: int = 3, n_images: int | None = None,
+                    amp: bool = False) -> tuple[float, float]:
     """Source images/s of `train.predict` (evaluation crops, TTA views, softmax) over `images`."""
     import torch
 
@@ -101,13 +112,16 @@ def eval_throughput(model, images, threads, crop, tta="none", channels_last=True
     return max(rates), statistics.median(rates)
 
 
-def train_records(out, args, cfg, archs, images, labels, threads, precisions, matmul, peak):
+def train_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: dict, archs: Sequence[str],
+                  images: np.ndarray, labels: np.ndarray, threads: int, precisions: Sequence[str],
+                  matmul: dict[str, float], peak: dict[str, float | None]) -> dict[str, float]:
     """Training throughput of each architecture in each precision (and memory layout asked for),
     then the thread scaling of one; returns {arch: fp32 img/s of the first layout}."""
     from ..config import resolve_arch
 
-    project = {}
-    layouts = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}[args.channels_last]
+    project: dict[str, float] = {}
+    by_setting: dict[str, list[bool | None]] = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}
+    layouts = by_setting[args.channels_last]
     for name in archs:
         run_cfg = resolve_arch(cfg, name)
         for cl in layouts:
@@ -141,7 +155,7 @@ def train_records(out, args, cfg, archs, images, labels, threads, precisions, ma
     return project
 
 
-def inference_records(cfg, args, images, threads):
+def inference_records(cfg: dict, args: argparse.Namespace, images: np.ndarray, threads: int) -> list[dict]:
     import numpy as np
     import torch
 
@@ -173,11 +187,11 @@ def inference_records(cfg, args, images, threads):
         t0 = time.perf_counter()
         predict(model, x, one, crop, "none", channels_last, False, 1)
         lat.append(time.perf_counter() - t0)
-    lat = np.array(lat[5:]) * 1000
+    lat_ms = np.array(lat[5:]) * 1000
     ctx = {"model": source, "tta": "none", "channels_last": channels_last, "loop": "ferstudy.train.predict"}
     return [{"name": "inference", "img_per_s": rate, "img_per_s_median": median,
              "units": {"img_per_s": "images/s in batches of 256, best trial"},
              "context": {**ctx, "batch_size": 256, "trials": args.trials}},
-            {"name": "latency", "ms_median": float(np.median(lat)), "ms_p90": float(np.percentile(lat, 90)),
+            {"name": "latency", "ms_median": float(np.median(lat_ms)), "ms_p90": float(np.percentile(lat_ms, 90)),
              "reps": args.latency_reps, "units": {"ms_median": "ms per single image (median)", "ms_p90": "ms"},
              "context": {**ctx, "batch_size": 1}}]

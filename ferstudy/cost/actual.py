@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 
-def actual_times(study_dir):
+def actual_times(study_dir: Path | str) -> dict:
     """Real seconds of a finished study: per fold job (Snakemake benchmarks, column `s`), the
     final job, and the whole run: `Elapsed time` of the newest Snakemake log of a successful run
     (plus, in `total_s_with_resumed_runs`, the failed runs it resumed)."""
@@ -49,7 +49,7 @@ def actual_times(study_dir):
     return out
 
 
-def compare(prediction, actual):
+def compare(prediction: dict, actual: dict) -> dict:
     rows = {a: {"predicted_job_s": p["predicted_job_s"], "actual_job_s": actual["per_arch_job_s"].get(a)}
             for a, p in prediction["per_arch"].items()}
     for r in rows.values():

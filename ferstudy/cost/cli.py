@@ -7,16 +7,20 @@ import json
 import logging
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __doc__ as cost_doc
 from .actual import actual_times, compare
 from .measure import measure
 from .predict import count_jobs, dry_run_jobs, predict
 
+if TYPE_CHECKING:
+    import argparse
+
 log = logging.getLogger("ferstudy.cost")
 
 
-def cmd_predict_cost(args):
+def cmd_predict_cost(args: argparse.Namespace) -> None:
     from ..bench.context import all_cores, load_config
     from ..io import write_json
 
@@ -55,7 +59,7 @@ def cmd_predict_cost(args):
              if result["final"]["assumed"] else "")
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser("predict-cost", help="predict a study's jobs, training images x epochs and wall time",
                               description=cost_doc.split("\n\n")[0])
     p.add_argument("--config", help="the study's config file, over the shipped defaults (default: "

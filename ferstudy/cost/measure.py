@@ -11,17 +11,22 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..bench.context import child_env
 from .workload import N_CLASSES, data_counts
 
+if TYPE_CHECKING:
+    from torch import nn
+
 log = logging.getLogger("ferstudy.cost")
 
 
-def run_side_by_side(commands, cwd=None):
+def run_side_by_side(commands: Sequence[Sequence[str]], cwd: Path | str | None = None) -> float:
     """Start every command at once (as Snakemake starts jobs on free cores); mean wall seconds."""
     t0 = time.perf_counter()
     procs = [subprocess.Popen(c, cwd=cwd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -36,7 +41,7 @@ def run_side_by_side(commands, cwd=None):
     return float(np.mean(ends))
 
 
-def write_tiny_h5(path, folds, n_images=350, seed=0):
+def write_tiny_h5(path: Path | str, folds: int, n_images: int = 350, seed: int = 0) -> int:
     """A small HDF5 (demo faces, every class in every split) for the job probes."""
     from .. import SPLIT_NAMES
     from ..data import write_h5
@@ -48,7 +53,7 @@ def write_tiny_h5(path, folds, n_images=350, seed=0):
     return n_images
 
 
-def probe_jobs(cfg, run_cfg, parallel, tmp):
+def probe_jobs(cfg: dict, run_cfg: dict, parallel: int, tmp: Path | str) -> dict:
     """Wall seconds of the real commands, `parallel` side by side: `ferstudy train` (1 epoch on a
     tiny HDF5) and `ferstudy evaluate-arch` on its predictions. Returns a dict with the walls and
     the tiny workload (to subtract its compute)."""
@@ -78,7 +83,7 @@ def probe_jobs(cfg, run_cfg, parallel, tmp):
     return {"train_job_s": train_s, "light_job_s": light_s, "n_train": len(tr) // bs * bs, "n_val": len(va)}
 
 
-def measure_snakemake(config_path, workdir, jobs=6):
+def measure_snakemake(config_path: Path | str | None, workdir: Path | str, jobs: int = 6) -> tuple[float, float]:
     """(start-up s, per-job s) of Snakemake here: a dry run of a workflow that resolves this config
     as common.smk does, and a real run of `jobs` no-op shell jobs."""
     snakefile = textwrap.dedent(f"""
@@ -106,7 +111,7 @@ def measure_snakemake(config_path, workdir, jobs=6):
     return startup, max(0.0, (full - startup) / jobs)
 
 
-def checkpoint_seconds(model):
+def checkpoint_seconds(model: nn.Module) -> float:
     """Seconds to write one checkpoint (model + optimizer state), as `train.fit` does every epoch."""
     import torch
 
@@ -119,7 +124,8 @@ def checkpoint_seconds(model):
         return time.perf_counter() - t0
 
 
-def measure_data_jobs(cfg, counts):
+def measure_data_jobs(cfg: dict, counts: dict[str, list[int]]) -> tuple[float, float, Path,
+                                                                 tempfile.TemporaryDirectory[str]]:
     """(demo_csv s or 0, prepare s, path of a temporary HDF5 of the right size, tmpdir) measured
     by doing the work: the demo CSV (demo data) and `data.prepare` + `data.write_summary`."""
     from ..data import prepare, write_h5, write_summary
@@ -158,7 +164,8 @@ def measure_data_jobs(cfg, counts):
 MEASURE_MIN_S = 1.0  # seconds of timed training per network: 3 batches alone were noise on the VMs here
 
 
-def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1):
+def measure_arch(run_cfg: dict, images: np.ndarray, labels: np.ndarray, threads: int, batches: int, warmup: int,
+                 trials: int = 1) -> dict[str, float]:
     """{img_per_s (training), eval_img_per_s (with the arch's TTA), checkpoint_s, mflops_forward}
     at `threads` threads. The training rate is all timed images over all timed seconds of at least
     `MEASURE_MIN_S` (not the best trial: a job's epochs run at their mean rate)."""
@@ -197,7 +204,8 @@ def _measure_worker(cfg, names, batches, warmup, h5, report=False):
     return rates
 
 
-def measure_side_by_side(cfg, names, batches, warmup, h5, parallel):
+def measure_side_by_side(cfg: dict, names: Sequence[str], batches: int, warmup: int, h5: str | None,
+                         parallel: int) -> dict[str, dict[str, float]]:
     """Per-architecture 1-thread rates measured in `parallel` fresh processes side by side, as
     the fold jobs run (they share caches, memory bandwidth and whatever else loads the machine);
     each process measures every architecture in the same order; rates are averaged."""
@@ -211,7 +219,8 @@ def measure_side_by_side(cfg, names, batches, warmup, h5, parallel):
     return {name: {k: float(np.mean([r[name][k] for r in results])) for k in results[0][name]} for name in names}
 
 
-def measure(cfg, cores, batches=3, warmup=1, h5=None, final_arch=None):
+def measure(cfg: dict, cores: int, batches: int = 3, warmup: int = 1, h5: Path | str | None = None,
+            final_arch: str | None = None) -> dict:
     """Every measured input of `predict` (see the module docstring): a few seconds per
     architecture on the demo preset, more for wide networks at batch 128."""
     from ..bench.context import bench_images

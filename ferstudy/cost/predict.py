@@ -5,13 +5,14 @@ of `measure.measure`."""
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .workload import cv_workload, final_workload
 
-def count_jobs(cfg):
+def count_jobs(cfg: dict) -> dict[str, int]:
     """Jobs of a fresh study, by rule, as workflow/rules/*.smk define them (the `all` target
     included). Keep in step with the workflow; `predict-cost` compares it with
     `snakemake -n --forceall` and uses Snakemake's table when they differ."""
@@ -33,7 +34,8 @@ KNOWN_RULES = OWN_MODEL_RULES + ("aggregate", "select", "evaluate_final", "figur
                                   "recheck_plan")
 
 
-def dry_run_jobs(study_dir, config_path=None, configfiles=(), preset=None):
+def dry_run_jobs(study_dir: Path | str, config_path: Path | str | None = None,
+                 configfiles: Sequence[Path | str] | None = (), preset: str | None = None) -> dict[str, int]:
     """{rule: count} of a fresh study from Snakemake itself: `snakemake -n --forceall --nolock`
     in the study directory (writes nothing but Snakemake's log; takes a few seconds)."""
     from ..bench.dryrun import parse_job_stats, run_snakemake
@@ -50,7 +52,7 @@ def dry_run_jobs(study_dir, config_path=None, configfiles=(), preset=None):
     return parse_job_stats(out)
 
 
-def lpt_schedule(durations, slots):
+def lpt_schedule(durations: dict[str, float], slots: int) -> tuple[float, dict[str, tuple[int, float]]]:
     """Greedy list scheduling, longest job first, on `slots` identical slots.
 
     `durations`: {job: seconds}. Returns (makespan, {job: (slot, start)}); ties go to the lowest
@@ -66,7 +68,7 @@ def lpt_schedule(durations, slots):
     return max([t for t, _ in free] + [0.0]), placed
 
 
-def in_order_schedule(durations, slots):
+def in_order_schedule(durations: dict[str, float], slots: int) -> float:
     """List scheduling in the given order (roughly what Snakemake does): the makespan."""
     free = [0.0] * max(1, slots)
     for d in durations.values():
@@ -75,7 +77,7 @@ def in_order_schedule(durations, slots):
     return max(free)
 
 
-def fold_job_seconds(w, job, rates, overhead):
+def fold_job_seconds(w: dict, job: dict, rates: dict[str, float], overhead: float) -> float:
     """Predicted seconds of one cross-validation job (eval img/s has the TTA views included; the
     last evaluation's predictions are the job's output, not predicted again)."""
     eval_s = job["n_val"] / rates["eval_img_per_s"]
@@ -85,14 +87,15 @@ def fold_job_seconds(w, job, rates, overhead):
             + w["evaluations"] * eval_s)
 
 
-def final_job_seconds(w, train_rate, eval_rate, overhead, checkpoint_s=0.0):
+def final_job_seconds(w: dict, train_rate: float, eval_rate: float, overhead: float,
+                      checkpoint_s: float = 0.0) -> float:
     train_s = w["steps"] * w["batch_size"] / train_rate
     public_s = w["n_public"] / eval_rate
     return (overhead + w["epochs"] * (train_s + checkpoint_s) + w["evaluations"] * public_s
             + (w["n_public"] + w["n_private"]) / eval_rate)
 
 
-def predict(cfg, cores, m):
+def predict(cfg: dict, cores: int, m: dict) -> dict:
     """The prediction (JSON-ready dict) from a config and the measurements `m` of `measure`."""
     from ..config import resolve_arch
 

@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..bench.context import child_env
 from .actual import actual_times, compare
@@ -19,7 +21,7 @@ PREDICTION = Path("cost/prediction.json")   # under the study's results director
 WHOLE_RUN = Path("cost/run.json")           # the last run that built the whole study
 
 
-def fingerprint(study_cfg, cores):
+def fingerprint(study_cfg: dict, cores: int) -> str:
     """What a prediction depends on: the resolved config, the cores and the ferstudy version."""
     import hashlib
 
@@ -29,8 +31,10 @@ def fingerprint(study_cfg, cores):
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def in_study_prediction(raw_config, study_cfg, cores, jobs_by_rule, jobs_to_run, results="results",
-                        started_at=None, snakemake_log=None, enabled=True, say=print):
+def in_study_prediction(raw_config: dict, study_cfg: dict, cores: int, jobs_by_rule: dict[str, int], jobs_to_run: int,
+                        results: Path | str = "results", started_at: float | None = None,
+                        snakemake_log: str | list[str] | None = None, enabled: bool = True,
+                        say: Callable[[str], Any] = print) -> None:
     """Called by the Snakefile's onstart: `say`s the jobs to do and the predicted wall time.
 
     A run that builds the whole study (every job of the DAG to do, `all` among them) measures this
@@ -97,12 +101,12 @@ def _read_json(path):
         return None
 
 
-def predicted_study_s(pred, measured_this_run):
+def predicted_study_s(pred: dict, measured_this_run: bool) -> float:
     """Predicted wall time of the study, the measurement included when this run made it."""
     return pred["predicted_total_s"] + ((pred.get("measure_s") or 0.0) if measured_this_run else 0.0)
 
 
-def prediction_line(pred, measured_this_run):
+def prediction_line(pred: dict, measured_this_run: bool) -> str:
     fold_jobs = sum(p["jobs"] for p in pred["per_arch"].values())
     images = sum(p["images_x_epochs"] for p in pred["per_arch"].values()) + pred["final"]["images_x_epochs"]
     f = pred["final"]
@@ -116,13 +120,13 @@ def prediction_line(pred, measured_this_run):
             f"results/{PREDICTION}.")
 
 
-def clock(seconds):
+def clock(seconds: float) -> str:
     seconds = int(round(seconds))
     h, m, s = seconds // 3600, seconds % 3600 // 60, seconds % 60
     return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
 
 
-def predicted_vs_actual(results, now=None):
+def predicted_vs_actual(results: Path | str, now: float | None = None) -> dict | None:
     """The report's table: the whole-study prediction against the recorded whole-study run, or None.
 
     The total is that run's elapsed time from Snakemake's log once it has ended well, or up to now

@@ -5,6 +5,7 @@ cross-validation job and of the final model (also for the report and ferstudy/re
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ FER2013_COUNTS = {"Training": [3995, 436, 4097, 7215, 4830, 3171, 4965],
                   "PrivateTest": [491, 55, 528, 879, 594, 416, 626]}
 
 
-def demo_counts(n_images, class_weights=None):
+def demo_counts(n_images: int, class_weights: Sequence[float] | None = None) -> dict[str, list[int]]:
     """Per-class counts per split of `demo.make_demo_faces(n_images)` (its split rule, no images)."""
     from ..demo import DEFAULT_CLASS_WEIGHTS, SPLIT_FRACTIONS, _largest_remainder
 
@@ -36,7 +37,7 @@ def demo_counts(n_images, class_weights=None):
     return out
 
 
-def data_counts(cfg, h5=None):
+def data_counts(cfg: dict, h5: Path | str | None = None) -> tuple[dict[str, list[int]], str]:
     """(per-class counts per split, source): from the HDF5 when it holds the dataset the config
     uses, else from the config. Returns (dict split -> list of 7 ints, description)."""
     from .. import SPLIT_NAMES
@@ -59,20 +60,20 @@ def data_counts(cfg, h5=None):
     return {k: list(v) for k, v in FER2013_COUNTS.items()}, "config (FER2013 row counts)"
 
 
-def fold_held_out_counts(train_counts, folds):
+def fold_held_out_counts(train_counts: Sequence[int] | np.ndarray, folds: int) -> np.ndarray:
     """(K, 7) per-class held-out counts of scikit-learn's StratifiedKFold on Training."""
     y_sorted = np.repeat(np.arange(N_CLASSES), train_counts)
     return np.array([np.bincount(y_sorted[k::folds], minlength=N_CLASSES) for k in range(folds)])
 
 
-def subsampled(class_counts, fraction):
+def subsampled(class_counts: Sequence[int] | np.ndarray, fraction: float) -> int:
     """Images `train.subsample` keeps of a set with these per-class counts."""
     if fraction >= 1.0:
         return int(sum(class_counts))
     return int(sum(max(1, round(fraction * c)) for c in class_counts if c > 0))
 
 
-def cv_workload(run_cfg, counts, folds):
+def cv_workload(run_cfg: dict, counts: dict[str, list[int]], folds: int) -> dict:
     """Per fold job: training images (after subsample), held-out images, steps per epoch."""
     t = run_cfg["training"]
     train_counts = np.asarray(counts["Training"])
@@ -87,7 +88,7 @@ def cv_workload(run_cfg, counts, folds):
             "jobs": jobs, "images_x_epochs": sum(j["n_train"] for j in jobs) * t["epochs"]}
 
 
-def final_workload(final_cfg, counts):
+def final_workload(final_cfg: dict, counts: dict[str, list[int]]) -> dict:
     t = final_cfg["training"]
     n = subsampled(counts["Training"], t.get("subsample", 1.0))
     bs = min(t["batch_size"], n)

@@ -1,8 +1,12 @@
 """Every figure from the result files (`make_all`) and the command `ferstudy figures`."""
 
+from __future__ import annotations
+
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..probe import PICK_SEED
@@ -12,10 +16,15 @@ from .final import plot_confusion_final, plot_examples, plot_final_history
 from .inside import plot_activations, plot_channel_emotion, plot_filters_deeper, plot_filters_layer1, plot_saliency
 from .plot import _need, _read_json
 
+if TYPE_CHECKING:
+    import argparse
+
 log = logging.getLogger("ferstudy.figures")
 
 
-def make_all(h5, results, out_dir, archs=None, final_arch=None, baseline=None, threads=1, seed=PICK_SEED, only=None):
+def make_all(h5: Path | str, results: Path | str, out_dir: Path | str, archs: Sequence[str] | None = None,
+             final_arch: str | None = None, baseline: str | None = None, threads: int = 1, seed: int = PICK_SEED,
+             only: Sequence[str] | None = None) -> list[Path]:
     """Every figure of FIGURES (or those in `only`) from the results under `results`. Returns paths."""
     import pandas as pd
     import torch
@@ -42,7 +51,8 @@ def make_all(h5, results, out_dir, archs=None, final_arch=None, baseline=None, t
     def arch_metrics(arch):
         return _read_json(results / "cv" / arch / "metrics.json")
 
-    model = crop = None
+    model: Any = None  # loaded below only when a wanted figure looks inside the model
+    crop: Any = None
     if {"filters_layer1", "filters_deeper", "activations", "channel_emotion", "saliency"} & set(wanted):
         model, payload = load_model(_need(final / "model.pt"))
         crop = int(payload["input_size"])
@@ -94,13 +104,13 @@ def _augmented(run_cfg):
     return None if augment is None else bool(augment.get("enabled", True))
 
 
-def cmd_figures(args):
+def cmd_figures(args: argparse.Namespace) -> None:
     written = make_all(args.h5, args.results, args.out_dir, archs=args.archs, final_arch=args.final_arch,
                        baseline=args.baseline, threads=args.threads, seed=args.seed, only=args.only)
     log.info("wrote %d figures to %s", len(written), args.out_dir)
 
 
-def register(sub):
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("figures", help="all figures of the study (PNG) from its results")
     p.add_argument("--h5", required=True, help="prepared data (results/data/dataset.h5)")
     p.add_argument("--results", default="results", help="results directory (cv/, tables/, final/)")

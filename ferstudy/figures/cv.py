@@ -2,15 +2,23 @@
 accuracy against compute and the final architecture's confusion matrix over the folds. They read
 the result files through `cli.make_all` (see docs/DESIGN.md)."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .plot import (BASELINE_COLOR, _arch_color, _confusion_panel, _plt, _role, batches_label, dataset_label,
                    save)
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def mean_std_by_epoch(histories, column):
+
+def mean_std_by_epoch(histories: Sequence[pd.DataFrame], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(epochs, mean, std) of `column` over the folds' history DataFrames (std 0 for one fold)."""
     import pandas as pd
 
@@ -20,12 +28,13 @@ def mean_std_by_epoch(histories, column):
     return stacked.mean().index.to_numpy(), stacked.mean().to_numpy(), std.to_numpy()
 
 
-def has_learning_curve(histories):
+def has_learning_curve(histories: Sequence[pd.DataFrame]) -> bool:
     """Whether the fold histories carry the learning curve (`training.curve_images`)."""
     return all("curve_val_acc" in h and h["curve_val_acc"].notna().any() for h in histories)
 
 
-def curve_series(histories, augmented):
+def curve_series(histories: Sequence[pd.DataFrame],
+                 augmented: bool | dict[str, bool] | None) -> tuple[tuple[str, str, str], ...]:
     """(column, colour, legend label) of the lines of one training-curves panel. With a learning
     curve: the fixed held-out and trained-on subsets (both un-augmented, so their gap is the
     over-fitting gap) and the whole held-out fold as points; without: the held-out fold and the
@@ -37,7 +46,9 @@ def curve_series(histories, augmented):
     return (("val_acc", "C0", "held-out fold"), ("train_acc", "C1", batches_label(augmented)))
 
 
-def plot_training_curves(histories, path, dataset, baseline=None, final=None, ncols=5, augmented=None):
+def plot_training_curves(histories: dict[str, list[pd.DataFrame]], path: Path | str, dataset: str,
+                         baseline: str | None = None, final: str | None = None, ncols: int = 5,
+                         augmented: dict[str, bool] | None = None) -> Path:
     """Small multiples, one panel per architecture: held-out and training accuracy per epoch,
     mean over folds with a +-1 std band. histories: {arch: [history DataFrame per fold]};
     augmented: {arch: whether its training faces were augmented} (for the legend)."""
@@ -90,7 +101,8 @@ def plot_training_curves(histories, path, dataset, baseline=None, final=None, nc
     return save(fig, path)
 
 
-def plot_cv_accuracy(summary, path, dataset, baseline=None, final=None, fold_scores=None):
+def plot_cv_accuracy(summary: pd.DataFrame, path: Path | str, dataset: str, baseline: str | None = None,
+                     final: str | None = None, fold_scores: dict[str, list[float]] | None = None) -> Path:
     """Mean +- std held-out accuracy per architecture, sorted (best on top), with fold values.
 
     summary: cv_summary.csv DataFrame; fold_scores: optional {arch: [accuracy per fold]}.
@@ -137,7 +149,7 @@ def plot_cv_accuracy(summary, path, dataset, baseline=None, final=None, fold_sco
     return save(fig, path)
 
 
-def pareto_front(x, y):
+def pareto_front(x: np.ndarray, y: np.ndarray) -> list[int]:
     """Indices of the points no other point beats (lower-or-equal x and higher y), by increasing x."""
     order = np.lexsort((-np.asarray(y), np.asarray(x)))
     front, best = [], -np.inf
@@ -238,7 +250,8 @@ def _place_labels(ax, xs, ys, texts, yerr=None, ringed=(), fontsize=8.5, color="
     return [boxes[i] for i in range(len(texts))]
 
 
-def plot_accuracy_vs_compute(cost, path, dataset, baseline=None, final=None, summary=None):
+def plot_accuracy_vs_compute(cost: pd.DataFrame, path: Path | str, dataset: str, baseline: str | None = None,
+                             final: str | None = None, summary: pd.DataFrame | None = None) -> Path:
     """Mean held-out accuracy against forward MFLOPs per image (log x), one labelled point per
     architecture at its true compute, coloured by the factor it varies, with the Pareto front.
     Architectures of equal compute share an x: their labels stand in a column beside them."""
@@ -288,7 +301,7 @@ def plot_accuracy_vs_compute(cost, path, dataset, baseline=None, final=None, sum
     return save(fig, path)
 
 
-def plot_confusion_cv(arch_metrics, path, dataset):
+def plot_confusion_cv(arch_metrics: dict, path: Path | str, dataset: str) -> Path:
     """Row-normalised confusion matrix summed over the folds (metrics.json of one architecture)."""
     plt = _plt()
     agg = arch_metrics["aggregate"]

@@ -1,6 +1,11 @@
 """The final model's figures: its confusion matrices on PublicTest and PrivateTest, its training
 history and example predictions on PublicTest faces."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import CLASS_NAMES
@@ -8,8 +13,13 @@ from ..errors import UserError
 from .plot import (FINAL_COLOR, RIGHT, WRONG, _confusion_panel, _headroom, _no_axes, _plt, batches_label, dataset_label,
                    save)
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def plot_confusion_final(final_metrics, path, dataset, arch):
+    from ..data import FerData
+
+
+def plot_confusion_final(final_metrics: dict, path: Path | str, dataset: str, arch: str) -> Path:
     """The final model's row-normalised confusion matrices on PublicTest and PrivateTest."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.6), layout="constrained")
@@ -24,7 +34,8 @@ def plot_confusion_final(final_metrics, path, dataset, arch):
     return save(fig, path)
 
 
-def plot_final_history(history, path, dataset, arch, best_epoch=None, augmented=None):
+def plot_final_history(history: pd.DataFrame, path: Path | str, dataset: str, arch: str,
+                       best_epoch: int | None = None, augmented: bool | None = None) -> Path:
     """Final model: training and PublicTest accuracy and loss per epoch, the learning rate, best epoch.
     augmented: whether its training faces were augmented (for the legend; None: not said)."""
     from matplotlib.ticker import MaxNLocator
@@ -58,7 +69,7 @@ def plot_final_history(history, path, dataset, arch, best_epoch=None, augmented=
     return save(fig, path)
 
 
-def rows_to_indices(data, rows, source):
+def rows_to_indices(data: FerData, rows: np.ndarray, source: Path | str) -> np.ndarray:
     """HDF5 indices of the CSV `row` values (predictions files store rows)."""
     order = np.argsort(data.row, kind="stable")
     pos = np.clip(np.searchsorted(data.row[order], rows), 0, len(order) - 1)
@@ -68,7 +79,8 @@ def rows_to_indices(data, rows, source):
     return idx
 
 
-def plot_examples(data, predictions_csv, path, dataset, arch, per_kind=3, seed=0):
+def plot_examples(data: FerData, predictions_csv: Path | str, path: Path | str, dataset: str, arch: str,
+                  per_kind: int = 3, seed: int = 0) -> Path:
     """Per emotion, `per_kind` correctly and `per_kind` wrongly classified PublicTest faces with
     the predicted class and probabilities (from the final model's predictions_public.csv)."""
     from ..metrics import read_predictions

@@ -1,7 +1,11 @@
 """Inside the final model: its filters, feature maps per emotion, which emotion each channel of the
 last feature map prefers, and Grad-CAM saliency. The model is probed with ferstudy/probe.py."""
 
+from __future__ import annotations
+
 import math
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,8 +14,14 @@ from ..probe import (CHANNEL_FACES_PER_CLASS, PICK_SEED, capture, channel_emotio
                      first_layer_filters, grad_cam, model_input, pick_faces, stage_taps)
 from .plot import RIGHT, WRONG, _face_axis, _headroom, _no_axes, _placeholder, _plt, dataset_label, save
 
+if TYPE_CHECKING:
+    from torch import nn
 
-def kernel_mosaic(kernels, ncols, gap=1, gap_y=None):
+    from ..data import FerData
+
+
+def kernel_mosaic(kernels: np.ndarray, ncols: int, gap: int = 1,
+                  gap_y: int | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Kernels (N, k, k) -> one image of `ncols` tiles per row, each scaled to [-1, 1] by its own
     max |w|, separated by NaN gaps; also the (x, y) top-centre of each tile in image coordinates."""
     n, kh, kw = kernels.shape
@@ -41,7 +51,7 @@ def _show_mosaic(ax, kernels, ncols, labels, fontsize=7):
     return img.shape
 
 
-def plot_filters_layer1(model, path, dataset, arch):
+def plot_filters_layer1(model: nn.Module, path: Path | str, dataset: str, arch: str) -> int:
     """Every kernel of the first conv layer as an image (red positive, blue negative weights),
     ordered by kernel norm. Returns the number of kernels drawn."""
     plt = _plt()
@@ -67,7 +77,7 @@ def plot_filters_layer1(model, path, dataset, arch):
     return n
 
 
-def plot_filters_deeper(model, path, dataset, arch, examples=6):
+def plot_filters_deeper(model: nn.Module, path: Path | str, dataset: str, arch: str, examples: int = 6) -> Path:
     """One row per deeper conv layer: distribution of the output filters' kernel norms, the mean
     |weight| at each kernel position, and the strongest 2-D kernel slices."""
     plt = _plt()
@@ -100,7 +110,8 @@ def plot_filters_deeper(model, path, dataset, arch, examples=6):
     return save(fig, path)
 
 
-def plot_activations(model, data, crop, path, dataset, arch, seed=0, depths=3, top=4):
+def plot_activations(model: nn.Module, data: FerData, crop: int, path: Path | str, dataset: str, arch: str,
+                     seed: int = 0, depths: int = 3, top: int = 4) -> Path:
     """One PublicTest face per emotion and, at `depths` depths, its `top` most active feature maps."""
     plt = _plt()
     taps = stage_taps(model, crop)
@@ -137,8 +148,9 @@ def plot_activations(model, data, crop, path, dataset, arch, seed=0, depths=3, t
     return save(fig, path)
 
 
-def plot_channel_emotion(model, data, crop, path, dataset, arch, per_class=CHANNEL_FACES_PER_CLASS, seed=PICK_SEED,
-                         top=40):
+def plot_channel_emotion(model: nn.Module, data: FerData, crop: int, path: Path | str, dataset: str, arch: str,
+                         per_class: int = CHANNEL_FACES_PER_CLASS, seed: int = PICK_SEED,
+                         top: int = 40) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
     """Heatmap of the last feature map's most emotion-selective channels: mean activation per
     emotion, z-scored per channel, the preferred emotion marked; plus how many of all channels
     prefer each emotion. Returns (means (7, C), selectivity (C,))."""
@@ -199,7 +211,8 @@ def plot_channel_emotion(model, data, crop, path, dataset, arch, per_class=CHANN
     return means, sel
 
 
-def plot_saliency(model, data, crop, path, dataset, arch, per_class=3, seed=0):
+def plot_saliency(model: nn.Module, data: FerData, crop: int, path: Path | str, dataset: str, arch: str,
+                  per_class: int = 3, seed: int = 0) -> Path:
     """Grad-CAM of the true class at the last feature map over `per_class` PublicTest faces per emotion."""
     import torch
 

@@ -2,14 +2,20 @@
 dataset, placeholders, the colours of the final architecture and the baseline, and the two panels
 that more than one figure draws (a confusion matrix, the legend of the training batches)."""
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import CLASS_NAMES
 from ..errors import UserError
 from ..io import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FINAL_COLOR, BASELINE_COLOR, OTHER_COLOR = "#d62728", "#1f77b4", "0.3"
 RIGHT, WRONG = "#1a7f37", "#c62828"
@@ -24,12 +30,12 @@ def _plt():
     return plt
 
 
-def dataset_label(dataset):
+def dataset_label(dataset: str) -> str:
     """What the titles say about the data: demo figures must not pass for FER2013 ones."""
     return {"demo": "DEMO data: synthetic faces, not FER2013", "fer2013": "FER2013"}.get(dataset, str(dataset))
 
 
-def save(fig, path, dpi=110):
+def save(fig: Figure, path: Path | str, dpi: int = 110) -> Path:
     """Write `fig` to `path` as PNG, atomically, and close it."""
     plt = _plt()
     with atomic_path(path) as tmp:
@@ -81,7 +87,7 @@ def _arch_color(arch, baseline, final):
     return FINAL_COLOR if arch == final else BASELINE_COLOR if arch == baseline else OTHER_COLOR
 
 
-def batches_label(augmented):
+def batches_label(augmented: bool | dict[str, bool] | None) -> str:
     """Legend text of the training-batch accuracy: what those batches were. augmented: a bool, a
     {arch: bool} (panels whose network was not augmented say so themselves) or None (unknown)."""
     values = set(augmented.values()) if isinstance(augmented, dict) else {augmented}
