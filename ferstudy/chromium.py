@@ -22,7 +22,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio")
 
 
-def find_chromium():
+def find_chromium() -> str | None:
     """Path of a Chromium binary, or None: $FERSTUDY_CHROMIUM first, then the usual names on PATH."""
     wanted = os.environ.get(ENV_VAR)
     if wanted:
@@ -34,12 +34,12 @@ def find_chromium():
     return None
 
 
-def command(binary, user_data_dir, *args):
+def command(binary: str, user_data_dir: Path | str, *args: str) -> list[str]:
     """The command line: the fixed flags, a fresh profile directory, then `args`."""
     return [binary, *FLAGS, f"--user-data-dir={user_data_dir}", *args]
 
 
-def run(binary, *args, timeout=180):
+def run(binary: str, *args: str, timeout: float = 180) -> str:
     """Run Chromium once with a throwaway profile; its stdout (e.g. --dump-dom) as text."""
     with tempfile.TemporaryDirectory(prefix="ferstudy-chromium-") as profile:
         result = subprocess.run(command(binary, profile, *args), capture_output=True, text=True, timeout=timeout,
@@ -49,7 +49,7 @@ def run(binary, *args, timeout=180):
     return result.stdout
 
 
-def print_to_pdf(binary, html, pdf, timeout=180):
+def print_to_pdf(binary: str, html: Path | str, pdf: Path | str, timeout: float = 180) -> Path:
     """Print the HTML file `html` to `pdf` (A4, no header or footer) as the browser renders it."""
     html, pdf = Path(html).resolve(), Path(pdf)
     out = pdf.with_name(pdf.name + ".part")
@@ -61,7 +61,7 @@ def print_to_pdf(binary, html, pdf, timeout=180):
     return pdf
 
 
-def version(binary):
+def version(binary: str) -> str:
     try:
         return subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):

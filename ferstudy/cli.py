@@ -4,17 +4,24 @@ Each command is a small function taking parsed arguments. User errors print one 
 (`ferstudy: error: <file/key>: <problem>`) and exit with status 2, without a traceback.
 """
 
+from __future__ import annotations
+
 import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger("ferstudy")
 
 
-def cmd_demo(args):
+def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import write_demo_csv
 
     t0 = time.perf_counter()
@@ -23,7 +30,7 @@ def cmd_demo(args):
              "download the real data as the README says.", args.images, args.out, time.perf_counter() - t0, args.seed)
 
 
-def cmd_prepare(args):
+def cmd_prepare(args: argparse.Namespace) -> None:
     from .data import prepare, write_summary
     from .io import refuse_overwrite
 
@@ -55,7 +62,7 @@ def fold_init_seed(run_cfg: dict, fold: int) -> int:
     return int(run_cfg["training"]["seed"]) + int(fold)
 
 
-def cmd_train(args):
+def cmd_train(args: argparse.Namespace) -> None:
     """One cross-validation job: train on the other folds, predict the held-out fold."""
     from pathlib import Path
 
@@ -124,7 +131,7 @@ def _predict_indices(model, run_cfg, data, idx, amp):
                    t.get("tta", "none"), use_channels_last(t, device), amp)
 
 
-def cmd_train_final(args):
+def cmd_train_final(args: argparse.Namespace) -> None:
     """Retrain the chosen architecture (its run config: cross-validation's choice, or the one the
     config names) on all of Training; PublicTest chooses the checkpoint.
 
@@ -170,7 +177,7 @@ def cmd_train_final(args):
              best["epoch"], seconds)
 
 
-def cmd_evaluate_arch(args):
+def cmd_evaluate_arch(args: argparse.Namespace) -> None:
     from .config import load_yaml
     from .io import refuse_overwrite, write_json
     from .study import evaluate_arch
@@ -183,7 +190,7 @@ def cmd_evaluate_arch(args):
     log.info("%s: accuracy %.4f +- %.4f over %d folds", run_cfg["name"], m["mean"], m["std"], len(args.predictions))
 
 
-def fold_sizes(h5) -> tuple[int, int]:
+def fold_sizes(h5: Path | str) -> tuple[int, int]:
     """(training images of one fold, held-out images of one fold) of the prepared data."""
     from .data import load_h5
 
@@ -216,7 +223,7 @@ def _recheck_results(files, metrics_files):
     return the_plan, rechecked_differences(the_plan, results, scores)
 
 
-def cmd_aggregate(args):
+def cmd_aggregate(args: argparse.Namespace) -> None:
     from .io import refuse_overwrite
     from .study import aggregate, write_csv
 
@@ -230,7 +237,7 @@ def cmd_aggregate(args):
     log.info("cross-validation summary of %d architectures -> %s", len(summary), args.summary)
 
 
-def cmd_select(args):
+def cmd_select(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from .config import load_yaml
@@ -244,7 +251,7 @@ def cmd_select(args):
     log.info("final architecture: %s (%s, %s %.4f)", choice["architecture"], choice["reason"], args.metric, choice["mean"])
 
 
-def cmd_predict(args):
+def cmd_predict(args: argparse.Namespace) -> None:
     """Predict every row of a FER2013-format CSV with a saved model (extra test sets)."""
     import numpy as np
     import torch
@@ -265,7 +272,7 @@ def cmd_predict(args):
     log.info("%s: %d faces predicted, accuracy %.4f", args.csv, len(row), float((probs.argmax(1) == labels).mean()))
 
 
-def cmd_evaluate_final(args):
+def cmd_evaluate_final(args: argparse.Namespace) -> None:
     from .io import refuse_overwrite, write_json
     from .study import evaluate_final
 
@@ -311,7 +318,7 @@ MODULE_OF_COMMAND = {"figures": "figures.cli", "report": "report.cli", "bench": 
                      "predict-image": "photos", "report-html": "htmlreport", "recheck-plan": "recheck"}
 
 
-def build_parser(command=None):
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferstudy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_commands(sub)
@@ -330,7 +337,7 @@ def build_parser(command=None):
     return parser
 
 
-def add_data_commands(sub):
+def add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="write the built-in synthetic demo dataset as a FER2013-format CSV")
     p.add_argument("--out", required=True)
     p.add_argument("--images", type=int, default=3000)
@@ -349,7 +356,7 @@ def add_data_commands(sub):
     p.set_defaults(func=cmd_prepare)
 
 
-def add_training_commands(sub):
+def add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train one architecture on one cross-validation fold")
     p.add_argument("--h5", required=True)
     p.add_argument("--run-config", required=True, help="resolved architecture config (results/cv/ARCH/run_config.yaml)")
@@ -371,7 +378,7 @@ def add_training_commands(sub):
     p.set_defaults(func=cmd_train_final)
 
 
-def add_evaluation_commands(sub):
+def add_evaluation_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate-arch", help="metrics of one architecture over its folds (+ cost)")
     p.add_argument("--run-config", required=True)
     p.add_argument("--predictions", nargs="+", required=True)
@@ -413,7 +420,7 @@ def add_evaluation_commands(sub):
     p.set_defaults(func=cmd_predict)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     # Before torch loads: spinning OpenMP threads steal the core from the thread they wait for when
     # other jobs share the machine (measured: 2-thread training at 29 img/s instead of 524).
     import os

@@ -18,8 +18,10 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -36,7 +38,7 @@ DEMO_CSV = "results/data/demo.csv"
 PINNED_PRESET_ENV = "FERSTUDY_PRESET"
 
 
-def load_yaml(path):
+def load_yaml(path: Path | str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
@@ -51,7 +53,8 @@ def load_defaults() -> dict:
     return load_yaml(DEFAULTS_PATH)
 
 
-def load_study(config_path=None, configfiles=(), preset=None, workdir=None) -> dict:
+def load_study(config_path: Path | str | None = None, configfiles: Iterable[Path | str] = (), preset: str | None = None,
+               workdir: Path | str | None = None) -> dict[str, Any]:
     """The resolved study for a command run without Snakemake (`bench`, `predict-cost`), layered
     as the workflow layers it: the shipped defaults, the preset, then the user's layers: the
     study's config file (`config_path`; default config/config.yaml of `workdir` when it exists),
@@ -65,7 +68,7 @@ def load_study(config_path=None, configfiles=(), preset=None, workdir=None) -> d
     return resolve_config(load_defaults(), workdir=workdir, source=DEFAULTS_NAME, user=user)
 
 
-def deep_merge(base, override):
+def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
     """Recursive dict merge: override wins; lists and scalars are replaced, not merged."""
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
@@ -90,7 +93,7 @@ def _validator(schema):
     return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)(schema)
 
 
-def validate(cfg, source="config"):
+def validate(cfg: Any, source: str = "config") -> None:
     """Schema check with one readable line per problem: `config key training.lr: ...`."""
     errors = sorted(_validator(_schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -121,7 +124,7 @@ TRAINING_NEEDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "sc
                   "augment")
 
 
-def check_run_config(run_cfg, source):
+def check_run_config(run_cfg: Any, source: Path | str) -> None:
     """A run config as a training job reads it (results/cv/{arch}/run_config.yaml, which the workflow
     writes from a validated config): a name, a model spec that builds and training settings of the
     schema's types. One UserError line naming the file and the key."""
@@ -146,7 +149,7 @@ def check_run_config(run_cfg, source):
         raise UserError(f"{source}: model: {err}") from None
 
 
-def choose_preset(cfg, dataset, pinned=None):
+def choose_preset(cfg: dict[str, Any], dataset: str, pinned: str | None = None) -> str:
     """`preset: auto` picks demo for the demo data; else `training.device` decides (cuda: gpu,
     cpu: cpu) and, when that is auto too, whether this machine has CUDA. On a cluster the machine
     deciding is the submitting host: the workflow pins its choice for the jobs (`pinned`)."""
@@ -178,7 +181,7 @@ def _cuda_available():
         return False
 
 
-def choose_dataset(cfg, workdir="."):
+def choose_dataset(cfg: dict[str, Any], workdir: Path | str = ".") -> tuple[str, str]:
     """(dataset name, CSV path). `data.csv: auto` uses data/fer2013.csv if present, else the demo.
 
     A path the user gave that does not exist is an error, never a silent fallback.
@@ -208,13 +211,16 @@ class Resolved:
     overridden: list = field(default_factory=list)  # [(key, the preset's value, the user's, the layer that set it)]
 
 
-def resolve_config(raw, workdir=".", source="config", user=(), pinned_preset=None):
+def resolve_config(raw: dict[str, Any], workdir: Path | str = ".", source: str = "config",
+                   user: Iterable[dict[str, Any] | tuple[str, dict[str, Any]]] = (),
+                   pinned_preset: str | None = None) -> dict[str, Any]:
     """Validate, pick dataset and preset, apply the layers (see `resolve_layers`). Every
     architecture is checked here. With one dict (`user` empty) the preset goes over it."""
     return resolve_layers(raw, user, workdir, source, pinned_preset).config
 
 
-def resolve_layers(raw, user=(), workdir=".", source="config", pinned_preset=None):
+def resolve_layers(raw: dict[str, Any], user: Iterable[dict[str, Any] | tuple[str, dict[str, Any]]] = (),
+                   workdir: Path | str = ".", source: str = "config", pinned_preset: str | None = None) -> Resolved:
     """The study from its layers, lowest first: `raw` (the defaults: the shipped defaults.yaml
     with its `presets:`), then the preset, then each of the user's own layers in `user` (the
     study's config/config.yaml, the `--configfile` files, then `--config`; a dict or a
@@ -237,7 +243,7 @@ def resolve_layers(raw, user=(), workdir=".", source="config", pinned_preset=Non
     values = copy.deepcopy((written.get("presets") or {}).get(preset) or {})
     values.pop("description", None)
     defaults = {k: v for k, v in raw.items() if k not in ("presets", "description")}
-    mine = {}
+    mine: dict[str, Any] = {}
     for _, layer in layers:
         mine = deep_merge(mine, {k: v for k, v in layer.items() if k not in ("presets", "description")})
     flat = deep_merge(deep_merge(defaults, values), mine)
@@ -339,11 +345,11 @@ def _resolve_flat(flat, preset, dataset, csv, workdir, source):
 RESERVED_TEST_SET_NAMES = ("public", "private")
 
 
-def check_extra_test_sets(sets, workdir="."):
+def check_extra_test_sets(sets: dict[str, str], workdir: Path | str = ".") -> None:
     """Extra test sets: names that are neither FER2013's own test sets nor each other's folder
     (case-insensitive filesystems), and files that exist. The schema's pattern keeps the names
     inside results/final/extra/."""
-    seen = {}
+    seen: dict[str, str] = {}
     for name, path in sets.items():
         key = f"config key data.extra_test_sets.{name}"
         if name.lower() in RESERVED_TEST_SET_NAMES:
@@ -357,7 +363,7 @@ def check_extra_test_sets(sets, workdir="."):
             raise UserError(f"{key}: {path} does not exist")
 
 
-def preset_lines(resolved, defaults_name=DEFAULTS_NAME):
+def preset_lines(resolved: Resolved, defaults_name: str = DEFAULTS_NAME) -> list[str]:
     """What a run says first about its preset: the architectures it leaves out, every value of
     the shipped defaults it changed where the user set nothing, and every value of the preset
     that the user's own (config/config.yaml, --configfile, --config) replaced."""
@@ -383,7 +389,7 @@ def _short(value, limit=80):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def coerce_cli_config(values):
+def coerce_cli_config(values: dict[str, Any]) -> dict[str, Any]:
     """`--config` values with the types the schema expects. Snakemake hands nested values as
     strings (`--config "training={epochs: 6}"` gives {"training": {"epochs": "6"}}): a string
     becomes what YAML reads in it when that is of the type expected where it stands (6, 0.5,
@@ -442,13 +448,14 @@ def _same_kind(value, expected):
     return value is None and "null" in expected
 
 
-def resolve_arch(cfg, name, final=False):
+def resolve_arch(cfg: dict[str, Any], name: str, final: bool = False) -> dict[str, Any]:
     """Run config for one architecture: {name, description, factor, model, training, data}."""
     archs = cfg["architectures"]
+    chain: list[str]
     chain, entry = [], archs.get(name)
     if entry is None:
         raise UserError(f"architecture {name!r} is not defined under `architectures`")
-    merged = {}
+    merged: dict[str, Any] = {}
     while entry is not None:
         if name in chain:
             raise UserError(f"architecture {chain[0]!r}: `extends` forms a cycle ({' -> '.join(chain + [name])})")
@@ -490,22 +497,22 @@ class EvaluationEpochs:
     epochs: int
     every: int
 
-    def __contains__(self, epoch):
+    def __contains__(self, epoch: int) -> bool:
         return 1 <= epoch <= self.epochs and (epoch == self.epochs or (self.every > 0 and epoch % self.every == 0))
 
-    def __len__(self):
+    def __len__(self) -> int:
         if self.every <= 0:
             return 1
         return self.epochs // self.every + (self.epochs % self.every != 0)
 
 
-def evaluation_epochs(training):
+def evaluation_epochs(training: dict[str, Any]) -> EvaluationEpochs:
     """Epochs after which the validation set is predicted: every `eval_every` and always the last
     (0: the last only; on a CPU, predicting a large held-out fold can cost more than the epoch)."""
     return EvaluationEpochs(int(training["epochs"]), int(training.get("eval_every", 1)))
 
 
-def final_training(training, final):
+def final_training(training: dict[str, Any], final: dict[str, Any] | None) -> dict[str, Any]:
     """The final retrain's settings: an architecture's training settings with `final.training` over them."""
     return deep_merge(training, (final or {}).get("training") or {})
 
@@ -526,14 +533,14 @@ BLOCK_DEFAULTS = {"convs": 2, "kernel": 3, "pool": "max", "norm": "batch", "acti
                   "dropout": 0.0, "global_pool": True, "head": [], "head_dropout": 0.0}
 
 
-def expand_blocks(blocks):
+def expand_blocks(blocks: dict[str, Any]) -> list[str | dict[str, Any]]:
     """VGG-style stages -> a layer list: per stage `convs` x (conv, [batchnorm], activation), then
     pooling (`pool: none` downsamples with a stride-2 last conv instead), then optional dropout."""
     b = {**BLOCK_DEFAULTS, **blocks}
     if "filters" not in b:
         raise UserError("blocks: `filters` (one number per stage) is required")
     norm = b["norm"] == "batch"
-    layers = []
+    layers: list[str | dict[str, Any]] = []
     for filters in b["filters"]:
         for i in range(b["convs"]):
             stride = 2 if (b["pool"] == "none" and i == b["convs"] - 1) else 1
@@ -556,12 +563,12 @@ def expand_blocks(blocks):
     return layers
 
 
-def config_hash(obj):
+def config_hash(obj: Any) -> str:
     """Short stable hash of a config (recorded in every result and the report)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def cpu_name():
+def cpu_name() -> str:
     """The processor's model name (/proc/cpuinfo; platform's guess elsewhere)."""
     import platform
 
@@ -574,12 +581,13 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def environment():
+def environment() -> dict[str, str | None]:
     """Versions and hardware recorded beside every result."""
     import platform
 
     from . import __version__
 
+    env: dict[str, str | None]
     env = {"ferstudy": __version__, "python": platform.python_version(), "platform": platform.platform(),
            "processor": platform.processor() or platform.machine(), "cpu": cpu_name()}
     from importlib.metadata import PackageNotFoundError, version

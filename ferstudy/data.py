@@ -10,6 +10,8 @@ values over 255), and only those lines go through `_diagnose_line`, which says p
 wrong; line numbers count on across chunks.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import queue
@@ -17,6 +19,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -25,6 +28,9 @@ from . import CLASS_NAMES, IMAGE_SIZE, SPLIT_NAMES, __version__
 from .errors import UserError
 from .hdf5check import H5_DATASETS, check_values, checked_attrs, read_dataset
 from .io import atomic_path, write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 MAX_REPORTED_ERRORS = 5
@@ -42,10 +48,10 @@ class FerData:
     fold: np.ndarray
     attrs: dict = field(default_factory=dict)
 
-    def indices(self, split_name):
+    def indices(self, split_name: str) -> np.ndarray:
         return np.flatnonzero(self.split == SPLIT_NAMES.index(split_name))
 
-    def fold_indices(self, k):
+    def fold_indices(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(train, held-out) indices of Training rows for cross-validation fold k."""
         train = np.flatnonzero((self.fold >= 0) & (self.fold != k))
         held_out = np.flatnonzero(self.fold == k)
@@ -156,7 +162,8 @@ def _in_background(pieces, depth=_QUEUE_PIECES):
         thread.join()
 
 
-def parse_fer_csv(path, chunk_bytes=CHUNK_BYTES, background=True, read_bytes=_READ_BYTES):
+def parse_fer_csv(path: Path | str, chunk_bytes: int = CHUNK_BYTES, background: bool = True,
+                  read_bytes: int = _READ_BYTES) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Parse and validate a FER2013 CSV (plain or gzip). Returns (images, labels, split, row).
 
     Raises UserError naming the file, line numbers and problems of the first few bad lines.
@@ -432,7 +439,7 @@ def _diagnose_line(line, order):
 
 # ---------------------------------------------------------------- folds, HDF5
 
-def assign_folds(labels, split, k, seed):
+def assign_folds(labels: np.ndarray, split: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Stratified k-fold ids for Training rows (-1 for the test splits).
 
     Each class is shuffled (seeded) and dealt round-robin, continuing where the previous class
@@ -450,7 +457,7 @@ def assign_folds(labels, split, k, seed):
     return fold
 
 
-def check_splits(path, labels, split, k):
+def check_splits(path: Path | str, labels: np.ndarray, split: np.ndarray, k: int) -> None:
     """The study needs all three splits, and every class k times in Training for stratified folds."""
     for code, name in enumerate(SPLIT_NAMES):
         if not (split == code).any():
@@ -462,7 +469,7 @@ def check_splits(path, labels, split, k):
             raise UserError(f"{path}: class {name!r} has {counts[c]} Training rows, fewer than folds={k}")
 
 
-def sha256_of(path):
+def sha256_of(path: Path | str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -470,7 +477,8 @@ def sha256_of(path):
     return h.hexdigest()
 
 
-def prepare(csv_path, h5_path, folds=5, fold_seed=0, dataset="fer2013"):
+def prepare(csv_path: Path | str, h5_path: Path | str, folds: int = 5, fold_seed: int = 0,
+            dataset: str = "fer2013") -> FerData:
     """CSV -> HDF5 (atomic). Returns the FerData written."""
     images, labels, split, row, sha256 = _parse(csv_path)  # hashed as it is read
     check_splits(csv_path, labels, split, folds)
@@ -478,7 +486,8 @@ def prepare(csv_path, h5_path, folds=5, fold_seed=0, dataset="fer2013"):
                     source_path=str(csv_path), source_sha256=sha256)
 
 
-def write_h5(h5_path, images, labels, split, row, folds, fold_seed, dataset, source_path, source_sha256):
+def write_h5(h5_path: Path | str, images: np.ndarray, labels: np.ndarray, split: np.ndarray, row: np.ndarray,
+             folds: int, fold_seed: int, dataset: str, source_path: str, source_sha256: str) -> FerData:
     """Assign stratified folds and write the HDF5 contract of docs/DESIGN.md atomically."""
     fold = assign_folds(labels, split, folds, fold_seed)
     attrs = {
@@ -500,7 +509,7 @@ def write_h5(h5_path, images, labels, split, row, folds, fold_seed, dataset, sou
     return FerData(images, labels, split, row, fold, {**attrs, "class_names": CLASS_NAMES, "split_names": SPLIT_NAMES})
 
 
-def load_h5(path):
+def load_h5(path: Path | str) -> FerData:
     """The one reader of the prepared HDF5. Everything the contract of docs/DESIGN.md promises is
     checked before it is used: the datasets (kind, dtype, shape, size) before they are read, their
     values (labels 0-6, splits 0-2, folds) and the attributes after. Every problem is one UserError
@@ -522,7 +531,7 @@ def load_h5(path):
 
 # ---------------------------------------------------------------- summary for the report
 
-def count_table(data):
+def count_table(data: FerData) -> pd.DataFrame:
     """Counts per split (rows) and class (columns), with totals, as a pandas DataFrame."""
     import pandas as pd
 
@@ -535,7 +544,8 @@ def count_table(data):
     return table
 
 
-def write_summary(data, csv_path, md_path, faces_path, per_class=8, seed=0):
+def write_summary(data: FerData, csv_path: Path | str, md_path: Path | str, faces_path: Path | str, per_class: int = 8,
+                  seed: int = 0) -> None:
     table = count_table(data)
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp)

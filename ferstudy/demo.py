@@ -13,6 +13,7 @@ evaluated in a face-centred frame for a batch of images at once with numpy.
 """
 
 import gzip
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ _JITTER = np.array([0.6, 0.6, 0.3, 0.3, 0.7, 0.5, 0.45, 0.3, 0.25, 0.25, 0.2, 0.
 _CHUNK = 64  # images rendered at once: arrays stay cache-sized (measured fastest)
 
 
-def make_demo_faces(n_images=3000, seed=0, class_weights=None):
+def make_demo_faces(n_images: int = 3000, seed: int = 0,
+                    class_weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw `n_images` synthetic faces.
 
     Returns (images uint8 (N, 48, 48), labels uint8 (N,), usage str array (N,)), rows ordered
@@ -65,7 +67,8 @@ def make_demo_faces(n_images=3000, seed=0, class_weights=None):
     return images, labels.astype(np.uint8), usage
 
 
-def write_demo_csv(path, n_images=3000, seed=0, class_weights=None):
+def write_demo_csv(path: Path | str, n_images: int = 3000, seed: int = 0,
+                   class_weights: Sequence[float] | None = None) -> Path:
     """Write a FER2013-format CSV (`.csv` or `.csv.gz`) atomically; same seed, same bytes."""
     images, labels, usage = make_demo_faces(n_images, seed, class_weights)
     text = _csv_text(images, labels, usage).encode("ascii")

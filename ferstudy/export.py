@@ -22,12 +22,18 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import CLASS_NAMES, IMAGE_SIZE, __version__
 from .errors import UserError
 from .io import atomic_path, refuse_overwrite
+
+if TYPE_CHECKING:
+    import argparse
+
+    import torch
 
 log = logging.getLogger("ferstudy.export")
 
@@ -36,7 +42,7 @@ TOLERANCE = 1e-4  # largest |onnxruntime - torch| probability difference export 
 INPUT, OUTPUT = "faces", "probs"
 
 
-def evaluation_module(model, crop, tta):
+def evaluation_module(model: torch.nn.Module, crop: int, tta: str) -> torch.nn.Module:
     """torch module: uint8 faces (N, 1, 48, 48) -> TTA-averaged probabilities (N, 7), the same
     computation as `train.predict` (fp32)."""
     import torch
@@ -58,7 +64,7 @@ def evaluation_module(model, crop, tta):
     return Evaluation().eval()
 
 
-def metadata(payload, source):
+def metadata(payload: dict[str, Any], source: Path | str) -> dict[str, str]:
     from .augment import MEAN, STD
     from .photos import FER_MARGIN
 
@@ -90,7 +96,8 @@ def metadata(payload, source):
     }
 
 
-def export(model_path, out_path, opset=OPSET, check_faces=None):
+def export(model_path: Path | str, out_path: Path | str, opset: int = OPSET,
+           check_faces: np.ndarray | None = None) -> tuple[dict[str, str], float]:
     """Write `out_path` (ONNX) from a saved ferstudy model; returns (metadata, max difference of the
     self-check). `check_faces`: uint8 (N, 48, 48) for the self-check (default: 16 fixed random faces)."""
     import onnx
@@ -139,7 +146,7 @@ def export(model_path, out_path, opset=OPSET, check_faces=None):
     return meta, diff
 
 
-def run_onnx(path, faces, threads=1):
+def run_onnx(path: Path | str, faces: np.ndarray, threads: int = 1) -> np.ndarray:
     """onnxruntime's probabilities (N, 7) float64 for uint8 faces (N, 48, 48)."""
     import onnxruntime as ort
 
@@ -150,7 +157,7 @@ def run_onnx(path, faces, threads=1):
     return session.run(None, {session.get_inputs()[0].name: x})[0].astype(np.float64)
 
 
-def cmd_export(args):
+def cmd_export(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
@@ -160,7 +167,7 @@ def cmd_export(args):
              IMAGE_SIZE, meta["crop"], meta["tta"], diff)
 
 
-def register(sub):
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "export", help="a saved model with its preprocessing contract as ONNX",
         description="Export a saved ferstudy model (any architecture the study trained) to ONNX, with the whole "

@@ -23,16 +23,25 @@ the study's HDF5 first: the same number of rows and the same Usage on every row.
 `results/final/ferplus.json`.
 """
 
+from __future__ import annotations
+
 import gzip
 import io
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import CLASS_NAMES, SPLIT_NAMES
 from .errors import UserError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from .data import FerData
 
 log = logging.getLogger("ferstudy.ferplus")
 
@@ -49,7 +58,7 @@ SPLITS = {"public": "PublicTest", "private": "PrivateTest"}
 
 # ---------------------------------------------------------------- the crowd's label
 
-def majority_labels(votes, dropped=None):
+def majority_labels(votes: npt.ArrayLike, dropped: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(labels, reasons) for vote rows (N, 10) in `VOTE_COLUMNS` order: labels in FER2013 codes, -1
     where excluded; reasons '' for a scored row, else one of `REASONS` (rules in the module docstring)."""
     votes = np.asarray(votes)
@@ -73,7 +82,7 @@ def majority_labels(votes, dropped=None):
 
 # ---------------------------------------------------------------- reading fer2013new.csv
 
-def read_ferplus(path):
+def read_ferplus(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(usage (N,) str, dropped (N,) bool, votes (N, 10) int64) of a FER+ CSV, plain or gzip (by
     its first bytes, whatever its name). Problems raise UserError naming the file and the line."""
     import pandas as pd
@@ -115,7 +124,7 @@ def read_ferplus(path):
     return usage, dropped, votes
 
 
-def check_aligned(path, usage, data):
+def check_aligned(path: Path | str, usage: np.ndarray, data: FerData) -> None:
     """FER+ must have one line per FER2013 row, with the same Usage, line by line."""
     source = data.attrs.get("source_path") or "the study's FER2013 CSV"
     n_source = int(data.row.max()) + 1 if len(data.row) else 0
@@ -133,7 +142,8 @@ def check_aligned(path, usage, data):
 
 # ---------------------------------------------------------------- scoring
 
-def score_split(rows, labels, preds, crowd, reasons):
+def score_split(rows: np.ndarray, labels: np.ndarray, preds: np.ndarray, crowd: np.ndarray,
+                reasons: np.ndarray) -> dict[str, Any]:
     """Scores of one test split. rows: source rows of its faces; labels, preds: FER2013 label and the
     model's prediction per face; crowd, reasons: `majority_labels` of every source row."""
     c, why = crowd[rows], reasons[rows]
@@ -161,7 +171,8 @@ def score_split(rows, labels, preds, crowd, reasons):
     return out
 
 
-def score(h5_path, public_csv, private_csv, ferplus_csv):
+def score(h5_path: Path | str, public_csv: Path | str, private_csv: Path | str,
+          ferplus_csv: Path | str) -> dict[str, Any]:
     """ferplus.json: the final model's PublicTest and PrivateTest predictions against the FER+ crowd."""
     from .data import load_h5, sha256_of
     from .metrics import read_predictions
@@ -201,7 +212,7 @@ def score(h5_path, public_csv, private_csv, ferplus_csv):
 
 # ---------------------------------------------------------------- CLI
 
-def cmd_ferplus(args):
+def cmd_ferplus(args: argparse.Namespace) -> None:
     from .io import write_json
 
     t0 = time.perf_counter()
@@ -215,7 +226,7 @@ def cmd_ferplus(args):
     log.info("wrote %s in %.1f s", args.out, time.perf_counter() - t0)
 
 
-def register(sub):
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ferplus", help="score the final model against the FER+ crowd majority (data.ferplus)")
     p.add_argument("--h5", required=True, help="the study's prepared data (results/data/dataset.h5)")
     p.add_argument("--public", required=True, help="results/final/predictions_public.csv")

@@ -3,6 +3,8 @@ runs: each dataset's kind, dtype, shape and size before a byte of it is read, th
 and the attributes. Every problem is one UserError naming the file and the dataset or attribute."""
 
 import json
+from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -15,7 +17,7 @@ H5_ATTRS = ("class_names", "split_names", "dataset", "source_path", "source_sha2
 H5_DATASETS = ("images", "labels", "split", "row", "fold")
 
 
-def read_dataset(path, f, name, redo):
+def read_dataset(path: Path | str, f: h5py.File, name: str, redo: str) -> np.ndarray:
     """One dataset of the contract, checked for kind, dtype and shape before any byte is read."""
     where = f"{path}: dataset {name!r}"
     if name not in f:
@@ -40,7 +42,7 @@ def read_dataset(path, f, name, redo):
     return node[()]
 
 
-def checked_attrs(path, attrs, redo):
+def checked_attrs(path: Path | str, attrs: dict[str, Any], redo: str) -> dict[str, Any]:
     missing = [k for k in H5_ATTRS if k not in attrs]
     if missing:
         raise UserError(f"{path}: attributes missing: {', '.join(missing)}; {redo}")
@@ -57,7 +59,7 @@ def checked_attrs(path, attrs, redo):
     return attrs
 
 
-def check_values(path, arrays, folds, redo):
+def check_values(path: Path | str, arrays: dict[str, np.ndarray], folds: int, redo: str) -> None:
     """Values in range, casts to the contract's dtypes (in place)."""
     for name, low, high in (("labels", 0, len(CLASS_NAMES) - 1), ("split", 0, len(SPLIT_NAMES) - 1),
                             ("fold", -1, folds - 1), ("row", 0, None)):

@@ -7,7 +7,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
@@ -19,7 +21,7 @@ _HDF5_WRITE_ERROR = re.compile(r"errno = (\d+), error message = '([^']*)'")
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
     A path that cannot be written (a directory, a missing or read-only place, a full disk or
     `ulimit -f` while writing) is one UserError naming it; nothing lands under its name."""
@@ -48,7 +50,7 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
-def _write_failure(err):
+def _write_failure(err: BaseException) -> str | None:
     """Why writing failed, when `err` is the filesystem's doing; None for other errors."""
     if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
         return err.strerror or os.strerror(err.errno)
@@ -56,7 +58,7 @@ def _write_failure(err):
     return found[2] if found and int(found[1]) in _WRITE_ERRNOS else None
 
 
-def same_file(a, b) -> bool:
+def same_file(a: Path | str, b: Path | str) -> bool:
     """Whether two paths name one file: the same resolved path, or (both existing) the same inode
     (a hard link, a symlink)."""
     a, b = Path(a), Path(b)
@@ -68,7 +70,7 @@ def same_file(a, b) -> bool:
         return False
 
 
-def refuse_overwrite(outputs, inputs) -> None:
+def refuse_overwrite(outputs: Sequence[Path | str | None], inputs: Sequence[Path | str | None]) -> None:
     """An output never replaces an input: UserError naming both when one of `outputs` is one of `inputs`."""
     for out in outputs:
         for given in inputs:
@@ -76,16 +78,16 @@ def refuse_overwrite(outputs, inputs) -> None:
                 raise UserError(f"{out}: this output would replace the input {given}; give the output another path")
 
 
-def write_text(path, text):
+def write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
 
 
-def write_json(path, obj):
+def write_json(path: Path | str, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
-def _jsonable(obj):
+def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):  # numpy / torch scalars
         return obj.item()
     if hasattr(obj, "tolist"):
@@ -93,7 +95,7 @@ def _jsonable(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def float_or_nan(x):
+def float_or_nan(x: Any) -> float:
     """float(x), or NaN for what is not a number (None, "", text): CSV cells read back."""
     try:
         return float(x)

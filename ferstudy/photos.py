@@ -27,13 +27,20 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import CLASS_NAMES, IMAGE_SIZE
 from .errors import UserError
 from .io import atomic_path, refuse_overwrite
+
+if TYPE_CHECKING:
+    import argparse
+
+    import cv2
 
 log = logging.getLogger("ferstudy.photos")
 
@@ -54,11 +61,11 @@ COLOURS = [(40, 40, 220), (60, 160, 40), (160, 60, 150), (0, 200, 240), (200, 11
 
 # ---------------------------------------------------------------- detection and the crop
 
-def cascade():
+def cascade() -> cv2.CascadeClassifier:
     """The frontal-face Haar cascade shipped inside OpenCV's wheel."""
     import cv2
 
-    path = Path(cv2.data.haarcascades) / CASCADE
+    path = Path(cv2.data.haarcascades) / CASCADE  # type: ignore[attr-defined]  # cv2's stubs omit cv2.data
     detector = cv2.CascadeClassifier(str(path))
     if detector.empty():
         raise UserError(f"{path}: OpenCV's face detector model is missing or unreadable (install "
@@ -66,7 +73,7 @@ def cascade():
     return detector
 
 
-def to_uint8(image):
+def to_uint8(image: np.ndarray) -> np.ndarray:
     """8-bit pixels of an OpenCV image (16-bit PNG/TIFF keep their top 8 bits)."""
     if image.dtype == np.uint16:
         return (image >> 8).astype(np.uint8)
@@ -75,7 +82,7 @@ def to_uint8(image):
     return image
 
 
-def to_grey(image):
+def to_grey(image: np.ndarray) -> np.ndarray:
     """uint8 grey (H, W) from an OpenCV image: grey, BGR or BGRA, 8 or 16 bits."""
     import cv2
 
@@ -87,7 +94,8 @@ def to_grey(image):
     return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
 
 
-def detect_faces(grey, detector=None, min_face=30):
+def detect_faces(grey: np.ndarray, detector: cv2.CascadeClassifier | None = None,
+                 min_face: int = 30) -> list[tuple[int, ...]]:
     """Face boxes (x, y, w, h) in pixels of `grey`, in reading order (top to bottom, left to right)."""
     detector = detector or cascade()
     side = min(grey.shape[:2])
@@ -98,7 +106,7 @@ def detect_faces(grey, detector=None, min_face=30):
     return sorted(boxes, key=lambda b: (b[1] + b[3] // 2, b[0]))
 
 
-def crop_square(box, margin=FER_MARGIN):
+def crop_square(box: Sequence[int], margin: float = FER_MARGIN) -> tuple[int, int, int]:
     """The square (x0, y0, side) `face_crop` takes for a detected box: side max(w, h) x (1 + 2 x
     margin), centred on the box."""
     x, y, w, h = box
@@ -108,14 +116,14 @@ def crop_square(box, margin=FER_MARGIN):
     return x0, y0, side
 
 
-def face_crop(grey, box, margin=FER_MARGIN, size=IMAGE_SIZE):
+def face_crop(grey: np.ndarray, box: Sequence[int], margin: float = FER_MARGIN, size: int = IMAGE_SIZE) -> np.ndarray:
     """The model's input for one detected face: uint8 (size, size), framed as FER2013 frames its
     faces (`crop_square`), edge pixels repeated where the square leaves the image."""
     import cv2
 
     x0, y0, side = crop_square(box, margin)
     h, w = grey.shape[:2]
-    pad = [max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w)]  # top bottom left right
+    pad = (max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w))  # top bottom left right
     if any(pad):
         grey = cv2.copyMakeBorder(grey, *pad, cv2.BORDER_REPLICATE)
         x0, y0 = x0 + pad[2], y0 + pad[0]
@@ -132,7 +140,7 @@ class TorchPredictor:
     """A saved ferstudy model predicting uint8 faces (N, 48, 48) exactly as the study evaluates
     (`train.predict` with the model's run config: evaluation crop, TTA, precision)."""
 
-    def __init__(self, path, threads=1):
+    def __init__(self, path: Path | str, threads: int = 1) -> None:
         import torch
 
         from .train import cpu_has_bf16, load_model, setup_torch, use_channels_last
@@ -148,7 +156,7 @@ class TorchPredictor:
         self.name = payload["run_config"].get("name", Path(path).parent.name)
         self.source = str(path)
 
-    def __call__(self, faces):
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
         import torch
 
         from .train import predict
@@ -159,14 +167,14 @@ class TorchPredictor:
         return predict(self.model, images, torch.arange(len(faces)), self.crop, self.tta, self.channels_last,
                        self.amp)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.source} ({self.name}, crop {self.crop}, tta {self.tta}{', bf16' if self.amp else ''})"
 
 
 class OnnxPredictor:
     """A model written by `ferstudy export`, run with onnxruntime: same input, same probabilities."""
 
-    def __init__(self, path, threads=1):
+    def __init__(self, path: Path | str, threads: int = 1) -> None:
         import onnxruntime as ort
 
         path = Path(path)
@@ -194,17 +202,18 @@ class OnnxPredictor:
         self.crop, self.tta, self.name = meta.get("crop"), meta.get("tta"), meta.get("architecture", "?")
         self.source = str(path)
 
-    def __call__(self, faces):
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) == 0:
             return np.zeros((0, len(CLASS_NAMES)))
         x = np.ascontiguousarray(faces, dtype=np.uint8)[:, None]
         return self.session.run(None, {self.input: x})[0].astype(np.float64)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.source} (ONNX, {self.name}, crop {self.crop}, tta {self.tta})"
 
 
-def predict_faces(grey, boxes, predictor, margin=FER_MARGIN):
+def predict_faces(grey: np.ndarray, boxes: Sequence[Sequence[int]], predictor: Callable[[np.ndarray], np.ndarray],
+                  margin: float = FER_MARGIN) -> tuple[np.ndarray, np.ndarray]:
     """(crops uint8 (N, 48, 48), probabilities (N, 7)) of the faces at `boxes` in `grey`."""
     crops = np.stack([face_crop(grey, b, margin) for b in boxes]) if boxes else \
         np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
@@ -213,7 +222,7 @@ def predict_faces(grey, boxes, predictor, margin=FER_MARGIN):
 
 # ---------------------------------------------------------------- annotation
 
-def annotate(image, boxes, probs):
+def annotate(image: np.ndarray, boxes: Sequence[Sequence[int]], probs: np.ndarray) -> np.ndarray:
     """A BGR copy of `image` with each face's box, top emotion and its probability."""
     import cv2
 
@@ -238,7 +247,7 @@ def annotate(image, boxes, probs):
     return out
 
 
-def write_image(path, image):
+def write_image(path: Path | str, image: np.ndarray) -> None:
     import cv2
 
     ok, data = cv2.imencode(Path(path).suffix, image)
@@ -254,7 +263,7 @@ class Unreadable(Exception):
     """A file that is neither an image nor a video OpenCV can read."""
 
 
-def read_image(path, max_pixels=MAX_PIXELS):
+def read_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
     import cv2
 
     check_size(header_size(path), max_pixels)
@@ -272,7 +281,7 @@ def read_image(path, max_pixels=MAX_PIXELS):
     return image
 
 
-def header_size(path):
+def header_size(path: Path | str) -> tuple[int, int] | None:
     """(width, height) from the image file's header (Pillow reads no pixels for it), or None."""
     import warnings
 
@@ -290,13 +299,13 @@ def header_size(path):
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def check_size(size, max_pixels):
+def check_size(size: Sequence[int] | None, max_pixels: int) -> None:
     if size is not None and size[0] * size[1] > max_pixels:
         raise Unreadable(f"{size[0]}x{size[1]} pixels, more than --max-pixels {max_pixels:,} (the face detector "
                          f"needs about 30 bytes per pixel); shrink it or raise --max-pixels")
 
 
-def video_frames(path, every, max_pixels=MAX_PIXELS):
+def video_frames(path: Path | str, every: int, max_pixels: int = MAX_PIXELS) -> Iterator[tuple[int, np.ndarray]]:
     """(frame number, image) of every `every`th frame from frame 0; Unreadable if none can be read."""
     import cv2
 
@@ -322,7 +331,7 @@ def video_frames(path, every, max_pixels=MAX_PIXELS):
         cap.release()
 
 
-def is_video(path):
+def is_video(path: Path | str) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
@@ -330,16 +339,18 @@ class Outputs:
     """Unique annotated-image names under `out` (two inputs may share a name), none of them one of
     the `inputs` (an input named like an output, p_annotated.jpg beside p.jpg, is never replaced)."""
 
-    def __init__(self, out, inputs=()):
+    used: set[str]  # the names given so far
+
+    def __init__(self, out: Path | str, inputs: Sequence[Path | str] = ()) -> None:
         self.out, self.used = Path(out), set()
         self.inputs = {Path(p).resolve() for p in inputs}
         self.inodes = {(st.st_dev, st.st_ino) for st in map(_stat, inputs) if st is not None}
 
-    def is_input(self, path):
+    def is_input(self, path: Path) -> bool:
         st = _stat(path)
         return path.resolve() in self.inputs or (st is not None and (st.st_dev, st.st_ino) in self.inodes)
 
-    def name(self, path, frame=None):
+    def name(self, path: Path | str, frame: int | None = None) -> Path:
         p = Path(path)
         suffix = p.suffix.lower() if p.suffix.lower() in (".jpg", ".jpeg", ".png") and frame is None else \
             (".jpg" if frame is not None else ".png")
@@ -359,20 +370,21 @@ def _stat(path):
         return None
 
 
-def face_rows(path, frame, boxes, probs):
+def face_rows(path: Path | str, frame: int, boxes: Sequence[Sequence[int]], probs: np.ndarray) -> list[list[Any]]:
     rows = []
     for (x, y, w, h), p in zip(boxes, probs):
         rows.append([str(path), frame, x, y, w, h, *(f"{v:.6g}" for v in p), CLASS_NAMES[int(np.argmax(p))]])
     return rows
 
 
-def summary(boxes, probs):
+def summary(boxes: Sequence[Sequence[int]], probs: np.ndarray) -> str:
     return ", ".join(f"{CLASS_NAMES[int(np.argmax(p))]} {p.max():.2f} at {x},{y} {w}x{h}"
                      for (x, y, w, h), p in zip(boxes, probs))
 
 
-def process_file(path, predictor, detector, outputs, every=10, margin=FER_MARGIN, min_face=30,
-                 max_pixels=MAX_PIXELS):
+def process_file(path: Path | str, predictor: Callable[[np.ndarray], np.ndarray],
+                 detector: cv2.CascadeClassifier | None, outputs: Outputs, every: int = 10,
+                 margin: float = FER_MARGIN, min_face: int = 30, max_pixels: int = MAX_PIXELS) -> list[list[Any]]:
     """CSV rows of one photo or video; writes its annotated image(s). Raises Unreadable."""
     path = Path(path)
     if not path.is_file():
@@ -410,8 +422,10 @@ def process_file(path, predictor, detector, outputs, every=10, margin=FER_MARGIN
     return rows
 
 
-def predict_files(paths, predictor, out_dir, csv_path=None, every=10, margin=FER_MARGIN, min_face=30, inputs=(),
-                  max_pixels=MAX_PIXELS):
+def predict_files(paths: Sequence[Path | str], predictor: Callable[[np.ndarray], np.ndarray], out_dir: Path | str,
+                  csv_path: Path | str | None = None, every: int = 10, margin: float = FER_MARGIN, min_face: int = 30,
+                  inputs: Sequence[Path | str] = (),
+                  max_pixels: int = MAX_PIXELS) -> tuple[list[list[Any]], dict[str, str], Path]:
     """Process every file; returns (rows, {path: why} of the unreadable ones). Writes the CSV even
     when files fail (the others' rows) or no face was found (header only): a file too large, or one
     OpenCV fails on, is named on its line and the others are still done. No output replaces one of
@@ -452,10 +466,11 @@ def predict_files(paths, predictor, out_dir, csv_path=None, every=10, margin=FER
 DEFAULT_MODEL = "results/final/model.pt"
 
 
-def cmd_predict_image(args):
+def cmd_predict_image(args: argparse.Namespace) -> None:
     import cv2
 
     cv2.setNumThreads(max(1, args.threads))
+    predictor: TorchPredictor | OnnxPredictor
     if args.onnx:
         if args.model:
             raise UserError("give --model or --onnx, not both")
@@ -473,7 +488,7 @@ def cmd_predict_image(args):
                         f"the other files' results are in {csv_path}")
 
 
-def register(sub):
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "predict-image",
         help="emotions of the faces in photos or videos (face detection + a study's model)",

@@ -14,11 +14,18 @@ H200 trains the full vgg_deep at ~15,000 images/s, ~27 TFLOP/s in bf16).
 memory = interpreter + images + model state + activations of a batch, x a safety factor.
 """
 
+from __future__ import annotations
+
 import math
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from .config import resolve_arch
 from .cost.workload import cv_workload, data_counts, final_workload
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}  # images predicted per face (augment.eval_views)
 
@@ -36,7 +43,7 @@ MEMORY_SAFETY = 1.5
 BACKBONE_COST = {"resnet18": (2.19e9, 3.54e6, 123904, 11.17e6), "vgg11_bn": (5.02e8, 8.88e5, 123904, 9.23e6)}
 
 
-def arch_cost(run_cfg):
+def arch_cost(run_cfg: dict[str, Any]) -> tuple[float, float, float, float]:
     """Per image: forward FLOPs, activation values (all layers, largest layer), parameters."""
     from .spec import plan_layers
 
@@ -63,12 +70,12 @@ def arch_cost(run_cfg):
     return flops, sum(sizes) + 7, max(sizes), params
 
 
-def uses_gpu(run_cfg):
+def uses_gpu(run_cfg: dict[str, Any]) -> bool:
     """The user's config asks for a GPU (training.device: cuda)."""
     return run_cfg["training"].get("device") == "cuda"
 
 
-def seconds_per_image(run_cfg, threads):
+def seconds_per_image(run_cfg: dict[str, Any], threads: int) -> tuple[float, float]:
     """(training, evaluation) seconds per image, evaluation with all its TTA views."""
     flops = arch_cost(run_cfg)[0]
     t = run_cfg["training"]
@@ -80,7 +87,7 @@ def seconds_per_image(run_cfg, threads):
     return 3 * flops / rate + overhead, views * (flops / rate + overhead / 3)
 
 
-def job_mem_mb(run_cfg, n_images):
+def job_mem_mb(run_cfg: dict[str, Any], n_images: float) -> float:
     """Host memory (MB) of a job that holds n_images and trains (or predicts with) one network."""
     _, acts, peak, params = arch_cost(run_cfg)
     t, gpu = run_cfg["training"], uses_gpu(run_cfg)
@@ -93,7 +100,7 @@ def job_mem_mb(run_cfg, n_images):
     return base + MEMORY_SAFETY * (images + state + batch + evaluation) / 2**20
 
 
-def train_estimate(cfg, arch, final=False, threads=1):
+def train_estimate(cfg: dict[str, Any], arch: str, final: bool = False, threads: int = 1) -> tuple[int, float]:
     """(runtime minutes, mem_mb) of one training job (the slowest fold), before retries."""
     run_cfg = resolve_arch(cfg, arch, final=final)
     counts, _ = data_counts(cfg)
@@ -110,7 +117,7 @@ def train_estimate(cfg, arch, final=False, threads=1):
     return math.ceil(RUNTIME_SAFETY * (STARTUP_SECONDS + seconds) / 60), job_mem_mb(run_cfg, n_images)
 
 
-def csv_mb(cfg, path):
+def csv_mb(cfg: dict[str, Any], path: Path | str) -> float:
     """Size (MB) of a FER2013-format CSV (.gz unpacks ~3.5x); the demo's from its image count."""
     if path == cfg["dataset"]["csv"] and cfg["dataset"]["name"] == "demo":
         return cfg["data"]["demo_images"] * CSV_KB_PER_IMAGE / 1024
@@ -118,18 +125,18 @@ def csv_mb(cfg, path):
     return size * 3.5 if str(path).endswith(".gz") else size
 
 
-def prepare_estimate(cfg):
+def prepare_estimate(cfg: dict[str, Any]) -> tuple[int, float]:
     """(runtime minutes, mem_mb) of `prepare`: ~5 MB/s parsed and checked."""
     size = csv_mb(cfg, cfg["dataset"]["csv"])
     return 5 + math.ceil(RUNTIME_SAFETY * size / 5 / 60), 1000 + 4 * size
 
 
-def on_cpu(run_cfg):
+def on_cpu(run_cfg: dict[str, Any]) -> dict[str, Any]:
     """The run config as a CPU job runs it (`ferstudy predict` predicts on the CPU)."""
     return {**run_cfg, "training": {**run_cfg["training"], "device": "cpu"}}
 
 
-def predict_extra_estimate(cfg, archs, path):
+def predict_extra_estimate(cfg: dict[str, Any], archs: Iterable[str], path: Path | str) -> tuple[int, float]:
     """(runtime minutes, mem_mb) of predicting an extra test set with the final model, on one CPU
     thread: `ferstudy predict` runs on the CPU whatever device trained the model."""
     size = csv_mb(cfg, path)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from ferstudy.errors import UserError
 
@@ -237,11 +238,12 @@ _PLANNERS = {"conv": _plan_conv, "maxpool": _plan_pool, "avgpool": _plan_pool, "
              "flatten": _plan_flatten}
 
 
-def plan_layers(layers, in_channels=1, input_size=48):
+def plan_layers(layers: Any, in_channels: int = 1, input_size: int = 48) -> list[LayerPlan]:
     """Check a layer list and compute every shape, without torch. Returns a list of LayerPlan."""
     if not isinstance(layers, list) or not layers:
         raise UserError("layers must be a non-empty list of layers")
     t = _Tensor(in_channels, input_size, input_size)
+    plan: list[LayerPlan]
     plan, weights = [], 0
     for i, item in enumerate(layers):
         where, kind, value = _split_item(i, item)
@@ -298,7 +300,7 @@ def _check_backbone(spec, input_size):
                         f"got {input_size}x{input_size}")
 
 
-def validate_spec(spec, input_size=48, in_channels=1):
+def validate_spec(spec: Any, input_size: int = 48, in_channels: int = 1) -> None:
     """Raise UserError for a bad spec (same messages as build_model); allocates no weights."""
     _check_top(spec)
     if "layers" in spec:

@@ -17,12 +17,19 @@ killed), and a job runs only while a Snakemake or its own process does.
 Nothing is written; nothing needs Snakemake or torch.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 EPOCH = re.compile(r"epoch (\d+)/(\d+) .*?train loss \S+ acc (\S+) \| (?:val not evaluated|val loss \S+ acc (\S+))"
                    r" \|.*?([\d.]+) s/epoch, ~(\d+) s left")
@@ -42,9 +49,9 @@ class Job:
     epoch: int = 0
     epochs: int = 0
     accuracy: str = ""        # "held-out acc 0.559", "train acc 0.556", ...
-    left_s: float = None      # running: the job's own estimate
-    seconds: float = None     # done: how long it took
-    predicted_s: float = None
+    left_s: float | None = None      # running: the job's own estimate
+    seconds: float | None = None     # done: how long it took
+    predicted_s: float | None = None
     finished_at: float = 0.0
     note: str = ""
 
@@ -68,13 +75,13 @@ def _hms(line):
     return int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) if m else None
 
 
-def lock_time(study):
+def lock_time(study: Path | str) -> float | None:
     """Creation time of the Snakemake lock of the study directory, None without one."""
     locks = list((Path(study) / ".snakemake" / "locks").glob("*.lock"))
     return min(p.stat().st_mtime for p in locks) if locks else None
 
 
-def study_processes(study):
+def study_processes(study: Path | str) -> list[list[str]] | None:
     """The argument lists of this machine's processes working in `study` (Snakemake changes into its
     working directory; its local jobs run there), or None where /proc cannot tell (not Linux)."""
     proc, target = Path("/proc"), Path(study).resolve()
@@ -95,11 +102,11 @@ def study_processes(study):
     return found
 
 
-def is_snakemake(argv):
+def is_snakemake(argv: list[str]) -> bool:
     return any(Path(a).name == "snakemake" for a in argv[:2]) or argv[1:3] == ["-m", "snakemake"]
 
 
-def training_jobs(processes):
+def training_jobs(processes: Iterable[list[str]]) -> set[str]:
     """Names (as `Job.name` starts) of the training jobs these processes run: "ARCH fold K", "final"."""
     names = set()
     for argv in processes:
@@ -113,7 +120,8 @@ def training_jobs(processes):
     return names
 
 
-def read_job(job, done_output, now, locked_since, final=False, inputs=(), live=None):
+def read_job(job: Job, done_output: Path | str, now: float, locked_since: float | None, final: bool = False,
+             inputs: Iterable[Path | str] = (), live: bool | None = None) -> Job:
     """Fill `job` from its log: state, epoch, accuracy, time left. `inputs`: files its output must
     not be older than (else it is outdated). `live`: True when its process runs, False when
     nothing on this machine can be running it, None when unknown (the log's age decides)."""
@@ -156,7 +164,7 @@ def read_job(job, done_output, now, locked_since, final=False, inputs=(), live=N
     return job
 
 
-def study_status(study=".", cores=None, now=None):
+def study_status(study: Path | str = ".", cores: int | None = None, now: float | None = None) -> dict[str, Any]:
     """Every training job of the study with its state, and the predicted time left (a dict)."""
     study, now = Path(study), time.time() if now is None else now
     results = study / "results"
@@ -215,14 +223,15 @@ def _folds(run_config):
         return 0
 
 
-def time_left(jobs, final, pred, results, cores):
+def time_left(jobs: list[Job], final: Job, pred: dict[str, Any], results: Path, cores: int) -> dict[str, float] | None:
     """Predicted seconds to the end of the study: not-started jobs at their predicted seconds x the
     pace of the finished ones, running jobs at their own estimate, on `cores` slots (longest
     first), then the final model and the light jobs after it."""
     if not pred:
         return None
     finished = [j for j in jobs if j.state == "done" and j.seconds and j.predicted_s]
-    pace = sum(j.seconds for j in finished) / sum(j.predicted_s for j in finished) if finished else 1.0
+    # `or 0.0` for mypy only: `finished` holds jobs whose seconds and predicted_s are set
+    pace = sum(j.seconds or 0.0 for j in finished) / sum(j.predicted_s or 0.0 for j in finished) if finished else 1.0
     pace = min(4.0, max(0.25, pace))
     slots = sorted(j.left_s or 0.0 for j in jobs if j.state == "running")[-cores:]
     slots += [0.0] * (cores - len(slots))
@@ -245,7 +254,7 @@ def time_left(jobs, final, pred, results, cores):
     return {"seconds": pre + cv + final_s + post, "pace": pace, "finished": len(finished)}
 
 
-def format_status(st, study="."):
+def format_status(st: dict[str, Any], study: Path | str = ".") -> str:
     from .cost.study import clock
 
     jobs, final = st["jobs"], st["final"]
@@ -295,7 +304,7 @@ def format_status(st, study="."):
     return "\n".join(lines)
 
 
-def cmd_status(args):
+def cmd_status(args: argparse.Namespace) -> None:
     from .errors import UserError
 
     if not Path(args.dir).is_dir():
@@ -304,7 +313,7 @@ def cmd_status(args):
     print(format_status(st, args.dir))
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser("status", help="where a running study is: its training jobs, epochs, time left",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", default=".", help="the study directory (where Snakemake runs; default: here)")
