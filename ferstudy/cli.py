@@ -66,10 +66,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     """One cross-validation job: train on the other folds, predict the held-out fold."""
     from pathlib import Path
 
+    from .checkpoint import save_model
     from .config import check_run_config, load_yaml
     from .data import load_h5
     from .io import write_text
-    from .train import fit, pick_device, save_model, write_history, write_predictions
+    from .train import fit, pick_device, write_history, write_predictions
     import yaml
 
     run_cfg = load_yaml(args.run_config)
@@ -85,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> None:
              run_cfg["name"], args.fold, data.attrs.get("dataset"), len(train_idx), len(val_idx), args.threads,
              pick_device(run_cfg["training"]))
     init_seed = fold_init_seed(run_cfg, args.fold)
-    # the folds of one architecture train in one precision (train.shared_choose_amp)
+    # the folds of one architecture train in one precision (precision.shared_choose_amp)
     model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads,
                        precision_memo=out.parent, init_seed=init_seed)
     probs = state.get("val_probs")
@@ -142,10 +143,11 @@ def cmd_train_final(args: argparse.Namespace) -> None:
 
     import yaml
 
+    from .checkpoint import save_model
     from .config import check_run_config, final_training, load_yaml
     from .data import load_h5
     from .io import write_text
-    from .train import fit, save_model, write_history, write_predictions
+    from .train import fit, write_history, write_predictions
 
     run_cfg = load_yaml(args.run_config)
     check_run_config(run_cfg, args.run_config)
@@ -256,9 +258,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
+    from .checkpoint import load_model
     from .data import parse_fer_csv
     from .io import refuse_overwrite
-    from .train import cpu_has_bf16, load_model, predict, setup_torch, use_channels_last, write_predictions
+    from .precision import cpu_has_bf16
+    from .train import predict, setup_torch, use_channels_last, write_predictions
 
     refuse_overwrite([args.out], [args.csv, args.model])
     images, labels, _, row = parse_fer_csv(args.csv)

@@ -103,7 +103,8 @@ def export(model_path: Path | str, out_path: Path | str, opset: int = OPSET,
     import onnx
     import torch
 
-    from .train import load_model, predict
+    from .checkpoint import load_model
+    from .train import predict
 
     refuse_overwrite([out_path], [model_path])
     model, payload = load_model(model_path)

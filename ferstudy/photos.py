@@ -143,7 +143,9 @@ class TorchPredictor:
     def __init__(self, path: Path | str, threads: int = 1) -> None:
         import torch
 
-        from .train import cpu_has_bf16, load_model, setup_torch, use_channels_last
+        from .checkpoint import load_model
+        from .precision import cpu_has_bf16
+        from .train import setup_torch, use_channels_last
 
         self.device = torch.device("cpu")
         setup_torch(self.device, threads)

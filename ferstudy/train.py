@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +23,12 @@ import torch.nn.functional as F
 
 from . import CLASS_NAMES
 from .augment import Augmenter, eval_views
-from .config import config_hash, cpu_name, evaluation_epochs
+from .checkpoint import resume_state, run_fingerprint, save_checkpoint
+from .config import evaluation_epochs
 from .errors import UserError
 from .io import atomic_path
 from .models import build_model
+from .precision import shared_choose_amp
 
 if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler
@@ -64,160 +64,6 @@ def use_channels_last(training: dict, device: torch.device) -> bool:
     setting = training.get("channels_last", "auto")
     return bool(setting) if setting != "auto" else True  # measured faster for these convnets on CPU and GPU
 
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 on this CPU (AVX-512 BF16 or AMX on x86, BF16 on Arm), as torch's oneDNN sees it.
-    Without it, bf16 autocast on a CPU is emulated and slower than fp32."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def use_amp(training: dict, device: torch.device) -> bool | None:
-    """Autocast setting before any measurement: True/False when decided, None when `auto` on a
-    bf16-capable CPU leaves it to `choose_amp`'s measurement."""
-    setting = training.get("amp", "auto")
-    if setting != "auto":
-        return bool(setting)
-    if device.type == "cuda":
-        return True
-    return None if cpu_has_bf16() else False
-
-
-def choose_amp(training: dict, device: torch.device, model: torch.nn.Module, crop: int,
-               probe: Callable[[torch.nn.Module, dict, int], tuple[float, float]] | None = None) -> tuple[bool, str]:
-    """(amp, reason). `amp: auto` on a CPU with native bf16 times a few training steps of this
-    network in both precisions (`probe`, by default `time_precisions`) and takes bf16 only when it
-    is at least `BF16_MIN_GAIN` faster; the reason goes into the log and every result."""
-    decided = use_amp(training, device)
-    setting = training.get("amp", "auto")
-    if decided is not None:
-        if setting != "auto":
-            return decided, f"amp: {setting} in the config"
-        return decided, ("CUDA device" if device.type == "cuda" else "this CPU has no native bf16")
-    fp32, bf16 = (probe or time_precisions)(model, training, crop)
-    gain = bf16 / fp32
-    if gain >= BF16_MIN_GAIN:
-        return True, f"native bf16 CPU, measured {gain:.2f}x fp32 for this network ({bf16:.0f} vs {fp32:.0f} img/s)"
-    return False, f"native bf16 CPU, but bf16 measured {gain:.2f}x fp32 for this network: fp32"
-
-
-BF16_MIN_GAIN = 1.1  # a near tie stays fp32: the measurement is noisy, fp32 is the reference precision
-
-
-def shared_choose_amp(memo_dir: Path | str | None, run_cfg: dict, device: torch.device, model: torch.nn.Module,
-                      crop: int, threads: int) -> tuple[bool, str]:
-    """`choose_amp`, decided once for every job that passes the same `memo_dir` (the folds of one
-    architecture): the first verdict for a key (run config, threads, processor model, torch) is
-    published as `memo_dir/precision-<key>.json` and every later job, and every rerun on that
-    kind of machine, adopts it. A per-job measurement made the weights depend on the load of the
-    moment: one fold of a study measured bf16 below the 1.1x bar beside busy cores, trained in
-    fp32 and came out different from the same fold run quietly.
-
-    On one machine a flock on `memo_dir` makes the others wait for the first measurement (and
-    keeps two folds from timing each other); across machines (Slurm nodes on a shared
-    filesystem, where flock may not reach) jobs that measured at the same time publish with an
-    atomic link, first writer wins, and the others take its verdict. Delete the file to measure
-    again (`--forcerun` does not: it is not a Snakemake output)."""
-    training = run_cfg["training"]
-    if memo_dir is None or use_amp(training, device) is not None:  # nothing to measure
-        return choose_amp(training, device, model, crop)
-    key = config_hash({"run": run_cfg, "threads": threads, "cpu": cpu_name(), "torch": torch.__version__})
-    memo_dir = Path(memo_dir)
-    memo_dir.mkdir(parents=True, exist_ok=True)
-    memo = memo_dir / f"precision-{key}.json"
-    lock = _lock_directory(memo_dir)
-    try:
-        known = _read_verdict(memo)
-        if known is None:
-            amp, reason = choose_amp(training, device, model, crop)
-            if _publish_verdict(memo, {"amp": amp, "reason": reason}):
-                return amp, reason
-            known = _read_verdict(memo)
-        return bool(known["amp"]), f"{known['reason']}; measured by the first of the jobs sharing {memo}"
-    finally:
-        if lock is not None:
-            os.close(lock)  # releases the flock
-
-
-def _lock_directory(directory):
-    """An fd holding an exclusive flock on `directory`, or None where that cannot be had (no
-    fcntl, or a filesystem without flock): the atomic publish still gives one verdict."""
-    try:
-        import fcntl
-        fd = os.open(directory, os.O_RDONLY)
-    except (ImportError, OSError):
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
-    except OSError:
-        os.close(fd)
-        return None
-
-
-def _read_verdict(path):
-    import json
-
-    try:
-        known = json.loads(Path(path).read_text())
-        return known if isinstance(known, dict) and "amp" in known and "reason" in known else None
-    except (OSError, ValueError):
-        return None
-
-
-def _publish_verdict(path, verdict):
-    """Writes `verdict` to `path` unless a verdict is already there (a hard link of a complete
-    temporary file: atomic, also on NFS); True when this one was published."""
-    import json
-    import threading
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(verdict, indent=2) + "\n")
-    try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return _read_verdict(path) is None  # an unreadable one does not count: ours stands
-    except OSError:  # a filesystem without hard links: last writer wins, still atomic
-        os.replace(tmp, path)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def time_precisions(model: torch.nn.Module, training: dict, crop: int, steps: int = 4,
-                    warmup: int = 2) -> tuple[float, float]:
-    """Training images/s of a throwaway copy of `model` in fp32 and in bf16 autocast, alternating
-    trials (machine noise hits both alike). Touches no global RNG state and not `model` itself."""
-    import copy
-
-    bs = min(int(training["batch_size"]), 256)
-    rates: dict[bool, list[float]] = {False: [], True: []}  # images/s of each trial, by amp
-    with torch.random.fork_rng(devices=[]):
-        probe = copy.deepcopy(model).train()
-        opt = torch.optim.SGD(probe.parameters(), lr=1e-3, momentum=0.9)
-        gen = torch.Generator().manual_seed(0)
-        x = torch.rand(bs, 1, crop, crop, generator=gen).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 7, (bs,), generator=gen)
-
-        def run(amp, n):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                    loss = F.cross_entropy(probe(x).float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            return n * bs / (time.perf_counter() - t0)
-
-        for amp in (False, True):
-            run(amp, warmup)
-        for _ in range(2):
-            for amp in (False, True):
-                rates[amp].append(run(amp, steps))
-    return max(rates[False]), max(rates[True])
 
 
 class TrainingSetup(NamedTuple):
@@ -387,8 +233,8 @@ def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray
     train_t = torch.from_numpy(train_idx).to(device)
     val_np = np.asarray(val_idx)
     steps = max(1, len(train_idx) // min(t["batch_size"], len(train_idx)))
-    model, optimizer, scheduler, augmenter, _, crop, channels_last = training_setup(
-        run_cfg, device, steps, init_seed=init_seed)
+    setup = training_setup(run_cfg, device, steps, init_seed=init_seed)
+    model, optimizer, scheduler, crop = setup.model, setup.optimizer, setup.scheduler, setup.crop
 
     fingerprint = run_fingerprint(run_cfg, data, train_idx, val_np, init_seed)
     checkpoint_path = Path(checkpoint_path)
@@ -404,39 +250,16 @@ def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray
     curve = learning_curve_sets(t, data.labels, train_idx, val_np, device)
     probs = None
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
-        t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc, n = train_one_epoch(model, images, labels, train_t, augmenter, optimizer,
-                                                   scheduler, t, epoch, channels_last, amp, init_seed)
-        train_seconds = time.perf_counter() - t0
-        probs, val_loss, val_acc = None, math.nan, math.nan
-        if epoch in eval_epochs:
-            probs = predict(model, images, torch.from_numpy(val_np).to(device), crop, t.get("tta", "none"),
-                            channels_last, amp)
-            val_loss, val_acc = probs_loss_acc(probs, val_labels)
-        curve_train_acc, curve_val_acc = curve_accuracies(model, images, labels, curve, crop, channels_last, amp)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            # Only the final model may let its validation set (PublicTest) steer the schedule; a
-            # cross-validation fold steps on its training loss, or the held-out fold would leak in.
-            if not select_best:
-                scheduler.step(train_loss)
-            elif probs is not None:
-                scheduler.step(val_loss)
-        seconds = time.perf_counter() - t0
-        state["history"].append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-                                 "val_loss": val_loss, "val_acc": val_acc, "curve_train_acc": curve_train_acc,
-                                 "curve_val_acc": curve_val_acc, "seconds": seconds,
-                                 "images_per_s": n / train_seconds})
-        if select_best and probs is not None and (state["best"] is None or val_acc > state["best"]["val_acc"]):
-            state["best"] = {"epoch": epoch, "val_acc": val_acc,
+        row, probs = _train_epoch(setup, images, labels, train_t, val_np, val_labels, curve, t, epoch, amp, init_seed,
+                                  epoch in eval_epochs, select_best)
+        state["history"].append(row)
+        if select_best and probs is not None and (state["best"] is None or row["val_acc"] > state["best"]["val_acc"]):
+            state["best"] = {"epoch": epoch, "val_acc": row["val_acc"],
                              "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         state["epoch"] = epoch
         save_checkpoint(checkpoint_path, model, optimizer, scheduler, state, run_cfg, fingerprint)
         eta = (t["epochs"] - epoch) * np.mean([h["seconds"] for h in state["history"][-3:]])
-        progress(f"epoch {epoch}/{t['epochs']} lr {lr:.4f} train loss {train_loss:.3f} acc {train_acc:.3f} | "
-                 + (f"val loss {val_loss:.3f} acc {val_acc:.3f} | " if probs is not None else "val not evaluated | ")
-                 + f"{n / train_seconds:.0f} img/s | "
-                 f"{seconds:.1f} s/epoch, ~{eta:.0f} s left")
+        progress(_epoch_line(row, t["epochs"], eta, probs is not None))
     if select_best and state["best"] is not None:
         model.load_state_dict(state["best"]["model"])
     elif probs is not None:
@@ -444,40 +267,44 @@ def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray
     return model, state
 
 
-def run_fingerprint(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray,
-                    init_seed: int | None = None) -> str:
-    """What a checkpoint must match to be resumed: the run config, the exact images, the seed the
-    run started from, the code version."""
-    import hashlib
+def _train_epoch(setup: TrainingSetup, images: torch.Tensor, labels: torch.Tensor, train_t: torch.Tensor,
+                 val_np: np.ndarray, val_labels: np.ndarray, curve: list[torch.Tensor] | None, t: dict, epoch: int,
+                 amp: bool, init_seed: int, evaluate: bool, select_best: bool) -> tuple[dict, np.ndarray | None]:
+    """One epoch of `fit`: train, predict the held-out indices when `evaluate` and the learning-curve
+    subsets, step a plateau schedule. Returns (history row, validation probabilities or None)."""
+    model, scheduler, crop, channels_last = setup.model, setup.scheduler, setup.crop, setup.channels_last
+    t0 = time.perf_counter()
+    lr = setup.optimizer.param_groups[0]["lr"]
+    train_loss, train_acc, n = train_one_epoch(model, images, labels, train_t, setup.augmenter, setup.optimizer,
+                                               scheduler, t, epoch, channels_last, amp, init_seed)
+    train_seconds = time.perf_counter() - t0
+    probs, val_loss, val_acc = None, math.nan, math.nan
+    if evaluate:
+        probs = predict(model, images, torch.from_numpy(val_np).to(images.device), crop, t.get("tta", "none"),
+                        channels_last, amp)
+        val_loss, val_acc = probs_loss_acc(probs, val_labels)
+    curve_train_acc, curve_val_acc = curve_accuracies(model, images, labels, curve, crop, channels_last, amp)
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        # Only the final model may let its validation set (PublicTest) steer the schedule; a
+        # cross-validation fold steps on its training loss, or the held-out fold would leak in.
+        if not select_best:
+            scheduler.step(train_loss)
+        elif probs is not None:
+            scheduler.step(val_loss)
+    seconds = time.perf_counter() - t0
+    return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+            "val_acc": val_acc, "curve_train_acc": curve_train_acc, "curve_val_acc": curve_val_acc,
+            "seconds": seconds, "images_per_s": n / train_seconds}, probs
 
-    from . import __version__
 
-    indices = hashlib.sha256(np.asarray(train_idx).astype(np.int64).tobytes() + b"|"
-                             + np.asarray(val_idx).astype(np.int64).tobytes())
-    return config_hash({"run": run_cfg, "indices": indices.hexdigest(), "version": __version__,
-                        "data": data.attrs.get("source_sha256"), "init_seed": init_seed})
+def _epoch_line(row: dict, epochs: int, eta: float, evaluated: bool) -> str:
+    """The progress line of one epoch of `fit`."""
+    return (f"epoch {row['epoch']}/{epochs} lr {row['lr']:.4f} train loss {row['train_loss']:.3f} "
+            f"acc {row['train_acc']:.3f} | "
+            + (f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} | " if evaluated else "val not evaluated | ")
+            + f"{row['images_per_s']:.0f} img/s | "
+            f"{row['seconds']:.1f} s/epoch, ~{eta:.0f} s left")
 
-
-def resume_state(checkpoint_path: Path, fingerprint: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: LRScheduler, device: torch.device | str, progress: Callable[[str], Any]) -> dict:
-    """The training state to go on from: the checkpoint's (loaded into model, optimizer and
-    scheduler) when it belongs to this run, else a fresh one."""
-    if checkpoint_path.is_file():
-        ckpt = load_torch_file(checkpoint_path, "checkpoint", device)
-        if ckpt.get("fingerprint") == fingerprint:
-            try:
-                model.load_state_dict(ckpt["model"])
-                optimizer.load_state_dict(ckpt["optimizer"])
-                scheduler.load_state_dict(ckpt["scheduler"])
-                state = {k: ckpt[k] for k in ("epoch", "history", "best", "amp", "precision_reason")}
-            except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-                raise UserError(f"{checkpoint_path}: a checkpoint of this run whose contents do not fit it "
-                                f"({(str(err).splitlines() or [type(err).__name__])[0][:160]}); delete it and run "
-                                f"the job again (it trains from the start)") from None
-            progress(f"resuming from {checkpoint_path} after epoch {ckpt['epoch']}")
-            return state
-        progress(f"ignoring {checkpoint_path}: it belongs to another configuration")
-    return {"epoch": 0, "history": [], "best": None}
 
 
 def learning_curve_sets(t: dict, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
@@ -503,33 +330,6 @@ def curve_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch
     return tuple(accs)
 
 
-def save_checkpoint(path: Path | str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler,
-                    state: dict, run_cfg: dict, fingerprint: str) -> None:
-    ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": state["epoch"], "history": state["history"], "best": state["best"], "config": run_cfg,
-            "fingerprint": fingerprint, "amp": state["amp"], "precision_reason": state["precision_reason"]}
-    _torch_save(ckpt, path)
-
-
-def save_model(path: Path | str, model: torch.nn.Module, run_cfg: dict, extra: dict | None = None) -> None:
-    """Weights plus what is needed to rebuild the network (`load_model`)."""
-    crop = run_cfg["training"]["augment"].get("crop", 48)
-    payload = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "spec": run_cfg["model"],
-               "input_size": crop, "run_config": run_cfg, **(extra or {})}
-    _torch_save(payload, path)
-
-
-def _torch_save(obj, path):
-    """torch.save through memory, the file written by Python: a full disk or `ulimit -f` is then an
-    OSError naming the file (`io.atomic_path`), where torch's own writer raises RuntimeErrors that
-    say nothing of the cause ("unexpected pos", "iostream error")."""
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(buffer.getbuffer())
-
 
 def write_history(path: Path | str, history: list[dict]) -> None:
     import pandas as pd
@@ -547,106 +347,3 @@ def write_predictions(path: Path | str, rows: np.ndarray, labels: np.ndarray, pr
         df[f"p_{name}"] = probs[:, c]
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
-
-
-def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """(model, payload) of a file `save_model` wrote; whatever is in it is checked before it is used."""
-    payload = load_torch_file(path, "model", device)
-    check_model_payload(path, payload)
-    try:
-        model = build_model(payload["spec"], input_size=payload["input_size"], weights=False)  # its own follow
-    except UserError as err:
-        raise UserError(f"{path}: not a ferstudy model: its layer spec is not one ferstudy builds ({err})") from None
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise UserError(f"{path}: not a ferstudy model: its weights do not fit its own layer spec "
-                        f"({str(err).splitlines()[0][:200]})") from None
-    return model.to(device).eval(), payload
-
-
-def check_model_payload(path: Path | str, payload: dict) -> None:
-    """What predict, predict-image and export read from a model file besides its weights: a run
-    config with training settings, the evaluation crop (`input_size`) and test-time augmentation."""
-    from .augment import TTA_MODES
-
-    run_cfg, spec, crop = payload["run_config"], payload["spec"], payload["input_size"]
-    training = run_cfg.get("training") if isinstance(run_cfg, dict) else None
-    tta = training.get("tta", "none") if isinstance(training, dict) else "none"
-    for failed, problem in (
-            (not isinstance(training, dict), "its run_config has no training settings"),
-            (type(crop) is not int or not 16 <= crop <= 48,
-             f"input_size {crop!r} is not an evaluation crop (an integer from 16 to 48)"),
-            (tta not in TTA_MODES, f"training.tta {tta!r} is not one of {', '.join(TTA_MODES)}"),
-            (not isinstance(spec, dict), f"its spec is a {type(spec).__name__}, not a mapping with layers or a backbone")):
-        if failed:
-            raise UserError(f"{path}: not a ferstudy model: {problem} (a file `ferstudy train` did not write, or an "
-                            f"edited one)")
-
-
-# What a file must hold to be one of ours (save_model, save_checkpoint).
-REQUIRED_KEYS = {"model": ("model", "spec", "input_size", "run_config"),
-                 "checkpoint": ("model", "optimizer", "scheduler", "epoch", "history", "fingerprint")}
-# torch's weights-only unpickler names the object it refused: "Unsupported global: GLOBAL builtins.open
-# was not an allowed global" or, for blocked modules (os, subprocess, ...), "Trying to load
-# unsupported GLOBAL posix.system whose module posix is blocked" (torch 2.6-2.14).
-_REFUSED_GLOBAL = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)")
-
-
-def _first_global(path, max_ops=100_000):
-    """The first Python object a raw pickle names (GLOBAL, or STACK_GLOBAL after its two strings),
-    read with pickletools, which decodes opcodes and runs nothing; None for anything else."""
-    import pickletools
-
-    strings = []
-    try:
-        with open(path, "rb") as f:
-            for n, (op, arg, _) in enumerate(pickletools.genops(f)):
-                if op.name == "GLOBAL":
-                    return str(arg).replace(" ", ".")
-                if op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    return f"{strings[-2]}.{strings[-1]}"
-                if isinstance(arg, str) and "UNICODE" in op.name:
-                    strings.append(arg)
-                if n >= max_ops:
-                    break
-    except Exception:  # not a pickle at all, or a damaged one: nothing to name
-        return None
-    return None
-
-
-def load_torch_file(path: Path | str, kind: str, device: torch.device | str = "cpu") -> dict:
-    """A model or checkpoint file read as data, never as code: torch's weights-only unpickler
-    accepts tensors, plain containers, numbers and strings, which is all ferstudy writes; a file
-    that names any other Python object (which unpickling would call) is refused before anything in
-    it runs. Every problem is one UserError line naming the file (a checkpoint's says to delete it:
-    the job then trains from the start)."""
-    import pickle
-    import warnings
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {kind} file not found")
-    redo = "; delete it and run the job again (it trains from the start)" if kind == "checkpoint" else ""
-    try:
-        with warnings.catch_warnings():  # a raw pickle makes torch warn about its protocol before refusing it
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
-        refused = _REFUSED_GLOBAL.search(str(err))
-        unsafe = refused.group(1) if refused else _first_global(path)  # a raw pickle torch stops reading early
-        if unsafe:
-            raise UserError(f"{path}: refused: not a plain ferstudy {kind} file: loading it would call the Python "
-                            f"object {unsafe} (files from untrusted sources can run code this way); nothing in it "
-                            f"was run" + (redo or f". A ferstudy {kind} of an older version: rerun the job that "
-                                                  f"wrote it")) from None
-        raise UserError(f"{path}: not a ferstudy {kind} file (not a PyTorch file torch can read){redo}") from None
-    except Exception as err:  # torch's legacy reader fails on arbitrary bytes in open-ended ways (KeyError, ...)
-        first = (str(err).splitlines() or [type(err).__name__])[0][:160]
-        first = first if isinstance(err, (RuntimeError, OSError, ValueError)) else f"{type(err).__name__}: {first}"
-        raise UserError(f"{path}: not a ferstudy {kind} file ({first}){redo}") from None
-    missing = [k for k in REQUIRED_KEYS[kind] if not isinstance(payload, dict) or k not in payload]
-    if missing:
-        raise UserError(f"{path}: not a ferstudy {kind} file (a PyTorch file without {', '.join(missing)}: "
-                        f"another project's?){redo}")
-    return payload

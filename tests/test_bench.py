@@ -122,7 +122,7 @@ def test_every_line_has_name_units_context_and_sane_numbers(bench_lines):
 
 
 def test_precisions_compared_like_with_like(bench_lines):
-    from ferstudy.train import cpu_has_bf16
+    from ferstudy.precision import cpu_has_bf16
 
     check_precisions(bench_lines, cpu_has_bf16())
 
@@ -130,10 +130,10 @@ def test_precisions_compared_like_with_like(bench_lines):
 def test_the_other_kind_of_cpu(tmp_path, monkeypatch):
     """The same checks with native bf16 switched the other way (bf16 without it is emulated: slow,
     but it runs), so both kinds of machine are tested wherever the tests run."""
-    from ferstudy import train
+    from ferstudy import precision
 
-    native = train.cpu_has_bf16()
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: not native)
+    native = precision.cpu_has_bf16()
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: not native)
     lines = run_tiny_bench(tmp_path / "bench.jsonl", "--only", "matmul", "train", "pil")
     check_precisions(lines, not native)
 

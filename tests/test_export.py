@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from ferstudy import CLASS_NAMES
+from ferstudy.checkpoint import load_model, save_model
 from ferstudy.cli import main
 from ferstudy.config import expand_blocks
 from ferstudy.data import load_h5, parse_fer_csv, prepare
 from ferstudy.demo import make_demo_faces
 from ferstudy.export import TOLERANCE, export, run_onnx
 from ferstudy.models import build_model
-from ferstudy.train import fit, load_model, predict, save_model
+from ferstudy.train import fit, predict
 
 
 def run_config(crop=44, tta="flip", layers=None):

@@ -385,7 +385,7 @@ def test_pretrained_imagenet_missing_offline_is_one_line(torch_home):
 
 
 def test_saved_pretrained_model_loads_without_the_cache(torch_home, tmp_path):
-    from ferstudy.train import load_model, save_model
+    from ferstudy.checkpoint import load_model, save_model
 
     _, path = _imagenet_file("resnet18", torch_home)
     spec = {"backbone": "resnet18", "pretrained": "imagenet"}

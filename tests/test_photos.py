@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from ferstudy import CLASS_NAMES
+from ferstudy.checkpoint import save_model
 from ferstudy.cli import main
 from ferstudy.config import expand_blocks
 from ferstudy.demo import make_demo_faces
 from ferstudy.models import build_model
 from ferstudy.photos import (CSV_COLUMNS, FER_MARGIN, TorchPredictor, cascade, crop_square, detect_faces, face_crop,
                              predict_faces, to_grey)
-from ferstudy.train import predict, save_model
+from ferstudy.train import predict
 
 # Demo faces (seed 1) the frontal-face cascade finds at 100, 150 and 200 px (checked by the tests below).
 DEMO_FACES = (0, 1, 2, 3, 4, 5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ferstudy import train
+from ferstudy import precision, train
 from ferstudy.data import load_h5, prepare
 from test_train import needs_bf16, tiny_run_config
 
@@ -21,14 +21,14 @@ def real_h5(real_slice_csv, tmp_path_factory):
 
 
 def decide(monkeypatch, has_bf16, rates=None, amp="auto", device=CPU):
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_bf16)
     calls = []
 
     def probe(model, training, crop):
         calls.append(crop)
         return rates
 
-    amp_on, reason = train.choose_amp({"amp": amp, "batch_size": 8}, device, torch.nn.Linear(2, 2), 44, probe)
+    amp_on, reason = precision.choose_amp({"amp": amp, "batch_size": 8}, device, torch.nn.Linear(2, 2), 44, probe)
     return amp_on, reason, calls
 
 
@@ -59,7 +59,7 @@ def test_time_precisions_leaves_model_and_rng_alone():
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    fp32, bf16 = train.time_precisions(model, {"batch_size": 16}, 20, steps=1, warmup=1)
+    fp32, bf16 = precision.time_precisions(model, {"batch_size": 16}, 20, steps=1, warmup=1)
     assert fp32 > 0 and bf16 > 0
     assert torch.equal(torch.rand(3), expected)  # the global generator did not move
     for k, v in model.state_dict().items():
@@ -87,11 +87,11 @@ def test_resume_keeps_the_precision_it_started_with(real_h5, tmp_path, monkeypat
     data = load_h5(real_h5)
     tr, va = data.fold_indices(0)
     ck = tmp_path / "ck.pt"
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
-    monkeypatch.setattr(train, "time_precisions", lambda *a, **k: (100.0, 50.0))  # fp32 wins
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision, "time_precisions", lambda *a, **k: (100.0, 50.0))  # fp32 wins
     train.fit(tiny_run_config(epochs=1, amp="auto"), data, tr, va, ck, progress=lambda s: None)
     cfg2 = tiny_run_config(epochs=1, amp="auto")
-    monkeypatch.setattr(train, "time_precisions", lambda *a, **k: pytest.fail("re-measured on resume"))
+    monkeypatch.setattr(precision, "time_precisions", lambda *a, **k: pytest.fail("re-measured on resume"))
     lines = []
     _, state = train.fit(cfg2, data, tr, va, ck, progress=lines.append)
     assert any("resuming" in line for line in lines) and state["amp"] is False
@@ -102,9 +102,9 @@ def test_folds_of_one_architecture_share_one_precision_decision(real_h5, tmp_pat
     """The first fold measures, the others read its verdict: a busy moment cannot put one fold of an
     architecture in another precision (a real study had one fold in fp32, the other two in bf16)."""
     data = load_h5(real_h5)
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     verdicts = iter([(100.0, 50.0)])  # fp32 wins; a second measurement would raise StopIteration
-    monkeypatch.setattr(train, "time_precisions", lambda *a, **k: next(verdicts))
+    monkeypatch.setattr(precision, "time_precisions", lambda *a, **k: next(verdicts))
     memo = tmp_path / "arch"
     cfg = tiny_run_config(epochs=1, amp="auto")
     states = [train.fit(cfg, data, *data.fold_indices(k), tmp_path / f"f{k}.pt", progress=lambda s: None,
@@ -113,7 +113,7 @@ def test_folds_of_one_architecture_share_one_precision_decision(real_h5, tmp_pat
     assert "0.50x" in states[1]["precision_reason"] and str(memo / "precision-") in states[1]["precision_reason"]
     assert [p.name.startswith("precision-") for p in memo.iterdir()] == [True]  # no temporary or lock file left
     # another run config (here: another learning rate) is another network's decision: measured anew
-    monkeypatch.setattr(train, "time_precisions", lambda *a, **k: (100.0, 200.0))
+    monkeypatch.setattr(precision, "time_precisions", lambda *a, **k: (100.0, 200.0))
     _, other = train.fit(tiny_run_config(epochs=1, amp="auto", lr=0.01), data, *data.fold_indices(0),
                          tmp_path / "o.pt", progress=lambda s: None, precision_memo=memo)
     assert other["amp"] is True and "2.00x" in other["precision_reason"]
@@ -125,7 +125,7 @@ def concurrent_verdicts(tmp_path, monkeypatch, rates, jobs=3):
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     calls, lock = [], threading.Lock()
 
     def slow_probe(*a, **k):
@@ -135,10 +135,10 @@ def concurrent_verdicts(tmp_path, monkeypatch, rates, jobs=3):
         time.sleep(0.3)
         return r
 
-    monkeypatch.setattr(train, "time_precisions", slow_probe)
+    monkeypatch.setattr(precision, "time_precisions", slow_probe)
     cfg = {"training": {"amp": "auto", "batch_size": 8}, "model": {"layers": []}}
     with ThreadPoolExecutor(jobs) as pool:
-        verdicts = list(pool.map(lambda _: train.shared_choose_amp(tmp_path, cfg, CPU, torch.nn.Linear(2, 2), 44, 1),
+        verdicts = list(pool.map(lambda _: precision.shared_choose_amp(tmp_path, cfg, CPU, torch.nn.Linear(2, 2), 44, 1),
                                  range(jobs)))
     return verdicts, calls
 
@@ -148,14 +148,14 @@ def test_concurrent_jobs_measure_once(tmp_path, monkeypatch):
     assert len(calls) == 1 and [amp for amp, _ in verdicts] == [True] * 3
     # a forced setting never reads or writes the shared verdict
     forced = {"training": {"amp": False, "batch_size": 8}, "model": {"layers": []}}
-    assert train.shared_choose_amp(tmp_path, forced, CPU, torch.nn.Linear(2, 2), 44, 1)[0] is False
+    assert precision.shared_choose_amp(tmp_path, forced, CPU, torch.nn.Linear(2, 2), 44, 1)[0] is False
     assert len(calls) == 1
 
 
 def test_jobs_on_machines_without_a_shared_lock_still_agree(tmp_path, monkeypatch):
     """Slurm nodes on NFS: flock may not reach across them, so all jobs measure at once, and get
     different verdicts; the first published one wins and every job trains in it."""
-    monkeypatch.setattr(train, "_lock_directory", lambda directory: None)
+    monkeypatch.setattr(precision, "_lock_directory", lambda directory: None)
     verdicts, calls = concurrent_verdicts(tmp_path, monkeypatch, [(100.0, 150.0), (100.0, 50.0), (100.0, 60.0)])
     assert len(calls) == 3  # nobody waited
     assert len({amp for amp, _ in verdicts}) == 1

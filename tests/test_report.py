@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from ferstudy import CLASS_NAMES, study
+from ferstudy.checkpoint import save_model
 from ferstudy.cli import _result_config, main
 from ferstudy.config import resolve_arch, resolve_config
 from ferstudy.data import write_h5
@@ -38,7 +39,7 @@ from ferstudy.report.sections.reproducibility import precision_text
 from ferstudy.report.sections.results import fit_reading
 from ferstudy.report.text import PROSE_WORDS, image_links, num, pct, prose_words, pval
 from ferstudy.report.verdicts import counts_text, label_counts, verdict_clause
-from ferstudy.train import save_model, write_history, write_predictions
+from ferstudy.train import write_history, write_predictions
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -367,7 +368,7 @@ def test_extra_test_sets_are_reported(demo_results, tmp_path):
 
 def test_model_inspection_matches_the_figures_computation(demo_results):
     from ferstudy.data import load_h5
-    from ferstudy.train import load_model
+    from ferstudy.checkpoint import load_model
 
     data = load_h5(demo_results / "data" / "dataset.h5")
     model, payload = load_model(demo_results / "final" / "model.pt")

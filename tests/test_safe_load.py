@@ -8,9 +8,10 @@ import pytest
 import torch
 import yaml
 
+from ferstudy.checkpoint import load_model, load_torch_file, save_model
 from ferstudy.data import load_h5, prepare
 from ferstudy.errors import UserError
-from ferstudy.train import fit, load_model, load_torch_file, save_model
+from ferstudy.train import fit
 from test_train import tiny_run_config
 
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 import yaml
 
+from ferstudy.checkpoint import load_model
 from ferstudy.config import expand_blocks
 from ferstudy.data import load_h5, prepare
-from ferstudy.train import fit, load_model, subsample
+from ferstudy.train import fit, subsample
 
 
 def tiny_run_config(epochs=2, **training):
@@ -95,7 +96,7 @@ def _train_cmd(h5, run_config, out, ckpt, fold=0):
 
 
 def needs_bf16(amp):
-    from ferstudy.train import cpu_has_bf16
+    from ferstudy.precision import cpu_has_bf16
 
     if amp and not cpu_has_bf16():
         pytest.skip("this CPU has no native bf16 (AVX-512 BF16 / AMX / Arm BF16): bf16 autocast is not used here")
@@ -154,7 +155,7 @@ def test_train_outputs_record_config_and_versions(real_h5, tmp_path):
 
 def test_predict_command_on_an_extra_test_set(real_h5, real_slice_csv, tmp_path):
     """`ferstudy predict` (extra test sets): a saved model predicts every row of a FER2013 CSV."""
-    from ferstudy.train import save_model
+    from ferstudy.checkpoint import save_model
 
     data = load_h5(real_h5)
     tr, va = data.fold_indices(0)

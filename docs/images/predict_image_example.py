@@ -18,11 +18,12 @@ import cv2
 import numpy as np
 
 from ferstudy import CLASS_NAMES
+from ferstudy.checkpoint import save_model
 from ferstudy.config import expand_blocks
 from ferstudy.data import FerData
 from ferstudy.demo import make_demo_faces
 from ferstudy.photos import TorchPredictor, annotate, cascade, detect_faces, predict_faces, to_grey
-from ferstudy.train import fit, save_model
+from ferstudy.train import fit
 
 INPUT = Path(__file__).with_name("predict_image_input.png")   # feed this one to `ferstudy predict-image`
 OUT = Path(__file__).with_name("predict_image_example.png")   # its output: boxes and labels drawn

@@ -5,7 +5,7 @@ Measurements, in the order they run (each line: `name`, the numbers, `units`, `c
 
 1. `matmul`      the machine's attainable rate in each precision training uses: an n x n matmul
                  (default 2048) repeated, best trial, with the configured threads; fp32 always,
-                 bf16 too on a CPU with native bf16 (`train.cpu_has_bf16`). Every
+                 bf16 too on a CPU with native bf16 (`precision.cpu_has_bf16`). Every
                  `fraction_of_matmul` below divides by the matmul of its own precision.
    `cpu_peak`    the processor's theoretical peak (cores x FLOP/cycle/core x clock) per precision,
                  from what the machine reports (/proc/cpuinfo flags, sysfs, lscpu); each factor

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def training_precisions() -> list[str]:
     """The precisions a training job on this CPU may use: fp32, and bf16 where it is native."""
-    from ..train import cpu_has_bf16
+    from ..precision import cpu_has_bf16
 
     return ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
 

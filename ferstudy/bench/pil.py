@@ -101,7 +101,7 @@ def pil_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: dict
         run_cfg = resolve_arch(cfg, name)
         steps = dict(threads=threads, batches=args.batches, warmup=args.warmup, trials=args.trials,
                      batch_size=args.batch_size)
-        # the precision a training job would pick: amp from the config, `auto` measured by train.choose_amp
+        # the precision a training job would pick: amp from the config, `auto` measured by precision.choose_amp
         # (only the decision is kept: one trial, the rounds below do the timing)
         decided = train_throughput(run_cfg, images, labels, amp=None, **{**steps, "trials": 1})
         rounds = []

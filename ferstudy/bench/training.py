@@ -42,7 +42,7 @@ def train_throughput(run_cfg: dict, images: np.ndarray, labels: np.ndarray, thre
 
     Model, optimizer, scheduler and augmentation are built by `train.training_setup`, as for `train.fit`. The indices
     repeat the given images as needed, so a few hundred images serve any number of batches.
-    amp: bf16 autocast on/off; None decides as a training job would (`train.choose_amp`).
+    amp: bf16 autocast on/off; None decides as a training job would (`precision.choose_amp`).
     min_seconds: more trials until the timed ones add up to this (a few batches on this VM are
     noise: the cost prediction times each network for a while, see ferstudy/cost/).
     Returns a dict: img_per_s (best trial), img_per_s_median, img_per_s_mean (all timed images /
@@ -51,7 +51,8 @@ def train_throughput(run_cfg: dict, images: np.ndarray, labels: np.ndarray, thre
     import torch
 
     from ..models import forward_flops
-    from ..train import choose_amp, train_one_epoch, training_setup
+    from ..precision import choose_amp
+    from ..train import train_one_epoch, training_setup
 
     set_threads(threads)
     device = torch.device("cpu")
@@ -159,9 +160,10 @@ def inference_records(cfg: dict, args: argparse.Namespace, images: np.ndarray, t
     import numpy as np
     import torch
 
+    from ..checkpoint import load_model
     from ..config import resolve_arch
     from ..models import build_model
-    from ..train import load_model, predict, use_channels_last
+    from ..train import predict, use_channels_last
 
     set_threads(threads)
     if args.model and Path(args.model).is_file():

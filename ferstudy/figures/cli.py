@@ -29,9 +29,9 @@ def make_all(h5: Path | str, results: Path | str, out_dir: Path | str, archs: Se
     import pandas as pd
     import torch
 
+    from ..checkpoint import load_model
     from ..config import load_yaml
     from ..data import load_h5
-    from ..train import load_model
 
     torch.set_num_threads(max(1, int(threads)))
     results, out_dir = Path(results), Path(out_dir)

@@ -54,7 +54,7 @@ def inspect_model(model_path, data, threads=1, per_class=CHANNEL_FACES_PER_CLASS
     import torch
     from scipy import stats
 
-    from ..train import load_model
+    from ..checkpoint import load_model
 
     torch.set_num_threads(max(1, int(threads)))
     model, payload = load_model(model_path)
