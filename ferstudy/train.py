@@ -228,9 +228,7 @@ def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray
     setup_torch(device, threads)
     init_seed = int(t["seed"] if init_seed is None else init_seed)
     train_idx = subsample(np.asarray(train_idx), data.labels, t.get("subsample", 1.0), t["seed"])
-    images = torch.from_numpy(data.images).unsqueeze(1).to(device)  # uint8 in memory, read once
-    labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
-    train_t = torch.from_numpy(train_idx).to(device)
+    images, labels, train_t = _device_tensors(data, train_idx, device)
     val_np = np.asarray(val_idx)
     steps = max(1, len(train_idx) // min(t["batch_size"], len(train_idx)))
     setup = training_setup(run_cfg, device, steps, init_seed=init_seed)
@@ -253,9 +251,8 @@ def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray
         row, probs = _train_epoch(setup, images, labels, train_t, val_np, val_labels, curve, t, epoch, amp, init_seed,
                                   epoch in eval_epochs, select_best)
         state["history"].append(row)
-        if select_best and probs is not None and (state["best"] is None or row["val_acc"] > state["best"]["val_acc"]):
-            state["best"] = {"epoch": epoch, "val_acc": row["val_acc"],
-                             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if select_best and probs is not None:
+            _keep_best(state, row, model)
         state["epoch"] = epoch
         save_checkpoint(checkpoint_path, model, optimizer, scheduler, state, run_cfg, fingerprint)
         eta = (t["epochs"] - epoch) * np.mean([h["seconds"] for h in state["history"][-3:]])
@@ -265,6 +262,22 @@ def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray
     elif probs is not None:
         state["val_probs"] = probs  # the last epoch's validation predictions: callers need not predict again
     return model, state
+
+
+def _device_tensors(data: FerData, train_idx: np.ndarray,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images, labels, training indices) of `fit` on `device`."""
+    images = torch.from_numpy(data.images).unsqueeze(1).to(device)  # uint8 in memory, read once
+    labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
+    train_t = torch.from_numpy(train_idx).to(device)
+    return images, labels, train_t
+
+
+def _keep_best(state: dict, row: dict, model: torch.nn.Module) -> None:
+    """`state["best"]` becomes this epoch's weights when its validation accuracy beats the best so far."""
+    if state["best"] is None or row["val_acc"] > state["best"]["val_acc"]:
+        state["best"] = {"epoch": row["epoch"], "val_acc": row["val_acc"],
+                         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
 
 def _train_epoch(setup: TrainingSetup, images: torch.Tensor, labels: torch.Tensor, train_t: torch.Tensor,
