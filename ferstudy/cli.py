@@ -67,10 +67,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from .checkpoint import save_model
-    from .config import check_run_config, load_yaml
+    from .config import load_yaml
     from .data import load_h5
     from .io import write_text
     from .train import fit, pick_device, write_history, write_predictions
+    from .validation import check_run_config
     import yaml
 
     run_cfg = load_yaml(args.run_config)
@@ -144,10 +145,11 @@ def cmd_train_final(args: argparse.Namespace) -> None:
     import yaml
 
     from .checkpoint import save_model
-    from .config import check_run_config, final_training, load_yaml
+    from .config import final_training, load_yaml
     from .data import load_h5
     from .io import write_text
     from .train import fit, write_history, write_predictions
+    from .validation import check_run_config
 
     run_cfg = load_yaml(args.run_config)
     check_run_config(run_cfg, args.run_config)
@@ -291,7 +293,7 @@ def cmd_evaluate_final(args: argparse.Namespace) -> None:
 def _extra_sets(items):
     """{name: predictions.csv} of `--extra NAME=FILE`; FER2013's own names are refused (the extra
     set's numbers would replace PublicTest's or PrivateTest's)."""
-    from .config import RESERVED_TEST_SET_NAMES
+    from .validation import RESERVED_TEST_SET_NAMES
 
     extra = {}
     for item in items:

@@ -270,7 +270,8 @@ def test_a_bad_key_in_a_users_layer_names_that_layer(tmp_path):
 
 def test_nested_config_values_get_the_schemas_types(tmp_path):
     """Snakemake hands `--config "training={epochs: 6}"` as {"training": {"epochs": "6"}}."""
-    from ferstudy.config import coerce_cli_config, resolve_layers
+    from ferstudy.config import resolve_layers
+    from ferstudy.validation import coerce_cli_config
 
     given = {"preset": "none", "threads": 2,
              "training": {"epochs": "6", "lr": "0.05", "label_smoothing": "0", "device": "cpu", "amp": "false",
@@ -366,7 +367,8 @@ def test_hostile_values_fail_in_one_line_naming_the_key(path, value, fragment, t
 def test_command_line_values_are_judged_as_the_numbers_they_are(tmp_path):
     """`--config "training={epochs: -3}"` is out of range (not "'-3' is not of type 'integer'"),
     2.0 and 1e9 are floats for an integer key, and a mapping that is not YAML says so."""
-    from ferstudy.config import coerce_cli_config, resolve_layers
+    from ferstudy.config import resolve_layers
+    from ferstudy.validation import coerce_cli_config
 
     def error(given):
         with pytest.raises(UserError) as err:

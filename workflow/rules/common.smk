@@ -8,10 +8,11 @@ import yaml
 REPO = os.path.dirname(workflow.basedir)
 sys.path.insert(0, REPO)
 
-from ferstudy.config import (DEFAULTS_NAME, PINNED_PRESET_ENV, coerce_cli_config, config_hash, load_defaults,
+from ferstudy.config import (DEFAULTS_NAME, PINNED_PRESET_ENV, config_hash, load_defaults,
                              load_yaml, preset_lines, resolve_arch, resolve_layers)
 from ferstudy.errors import UserError
 from ferstudy.figures import FIGURES
+from ferstudy.validation import coerce_cli_config
 
 
 def config_layers():
