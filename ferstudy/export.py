@@ -4,7 +4,7 @@ The graph is the whole evaluation path of the study, so a consumer feeds it the 
 nothing else:
 
     input  `faces`: uint8 (N, 1, 48, 48), grey 0-255, a face framed as FER2013 frames its faces
-                    (`ferstudy.photos.face_crop`; N is dynamic)
+                    (`ferstudy.faces.face_crop`; N is dynamic)
     inside          x / 255 -> (x - 0.5) / 0.25 (`augment.normalize`), the model's evaluation crop
                     and test-time augmentation views (`augment.eval_views`: centre crop, + mirror for
                     `flip`, + corners for `tencrop`), the network, softmax, mean over the views
@@ -66,7 +66,7 @@ def evaluation_module(model: torch.nn.Module, crop: int, tta: str) -> torch.nn.M
 
 def metadata(payload: dict[str, Any], source: Path | str) -> dict[str, str]:
     from .augment import MEAN, STD
-    from .photos import FER_MARGIN
+    from .faces import FER_MARGIN
 
     run_cfg = payload["run_config"]
     crop, tta = int(payload["input_size"]), run_cfg["training"].get("tta", "none")

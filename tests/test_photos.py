@@ -13,9 +13,9 @@ from ferstudy.checkpoint import save_model
 from ferstudy.cli import main
 from ferstudy.config import expand_blocks
 from ferstudy.demo import make_demo_faces
+from ferstudy.faces import FER_MARGIN, cascade, crop_square, detect_faces, face_crop, to_grey
 from ferstudy.models import build_model
-from ferstudy.photos import (CSV_COLUMNS, FER_MARGIN, TorchPredictor, cascade, crop_square, detect_faces, face_crop,
-                             predict_faces, to_grey)
+from ferstudy.photos import CSV_COLUMNS, TorchPredictor, predict_faces
 from ferstudy.train import predict
 
 # Demo faces (seed 1) the frontal-face cascade finds at 100, 150 and 200 px (checked by the tests below).
@@ -279,7 +279,7 @@ def test_an_opencv_failure_on_one_file_leaves_the_others_done(tmp_path, model_pa
             raise cv2.error("OpenCV(4.14.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate")
         return real(grey, *args)
 
-    monkeypatch.setattr(photos, "detect_faces", detect)
+    monkeypatch.setattr(photos, "detect_faces", detect)  # where process_file looks it up (imported from faces)
     out = tmp_path / "out"
     files = [tmp_path / "big.png", good]
     assert main(["predict-image", *map(str, files), "--model", str(model_path), "--out", str(out)]) == 2
@@ -316,7 +316,7 @@ def test_the_documented_example_input_is_a_clean_picture():
     """docs/images/predict_image_input.png is what the README feeds `predict-image`: a picture with
     three faces and no boxes or labels; those are in predict_image_example.png, its output."""
     from conftest import REPO
-    from ferstudy.photos import COLOURS, to_grey
+    from ferstudy.photos import COLOURS
 
     images = REPO / "docs" / "images"
     clean, annotated = (cv2.imread(str(images / name)) for name in ("predict_image_input.png",

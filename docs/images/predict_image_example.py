@@ -22,7 +22,8 @@ from ferstudy.checkpoint import save_model
 from ferstudy.config import expand_blocks
 from ferstudy.data import FerData
 from ferstudy.demo import make_demo_faces
-from ferstudy.photos import TorchPredictor, annotate, cascade, detect_faces, predict_faces, to_grey
+from ferstudy.faces import cascade, detect_faces, to_grey
+from ferstudy.photos import TorchPredictor, annotate, predict_faces
 from ferstudy.train import fit
 
 INPUT = Path(__file__).with_name("predict_image_input.png")   # feed this one to `ferstudy predict-image`
