@@ -261,7 +261,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import torch
 
     from .checkpoint import load_model
-    from .data import parse_fer_csv
+    from .csvdata import parse_fer_csv
     from .io import refuse_overwrite
     from .precision import cpu_has_bf16
     from .train import predict, setup_torch, use_channels_last, write_predictions

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ferstudy import CLASS_NAMES, SPLIT_NAMES
-from ferstudy.data import count_table, load_h5, parse_fer_csv, prepare, sha256_of, write_summary
+from ferstudy.csvdata import parse_fer_csv
+from ferstudy.data import count_table, load_h5, prepare, sha256_of, write_summary
 from ferstudy.errors import UserError
 
 from conftest import REAL_CSV_GZ, require_real_data

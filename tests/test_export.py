@@ -14,7 +14,8 @@ from ferstudy import CLASS_NAMES
 from ferstudy.checkpoint import load_model, save_model
 from ferstudy.cli import main
 from ferstudy.config import expand_blocks
-from ferstudy.data import load_h5, parse_fer_csv, prepare
+from ferstudy.csvdata import parse_fer_csv
+from ferstudy.data import load_h5, prepare
 from ferstudy.demo import make_demo_faces
 from ferstudy.export import TOLERANCE, export, run_onnx
 from ferstudy.models import build_model

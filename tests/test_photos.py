@@ -138,7 +138,7 @@ def test_real_faces_are_framed_as_fer2013_frames_them(real_slice_csv):
     """Real FER2013 faces enlarged to 160 px in a larger picture: the cascade finds them at the
     pasted square, and the square the command crops (box + the default margin) is the stored
     48x48 frame: the same size (median) and centre (within a pixel or two of the 48)."""
-    from ferstudy.data import parse_fer_csv
+    from ferstudy.csvdata import parse_fer_csv
 
     frame = (190, 90, 160, 160)
     faces = parse_fer_csv(real_slice_csv)[0][:40]

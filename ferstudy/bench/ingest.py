@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 _INGEST_CHILD = """
 import json, resource, sys, time
 from ferstudy.errors import UserError
-from ferstudy import data
+from ferstudy import csvdata, data
 
 
 def peak_mib():
@@ -50,7 +50,7 @@ peak, how = peak_mib()
 print(json.dumps({"rows": int(len(d.labels)), "seconds": seconds,
                   "cpu_s": c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime,
                   "peak_rss_mb": peak, "rss_after_import_mb": before, "rss_source": how,
-                  "chunk_bytes": data.CHUNK_BYTES}))
+                  "chunk_bytes": csvdata.CHUNK_BYTES}))
 """
 
 
