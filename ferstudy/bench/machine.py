@@ -127,32 +127,8 @@ def cpu_peak(threads: int, cpuinfo: str | None = None, lscpu: str | None = None,
         assumed.append("the reported clock is the clock the vector units run at (no maximum clock reported)")
 
     fma_units = 2
-    if "avx512f" in flags:
-        lanes, isa = 16, "avx512f: 512-bit vectors, 16 fp32 lanes"
-    elif "avx2" in flags or "avx" in flags:
-        lanes, isa = 8, ("avx2" if "avx2" in flags else "avx") + ": 256-bit vectors, 8 fp32 lanes"
-    elif "sse2" in flags or "asimd" in flags:
-        lanes, isa = 4, ("sse2" if "sse2" in flags else "asimd") + ": 128-bit vectors, 4 fp32 lanes"
-    else:
-        lanes, isa = None, "no known vector extension in the flags"
-    fma = "fma" in flags or "avx512f" in flags or "asimd" in flags
-    fp32 = lanes * (2 if fma else 1) * fma_units if lanes else None
-    fp32_source = (f"{isa} x {'2 (fused multiply-add: the fma flag)' if fma else '1 (no fma flag)'} x "
-                   f"{fma_units} FMA units per core (ASSUMED: no file reports it; most server cores since "
-                   f"Skylake-SP and Zen 2 have 2; some Xeon Silver/Bronze have one 512-bit unit, and AMD Zen 4 "
-                   f"runs 512-bit FMAs on 256-bit units: halve it there)") if lanes else isa
-    if lanes:
-        assumed.append(f"{fma_units} FMA units per core")
-
-    if "amx_bf16" in flags:
-        bf16, bf16_source = 1024, ("amx_bf16: Intel AMX, one tile multiply unit per core, 1024 bf16 FLOP/cycle "
-                                   "(Intel's figure for Sapphire Rapids; ASSUMED the same here)")
-        assumed.append("AMX: 1024 bf16 FLOP/cycle/core")
-    elif "avx512_bf16" in flags and fp32:
-        bf16, bf16_source = 2 * fp32, ("avx512_bf16: VDPBF16PS does 2 bf16 products per fp32 lane per FMA, "
-                                       f"2 x the fp32 rate ({fma_units} FMA units ASSUMED as above)")
-    else:
-        bf16, bf16_source = None, "no native bf16 (neither amx_bf16 nor avx512_bf16 in the flags)"
+    fp32, fp32_source = _fp32_per_cycle(flags, fma_units, assumed)
+    bf16, bf16_source = _bf16_per_cycle(flags, fp32, fma_units, assumed)
 
     def peak(per_cycle):
         return cores * per_cycle * clock if per_cycle and clock else None
@@ -169,6 +145,43 @@ def cpu_peak(threads: int, cpuinfo: str | None = None, lscpu: str | None = None,
             "units": {"gflops_fp32": "GFLOP/s, cores x fp32 FLOP/cycle/core x clock GHz (theoretical)",
                       "gflops_bf16": "GFLOP/s, cores x bf16 FLOP/cycle/core x clock GHz (theoretical)"},
             "context": {"threads": threads}}
+
+
+def _fp32_per_cycle(flags, fma_units, assumed):
+    """(fp32 FLOP/cycle/core, its source) of `cpu_peak` from the vector extension in the CPU flags;
+    what no file reports is appended to `assumed`."""
+    if "avx512f" in flags:
+        lanes, isa = 16, "avx512f: 512-bit vectors, 16 fp32 lanes"
+    elif "avx2" in flags or "avx" in flags:
+        lanes, isa = 8, ("avx2" if "avx2" in flags else "avx") + ": 256-bit vectors, 8 fp32 lanes"
+    elif "sse2" in flags or "asimd" in flags:
+        lanes, isa = 4, ("sse2" if "sse2" in flags else "asimd") + ": 128-bit vectors, 4 fp32 lanes"
+    else:
+        lanes, isa = None, "no known vector extension in the flags"
+    fma = "fma" in flags or "avx512f" in flags or "asimd" in flags
+    fp32 = lanes * (2 if fma else 1) * fma_units if lanes else None
+    fp32_source = (f"{isa} x {'2 (fused multiply-add: the fma flag)' if fma else '1 (no fma flag)'} x "
+                   f"{fma_units} FMA units per core (ASSUMED: no file reports it; most server cores since "
+                   f"Skylake-SP and Zen 2 have 2; some Xeon Silver/Bronze have one 512-bit unit, and AMD Zen 4 "
+                   f"runs 512-bit FMAs on 256-bit units: halve it there)") if lanes else isa
+    if lanes:
+        assumed.append(f"{fma_units} FMA units per core")
+    return fp32, fp32_source
+
+
+def _bf16_per_cycle(flags, fp32, fma_units, assumed):
+    """(bf16 FLOP/cycle/core or None without native bf16, its source) of `cpu_peak`; what no file
+    reports is appended to `assumed`."""
+    if "amx_bf16" in flags:
+        bf16, bf16_source = 1024, ("amx_bf16: Intel AMX, one tile multiply unit per core, 1024 bf16 FLOP/cycle "
+                                   "(Intel's figure for Sapphire Rapids; ASSUMED the same here)")
+        assumed.append("AMX: 1024 bf16 FLOP/cycle/core")
+    elif "avx512_bf16" in flags and fp32:
+        bf16, bf16_source = 2 * fp32, ("avx512_bf16: VDPBF16PS does 2 bf16 products per fp32 lane per FMA, "
+                                       f"2 x the fp32 rate ({fma_units} FMA units ASSUMED as above)")
+    else:
+        bf16, bf16_source = None, "no native bf16 (neither amx_bf16 nor avx512_bf16 in the flags)"
+    return bf16, bf16_source
 
 
 def _fraction(value, of):

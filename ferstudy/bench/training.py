@@ -132,18 +132,7 @@ def train_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: di
                 r.pop("model")
                 if precision == "fp32":
                     project.setdefault(name, r["img_per_s"])
-                out({"name": "train_step", "arch": name, "precision": precision, "img_per_s": r["img_per_s"],
-                     "img_per_s_median": r["img_per_s_median"], "mflops_forward": r["forward_flops"] / 1e6,
-                     "gflops": r["gflops"], "fraction_of_matmul": _fraction(r["gflops"], matmul.get(precision)),
-                     "fraction_of_peak": _fraction(r["gflops"], peak.get(precision)),
-                     "units": {"img_per_s": "images/s, best trial", "mflops_forward": "MFLOP per image, forward",
-                               "gflops": "GFLOP/s achieved; " + FLOPS_CONVENTION,
-                               "fraction_of_matmul": f"gflops / matmul gflops in {precision}",
-                               "fraction_of_peak": f"gflops / cpu_peak gflops_{precision} (theoretical)"},
-                     "context": {"batch_size": r["batch_size"], "batches": r["batches"], "trials": r["trials"],
-                                 "channels_last": r["channels_last"], "augment": r["augment"],
-                                 "autocast": f"bf16 autocast {'on' if r['amp'] else 'off'}",
-                                 "loop": "ferstudy.train.train_one_epoch"}})
+                out(_train_step_record(name, precision, r, matmul, peak))
     if threads > 1 and archs:  # thread scaling of the first architecture's training step (fp32)
         name = cfg["study"]["baseline"] if cfg["study"]["baseline"] in archs else archs[0]
         run_cfg = resolve_arch(cfg, name)
@@ -154,6 +143,22 @@ def train_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: di
              "units": {"speedup": f"img/s at {threads} threads / at 1 thread"},
              "context": {"batch_size": args.batch_size or run_cfg["training"]["batch_size"]}})
     return project
+
+
+def _train_step_record(name, precision, r, matmul, peak):
+    """The `train_step` line of one architecture in one precision from `train_throughput`'s result `r`."""
+    return {"name": "train_step", "arch": name, "precision": precision, "img_per_s": r["img_per_s"],
+            "img_per_s_median": r["img_per_s_median"], "mflops_forward": r["forward_flops"] / 1e6,
+            "gflops": r["gflops"], "fraction_of_matmul": _fraction(r["gflops"], matmul.get(precision)),
+            "fraction_of_peak": _fraction(r["gflops"], peak.get(precision)),
+            "units": {"img_per_s": "images/s, best trial", "mflops_forward": "MFLOP per image, forward",
+                      "gflops": "GFLOP/s achieved; " + FLOPS_CONVENTION,
+                      "fraction_of_matmul": f"gflops / matmul gflops in {precision}",
+                      "fraction_of_peak": f"gflops / cpu_peak gflops_{precision} (theoretical)"},
+            "context": {"batch_size": r["batch_size"], "batches": r["batches"], "trials": r["trials"],
+                        "channels_last": r["channels_last"], "augment": r["augment"],
+                        "autocast": f"bf16 autocast {'on' if r['amp'] else 'off'}",
+                        "loop": "ferstudy.train.train_one_epoch"}}
 
 
 def inference_records(cfg: dict, args: argparse.Namespace, images: np.ndarray, threads: int) -> list[dict]:

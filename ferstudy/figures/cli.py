@@ -48,9 +48,6 @@ def make_all(h5: Path | str, results: Path | str, out_dir: Path | str, archs: Se
     if unknown:
         raise UserError(f"unknown figure(s) {', '.join(unknown)} (expected some of {', '.join(FIGURES)})")
 
-    def arch_metrics(arch):
-        return _read_json(results / "cv" / arch / "metrics.json")
-
     model: Any = None  # loaded below only when a wanted figure looks inside the model
     crop: Any = None
     if {"filters_layer1", "filters_deeper", "activations", "channel_emotion", "saliency"} & set(wanted):
@@ -62,21 +59,8 @@ def make_all(h5: Path | str, results: Path | str, out_dir: Path | str, archs: Se
         best_epoch = final_cfg.get("best_epoch")
         final_augmented = _augmented(final_cfg.get("run_config"))
 
-    def cv_augmented():
-        paths = {a: results / "cv" / a / "run_config.yaml" for a in archs}
-        return {a: _augmented(load_yaml(p)) for a, p in paths.items() if p.is_file()}
-
     makers = {
-        "training_curves": lambda p: plot_training_curves(
-            {a: [pd.read_csv(_need(results / "cv" / a / f"fold{k}" / "history.csv")) for k in range(folds)]
-             for a in archs}, p, dataset, baseline, final_arch, augmented=cv_augmented()),
-        "cv_accuracy": lambda p: plot_cv_accuracy(
-            summary[summary["architecture"].isin(archs)], p, dataset, baseline, final_arch,
-            {a: arch_metrics(a)["aggregate"]["metrics"]["accuracy"]["folds"] for a in archs}),
-        "accuracy_vs_compute": lambda p: plot_accuracy_vs_compute(
-            (lambda c: c[c["architecture"].isin(archs)])(pd.read_csv(_need(results / "tables" / "cost.csv"))),
-            p, dataset, baseline, final_arch, summary),
-        "confusion_cv": lambda p: plot_confusion_cv(arch_metrics(final_arch), p, dataset),
+        **_cv_makers(results, summary, archs, folds, dataset, baseline, final_arch),
         "confusion_final": lambda p: plot_confusion_final(_read_json(final / "metrics.json"), p, dataset, final_arch),
         "final_history": lambda p: plot_final_history(pd.read_csv(_need(final / "history.csv")), p, dataset,
                                                       final_arch, best_epoch, final_augmented),
@@ -96,6 +80,33 @@ def make_all(h5: Path | str, results: Path | str, out_dir: Path | str, archs: Se
         written.append(path)
         log.info("%s (%.1f s)", path, time.perf_counter() - t0)
     return written
+
+
+def _cv_makers(results, summary, archs, folds, dataset, baseline, final_arch):
+    """`make_all`'s makers {figure name: function of the output path} of the cross-validation figures."""
+    import pandas as pd
+
+    from ..config import load_yaml
+
+    def arch_metrics(arch):
+        return _read_json(results / "cv" / arch / "metrics.json")
+
+    def cv_augmented():
+        paths = {a: results / "cv" / a / "run_config.yaml" for a in archs}
+        return {a: _augmented(load_yaml(p)) for a, p in paths.items() if p.is_file()}
+
+    return {
+        "training_curves": lambda p: plot_training_curves(
+            {a: [pd.read_csv(_need(results / "cv" / a / f"fold{k}" / "history.csv")) for k in range(folds)]
+             for a in archs}, p, dataset, baseline, final_arch, augmented=cv_augmented()),
+        "cv_accuracy": lambda p: plot_cv_accuracy(
+            summary[summary["architecture"].isin(archs)], p, dataset, baseline, final_arch,
+            {a: arch_metrics(a)["aggregate"]["metrics"]["accuracy"]["folds"] for a in archs}),
+        "accuracy_vs_compute": lambda p: plot_accuracy_vs_compute(
+            (lambda c: c[c["architecture"].isin(archs)])(pd.read_csv(_need(results / "tables" / "cost.csv"))),
+            p, dataset, baseline, final_arch, summary),
+        "confusion_cv": lambda p: plot_confusion_cv(arch_metrics(final_arch), p, dataset),
+    }
 
 
 def _augmented(run_cfg):

@@ -52,8 +52,6 @@ def plot_training_curves(histories: dict[str, list[pd.DataFrame]], path: Path | 
     """Small multiples, one panel per architecture: held-out and training accuracy per epoch,
     mean over folds with a +-1 std band. histories: {arch: [history DataFrame per fold]};
     augmented: {arch: whether its training faces were augmented} (for the legend)."""
-    from matplotlib.ticker import MaxNLocator
-
     plt = _plt()
     archs = list(histories)
     ncols = min(ncols, len(archs))
@@ -61,29 +59,7 @@ def plot_training_curves(histories: dict[str, list[pd.DataFrame]], path: Path | 
     height = 2.5 * nrows + 1.1
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, height), sharey=True, squeeze=False)
     for ax, arch in zip(axes.flat, archs):
-        for column, color, label in curve_series(histories[arch], augmented):
-            epochs, mean, std = mean_std_by_epoch(histories[arch], column)
-            if column == "val_acc" and has_learning_curve(histories[arch]):  # the full fold, last epoch only
-                ax.errorbar(epochs, mean, yerr=std, color=color, marker="D", ms=4, lw=0, elinewidth=1, label=label)
-                continue
-            ax.plot(epochs, mean, color=color, lw=1.8, marker="o", ms=2.5, label=label)
-            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.25, lw=0)
-        if (not has_learning_curve(histories[arch]) and isinstance(augmented, dict)
-                and len(set(augmented.values())) > 1 and augmented.get(arch) is False):
-            ax.text(0.03, 0.95, "training faces not augmented", transform=ax.transAxes, ha="left", va="top",
-                    fontsize=7.5, color="C1")
-        _, val, val_std = mean_std_by_epoch(histories[arch], "val_acc")
-        ax.text(0.97, 0.05, f"last {val[-1]:.3f} ± {val_std[-1]:.3f}", transform=ax.transAxes, ha="right",
-                fontsize=8, color="C0")
-        role = _role(arch, baseline, final)
-        ax.set_title(arch + (f"  ({role})" if role else ""), fontsize=10,
-                     color=_arch_color(arch, baseline, final) if role else "black",
-                     fontweight="bold" if role else "normal")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        all_epochs = [e for h in histories[arch] for e in h["epoch"]]
-        ax.set_xlim(min(all_epochs) - 0.5, max(all_epochs) + 0.5)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=8)
+        _curve_panel(ax, arch, histories, augmented, baseline, final)
     for ax in axes.flat[len(archs):]:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:len(archs)]):
@@ -99,6 +75,35 @@ def plot_training_curves(histories: dict[str, list[pd.DataFrame]], path: Path | 
                  fontsize=12, y=1 - 0.08 / height, va="top")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))
     return save(fig, path)
+
+
+def _curve_panel(ax, arch, histories, augmented, baseline, final):
+    """One architecture's panel of `plot_training_curves`."""
+    from matplotlib.ticker import MaxNLocator
+
+    for column, color, label in curve_series(histories[arch], augmented):
+        epochs, mean, std = mean_std_by_epoch(histories[arch], column)
+        if column == "val_acc" and has_learning_curve(histories[arch]):  # the full fold, last epoch only
+            ax.errorbar(epochs, mean, yerr=std, color=color, marker="D", ms=4, lw=0, elinewidth=1, label=label)
+            continue
+        ax.plot(epochs, mean, color=color, lw=1.8, marker="o", ms=2.5, label=label)
+        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.25, lw=0)
+    if (not has_learning_curve(histories[arch]) and isinstance(augmented, dict)
+            and len(set(augmented.values())) > 1 and augmented.get(arch) is False):
+        ax.text(0.03, 0.95, "training faces not augmented", transform=ax.transAxes, ha="left", va="top",
+                fontsize=7.5, color="C1")
+    _, val, val_std = mean_std_by_epoch(histories[arch], "val_acc")
+    ax.text(0.97, 0.05, f"last {val[-1]:.3f} ± {val_std[-1]:.3f}", transform=ax.transAxes, ha="right",
+            fontsize=8, color="C0")
+    role = _role(arch, baseline, final)
+    ax.set_title(arch + (f"  ({role})" if role else ""), fontsize=10,
+                 color=_arch_color(arch, baseline, final) if role else "black",
+                 fontweight="bold" if role else "normal")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    all_epochs = [e for h in histories[arch] for e in h["epoch"]]
+    ax.set_xlim(min(all_epochs) - 0.5, max(all_epochs) + 0.5)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=8)
 
 
 def plot_cv_accuracy(summary: pd.DataFrame, path: Path | str, dataset: str, baseline: str | None = None,
@@ -197,21 +202,10 @@ def _place_labels(ax, xs, ys, texts, yerr=None, ringed=(), fontsize=8.5, color="
         lo = ax.transData.transform(np.column_stack([xs, np.asarray(ys) - yerr]))
         hi = ax.transData.transform(np.column_stack([xs, np.asarray(ys) + yerr]))
         taken += [(a[0] - 4, a[1], b[0] + 4, b[1]) for a, b in zip(lo, hi)]
-    probe = ax.text(0, 0, "", fontsize=fontsize)
-    sizes = []
-    for text in texts:
-        probe.set_text(text)
-        bb = probe.get_window_extent(renderer)
-        sizes.append((bb.width, bb.height))
-    probe.remove()
+    sizes = _label_sizes(ax, texts, fontsize, renderer)
     gap = max([h for _, h in sizes] + [1.0]) + 2
     axbox = ax.get_window_extent(renderer)
-    groups = []
-    for i in np.argsort(pts[:, 0], kind="stable"):
-        if groups and pts[i, 0] - pts[groups[-1][-1], 0] < 12:
-            groups[-1].append(int(i))
-        else:
-            groups.append([int(i)])
+    groups = _x_groups(pts)
     boxes = {}
     for group in sorted(groups, key=lambda g: (-len(g), pts[g[0], 0])):
         group = sorted(group, key=lambda i: (pts[i, 1], texts[i]))
@@ -248,6 +242,30 @@ def _place_labels(ax, xs, ys, texts, yerr=None, ringed=(), fontsize=8.5, color="
             boxes[i] = b
             taken.append(b)
     return [boxes[i] for i in range(len(texts))]
+
+
+def _label_sizes(ax, texts, fontsize, renderer):
+    """(width, height) in display pixels of each of `texts` drawn at `fontsize` (`_place_labels`)."""
+    probe = ax.text(0, 0, "", fontsize=fontsize)
+    sizes = []
+    for text in texts:
+        probe.set_text(text)
+        bb = probe.get_window_extent(renderer)
+        sizes.append((bb.width, bb.height))
+    probe.remove()
+    return sizes
+
+
+def _x_groups(pts):
+    """Indices of the points (display pixels) in groups closer in x than a marker, left to right
+    (`_place_labels`)."""
+    groups = []
+    for i in np.argsort(pts[:, 0], kind="stable"):
+        if groups and pts[i, 0] - pts[groups[-1][-1], 0] < 12:
+            groups[-1].append(int(i))
+        else:
+            groups.append([int(i)])
+    return groups
 
 
 def plot_accuracy_vs_compute(cost: pd.DataFrame, path: Path | str, dataset: str, baseline: str | None = None,
