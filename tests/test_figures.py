@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from ferstudy import CLASS_NAMES
+from ferstudy.checkpoint import load_model
 from ferstudy.cli import main
 from ferstudy.data import load_h5
 from ferstudy.errors import UserError
@@ -23,7 +24,6 @@ from ferstudy.figures.plot import batches_label, dataset_label
 from ferstudy.models import build_model
 from ferstudy.probe import (capture, channel_emotion_matrix, conv_layers, first_layer_filters, grad_cam, model_input,
                             pick_faces, stage_taps)
-from ferstudy.train import load_model
 
 torch.set_num_threads(1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
