@@ -314,3 +314,11 @@ def predict_extra_runtime(wildcards, attempt):
 def predict_extra_mem_mb(wildcards, attempt):
     path = EXTRA_TEST_SETS[wildcards.name]
     return mb(attempt * resources.predict_extra_estimate(STUDY, final_archs(), path)[1])
+
+def longer_recheck_config(run_config, fold_config, factor):
+    """The study's run config at `factor` x the epochs, in the precision that fold trained in."""
+    from ferstudy.config import load_yaml
+    from ferstudy.recheck import longer_run_config
+
+    precision = load_yaml(fold_config).get("precision")
+    return longer_run_config(load_yaml(run_config), factor, precision)

@@ -13,6 +13,7 @@ RECHECK_PLAN = f"{R}/recheck/plan.json"
 recheck_inputs = lambda wildcards: workflow_inputs(checkpoints, RECHECK, R)
 
 
+
 checkpoint recheck_plan:
     input:
         h5=f"{R}/data/dataset.h5",
@@ -54,11 +55,7 @@ rule recheck_config:
     log:
         f"{R}/logs/recheck_config/{{arch}}.log",
     run:
-        from ferstudy.config import load_yaml
-        from ferstudy.recheck import longer_run_config
-
-        precision = load_yaml(input.fold_config).get("precision")
-        longer = longer_run_config(load_yaml(input.run_config), params.factor, precision)
+        longer = longer_recheck_config(input.run_config, input.fold_config, params.factor)
         write_yaml_logged(output[0], longer, log[0], spec_id(longer))
 
 
