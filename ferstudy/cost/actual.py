@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,11 +19,11 @@ def actual_times(study_dir: Path | str) -> dict:
     import pandas as pd
 
     d = Path(study_dir)
-    per_arch = {}
+    per_arch: dict[str, list[float]] = {}
     for tsv in sorted(d.glob("results/benchmarks/train/*/fold*.tsv")):
         per_arch.setdefault(tsv.parent.name, []).append(float(pd.read_csv(tsv, sep="\t")["s"].iloc[0]))
     final = d / "results/benchmarks/train_final.tsv"
-    out = {"per_arch_job_s": {a: float(np.mean(v)) for a, v in per_arch.items()},
+    out: dict[str, Any] = {"per_arch_job_s": {a: float(np.mean(v)) for a, v in per_arch.items()},
            "final_job_s": float(pd.read_csv(final, sep="\t")["s"].iloc[0]) if final.is_file() else None,
            "total_s": None, "log": None}
     selection = d / "results/final/selection.json"

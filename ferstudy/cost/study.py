@@ -73,7 +73,7 @@ def in_study_prediction(raw_config: dict, study_cfg: dict, cores: int, jobs_by_r
                    "--jobs-by-rule", json.dumps(jobs_by_rule), "--out", str(pred_path)]
             with open(log_path, "w") as log_file, subprocess.Popen(
                     cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), text=True) as done:
-                for line in done.stdout:  # the log gets every line; the study's log each network's progress
+                for line in done.stdout or ():  # the log gets every line; the study's log each network's progress
                     log_file.write(line)
                     if line.startswith(PROGRESS):
                         say("  " + line.rstrip())
@@ -154,7 +154,7 @@ def predicted_vs_actual(results: Path | str, now: float | None = None) -> dict |
     if f["assumed"] and chosen in f["per_arch_s"]:
         # cross-validation chose the final network after the prediction: count that one's predicted time
         predicted += f["per_arch_s"][chosen] - f["predicted_job_s"]
-    rows = [{"what": "whole study", "predicted_s": predicted, "actual_s": total, "note": note}]
+    rows: list[dict[str, Any]] = [{"what": "whole study", "predicted_s": predicted, "actual_s": total, "note": note}]
     jobs = compare(pred, actual)
     rows += [{"what": f"{name} fold job (mean)", "predicted_s": r["predicted_job_s"], "actual_s": r["actual_job_s"],
               "note": ""} for name, r in jobs["per_arch"].items() if r["actual_job_s"] is not None]

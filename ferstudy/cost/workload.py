@@ -28,7 +28,7 @@ def demo_counts(n_images: int, class_weights: Sequence[float] | None = None) -> 
 
     w = np.asarray(DEFAULT_CLASS_WEIGHTS if class_weights is None else class_weights, dtype=float)
     per_class = _largest_remainder(n_images, w / w.sum())
-    out = {"Training": [], "PublicTest": [], "PrivateTest": []}
+    out: dict[str, list[int]] = {"Training": [], "PublicTest": [], "PrivateTest": []}
     for n_cls in per_class:
         n_test = [max(1, round(n_cls * f)) for f in SPLIT_FRACTIONS[1:]]
         out["Training"].append(int(n_cls - sum(n_test)))
