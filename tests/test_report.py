@@ -155,7 +155,8 @@ def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", see
             write_history(preds[-1].with_name("history.csv"),
                           fold_history(run_cfg["training"]["epochs"], scores[arch][fold], (gaps or {}).get(arch, 3.0)))
             write_text(preds[-1].with_name("config.yaml"), yaml.safe_dump(
-                {"fold": fold, "precision": precision[0], "precision_reason": precision[1]}))
+                {"fold": fold, "init_seed": run_cfg["training"]["seed"] + fold, "precision": precision[0],
+                 "precision_reason": precision[1]}))
             benches.append(r / "benchmarks" / "train" / arch / f"fold{fold}.tsv")
             write_text(benches[-1], f"s\th:m:s\tmax_rss\n{20 + 5 * fold}\t0:00:20\t{300 + fold}\n")
         result = study.evaluate_arch(preds, run_cfg, benchmark_files=benches)

@@ -37,10 +37,12 @@ def _records(df):
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
-def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing_figures=False):
+def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing_figures=False,
+            appendix_path=None) -> dict:
     """All numbers the report needs, from the files under `results_dir` (`inputs.report_inputs`).
 
-    Every figure must exist unless `allow_missing_figures` (then missing ones are not linked)."""
+    Every figure must exist unless `allow_missing_figures` (then missing ones are not linked).
+    `appendix_path`: where the appendix goes (default: appendix.md beside the report), for the link."""
     import pandas as pd
 
     from ..cost.study import predicted_vs_actual
@@ -72,13 +74,17 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
             for rec in _records(summary)]
     desc = {row["architecture"]: row["description"] for row in rows}
     abl = ablation_rows(_records(ablation), desc)
+    filled = fill_newer_columns(abl, cv, baseline, float(ablation["alpha"].iloc[0]) if len(ablation) else 0.05,
+                                n_train * (k - 1) // k, n_train // k)
     chosen = selection["architecture"]
     report_dir = Path(report_path).parent if report_path else r / "report"
+    appendix = Path(appendix_path) if appendix_path else report_dir / "appendix.md"
 
     def link(path):
         return Path(os.path.relpath(path, report_dir)).as_posix()
 
     by_name = {row["architecture"]: row for row in rows}
+    folds = fold_records(r, archs, k)
     ctx = {
         "dataset": data.attrs.get("dataset", "unknown"),
         "demo": data.attrs.get("dataset") == "demo",
@@ -88,6 +94,7 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "alpha": float(ablation["alpha"].iloc[0]) if len(ablation) else 0.05,
         "archs": rows,
         "ablation": abl,
+        "ablation_filled": filled,
         "selection": selection,
         "selected_by_cv": str(selection.get("reason", "")).startswith("highest"),
         "chosen": by_name[chosen],
@@ -96,9 +103,12 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "chosen_training": run_cfgs[chosen]["training"],
         "runner_up_test": runner_up_test(selection, by_name, selection.get("metric", "accuracy"),
                                          n_train * (k - 1) // k, n_train // k),
+        "chosen_vs": paired_against(chosen, by_name, selection.get("metric", "accuracy"), n_train * (k - 1) // k,
+                                    n_train // k),
         "final": final_context(final_metrics, final_cfg, history, class_counts),
         "precision": {"final": {"precision": final_cfg.get("precision"), "reason": final_cfg.get("precision_reason")},
-                      "folds": fold_precisions(r, archs, k)},
+                      "folds": folds},
+        "init_seeds": {a: [fo["init_seed"] for fo in folds if fo["arch"] == a] for a in archs},
         "environment": final_cfg.get("environment", {}),
         "config_hash": final_cfg.get("config_hash"),
         "threads": final_cfg.get("threads"),
@@ -111,6 +121,9 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "figures": {name: link(r / "figures" / f"{name}.png") if (r / "figures" / f"{name}.png").is_file() else None
                     for name in FIGURES},
         "faces": link(r / "data" / "faces.png"),
+        "appendix": link(appendix),
+        "report_link": Path(os.path.relpath(Path(report_path) if report_path else r / "report" / "report.md",
+                                            appendix.parent)).as_posix(),
         "results_dir": r.as_posix(),
     }
     ctx["pretrained_pairs"] = pretrained_pairs(cv, run_cfgs, ctx["data"]["fold_train"], ctx["data"]["fold_test"],
@@ -242,6 +255,37 @@ def ablation_rows(records, descriptions):
     return rows
 
 
+NEWER_COLUMNS = ("p_pooled", "fragile", "detectable_pp", "compute_ratio", "compute_mixed")
+
+
+def fill_newer_columns(rows: list[dict], cv: dict, baseline: str, alpha: float, fold_train: int,
+                       fold_test: int) -> list[str]:
+    """An ablation.csv written before the pooled check and the compute ratio (ferstudy before #20)
+    gets them from the cross-validation metrics by the study's own rule
+    (`study.comparisons_with_pooled`), so that every report states them; returns the columns filled
+    (none for a current table, or when the metrics lack what the rule needs)."""
+    from ..study import comparisons_with_pooled
+
+    missing = [c for c in NEWER_COLUMNS if rows and all(_is_default(row, c) for row in rows)]
+    if not missing:
+        return []
+    try:
+        computed, _ = comparisons_with_pooled(cv, baseline, alpha, fold_train, fold_test)
+    except (KeyError, TypeError, ValueError):
+        return []
+    by_arch = {c["arch"]: c for c in computed}
+    for row in rows:
+        for column in missing:
+            if row["arch"] in by_arch:
+                row[column] = by_arch[row["arch"]][column]
+    return missing
+
+
+def _is_default(row, column):
+    value, default = row.get(column), ABLATION_DEFAULTS[column]
+    return value == default or (isinstance(value, float) and math.isnan(value))
+
+
 def _missing(v):
     return v is None or (isinstance(v, float) and math.isnan(v))
 
@@ -259,7 +303,22 @@ def curve_fit(curve):
         return float(np.mean(values)) if values else math.nan
 
     return {"epoch": int(curve["epochs"][-1]), "val": last("val_acc"), "train": last("train_acc"),
-            "batches": last("train_acc_augmented"), "gap_pp": last_gap_pp(curve)}
+            "batches": last("train_acc_augmented"), "gap_pp": last_gap_pp(curve),
+            "late_gain_pp": late_gain_pp(curve)}
+
+
+def late_gain_pp(curve: dict) -> float:
+    """How much held-out curve accuracy rose over the last half of the epochs (`stability.late_mask`),
+    mean over folds, in pp: a network still gaining at the end was stopped by the budget."""
+    from ..stability import late_mask
+
+    epochs = curve.get("epochs") or []
+    if len(epochs) < 3:
+        return math.nan
+    first = int(np.flatnonzero(late_mask(epochs))[0])
+    gains = [100 * (fold[-1] - fold[first]) for fold in curve.get("val_acc") or []
+             if len(fold) == len(epochs) and np.isfinite(fold[-1]) and np.isfinite(fold[first])]
+    return float(np.mean(gains)) if gains else math.nan
 
 
 def fold_workload(run_cfg, class_counts, folds):
@@ -285,30 +344,43 @@ def final_workload_of(training, class_counts):
 
 
 def runner_up_test(selection, rows, metric, fold_train, fold_test):
-    """The chosen architecture against the runner-up, paired by fold: the corrected resampled t-test
-    with the pair's images (the smaller subsample of the two, as `study.aggregate` does)."""
-    from ..metrics import corrected_resampled_ttest
-
+    """The chosen architecture against the runner-up, paired by fold (`paired_test`)."""
     runner = selection.get("runner_up")
     if not runner or runner["architecture"] not in rows:
         return None
-    a, b = rows[selection["architecture"]], rows[runner["architecture"]]
+    return paired_test(rows[selection["architecture"]], rows[runner["architecture"]], metric, fold_train, fold_test)
+
+
+def paired_test(a: dict, b: dict, metric: str, fold_train: int, fold_test: int) -> dict | None:
+    """Architecture row `a` against `b`, paired by fold: the corrected resampled t-test with the
+    pair's images (the smaller subsample of the two, as `study.aggregate` does); None without
+    matching folds."""
+    from ..metrics import corrected_resampled_ttest
+
     fa, fb = a["fold_scores"][metric]["folds"], b["fold_scores"][metric]["folds"]
     if len(fa) != len(fb) or len(fa) < 2:
         return None
     n_train = min(max(1, round(fold_train * row["subsample"])) for row in (a, b))
     test = corrected_resampled_ttest(np.subtract(fa, fb), n_train, fold_test)
-    return {"architecture": runner["architecture"], **test, "diff_pp": 100 * test["mean_diff"]}
+    return {"architecture": b["architecture"], **test, "diff_pp": 100 * test["mean_diff"]}
 
 
-def fold_precisions(results, archs, folds):
-    """[{arch, fold, precision, reason}] from each fold job's config.yaml (None where not recorded)."""
+def paired_against(chosen: str, rows: dict, metric: str, fold_train: int, fold_test: int) -> dict:
+    """{architecture: `paired_test` of the chosen one against it} for every other architecture."""
+    return {name: paired_test(rows[chosen], row, metric, fold_train, fold_test)
+            for name, row in rows.items() if name != chosen}
+
+
+def fold_records(results, archs, folds) -> list[dict]:
+    """[{arch, fold, precision, reason, init_seed}] from each fold job's config.yaml (None where not
+    recorded: `init_seed` is missing from folds trained before fold k started from seed s + k)."""
     out = []
     for a in archs:
         for k in range(folds):
             path = fold_config(results, a, k)
             cfg = load_yaml(path) if path.is_file() else {}
-            out.append({"arch": a, "fold": k, "precision": cfg.get("precision"), "reason": cfg.get("precision_reason")})
+            out.append({"arch": a, "fold": k, "precision": cfg.get("precision"), "reason": cfg.get("precision_reason"),
+                        "init_seed": cfg.get("init_seed")})
     return out
 
 

@@ -1,7 +1,9 @@
 """How a verdict is stated, everywhere in the report: the verdict of the raw corrected t-test
 (p < alpha), its Holm-adjusted p over all comparisons, and its budget-stability label
-(ferstudy/stability.py), as `verdict_clause` words it; the labels counted; the difference each
-comparison could have detected. Summaries lead with the verdicts that survive Holm and hold."""
+(ferstudy/stability.py), as `verdict_clause` words it (the appendix) or `outcome` in a few words
+(the main report, whose numbers stand in its table); the labels counted; the difference each
+comparison could have detected; whether the fold spread samples initialisation noise. Summaries
+lead with the verdicts that survive Holm and hold."""
 
 import math
 
@@ -111,3 +113,30 @@ def _n_train(row, ctx):
 
 def _n_test(row, ctx):
     return float(row["n_test"]) if row.get("n_test") else ctx["data"]["fold_test"]
+
+
+def outcome(row: dict) -> str:
+    """A verdict in a few words: 'clearly hurt' (survives Holm and holds), 'helped', 'hurt at this
+    budget only' (budget-dependent), 'made no measurable difference'."""
+    if not _significant(row):
+        return "could not be tested" if not np.isfinite(row["p"]) else "made no measurable difference"
+    if _label(row) == "budget-dependent":
+        return f"{row['verdict']} at this budget only"
+    return f"clearly {row['verdict']}" if row["holm"] and _label(row) == "holds" else row["verdict"]
+
+
+def seed_noise_sampled(ctx: dict) -> bool:
+    """Whether the fold models started from different initial weights (fold k from seed s + k, as each
+    fold's config.yaml records in `init_seed`): then the fold spread holds initialisation noise as
+    well as data noise. Folds trained before `init_seed` existed all started from seed s."""
+    by_fold = {}
+    for fo in ctx["precision"]["folds"]:
+        by_fold.setdefault(fo["fold"], set()).add(fo.get("init_seed"))
+    seeds = {s for ss in by_fold.values() for s in ss}
+    return None not in seeds and len(seeds) > 1
+
+
+def compute_note(row: dict) -> str:
+    """'0.3x': the variant's compute against the baseline's ('' when unknown)."""
+    ratio = row.get("compute_ratio", math.nan)
+    return f"{ratio:.1f}x" if np.isfinite(ratio) else ""
