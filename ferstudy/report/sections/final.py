@@ -24,8 +24,9 @@ def selection_findings(ctx: dict) -> dict:
                  f"{code(runner['architecture'])}" if margin else f", tied with {code(runner['architecture'])}")
         if test and np.isfinite(test["p"]):
             paired = f"; paired t-test {pval(test['p'])}"
+            settled = ("a measurable lead" if margin > 0 else "a measurable difference")
             text += (f" (corrected paired t-test {pval(test['p'])}: "
-                     + ("a measurable lead)" if test["p"] < alpha else "these folds do not separate the two)"))
+                     + (f"{settled})" if test["p"] < alpha else "these folds do not separate the two)"))
     text += "."
     row = next((r for r in ctx["ablation"] if r["arch"] == sel["architecture"]), None)
     if sel["architecture"] == ctx["baseline"] and by_cv:
