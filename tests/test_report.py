@@ -127,20 +127,26 @@ def fold_history(epochs, score, gap_pp, lift=0.15):
 
 
 def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", seed=0, gaps=None,
-                  precision=("fp32", "this CPU has no native bf16")):
+                  precision=("fp32", "this CPU has no native bf16"), faces=None):
     """results/ under `root`: per-fold accuracies `scores[arch]` (list, one per fold) for every
     architecture of `cfg`, learning curves ending `gaps[arch]` pp (default 3) below the trained-on
-    curve; every file the report reads, written by the project's own writers."""
+    curve; every file the report reads, written by the project's own writers. `faces`: a FerData
+    (e.g. a slice of the real FER2013) whose images, labels, splits and rows to use instead of
+    made-up ones."""
     rng = np.random.default_rng(seed)
     r = Path(root) / "results"
     k = cfg["data"]["folds"]
     archs = cfg["study"]["architectures"]
-    train_n = np.maximum(FER_TRAIN // 40, 3 * k)
-    test_n = np.maximum(train_n // 8, 2)
-    labels = np.concatenate([np.repeat(np.arange(7), n) for n in (train_n, test_n, test_n)]).astype(np.uint8)
-    split = np.repeat([0, 1, 2], [train_n.sum(), test_n.sum(), test_n.sum()]).astype(np.uint8)
-    images = rng.integers(0, 256, size=(len(labels), 48, 48), dtype=np.uint8)
-    data = write_h5(r / "data" / "dataset.h5", images, labels, split, np.arange(len(labels)), k, 0, dataset,
+    if faces is None:
+        train_n = np.maximum(FER_TRAIN // 40, 3 * k)
+        test_n = np.maximum(train_n // 8, 2)
+        labels = np.concatenate([np.repeat(np.arange(7), n) for n in (train_n, test_n, test_n)]).astype(np.uint8)
+        split = np.repeat([0, 1, 2], [train_n.sum(), test_n.sum(), test_n.sum()]).astype(np.uint8)
+        images, rows = rng.integers(0, 256, size=(len(labels), 48, 48), dtype=np.uint8), np.arange(len(labels))
+    else:
+        images, labels, split, rows = faces.images, faces.labels, faces.split, faces.row
+        train_n = np.bincount(labels[split == 0], minlength=7)
+    data = write_h5(r / "data" / "dataset.h5", images, labels, split, rows, k, 0, dataset,
                     "data/fer2013.csv" if dataset == "fer2013" else "results/data/demo.csv", "ab" * 32)
     (r / "data" / "faces.png").write_bytes(TINY_PNG)
     write_text(r / "benchmarks" / "prepare.tsv", "s\th:m:s\tmax_rss\n7.5\t0:00:07\t220.3\n")

@@ -94,10 +94,18 @@ def filled_note(ctx: dict) -> str:
             f"rule (`study.comparisons_with_pooled`); its stability labels are the older heuristic's.")
 
 
+def pretrained_rows(ctx: dict) -> list[list]:
+    """Each pretrained backbone against its from-scratch twin (`load.pretrained_pairs`): the statistics
+    and the stability label with its reason (one planned comparison each, outside Holm)."""
+    return [[code(pair["arch"]), code(pair["twin"]), f"{pp(r['diff_pp'])} ± {r['std_pp']:.1f}", p_cell(r["p"]),
+             r["verdict"], _label(r), r.get("stability_reason") or ""]
+            for pair in ctx.get("pretrained_pairs") or [] if (r := pair["row"]) is not None]
+
+
 def findings(ctx: dict) -> dict:
     abl = ctx["ablation"]
     if not abl:
         return {}
-    return {"evidence_rows": evidence_rows(ctx), "reason_rows": reason_rows(ctx),
+    return {"evidence_rows": evidence_rows(ctx), "reason_rows": reason_rows(ctx), "pretrained_rows": pretrained_rows(ctx),
             "multiple": multiple_text(abl, ctx["alpha"]), "power": power_text(ctx), "filled_note": filled_note(ctx),
             "variants_counted": plural(len(abl), "variant")}
