@@ -14,6 +14,7 @@ Inside one folder, `ferstudy-handin/`:
 The zip is written under a temporary name and renamed when complete.
 """
 
+import argparse
 import contextlib
 import datetime
 import io
@@ -24,6 +25,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from . import chromium
@@ -63,11 +65,11 @@ def excluded(name: str) -> bool:
             or (lower.startswith(("fer2013", "icml_face_data")) and ".csv" in lower))
 
 
-def git(source, *args) -> subprocess.CompletedProcess:
+def git(source: str | Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True)
 
 
-def git_code(source) -> tuple[str, list] | None:
+def git_code(source: str | Path) -> tuple[str, list] | None:
     """(description, [(name, bytes)]) of `git archive HEAD` of the checkout's folder `source`, or None
     when `source` is not in a git repository with a commit (or git is missing)."""
     try:
@@ -94,7 +96,7 @@ def git_code(source) -> tuple[str, list] | None:
     return note, files
 
 
-def plain_code(source) -> tuple[str, list]:
+def plain_code(source: str | Path) -> tuple[str, list]:
     """(description, [(name, bytes)]) of CODE_PATHS under `source`, as they are on disk."""
     source = Path(source)
     files = []
@@ -111,7 +113,7 @@ def plain_code(source) -> tuple[str, list]:
     return f"files of {source} (not a git checkout: {', '.join(CODE_PATHS)})", files
 
 
-def code_files(source) -> tuple[str, list, list]:
+def code_files(source: str | Path) -> tuple[str, list, list]:
     """(description, kept [(name, bytes)], left-out names) of the code."""
     note, files = git_code(source) or plain_code(source)
     kept = [(n, b) for n, b in files if not excluded(n)]
@@ -119,7 +121,7 @@ def code_files(source) -> tuple[str, list, list]:
     return note, kept, left_out
 
 
-def result_name(path, results) -> str:
+def result_name(path: str | Path, results: str | Path) -> str:
     """The member name of a results file: its path below the results folder, under `results/`."""
     path, results = Path(path).resolve(), Path(results).resolve()
     try:
@@ -129,7 +131,7 @@ def result_name(path, results) -> str:
     return f"results/{rel.as_posix()}"
 
 
-def report_images(markdown_path) -> list[Path]:
+def report_images(markdown_path: str | Path) -> list[Path]:
     """The local image files the markdown report links (what its HTML version embeds)."""
     from .htmlreport import markdown_to_html
 
@@ -138,7 +140,7 @@ def report_images(markdown_path) -> list[Path]:
     return list(dict.fromkeys(path for path, _ in images))
 
 
-def pdf_member(html_path, pdf_name: str) -> tuple[str, bytes, str]:
+def pdf_member(html_path: str | Path, pdf_name: str) -> tuple[str, bytes, str]:
     """(member name, bytes, status line): a page printed by Chromium, or a note why there is none."""
     binary = chromium.find_chromium()
     note_name = str(PurePosixPath(pdf_name).with_name(NO_PDF_NOTE))
@@ -166,7 +168,8 @@ def manifest(code_note: str, left_out: list, pdf_status: str, members: list) -> 
     return "\n".join(lines) + "\n"
 
 
-def build_members(source, readme, report_md, html_dir, files, results, appendix_md=None) -> tuple[list, list]:
+def build_members(source: str | Path, readme: str | Path, report_md: str | Path, html_dir: str | Path, files: list,
+                  results: str | Path, appendix_md: str | Path | None = None) -> tuple[list, list]:
     """Every member of the hand-in as [(name below ROOT, bytes)], and the status lines for the log:
     the report and its appendix (`appendix_md`) as markdown with their figures, HTML and PDF."""
     code_note, code, left_out = code_files(source)
@@ -197,7 +200,7 @@ def build_members(source, readme, report_md, html_dir, files, results, appendix_
     return members, [code_note, pdf_status] + ([f"left out of code/: {', '.join(left_out)}"] if left_out else [])
 
 
-def write_zip(out, members: list) -> Path:
+def write_zip(out: str | Path, members: list) -> Path:
     """The zip at `out`, written under a temporary name beside it and renamed when complete."""
     with atomic_path(out) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -207,7 +210,7 @@ def write_zip(out, members: list) -> Path:
 
 
 @contextlib.contextmanager
-def logging_to(path):
+def logging_to(path: str | Path | None) -> Iterator[None]:
     """With `path`: every log line goes to that file and only warnings to the console (stderr), so
     that a PDF skipped is seen where the command ran (Snakemake's console), not only in its log."""
     if not path:
@@ -231,7 +234,7 @@ def logging_to(path):
             h.setLevel(level)
 
 
-def cmd_handin(args) -> None:
+def cmd_handin(args: argparse.Namespace) -> None:
     with logging_to(args.log):
         t0 = time.perf_counter()
         members, status = build_members(args.source, args.readme, args.report_md, args.report_html_dir,
@@ -243,7 +246,7 @@ def cmd_handin(args) -> None:
                  time.perf_counter() - t0)
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("handin", help="the hand-in zip: code as committed, README, report (md, HTML, PDF), metrics")
     p.add_argument("--out", required=True, help="zip to write (results/handin.zip)")
     p.add_argument("--source", required=True, help="the workflow's folder (its git HEAD is the code)")

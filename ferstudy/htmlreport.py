@@ -16,17 +16,23 @@ Pages (style inline, nothing fetched from the network):
     results/final/metrics.json and selection.json.
 """
 
+import argparse
 import html
 import json
 import logging
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlparse
 
 from .errors import UserError
 from .io import atomic_path, write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("ferstudy")
 
@@ -69,7 +75,7 @@ def page(title: str, body: str) -> str:
             f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
 
 
-def linked_file(src: str, base_dir) -> Path | None:
+def linked_file(src: str, base_dir: str | Path) -> Path | None:
     """The local file an image link names (relative to the markdown's folder), or None for a URL."""
     parsed = urlparse(src)
     if parsed.scheme in ("http", "https", "data") or parsed.netloc:
@@ -133,7 +139,7 @@ def _image_extension(base_dir, images):
     return LocalImagesExtension()
 
 
-def markdown_to_html(text: str, base_dir, pages: dict | None = None) -> tuple[str, list]:
+def markdown_to_html(text: str, base_dir: str | Path, pages: dict | None = None) -> tuple[str, list]:
     """(body HTML, [(image file, its name beside the page)]) of markdown `text` whose links are
     relative to `base_dir`; the body links each image by that name, and each link to one of `pages`
     ({resolved markdown path: HTML name}) by the page's HTML name."""
@@ -150,7 +156,7 @@ def first_heading(text: str, default: str) -> str:
     return m.group(1).strip() if m else default
 
 
-def report_page(markdown_path, pages: dict | None = None) -> tuple[str, list]:
+def report_page(markdown_path: str | Path, pages: dict | None = None) -> tuple[str, list]:
     """(HTML document, [(image file, its name beside the page)]) of a markdown page of the report;
     `pages`: {resolved markdown path: HTML name} of the pages its links should point to."""
     markdown_path = Path(markdown_path)
@@ -159,7 +165,7 @@ def report_page(markdown_path, pages: dict | None = None) -> tuple[str, list]:
     return page(first_heading(text, "Study report"), body), images
 
 
-def write_report_folder(markdown_path, out_dir, other_pages=()) -> list:
+def write_report_folder(markdown_path: str | Path, out_dir: str | Path, other_pages: Iterable = ()) -> list:
     """`out_dir`/index.html of the report, `out_dir`/<name>.html of each of `other_pages` (markdown
     files, e.g. the appendix) and the images they link beside them; [(file, name)] of the images.
     Links between the pages point to their HTML names."""
@@ -181,7 +187,7 @@ def write_report_folder(markdown_path, out_dir, other_pages=()) -> list:
     return images
 
 
-def table_html(frame) -> str:
+def table_html(frame: "pd.DataFrame") -> str:
     """An HTML table of a DataFrame: numbers right-aligned and shortened, empty cells empty."""
     import pandas as pd
 
@@ -203,7 +209,7 @@ def table_html(frame) -> str:
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
 
 
-def csv_page(csv_path, title: str) -> str:
+def csv_page(csv_path: str | Path, title: str) -> str:
     import pandas as pd
 
     frame = pd.read_csv(csv_path)
@@ -229,7 +235,7 @@ def percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}%"
 
 
-def metric_text(key: str, value) -> str:
+def metric_text(key: str, value: float | int | None) -> str:
     """Counts as they are, F1 scores to 3 decimals, accuracies as percentages."""
     if value is None:
         return ""
@@ -238,7 +244,7 @@ def metric_text(key: str, value) -> str:
     return f"{value:.3f}" if "f1" in key else percent(value)
 
 
-def final_metrics_page(metrics_path, selection_path=None) -> str:
+def final_metrics_page(metrics_path: str | Path, selection_path: str | Path | None = None) -> str:
     """The final model's metrics on every test set, and per class (recall and F1)."""
     metrics = json.loads(Path(metrics_path).read_text())
     rows = metric_rows(metrics)
@@ -276,7 +282,7 @@ def per_class_table(rows: list[tuple]) -> str:
             + "\n".join(body) + "\n</tbody>\n</table>")
 
 
-def parse_pairs(items, option: str) -> list[tuple[str, str]]:
+def parse_pairs(items: Iterable[str] | None, option: str) -> list[tuple[str, str]]:
     """`IN=OUT` arguments -> [(IN, OUT)] (split at the last `=`: output names have none)."""
     pairs = []
     for item in items or []:
@@ -286,7 +292,7 @@ def parse_pairs(items, option: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def cmd_report_html(args) -> None:
+def cmd_report_html(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     images = write_report_folder(args.markdown, args.out_dir, args.page or ())
     log.info("wrote %s/index.html from %s%s, with the %d image(s) they link beside it", args.out_dir, args.markdown,
@@ -301,7 +307,7 @@ def cmd_report_html(args) -> None:
     log.info("HTML pages done in %.1f s", time.perf_counter() - t0)
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report-html", help="the markdown report and the tables as HTML pages")
     p.add_argument("--markdown", required=True, help="the markdown report (its image links relative to it)")
     p.add_argument("--page", action="append", metavar="MARKDOWN",

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cdp import Browser, require_chromium
 from conftest import REPO
+
 from ferstudy import handin, htmlreport
 from ferstudy.errors import UserError
 

@@ -6,21 +6,34 @@ each defect a grader found in the committed real-data report, fixed where it cam
 import csv
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REAL_CSV_GZ, REPO, SLICE_RANGES, require_real_file
+from test_report import (
+    SKELETON_NAMES,
+    appendix_of,
+    assert_hand_in_shape,
+    build_results,
+    default_scores,
+    fast_writers,
+    make_report,
+    study_config,
+)
+
 from ferstudy import ferplus
 from ferstudy.data import load_h5, prepare
 from ferstudy.io import write_json
 from ferstudy.metrics import wilson_interval
 from ferstudy.report.load import collect
 from ferstudy.report.sections import findings
-from ferstudy.report.text import num, pct, prose_words, repeated_skeletons, sentence_skeletons
-from test_report import (SKELETON_NAMES, appendix_of, assert_hand_in_shape, build_results, default_scores, fast_writers,
-                         make_report, study_config)
+from ferstudy.report.text import (
+    num,
+    pct,
+    prose_words,
+    repeated_skeletons,
+    sentence_skeletons,
+)
 
 REAL_FERPLUS = REAL_CSV_GZ.parent / "fer2013new.csv"
 COMMITTED = REPO / "docs" / "measurements" / "cpu_preset"
@@ -61,7 +74,7 @@ def test_the_committed_real_report_breaks_both_rules():
 
 def test_the_demo_report_fits_the_hand_in(tmp_path):
     cfg = study_config("demo")
-    ctx, text, out = make_report(build_results(tmp_path, cfg, default_scores(cfg)), tmp_path, preset="demo")
+    _, text, out = make_report(build_results(tmp_path, cfg, default_scores(cfg)), tmp_path, preset="demo")
     assert_hand_in_shape(text)
     assert "DEMO DATA" in text[:600] and "DEMO DATA" in appendix_of(out)[:300]
 

@@ -1,6 +1,7 @@
 """`ferstudy report`: collect the results, render the main report and its appendix, write both,
 count the main report's words and look for repeated sentence skeletons."""
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def check_text(path: str, text: str, demo: bool) -> None:
         log.warning("%s: one sentence skeleton %d times (at most %d): %s", path, n, MAX_SKELETON_REPEATS, skeleton)
 
 
-def cmd_report(args) -> None:
+def cmd_report(args: argparse.Namespace) -> None:
     from ..io import write_text
 
     template = Path(args.template)
@@ -45,7 +46,7 @@ def cmd_report(args) -> None:
     log.info("wrote %s: %d prose words (the appendix has no limit)", appendix_out, prose_words(appendix))
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="render the markdown report and its appendix from the results")
     p.add_argument("--results", default="results", help="results directory (data/, tables/, cv/, final/, figures/)")
     p.add_argument("--out", default="results/report/report.md", help="markdown file to write (the main report)")

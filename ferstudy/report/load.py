@@ -9,6 +9,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,7 +21,18 @@ from ..io import float_or_nan
 from ..probe import PICK_SEED
 from .inputs import benchmark_files, fold_config, required_files
 from .model_facts import inspect_model
-from .specs import activations, conv_filters, has_dropout, layer_summary, training_changes
+from .specs import (
+    activations,
+    conv_filters,
+    has_dropout,
+    layer_summary,
+    training_changes,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..data import FerData
 
 log = logging.getLogger("ferstudy.report")
 
@@ -37,8 +49,8 @@ def _records(df):
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
-def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing_figures=False,
-            appendix_path=None) -> dict:
+def collect(results_dir: str | Path, report_path: str | Path | None = None, preset: str | None = None, threads: int = 1,
+            allow_missing_figures: bool = False, appendix_path: str | Path | None = None) -> dict:
     """All numbers the report needs, from the files under `results_dir` (`inputs.report_inputs`).
 
     Every figure must exist unless `allow_missing_figures` (then missing ones are not linked).
@@ -131,7 +143,7 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
     return ctx
 
 
-def final_context(final_metrics, final_cfg, history, class_counts):
+def final_context(final_metrics: dict, final_cfg: dict, history: list[dict], class_counts: dict) -> dict:
     """The final model's section: its PublicTest, PrivateTest and extra test-set metrics, training
     settings and workload, the epoch PublicTest chose, time and history."""
     training = final_cfg.get("run_config", {}).get("training", {})
@@ -144,7 +156,7 @@ def final_context(final_metrics, final_cfg, history, class_counts):
             "seconds": final_cfg.get("seconds"), "history": history, "n_train": final_cfg.get("n_train")}
 
 
-def data_context(data, counts, k):
+def data_context(data: "FerData", counts: "pd.DataFrame", k: int) -> dict:
     """The data section's numbers: counts per split and class, source, folds and fold sizes."""
     n_train = int(counts.loc["Training", "total"])
     return {"counts": {s: {c: int(counts.loc[s, c]) for c in [*CLASS_NAMES, "total"]} for s in [*SPLIT_NAMES, "total"]},
@@ -155,7 +167,8 @@ def data_context(data, counts, k):
             "fold_train": n_train * (k - 1) // k, "fold_test": n_train // k}
 
 
-def arch_row(rec, cost, cv_metrics, run_cfgs, baseline, class_counts, k):
+def arch_row(rec: dict, cost: "pd.DataFrame", cv_metrics: dict, run_cfgs: dict, baseline: str, class_counts: dict,
+             k: int) -> dict:
     """One architecture's row of the report: its cv_summary.csv record with its cost, fold scores,
     layers, training settings, per-class recall, fit and what differs from the baseline's training."""
     a = rec["architecture"]
@@ -175,7 +188,7 @@ def arch_row(rec, cost, cv_metrics, run_cfgs, baseline, class_counts, k):
             if a != baseline and baseline in run_cfgs else []}
 
 
-def pretrained_pairs(cv, run_cfgs, fold_train, fold_test, alpha):
+def pretrained_pairs(cv: dict, run_cfgs: dict, fold_train: int, fold_test: int, alpha: float) -> list[dict]:
     """Each pretrained backbone against its from-scratch twin: the studied architecture with the same
     backbone and `pretrained: null` (one with the same training settings first). Judged by the
     ablation's own rule with the twin in the baseline's place: `metrics.compare_to_baseline` (the
@@ -208,7 +221,7 @@ def pretrained_pairs(cv, run_cfgs, fold_train, fold_test, alpha):
     return out
 
 
-def read_ferplus_scores(r):
+def read_ferplus_scores(r: Path) -> dict | None:
     """results/final/ferplus.json (rule ferplus_scores, data.ferplus set) if it scores the current final
     predictions, else None (not run, or left from an earlier final model)."""
     from ..data import sha256_of
@@ -235,7 +248,7 @@ ABLATION_FLOATS = ("p", "p_holm", "diff_pp", "std_pp", "t", "gap_pp", "baseline_
                    "p_pooled", "detectable_pp", "compute_ratio", "recheck_1x_pp", "recheck_2x_pp")
 
 
-def ablation_rows(records, descriptions):
+def ablation_rows(records: list[dict], descriptions: dict) -> list[dict]:
     """ablation.csv rows with clean types: floats (NaN for missing), `holm` a bool, text never NaN;
     the columns an older ablation.csv lacks get `ABLATION_DEFAULTS` (Holm p computed here)."""
     from ..stability import holm_adjusted
@@ -290,7 +303,7 @@ def _missing(v):
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def curve_fit(curve):
+def curve_fit(curve: dict | None) -> dict | None:
     """The last epoch of a learning curve, mean over folds: held-out and trained-on accuracy (fixed
     subsets, un-augmented), the accuracy on the training batches (as trained) and the gap (pp)."""
     from ..stability import last_gap_pp
@@ -321,7 +334,7 @@ def late_gain_pp(curve: dict) -> float:
     return float(np.mean(gains)) if gains else math.nan
 
 
-def fold_workload(run_cfg, class_counts, folds):
+def fold_workload(run_cfg: dict, class_counts: dict, folds: int) -> dict:
     """Images, batch, SGD steps and epochs of one fold job (mean over folds), as `cost.cv_workload`."""
     from ..cost.workload import cv_workload
 
@@ -332,7 +345,7 @@ def fold_workload(run_cfg, class_counts, folds):
             "epochs": int(w["epochs"]), "steps": steps * w["epochs"]}
 
 
-def final_workload_of(training, class_counts):
+def final_workload_of(training: dict, class_counts: dict) -> dict | None:
     """The same numbers for the final model (`cost.final_workload`); None without its settings."""
     from ..cost.workload import final_workload
 
@@ -343,7 +356,7 @@ def final_workload_of(training, class_counts):
             "epochs": int(w["epochs"]), "steps": w["steps"] * w["epochs"]}
 
 
-def runner_up_test(selection, rows, metric, fold_train, fold_test):
+def runner_up_test(selection: dict, rows: dict, metric: str, fold_train: int, fold_test: int) -> dict | None:
     """The chosen architecture against the runner-up, paired by fold (`paired_test`)."""
     runner = selection.get("runner_up")
     if not runner or runner["architecture"] not in rows:
@@ -371,7 +384,7 @@ def paired_against(chosen: str, rows: dict, metric: str, fold_train: int, fold_t
             for name, row in rows.items() if name != chosen}
 
 
-def fold_records(results, archs, folds) -> list[dict]:
+def fold_records(results: str | Path, archs: list[str], folds: int) -> list[dict]:
     """[{arch, fold, precision, reason, init_seed}] from each fold job's config.yaml (None where not
     recorded: `init_seed` is missing from folds trained before fold k started from seed s + k)."""
     out = []
@@ -388,7 +401,7 @@ STAGE_NAMES = {"prepare": "data preparation", "train": "cross-validation trainin
                "figures": "figures"}
 
 
-def benchmark_times(results_dir, archs, folds):
+def benchmark_times(results_dir: str | Path, archs: list[str], folds: int) -> dict:
     """Wall seconds and peak memory per stage from Snakemake's benchmark files (column `s`, `max_rss`):
     those of `inputs.benchmark_files` that exist (the rule declares them: no stale file counts).
 

@@ -4,19 +4,35 @@ templates' filters."""
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import CLASS_NAMES
 from ..errors import UserError
 from .sections import findings
-from .text import and_join, code, extract, md_table, mean_std, mflops, num, pct, pp, pval, seconds
+from .text import (
+    and_join,
+    code,
+    extract,
+    md_table,
+    mean_std,
+    mflops,
+    num,
+    pct,
+    pp,
+    pval,
+    seconds,
+)
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATE = "report.md.j2"
 APPENDIX_TEMPLATE = "appendix.md.j2"
 
 
-def environment(template_dir):
+def environment(template_dir: str | Path) -> "jinja2.Environment":
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), undefined=jinja2.StrictUndefined,
@@ -28,7 +44,7 @@ def environment(template_dir):
     return env
 
 
-def render(ctx: dict, template_dir, template: str = TEMPLATE, found: dict | None = None) -> str:
+def render(ctx: dict, template_dir: str | Path, template: str = TEMPLATE, found: dict | None = None) -> str:
     """One template (the main report by default) as markdown text; `found`: the findings, when
     already computed for another template of the same ctx."""
     import jinja2
@@ -46,7 +62,7 @@ def render(ctx: dict, template_dir, template: str = TEMPLATE, found: dict | None
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
-def render_both(ctx: dict, template_dir, template: str = TEMPLATE,
+def render_both(ctx: dict, template_dir: str | Path, template: str = TEMPLATE,
                 appendix_template: str = APPENDIX_TEMPLATE) -> tuple[str, str]:
     """(main report, appendix) from one set of findings."""
     found = findings(ctx)

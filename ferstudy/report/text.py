@@ -16,6 +16,7 @@ when a skeleton comes back more than `MAX_SKELETON_REPEATS` times.
 """
 
 import re
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -23,58 +24,58 @@ PROSE_WORDS = (1200, 1500)
 MAX_SKELETON_REPEATS = 3
 
 
-def pct(x, digits=1):
+def pct(x: float | None, digits: int = 1) -> str:
     """0.6134 -> '61.3%'."""
     return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.{digits}f}%"
 
 
-def pp(x, digits=1):
+def pp(x: float | None, digits: int = 1) -> str:
     """Percentage points with a sign: 4.06 -> '+4.1 pp'."""
     return "n/a" if x is None or not np.isfinite(x) else f"{x:+.{digits}f} pp"
 
 
-def pval(p):
+def pval(p: float | None) -> str:
     """'p = 0.012', 'p < 0.001', or 'no p-value'."""
     if p is None or not np.isfinite(p):
         return "no p-value"
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.1 else f"p = {p:.2f}"
 
 
-def p_cell(p) -> str:
+def p_cell(p: float | None) -> str:
     """A p-value for a table cell: '0.012', '< 0.001', 'n/a'."""
     return pval(p).removeprefix("p = ").removeprefix("p ").replace("no p-value", "n/a")
 
 
-def num(x):
+def num(x: float) -> str:
     return f"{int(round(x)):,}"
 
 
-def mflops(x):
+def mflops(x: float | None) -> str:
     """MFLOPs: one decimal below 100 ('9.5', '36.8'), none above ('751', '2,192')."""
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
 
 
-def seconds(s):
+def seconds(s: float | None) -> str:
     """Human wall time: '42 s', '12.5 min', '2.3 h'."""
     if s is None or not np.isfinite(s):
         return "n/a"
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
-def code(name):
+def code(name: str) -> str:
     return f"`{name}`"
 
 
-def mean_std(metric, row):
+def mean_std(metric: str, row: dict) -> str:
     """'61.3% ± 1.2' from row['<metric>_mean'] and row['<metric>_std'] (fractions)."""
     return f"{pct(row[f'{metric}_mean'])} ± {100 * row[f'{metric}_std']:.1f}"
 
 
-def extract(key, mapping):
+def extract(key: str, mapping: dict) -> object:
     return mapping[key]
 
 
-def md_table(headers, rows, align=None):
+def md_table(headers: list, rows: list[list], align: list[str] | None = None) -> str:
     """Markdown table; `align` one of 'l'/'r' per column (default: text left, numbers right)."""
     align = align or ["l"] + ["r"] * (len(headers) - 1)
     sep = ["---:" if a == "r" else "---" for a in align]
@@ -83,14 +84,14 @@ def md_table(headers, rows, align=None):
     return "\n".join(lines)
 
 
-def and_join(items):
+def and_join(items: Iterable[str]) -> str:
     items = list(items)
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def plural(n, word, many=None):
+def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 

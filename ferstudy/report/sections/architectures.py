@@ -1,6 +1,8 @@
 """Section 2, architectures tried: what each network changes, what ran (filters, parameters) and
 its compute against the baseline's; larger networks are promised only when the study ran some."""
 
+import math
+
 from ..text import code, mflops, num
 
 
@@ -12,7 +14,7 @@ def architecture_findings(ctx: dict) -> dict:
         if row["architecture"] == ctx["baseline"]:
             return "1.0x"
         value = ratio.get(row["architecture"])
-        if value is None or value != value:  # NaN: from the cost table
+        if value is None or math.isnan(value):  # not in ablation.csv: from the cost table
             value = row["mflops"] / base["mflops"] if row["mflops"] and base["mflops"] else None
         return f"{value:.1f}x" if value is not None else "n/a"
 

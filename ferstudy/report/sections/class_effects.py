@@ -1,6 +1,8 @@
 """Appendix A3, recall per emotion of each variant against the baseline's (mean over the folds,
 descriptive): the table, the hard classes' extremes and whether augmentation lifts them."""
 
+from collections.abc import Callable
+
 from ... import CLASS_NAMES
 from ..text import and_join, code, pct, pp
 
@@ -36,7 +38,7 @@ def class_effect_findings(ctx: dict) -> dict:
     return {"class_effect_rows": table, "class_effects": text}
 
 
-def hard_class_extremes(abl, c, diff, base_recall) -> str:
+def hard_class_extremes(abl: list[dict], c: str, diff: Callable[[str, str], float], base_recall: float) -> str:
     """'fear (baseline recall 22%) gained most with `a` (+5.9 pp) and lost most with `b` (-13.2 pp)'."""
     up = max(abl, key=lambda r: diff(r["arch"], c))
     down = min(abl, key=lambda r: diff(r["arch"], c))

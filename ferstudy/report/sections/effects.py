@@ -4,6 +4,7 @@ support (a second change in the training, a strided first layer, the over-fittin
 had to prevent, compute); the verdicts that change compute several-fold named once; the
 pretrained backbones against their from-scratch twins."""
 
+import math
 import re
 
 from ..text import and_join, code, pct
@@ -40,7 +41,7 @@ def operation_text(factor: str, ctx: dict) -> str:
     ran = list(dict.fromkeys(ran))
     if base == ["relu"] and ran and all(a in ACTIVATION_TEXT for a in ran):
         return f"Where the baseline's ReLU zeroes negative inputs, {and_join(ACTIVATION_TEXT[a] for a in ran)}."
-    names = lambda acts: and_join(ACTIVATION_NAMES.get(a, a) for a in acts)  # noqa: E731
+    names = lambda acts: and_join(ACTIVATION_NAMES.get(a, a) for a in acts)
     return f"The baseline uses {names(base)}; the variants use {names(ran) or 'the same'}."
 
 
@@ -113,7 +114,7 @@ def regularizer_lesson(factor: str, frows: list[dict], ctx: dict) -> str:
 
     base = _row(ctx, ctx["baseline"])
     base_gap = base["fit"]["gap_pp"] if base["fit"] else float("nan")
-    if base_gap != base_gap:
+    if math.isnan(base_gap):
         return ""
     if factor == "augmentation":
         bare = [r for r in frows if not _row(ctx, r["arch"])["augmented"] and _row(ctx, r["arch"])["fit"]]
@@ -135,7 +136,7 @@ def compute_lesson(row: dict, ctx: dict) -> str:
     """A cheap variant that lost nothing measurable (not the final one): the costly gains are named
     once, with every verdict that changes compute (`compute_mixed_text`)."""
     ratio = row.get("compute_ratio", float("nan"))
-    if ratio != ratio or row["arch"] == ctx["selection"]["architecture"]:
+    if math.isnan(ratio) or row["arch"] == ctx["selection"]["architecture"]:
         return ""
     if ratio < 0.67 and not _significant(row):
         return f"{code(row['arch'])} lost no measurable accuracy at {compute_note(row)} the compute."

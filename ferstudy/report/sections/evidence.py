@@ -8,7 +8,15 @@ import math
 import numpy as np
 
 from ..text import and_join, code, num, p_cell, plural, pp, pval
-from ..verdicts import _label, _n_test, _n_train, _significant, _strength, compute_note, min_detectable_pp
+from ..verdicts import (
+    _label,
+    _n_test,
+    _n_train,
+    _significant,
+    _strength,
+    compute_note,
+    min_detectable_pp,
+)
 
 
 def _pp_cell(x):

@@ -12,7 +12,7 @@ from ... import CLASS_NAMES
 from ..text import and_join, code, num, pct, plural
 
 
-def top_confusions(cm, n=3) -> list[tuple]:
+def top_confusions(cm: list | np.ndarray, n: int = 3) -> list[tuple]:
     """The n largest off-diagonal counts: [(true, predicted, count, share of the true class)]."""
     cm = np.asarray(cm, dtype=float)
     off = cm.copy()

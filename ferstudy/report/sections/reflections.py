@@ -8,7 +8,7 @@ report's word limit)."""
 import numpy as np
 
 from ..text import and_join, code, pct, plural, prose_words
-from ..verdicts import _label, _significant, compute_note, label_counts, seed_noise_sampled
+from ..verdicts import _label, _significant, compute_note, seed_noise_sampled
 
 REFLECTION_WORDS = 130
 LESSON_WORDS = 65
@@ -164,4 +164,4 @@ def findings(ctx: dict) -> dict:
             literature_reflection(ctx)]
     text = " ".join(within([r for r in refl if r], REFLECTION_WORDS))
     lesson = ("**Lessons learnt.** " + "; ".join(taught)[:1].upper() + "; ".join(taught)[1:] + ".") if taught else ""
-    return {"reflections": text, "lessons": lesson, "label_counts": label_counts(ctx["ablation"])}
+    return {"reflections": text, "lessons": lesson}

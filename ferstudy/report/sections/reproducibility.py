@@ -5,7 +5,6 @@ import re
 
 from ..text import and_join, code, plural
 
-
 PRECISION_NAMES = {"bf16": "bf16 autocast", "fp32": "fp32"}
 
 
