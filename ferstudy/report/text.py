@@ -91,6 +91,12 @@ def and_join(items: Iterable[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def plain_description(desc: str | None) -> str:
+    """A config description for a sentence: its parenthesised details dropped (widths a preset may
+    change) and a colon made a comma: 'no pooling: stride-2 convolutions' -> 'no pooling, stride-2 convolutions'."""
+    return re.sub(r"\s*\([^)]*\)", "", desc or "").replace(": ", ", ").strip()
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 

@@ -7,7 +7,7 @@ pretrained backbones against their from-scratch twins."""
 import math
 import re
 
-from ..text import and_join, code, pct
+from ..text import and_join, code, pct, plain_description
 from ..verdicts import _significant, _strength, compute_note, outcome, verdict_clause
 
 OPERATIONS = {
@@ -51,7 +51,7 @@ def _row(ctx, arch):
 
 def named(row: dict) -> str:
     """'5x5 kernels (`kernel_5`)': a variant by its (short) description and its name."""
-    desc = re.sub(r"\s*\([^)]*\)", "", row.get("description") or "").replace(": ", ", ").strip()
+    desc = plain_description(row.get("description"))
     if not desc or len(desc.split()) > MAX_DESCRIPTION_WORDS:
         return code(row["arch"])
     return f"{desc} ({code(row['arch'])})"

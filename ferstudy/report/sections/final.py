@@ -4,7 +4,7 @@ against the baseline, and what it costs against the alternatives: the networks o
 
 import numpy as np
 
-from ..text import code, mflops, num, pct, plural, pp, pval, seconds
+from ..text import code, mflops, num, pct, plain_description, plural, pp, pval, seconds
 from ..verdicts import outcome
 
 
@@ -12,7 +12,8 @@ def selection_findings(ctx: dict) -> dict:
     sel, runner, test = ctx["selection"], ctx["selection"].get("runner_up"), ctx.get("runner_up_test")
     chosen, by_cv, alpha = ctx["chosen"], ctx["selected_by_cv"], ctx["alpha"]
     mname = ctx["metric"].replace("_", " ")
-    desc = f" ({chosen['description']})" if chosen.get("description") and sel["architecture"] != ctx["baseline"] else ""
+    desc = plain_description(chosen.get("description")) if sel["architecture"] != ctx["baseline"] else ""
+    desc = f" ({desc})" if desc else ""
     text = ((f"Cross-validation chose {code(sel['architecture'])}{desc}: " if by_cv else
              f"The config named {code(sel['architecture'])}{desc} as the final architecture: ")
             + f"{pct(sel['mean'])} ± {100 * sel['std']:.1f} mean {mname} over {plural(int(chosen['folds']), 'fold')}")
