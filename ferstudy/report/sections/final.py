@@ -30,7 +30,7 @@ def selection_findings(ctx: dict) -> dict:
                      + (f"{settled})" if test["p"] < alpha else "these folds do not separate the two)"))
     text += "."
     row = next((r for r in ctx["ablation"] if r["arch"] == sel["architecture"]), None)
-    if sel["architecture"] == ctx["baseline"] and by_cv:
+    if sel["architecture"] == ctx["baseline"] and by_cv and ctx["ablation"]:
         text += " No variant had a higher mean than the baseline, so the baseline itself was retrained."
     elif row is not None:
         text += (f" Against the baseline it {outcome(row)} ({pp(row['diff_pp'])}, {pval(row['p'])}, Holm "
