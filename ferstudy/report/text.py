@@ -93,8 +93,8 @@ def and_join(items: Iterable[str]) -> str:
 
 def plain_description(desc: str | None) -> str:
     """A config description for a sentence: its parenthesised details dropped (widths a preset may
-    change) and a colon made a comma: 'no pooling: stride-2 convolutions' -> 'no pooling, stride-2 convolutions'."""
-    return re.sub(r"\s*\([^)]*\)", "", desc or "").replace(": ", ", ").strip()
+    change) and, after a colon, what the variant does: 'no pooling: stride-2 convolutions' -> 'stride-2 convolutions'."""
+    return re.sub(r"\s*\([^)]*\)", "", desc or "").split(": ")[-1].strip()
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
