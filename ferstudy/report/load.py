@@ -86,15 +86,10 @@ def collect(results_dir: str | Path, report_path: str | Path | None = None, pres
             for rec in _records(summary)]
     desc = {row["architecture"]: row["description"] for row in rows}
     abl = ablation_rows(_records(ablation), desc)
-    filled = fill_newer_columns(abl, cv, baseline, float(ablation["alpha"].iloc[0]) if len(ablation) else 0.05,
-                                n_train * (k - 1) // k, n_train // k)
+    alpha = float(ablation["alpha"].iloc[0]) if len(ablation) else 0.05
+    fold_train, fold_test = n_train * (k - 1) // k, n_train // k
+    filled = fill_newer_columns(abl, cv, baseline, alpha, fold_train, fold_test)
     chosen = selection["architecture"]
-    report_dir = Path(report_path).parent if report_path else r / "report"
-    appendix = Path(appendix_path) if appendix_path else report_dir / "appendix.md"
-
-    def link(path):
-        return Path(os.path.relpath(path, report_dir)).as_posix()
-
     by_name = {row["architecture"]: row for row in rows}
     folds = fold_records(r, archs, k)
     ctx = {
@@ -103,7 +98,7 @@ def collect(results_dir: str | Path, report_path: str | Path | None = None, pres
         "data": data_context(data, counts, k),
         "baseline": baseline,
         "metric": selection.get("metric", "accuracy"),
-        "alpha": float(ablation["alpha"].iloc[0]) if len(ablation) else 0.05,
+        "alpha": alpha,
         "archs": rows,
         "ablation": abl,
         "ablation_filled": filled,
@@ -113,14 +108,11 @@ def collect(results_dir: str | Path, report_path: str | Path | None = None, pres
         "cv_chosen": cv[chosen]["aggregate"],
         "cv_training": run_cfgs[baseline]["training"],
         "chosen_training": run_cfgs[chosen]["training"],
-        "runner_up_test": runner_up_test(selection, by_name, selection.get("metric", "accuracy"),
-                                         n_train * (k - 1) // k, n_train // k),
-        "chosen_vs": paired_against(chosen, by_name, selection.get("metric", "accuracy"), n_train * (k - 1) // k,
-                                    n_train // k),
+        "runner_up_test": runner_up_test(selection, by_name, selection.get("metric", "accuracy"), fold_train, fold_test),
+        "chosen_vs": paired_against(chosen, by_name, selection.get("metric", "accuracy"), fold_train, fold_test),
         "final": final_context(final_metrics, final_cfg, history, class_counts),
         "precision": {"final": {"precision": final_cfg.get("precision"), "reason": final_cfg.get("precision_reason")},
                       "folds": folds},
-        "init_seeds": {a: [fo["init_seed"] for fo in folds if fo["arch"] == a] for a in archs},
         "environment": final_cfg.get("environment", {}),
         "config_hash": final_cfg.get("config_hash"),
         "threads": final_cfg.get("threads"),
@@ -130,17 +122,27 @@ def collect(results_dir: str | Path, report_path: str | Path | None = None, pres
         "ferplus": read_ferplus_scores(r),
         "inspect": inspect_model(r / "final" / "model.pt", data, threads=threads),
         "seed_picks": PICK_SEED,
-        "figures": {name: link(r / "figures" / f"{name}.png") if (r / "figures" / f"{name}.png").is_file() else None
-                    for name in FIGURES},
-        "faces": link(r / "data" / "faces.png"),
-        "appendix": link(appendix),
-        "report_link": Path(os.path.relpath(Path(report_path) if report_path else r / "report" / "report.md",
-                                            appendix.parent)).as_posix(),
+        **document_links(r, report_path, appendix_path),
         "results_dir": r.as_posix(),
     }
     ctx["pretrained_pairs"] = pretrained_pairs(cv, run_cfgs, ctx["data"]["fold_train"], ctx["data"]["fold_test"],
                                                ctx["alpha"])
     return ctx
+
+
+def document_links(r: Path, report_path: str | Path | None, appendix_path: str | Path | None) -> dict:
+    """The links the two documents hold, relative to where they are written: the figures and the
+    example faces (from the main report), the appendix (from it) and the main report (from the appendix)."""
+    report = Path(report_path) if report_path else r / "report" / "report.md"
+    appendix = Path(appendix_path) if appendix_path else report.with_name("appendix.md")
+
+    def link(path, start=report.parent):
+        return Path(os.path.relpath(path, start)).as_posix()
+
+    figures = {name: link(r / "figures" / f"{name}.png") if (r / "figures" / f"{name}.png").is_file() else None
+               for name in FIGURES}
+    return {"figures": figures, "faces": link(r / "data" / "faces.png"), "appendix": link(appendix),
+            "report_link": link(report, appendix.parent)}
 
 
 def final_context(final_metrics: dict, final_cfg: dict, history: list[dict], class_counts: dict) -> dict:
