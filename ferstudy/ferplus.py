@@ -223,7 +223,8 @@ def cmd_ferplus(args: argparse.Namespace) -> None:
         log.info("%s: %d of %d faces have a FER+ majority; accuracy %.4f against it (%.4f against FER2013 on the "
                  "same faces); the crowd sides with the model on %d of its %d errors", name, s["scored"], s["faces"],
                  s["accuracy_ferplus"], s["accuracy_fer2013"], s["crowd_agrees"], s["errors"])
-    log.info("wrote %s in %.1f s", args.out, time.perf_counter() - t0)
+    log.info("wrote %s in %.1f s (the report reads it: `snakemake` reruns the report when it is newer)", args.out,
+             time.perf_counter() - t0)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,17 +1,21 @@
-"""`ferstudy handin`: results/handin.zip, what a reader needs to check the study.
+"""`ferstudy handin`: results/handin.zip (with config key `handin.authors`:
+results/Surname1_Surname2_Second_Assignment.zip, `zip_name`), what a reader needs to check the study.
 
 Inside one folder, `ferstudy-handin/`:
   - `code/`: the code as committed (`git archive` of HEAD when the workflow is a git checkout;
     otherwise the package, workflow, config and docs files as they are); never data, weights or
     results, also when committed by mistake;
   - `README.md`, and `MANIFEST.txt` (commit, what was left out, every member);
-  - `results/report/`: the report as markdown (its figures at the paths it links, under
-    `results/`), as HTML (`html/index.html`, its figures beside it) and as PDF (`report.pdf`, that
-    page printed by headless Chromium; without Chromium a note file says why there is none);
+  - `results/report/`: the report and its appendix as markdown (their figures at the paths they
+    link, under `results/`), as HTML (`html/index.html` and `html/appendix.html`, the figures beside
+    them) and as PDF (`report.pdf`, `appendix.pdf`: those pages printed by headless Chromium; without
+    Chromium a note file says why there is none, and the warning reaches the console, not only the log);
   - `results/final/`, `results/tables/`, ...: the final metrics and tables given with --files.
 The zip is written under a temporary name and renamed when complete.
 """
 
+import argparse
+import contextlib
 import datetime
 import io
 import logging
@@ -21,6 +25,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from . import chromium
@@ -39,9 +44,20 @@ EXCLUDED_SUFFIXES = (".h5", ".hdf5", ".pt", ".pth", ".ckpt", ".onnx", ".npz", ".
 CODE_PATHS = ("workflow", "config", "ferstudy", "pyproject.toml", "README.md", "LICENSE",
               ".snakemake-workflow-catalog.yml", "report", "envs", "profiles", "scripts", "tests", "docs", ".ci")
 NO_PDF_NOTE = "PDF_NOT_INCLUDED.txt"
+DEFAULT_ZIP = "handin.zip"
+DEFAULT_NAME = "Second_Assignment"
 
 
-def excluded(name):
+def zip_name(handin: dict) -> str:
+    """The hand-in's file name from config key `handin`: `handin.zip` without authors, else the
+    authors' surnames and `name` joined by underscores: {authors: [Doe, Roe]} -> Doe_Roe_Second_Assignment.zip."""
+    authors = [str(a) for a in handin.get("authors") or []]
+    if not authors:
+        return DEFAULT_ZIP
+    return "_".join([*authors, str(handin.get("name") or DEFAULT_NAME)]) + ".zip"
+
+
+def excluded(name: str) -> bool:
     """Whether a code path (posix, relative) is data, weights, results or a cache."""
     path = PurePosixPath(name)
     lower = path.name.lower()
@@ -49,11 +65,11 @@ def excluded(name):
             or (lower.startswith(("fer2013", "icml_face_data")) and ".csv" in lower))
 
 
-def git(source, *args):
+def git(source: str | Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True)
 
 
-def git_code(source):
+def git_code(source: str | Path) -> tuple[str, list] | None:
     """(description, [(name, bytes)]) of `git archive HEAD` of the checkout's folder `source`, or None
     when `source` is not in a git repository with a commit (or git is missing)."""
     try:
@@ -80,7 +96,7 @@ def git_code(source):
     return note, files
 
 
-def plain_code(source):
+def plain_code(source: str | Path) -> tuple[str, list]:
     """(description, [(name, bytes)]) of CODE_PATHS under `source`, as they are on disk."""
     source = Path(source)
     files = []
@@ -98,7 +114,7 @@ def plain_code(source):
     return f"files of {source} (not a git checkout: {', '.join(CODE_PATHS)})", files
 
 
-def code_files(source):
+def code_files(source: str | Path) -> tuple[str, list, list]:
     """(description, kept [(name, bytes)], left-out names) of the code."""
     note, files = git_code(source) or plain_code(source)
     kept = [(n, b) for n, b in files if not excluded(n)]
@@ -106,7 +122,7 @@ def code_files(source):
     return note, kept, left_out
 
 
-def result_name(path, results):
+def result_name(path: str | Path, results: str | Path) -> str:
     """The member name of a results file: its path below the results folder, under `results/`."""
     path, results = Path(path).resolve(), Path(results).resolve()
     try:
@@ -116,7 +132,7 @@ def result_name(path, results):
     return f"results/{rel.as_posix()}"
 
 
-def report_images(markdown_path):
+def report_images(markdown_path: str | Path) -> list[Path]:
     """The local image files the markdown report links (what its HTML version embeds)."""
     from .htmlreport import markdown_to_html
 
@@ -125,8 +141,8 @@ def report_images(markdown_path):
     return list(dict.fromkeys(path for path, _ in images))
 
 
-def pdf_member(html_path, pdf_name):
-    """(member name, bytes, status line): the report printed by Chromium, or a note why there is none."""
+def pdf_member(html_path: str | Path, pdf_name: str) -> tuple[str, bytes, str]:
+    """(member name, bytes, status line): a page printed by Chromium, or a note why there is none."""
     binary = chromium.find_chromium()
     note_name = str(PurePosixPath(pdf_name).with_name(NO_PDF_NOTE))
     if binary is None:
@@ -144,7 +160,7 @@ def pdf_member(html_path, pdf_name):
     return pdf_name, data, f"PDF printed by {chromium.version(binary)} ({len(data) / 1e6:.1f} MB)"
 
 
-def manifest(code_note, left_out, pdf_status, members):
+def manifest(code_note: str, left_out: list, pdf_status: str, members: list) -> str:
     lines = [f"ferstudy hand-in, written {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
              f"code/: {code_note}",
              f"left out of code/ (data, weights, results): {', '.join(left_out) if left_out else 'nothing'}",
@@ -153,27 +169,39 @@ def manifest(code_note, left_out, pdf_status, members):
     return "\n".join(lines) + "\n"
 
 
-def build_members(source, readme, report_md, html_dir, files, results):
-    """Every member of the hand-in as [(name below ROOT, bytes)], and the status lines for the log."""
+def build_members(source: str | Path, readme: str | Path, report_md: str | Path, html_dir: str | Path, files: list,
+                  results: str | Path, appendix_md: str | Path | None = None) -> tuple[list, list]:
+    """Every member of the hand-in as [(name below ROOT, bytes)], and the status lines for the log:
+    the report and its appendix (`appendix_md`) as markdown with their figures, HTML and PDF."""
     code_note, code, left_out = code_files(source)
     members = [(f"code/{name}", data) for name, data in code]
     members.append(("README.md", Path(readme).read_bytes()))
-    md_name = result_name(report_md, results)
-    members.append((md_name, Path(report_md).read_bytes()))
-    members += [(result_name(p, results), p.read_bytes()) for p in report_images(report_md)]
     html_dir = Path(html_dir)
     if not (html_dir / "index.html").is_file():
         raise UserError(f"{html_dir}: no index.html in it (the HTML report, rule report_html)")
+    documents = [(Path(report_md), html_dir / "index.html")]
+    if appendix_md:
+        page = html_dir / f"{Path(appendix_md).stem}.html"
+        if not page.is_file():
+            raise UserError(f"{html_dir}: no {page.name} in it (the appendix's page, rule report_html)")
+        documents.append((Path(appendix_md), page))
+    for md, _ in documents:
+        members.append((result_name(md, results), md.read_bytes()))
+        members += [(result_name(p, results), p.read_bytes()) for p in report_images(md)]
     members += [(result_name(p, results), p.read_bytes()) for p in sorted(html_dir.rglob("*")) if p.is_file()]
-    pdf_name, pdf_data, pdf_status = pdf_member(html_dir / "index.html", str(PurePosixPath(md_name).with_suffix(".pdf")))
-    members.append((pdf_name, pdf_data))
+    statuses = []
+    for md, page in documents:
+        pdf_name, pdf_data, status = pdf_member(page, str(PurePosixPath(result_name(md, results)).with_suffix(".pdf")))
+        members.append((pdf_name, pdf_data))
+        statuses.append(status)
+    pdf_status = statuses[0] if len(set(statuses)) == 1 or statuses[0].startswith("PDF skipped") else "; ".join(statuses)
     members += [(result_name(f, results), Path(f).read_bytes()) for f in files]
     members = list({name: (name, data) for name, data in members}.values())  # a file given twice goes in once
     members.append(("MANIFEST.txt", manifest(code_note, left_out, pdf_status, members).encode()))
     return members, [code_note, pdf_status] + ([f"left out of code/: {', '.join(left_out)}"] if left_out else [])
 
 
-def write_zip(out, members):
+def write_zip(out: str | Path, members: list) -> Path:
     """The zip at `out`, written under a temporary name beside it and renamed when complete."""
     with atomic_path(out) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -182,25 +210,53 @@ def write_zip(out, members):
     return Path(out)
 
 
-def cmd_handin(args):
-    t0 = time.perf_counter()
-    members, status = build_members(args.source, args.readme, args.report_md, args.report_html_dir,
-                                    args.files or [], args.results)
-    for line in status:
-        (log.warning if line.startswith("PDF skipped") else log.info)(line)
-    write_zip(args.out, members)
-    log.info("wrote %s: %d members, %.1f MB, in %.1f s", args.out, len(members), os.path.getsize(args.out) / 1e6,
-             time.perf_counter() - t0)
+@contextlib.contextmanager
+def logging_to(path: str | Path | None) -> Iterator[None]:
+    """With `path`: every log line goes to that file and only warnings to the console (stderr), so
+    that a PDF skipped is seen where the command ran (Snakemake's console), not only in its log."""
+    if not path:
+        yield
+        return
+    root = logging.getLogger()
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in consoles]
+    for h in consoles:
+        h.setLevel(logging.WARNING)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        for h, level in zip(consoles, levels):
+            h.setLevel(level)
 
 
-def register(sub):
+def cmd_handin(args: argparse.Namespace) -> None:
+    with logging_to(args.log):
+        t0 = time.perf_counter()
+        members, status = build_members(args.source, args.readme, args.report_md, args.report_html_dir,
+                                        args.files or [], args.results, args.appendix_md)
+        for line in status:
+            (log.warning if line.startswith("PDF skipped") else log.info)(line)
+        write_zip(args.out, members)
+        log.info("wrote %s: %d members, %.1f MB, in %.1f s", args.out, len(members), os.path.getsize(args.out) / 1e6,
+                 time.perf_counter() - t0)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("handin", help="the hand-in zip: code as committed, README, report (md, HTML, PDF), metrics")
     p.add_argument("--out", required=True, help="zip to write (results/handin.zip)")
     p.add_argument("--source", required=True, help="the workflow's folder (its git HEAD is the code)")
     p.add_argument("--readme", required=True)
     p.add_argument("--report-md", required=True, help="results/report/report.md (its figures come with it)")
+    p.add_argument("--appendix-md", help="results/report/appendix.md (its page: <name>.html in --report-html-dir)")
     p.add_argument("--report-html-dir", required=True,
                    help="the HTML report's folder (its index.html is printed to PDF)")
     p.add_argument("--files", nargs="*", help="results files to include (final metrics, tables), at their paths")
     p.add_argument("--results", default="results", help="the results folder the files are in")
+    p.add_argument("--log", help="write the log here; only warnings (a PDF skipped) go to the console")
     p.set_defaults(func=cmd_handin)

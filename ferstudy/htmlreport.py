@@ -2,8 +2,10 @@
 
 Pages (style inline, nothing fetched from the network):
   - the report: a folder with `index.html`, results/report/report.md converted by the `markdown`
-    package (tables, code, heading anchors), and beside it a copy of every image it links (read
-    from beside the markdown file), linked relatively: the folder opens and prints anywhere, and
+    package (tables, code, heading anchors), its other pages (`--page`: the appendix, appendix.md ->
+    appendix.html, the links between them rewritten to the HTML names) and beside them a copy of
+    every image they link (read from beside the markdown file), linked relatively: the folder opens
+    and prints anywhere, and
     Snakemake shows it as one result (`report(directory(...), htmlindex="index.html")`, in a zip
     report: `snakemake --report report.zip`). Not one file with the figures inside as data URIs:
     Snakemake's single-file report (`--report x.html`) shows an HTML result in an iframe whose
@@ -14,17 +16,23 @@ Pages (style inline, nothing fetched from the network):
     results/final/metrics.json and selection.json.
 """
 
+import argparse
 import html
 import json
 import logging
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlparse
 
 from .errors import UserError
 from .io import atomic_path, write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("ferstudy")
 
@@ -59,7 +67,7 @@ METRIC_COLUMNS = [("n", "images"), ("accuracy", "accuracy"), ("balanced_accuracy
                   ("macro_f1", "macro F1"), ("top2_accuracy", "top-2 accuracy")]
 
 
-def page(title, body):
+def page(title: str, body: str) -> str:
     """A whole HTML document around `body` (already HTML)."""
     return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -67,7 +75,7 @@ def page(title, body):
             f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
 
 
-def linked_file(src, base_dir):
+def linked_file(src: str, base_dir: str | Path) -> Path | None:
     """The local file an image link names (relative to the markdown's folder), or None for a URL."""
     parsed = urlparse(src)
     if parsed.scheme in ("http", "https", "data") or parsed.netloc:
@@ -75,11 +83,32 @@ def linked_file(src, base_dir):
     return (Path(base_dir) / unquote(parsed.path)).resolve()
 
 
-def asset_name(src):
+def asset_name(src: str) -> str:
     """Where a linked image goes in the page's folder: its link without the leading `../` parts
     (`../figures/a.png` -> `figures/a.png`), so the layout and the names of results/ are kept."""
     parts = [p for p in PurePosixPath(unquote(urlparse(src).path)).parts if p not in ("..", ".", "/")]
     return PurePosixPath(*parts).as_posix() if parts else "image"
+
+
+def _page_links_extension(base_dir, pages):
+    """A markdown extension that points every link to one of `pages` ({markdown file: its HTML name
+    beside the report}) at that HTML page, its #anchor kept."""
+    from markdown.extensions import Extension
+    from markdown.treeprocessors import Treeprocessor
+
+    class PageLinks(Treeprocessor):
+        def run(self, root):
+            for a in root.iter("a"):
+                href = a.get("href", "")
+                path = linked_file(href.split("#", 1)[0], base_dir) if href and not href.startswith("#") else None
+                if path is not None and path in pages:
+                    a.set("href", quote(pages[path]) + (f"#{href.split('#', 1)[1]}" if "#" in href else ""))
+
+    class PageLinksExtension(Extension):
+        def extendMarkdown(self, md):
+            md.treeprocessors.register(PageLinks(md), "ferstudy_page_links", 1)
+
+    return PageLinksExtension()
 
 
 def _image_extension(base_dir, images):
@@ -110,42 +139,55 @@ def _image_extension(base_dir, images):
     return LocalImagesExtension()
 
 
-def markdown_to_html(text, base_dir):
+def markdown_to_html(text: str, base_dir: str | Path, pages: dict | None = None) -> tuple[str, list]:
     """(body HTML, [(image file, its name beside the page)]) of markdown `text` whose links are
-    relative to `base_dir`; the body links each image by that name."""
+    relative to `base_dir`; the body links each image by that name, and each link to one of `pages`
+    ({resolved markdown path: HTML name}) by the page's HTML name."""
     import markdown
 
     images = []
-    body = markdown.markdown(text, extensions=MARKDOWN_EXTENSIONS + [_image_extension(base_dir, images)],
-                             output_format="html")
+    extensions = [_image_extension(base_dir, images), _page_links_extension(base_dir, pages or {})]
+    body = markdown.markdown(text, extensions=MARKDOWN_EXTENSIONS + extensions, output_format="html")
     return body, list(dict.fromkeys(images))
 
 
-def first_heading(text, default):
+def first_heading(text: str, default: str) -> str:
     m = re.search(r"^#\s+(.+?)\s*#*\s*$", text, re.M)
     return m.group(1).strip() if m else default
 
 
-def report_page(markdown_path):
-    """(HTML document, [(image file, its name beside the page)]) of the markdown report."""
+def report_page(markdown_path: str | Path, pages: dict | None = None) -> tuple[str, list]:
+    """(HTML document, [(image file, its name beside the page)]) of a markdown page of the report;
+    `pages`: {resolved markdown path: HTML name} of the pages its links should point to."""
     markdown_path = Path(markdown_path)
     text = markdown_path.read_text(encoding="utf-8")
-    body, images = markdown_to_html(text, markdown_path.parent)
+    body, images = markdown_to_html(text, markdown_path.parent, pages)
     return page(first_heading(text, "Study report"), body), images
 
 
-def write_report_folder(markdown_path, out_dir):
-    """`out_dir`/index.html and the images it links beside it; [(file, name)] of the images."""
-    text, images = report_page(markdown_path)
+def write_report_folder(markdown_path: str | Path, out_dir: str | Path, other_pages: Iterable = ()) -> list:
+    """`out_dir`/index.html of the report, `out_dir`/<name>.html of each of `other_pages` (markdown
+    files, e.g. the appendix) and the images they link beside them; [(file, name)] of the images.
+    Links between the pages point to their HTML names."""
     out_dir = Path(out_dir)
+    pages = {Path(markdown_path).resolve(): "index.html"}
+    for other in other_pages:
+        name = f"{Path(other).stem}.html"
+        if name == "index.html" or name in pages.values():
+            raise UserError(f"{other}: its page would be {name}, which another page of the report already is")
+        pages[Path(other).resolve()] = name
+    images = []
+    for source, name in pages.items():
+        text, linked = report_page(source, pages)
+        images += [item for item in linked if item not in images]
+        write_text(out_dir / name, text)
     for path, name in images:
         with atomic_path(out_dir / name) as tmp:
             shutil.copyfile(path, tmp)
-    write_text(out_dir / "index.html", text)
     return images
 
 
-def table_html(frame):
+def table_html(frame: "pd.DataFrame") -> str:
     """An HTML table of a DataFrame: numbers right-aligned and shortened, empty cells empty."""
     import pandas as pd
 
@@ -167,7 +209,7 @@ def table_html(frame):
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
 
 
-def csv_page(csv_path, title):
+def csv_page(csv_path: str | Path, title: str) -> str:
     import pandas as pd
 
     frame = pd.read_csv(csv_path)
@@ -176,7 +218,7 @@ def csv_page(csv_path, title):
     return page(title, body)
 
 
-def metric_rows(metrics):
+def metric_rows(metrics: dict) -> list[tuple]:
     """[(name, role, metrics)] of every test set in metrics.json: PublicTest, PrivateTest, then the extra sets."""
     order = [k for k in TEST_SET_ROLES if k in metrics] + [k for k in metrics if k not in TEST_SET_ROLES]
     rows = []
@@ -189,11 +231,11 @@ def metric_rows(metrics):
     return rows
 
 
-def percent(value):
+def percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}%"
 
 
-def metric_text(key, value):
+def metric_text(key: str, value: float | int | None) -> str:
     """Counts as they are, F1 scores to 3 decimals, accuracies as percentages."""
     if value is None:
         return ""
@@ -202,7 +244,7 @@ def metric_text(key, value):
     return f"{value:.3f}" if "f1" in key else percent(value)
 
 
-def final_metrics_page(metrics_path, selection_path=None):
+def final_metrics_page(metrics_path: str | Path, selection_path: str | Path | None = None) -> str:
     """The final model's metrics on every test set, and per class (recall and F1)."""
     metrics = json.loads(Path(metrics_path).read_text())
     rows = metric_rows(metrics)
@@ -225,7 +267,7 @@ def final_metrics_page(metrics_path, selection_path=None):
     return page("Final model: test metrics", "\n".join(parts))
 
 
-def per_class_table(rows):
+def per_class_table(rows: list[tuple]) -> str:
     classes = [c for c in rows[0][2].get("class_names", []) if all(c in m.get("per_class", {}) for _, _, m in rows)]
     if not classes:
         return ""
@@ -240,7 +282,7 @@ def per_class_table(rows):
             + "\n".join(body) + "\n</tbody>\n</table>")
 
 
-def parse_pairs(items, option):
+def parse_pairs(items: Iterable[str] | None, option: str) -> list[tuple[str, str]]:
     """`IN=OUT` arguments -> [(IN, OUT)] (split at the last `=`: output names have none)."""
     pairs = []
     for item in items or []:
@@ -250,11 +292,11 @@ def parse_pairs(items, option):
     return pairs
 
 
-def cmd_report_html(args):
+def cmd_report_html(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
-    images = write_report_folder(args.markdown, args.out_dir)
-    log.info("wrote %s/index.html from %s, with the %d image(s) it links beside it", args.out_dir, args.markdown,
-             len(images))
+    images = write_report_folder(args.markdown, args.out_dir, args.page or ())
+    log.info("wrote %s/index.html from %s%s, with the %d image(s) they link beside it", args.out_dir, args.markdown,
+             "".join(f" and {Path(p).stem}.html from {p}" for p in args.page or ()), len(images))
     for csv, out in parse_pairs(args.table, "--table"):
         write_text(out, csv_page(csv, TABLE_TITLES.get(Path(out).stem, Path(out).stem.replace("_", " "))))
         log.info("wrote %s from %s", out, csv)
@@ -265,9 +307,11 @@ def cmd_report_html(args):
     log.info("HTML pages done in %.1f s", time.perf_counter() - t0)
 
 
-def register(sub):
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report-html", help="the markdown report and the tables as HTML pages")
     p.add_argument("--markdown", required=True, help="the markdown report (its image links relative to it)")
+    p.add_argument("--page", action="append", metavar="MARKDOWN",
+                   help="another markdown page of the report (the appendix): <name>.html beside index.html")
     p.add_argument("--out-dir", required=True, help="folder of the report page: index.html and its images")
     p.add_argument("--table", nargs="+", metavar="CSV=HTML", help="CSV tables and their HTML pages")
     p.add_argument("--final-metrics", metavar="METRICS_JSON=HTML", help="results/final/metrics.json and its HTML page")

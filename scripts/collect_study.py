@@ -6,7 +6,7 @@ the precision of every training job and each job's seconds and peak memory.
     python scripts/collect_study.py --study-dir /work/run --out docs/measurements/cpu_preset \\
         --note "nothing else ran on the machine"
 
-Copies (never data, weights or predictions): report.md, final_metrics.json, selection.json,
+Copies (never data, weights or predictions): report.md, appendix.md, final_metrics.json, selection.json,
 final_history.csv, ablation.csv, cv_summary.csv, cost.csv, cost_prediction.json, ferplus.json and
 recheck_plan.json when the study made them, every fold's history as histories/{arch}_fold{k}.csv
 and every 2x recheck run's as histories/recheck_x2_{arch}_fold{k}.csv.
@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-COPIES = {"report/report.md": "report.md", "final/metrics.json": "final_metrics.json",
+COPIES = {"report/report.md": "report.md", "report/appendix.md": "appendix.md", "final/metrics.json": "final_metrics.json",
           "final/selection.json": "selection.json", "final/history.csv": "final_history.csv",
           "tables/ablation.csv": "ablation.csv", "tables/cv_summary.csv": "cv_summary.csv",
           "tables/cost.csv": "cost.csv", "cost/prediction.json": "cost_prediction.json"}
@@ -61,6 +61,17 @@ def job_times(results):
     return jobs
 
 
+def stale_report(results: Path) -> None:
+    """Stop when a result the report reads is newer than the report: ferplus.json scored by hand after
+    the study (without data.ferplus) left FER+ out of a committed report. Rerun `snakemake` first."""
+    report = results / "report" / "report.md"
+    newer = [p for p in (results / "final" / "ferplus.json", results / "final" / "metrics.json",
+                         results / "tables" / "ablation.csv") if p.exists() and p.stat().st_mtime > report.stat().st_mtime]
+    if newer:
+        raise SystemExit(f"{report} is older than {', '.join(map(str, newer))}: rerun `snakemake` (the report "
+                         f"reads them) before collecting")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study-dir", required=True, help="the study's working directory (holds results/)")
@@ -77,6 +88,7 @@ def main(argv=None):
     if not args.log and not log_path.exists():  # the study directory was moved since
         log_path = study / ".snakemake" / "log" / log_path.name
     wall_s, wall = elapsed_seconds(log_path.read_text())
+    stale_report(results)
 
     out.mkdir(parents=True, exist_ok=True)
     for src, dst in {**COPIES, **{k: v for k, v in OPTIONAL.items() if (results / k).exists()}}.items():

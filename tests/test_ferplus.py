@@ -269,10 +269,12 @@ def report_results(tmp_path_factory):
 
 
 def make_report(results, tmp_path):
+    """(ctx, the main report and its appendix, the main report)."""
     import test_report as tr
 
     with tr.fast_writers():
-        return tr.make_report(results, tmp_path)
+        ctx, text, out = tr.make_report(results, tmp_path)
+    return ctx, text + "\n" + tr.appendix_of(out), text
 
 
 def made_up_ferplus(h5, path, rng, predictions=()):
@@ -324,15 +326,15 @@ def test_report_section_on_ferplus_carries_its_numbers(report_results, tmp_path)
     r = tmp_path / "results"
     shutil.copytree(report_results, r)
     f = r / "final"
-    ctx, text, _ = make_report(r, tmp_path)
-    assert ctx["ferplus"] is None and "FER+" not in text  # not configured: no section
+    ctx, text, main_text = make_report(r, tmp_path)
+    assert ctx["ferplus"] is None and "FER+" not in main_text and "Not scored: `data.ferplus`" in text
 
     made_up_ferplus(r / "data" / "dataset.h5", tmp_path / "fer2013new.csv", np.random.default_rng(3),
                     [f / "predictions_public.csv", f / "predictions_private.csv"])
     scores = ferplus.score(r / "data" / "dataset.h5", f / "predictions_public.csv", f / "predictions_private.csv",
                            tmp_path / "fer2013new.csv")
     write_json(f / "ferplus.json", scores)
-    ctx, text, _ = make_report(r, tmp_path)
+    ctx, text, main_text = make_report(r, tmp_path)
     assert ctx["ferplus"] == json.loads((f / "ferplus.json").read_text())
     prv, pub = scores["private"], scores["public"]
     assert prv["errors"] > 0 and 0 < prv["crowd_agrees"] < prv["errors"] and sum(prv["excluded"].values()) > 0
@@ -347,14 +349,19 @@ def test_report_section_on_ferplus_carries_its_numbers(report_results, tmp_path)
         assert f"| {c} | {cells[0]} | {cells[1]} |" in text
     assert (f"Of its {prv['errors']:,} PrivateTest errors against FER2013 the crowd sides with the model on "
             f"{prv['crowd_agrees']:,} ({pct(prv['crowd_agrees'] / prv['errors'], 0)})") in text
-    assert f"Against the crowd the final model scores {pct(prv['accuracy_ferplus'])} on PrivateTest" in text
+    more = "more" if prv["accuracy_ferplus"] > prv["label_agreement"] else "less"
+    assert (f"On the labelled PrivateTest faces the FER2013 label is the crowd's for {pct(prv['label_agreement'])} and "
+            f"the final model's prediction for {pct(prv['accuracy_ferplus'])}: the model agrees with the crowd {more} "
+            f"often than FER2013's own labels do.") in text
+    assert f"the model agrees with the crowd on {pct(prv['accuracy_ferplus'])} of the" in main_text  # section 6
     assert "likely label noise" in text and "read only after PrivateTest had been predicted" in text
+    assert "it learnt those labels" not in text
 
     # A ferplus.json of another final model's predictions is left out.
     scores["predictions_sha256"]["private"] = "0" * 64
     write_json(f / "ferplus.json", scores)
-    ctx, text, _ = make_report(r, tmp_path)
-    assert ctx["ferplus"] is None and "FER+ as a second opinion" not in text
+    ctx, text, main_text = make_report(r, tmp_path)
+    assert ctx["ferplus"] is None and "Not scored" in text and "FER+" not in main_text
 
 
 def test_report_tables_the_extra_test_sets_with_recall_per_emotion(report_results, tmp_path):

@@ -4,6 +4,7 @@ headless Chromium shows it after its scripts ran (the study report, its figures,
 accuracy, the tables) and `snakemake handin`."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cdp import Browser, require_chromium
 from conftest import REPO
+
 from ferstudy import handin, htmlreport
 from ferstudy.errors import UserError
 
@@ -37,6 +38,16 @@ REPORT_MD = """# A study & its <results>
 ```bash
 snakemake --cores 2
 ```
+
+Every verdict's evidence: [appendix](appendix.md#a1-every-verdict).
+"""
+APPENDIX_MD = """# Appendix
+
+The [main report](report.md) argues from these numbers.
+
+## A1. Every verdict
+
+![Training curves](../figures/training_curves.png)
 """
 METRIC = {"n": 100, "accuracy": 0.612, "balanced_accuracy": 0.5, "macro_f1": 0.45, "top2_accuracy": 0.8,
           "class_names": ["angry", "happy"],
@@ -46,11 +57,12 @@ METRIC = {"n": 100, "accuracy": 0.612, "balanced_accuracy": 0.5, "macro_f1": 0.4
 def fake_results(root):
     """results/ with the files the HTML pages and the hand-in read (contents made up)."""
     r = Path(root) / "results"
-    for rel in ("figures/cv_accuracy.png", "data/faces.png"):
+    for rel in ("figures/cv_accuracy.png", "data/faces.png", "figures/training_curves.png"):
         (r / rel).parent.mkdir(parents=True, exist_ok=True)
         (r / rel).write_bytes(TINY_PNG)
     (r / "report").mkdir(parents=True)
     (r / "report" / "report.md").write_text(REPORT_MD)
+    (r / "report" / "appendix.md").write_text(APPENDIX_MD)
     (r / "tables").mkdir()
     (r / "tables" / "cv_summary.csv").write_text("architecture,accuracy_mean,note\nbaseline,0.61234567,<b>x</b>\n"
                                                  "pool_avg,0.5,\n")
@@ -79,6 +91,19 @@ def test_the_markdown_report_becomes_a_page_with_its_figures_beside_it(tmp_path)
     assert "<title>A study &amp; its &lt;results&gt;</title>" in text
     assert re.search(r"<table>.*<td>baseline</td>", text, re.S) and '<code class="language-bash">' in text
     assert '<h2 id="1-data-and-protocol">' in text  # heading anchors
+
+
+def test_the_appendix_is_a_page_beside_the_report_and_the_links_between_them_follow(tmp_path):
+    r = fake_results(tmp_path)
+    out = tmp_path / "html"
+    images = htmlreport.write_report_folder(r / "report" / "report.md", out, [r / "report" / "appendix.md"])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "appendix.html", "data/faces.png", "figures/cv_accuracy.png", "figures/training_curves.png", "index.html"]
+    assert len(images) == 3
+    index, appendix = (out / "index.html").read_text(), (out / "appendix.html").read_text()
+    assert 'href="appendix.html#a1-every-verdict"' in index and "appendix.md" not in index
+    assert 'href="index.html"' in appendix and 'src="figures/training_curves.png"' in appendix
+    assert '<h2 id="a1-every-verdict">' in appendix
 
 
 def test_a_missing_figure_is_named(tmp_path):
@@ -142,10 +167,11 @@ def make_handin(study, source, monkeypatch=None, chromium=True):
     if not chromium:
         monkeypatch.setattr(handin.chromium, "find_chromium", lambda: None)
     html = r / "report" / "html"
-    htmlreport.write_report_folder(r / "report" / "report.md", html)
+    htmlreport.write_report_folder(r / "report" / "report.md", html, [r / "report" / "appendix.md"])
     out = r / "handin.zip"
     args = ["handin", "--out", str(out), "--source", str(source), "--readme", str(source / "README.md"),
-            "--report-md", str(r / "report" / "report.md"), "--report-html-dir", str(html), "--results", str(r),
+            "--report-md", str(r / "report" / "report.md"), "--appendix-md", str(r / "report" / "appendix.md"),
+            "--report-html-dir", str(html), "--results", str(r),
             "--files", str(r / "final" / "metrics.json"), str(r / "tables" / "cv_summary.csv")]
     from ferstudy.cli import main
 
@@ -167,7 +193,9 @@ def test_handin_zip_has_the_committed_code_and_no_data(tmp_path, monkeypatch, ca
     assert {"code/workflow/Snakefile", "code/ferstudy/__init__.py", "code/workflow/rules/a.smk",
             "code/config/config.yaml",
             "code/README.md", "README.md", "MANIFEST.txt", "results/report/report.md", "results/report/html/index.html",
+            "results/report/appendix.md", "results/report/html/appendix.html",
             "results/report/html/figures/cv_accuracy.png", "results/report/html/data/faces.png",
+            "results/report/html/figures/training_curves.png", "results/figures/training_curves.png",
             "results/figures/cv_accuracy.png", "results/data/faces.png", "results/final/metrics.json",
             "results/tables/cv_summary.csv", "results/report/PDF_NOT_INCLUDED.txt"} == set(names)
     assert not [n for n in names if n.endswith((".pt", ".h5", ".pth")) or "fer2013" in n or "untracked" in n]
@@ -205,7 +233,60 @@ def test_handin_pdf_is_printed_by_chromium(tmp_path):
     zf = zipfile.ZipFile(make_handin(study, source))
     pdf = zf.read("ferstudy-handin/results/report/report.pdf")
     assert pdf.startswith(b"%PDF") and len(pdf) > 5000
+    assert zf.read("ferstudy-handin/results/report/appendix.pdf").startswith(b"%PDF")
     assert "PDF printed by Chromium" in zf.read("ferstudy-handin/MANIFEST.txt").decode()
+
+
+def test_handin_name_from_the_config():
+    """config key `handin`: results/handin.zip by default, the authors' surnames and the name with authors."""
+    assert handin.zip_name({}) == "handin.zip" == handin.zip_name({"authors": [], "name": "Second_Assignment"})
+    assert handin.zip_name({"authors": ["Doe", "Roe"]}) == "Doe_Roe_Second_Assignment.zip"
+    assert handin.zip_name({"authors": ["Doe"], "name": "Third_Assignment"}) == "Doe_Third_Assignment.zip"
+    defaults = next(p for p in (REPO / "ferstudy" / "defaults.yaml", REPO / "config.yaml") if p.is_file())
+    shipped = yaml.safe_load(defaults.read_text())
+    assert shipped["handin"] == {"authors": [], "name": "Second_Assignment"}  # the default: handin.zip
+    from ferstudy.config import validate
+
+    validate({**shipped, "handin": {"authors": ["Doe", "Roe-Smith"], "name": "Second_Assignment"}})
+    for bad in ({"authors": ["Doe/../x"]}, {"authors": ["Doe Roe"]}, {"author": ["Doe"]}, {"name": "a b"}):
+        with pytest.raises(UserError, match="handin"):
+            validate({**shipped, "handin": bad})
+
+
+def test_snakemake_handin_writes_the_authors_zip(tmp_path):
+    """With handin.authors the target `handin` plans results/<Surname1>_<Surname2>_Second_Assignment.zip."""
+    from test_workflow import planned_jobs
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"handin": {"authors": ["Doe", "Roe"]}}))
+    dry = subprocess.run(SNAKEMAKE + [str(mine), "--cores", "1", "-n", "handin"], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    job = (dry.stdout + dry.stderr).split("rule handin:")[1]
+    assert re.search(r"output: results/Doe_Roe_Second_Assignment\.zip", job), job[:800]
+    assert "handin" in {r for r, _ in planned_jobs(dry.stdout + dry.stderr)}
+
+
+def test_a_skipped_pdf_is_said_on_the_console_not_only_in_the_log(tmp_path):
+    """`--log`: every line in the log file, and the PDF-skipped warning also on stderr (what Snakemake's
+    console shows), without the info lines."""
+    study, source = tmp_path / "my study", tmp_path / "my code"
+    source.mkdir()
+    git_checkout(source)
+    r = fake_results(study)
+    html = r / "report" / "html"
+    htmlreport.write_report_folder(r / "report" / "report.md", html, [r / "report" / "appendix.md"])
+    log = tmp_path / "handin.log"
+    env = {**os.environ, "FERSTUDY_CHROMIUM": "no-such-chromium", "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "ferstudy", "handin", "--out", str(r / "handin.zip"), "--source",
+                          str(source), "--readme", str(source / "README.md"), "--report-md", str(r / "report" / "report.md"),
+                          "--appendix-md", str(r / "report" / "appendix.md"), "--report-html-dir", str(html),
+                          "--results", str(r), "--log", str(log)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("PDF skipped: no Chromium found") == 1 and "WARNING" in run.stderr
+    assert "wrote " not in run.stderr  # info lines go to the log only
+    text = log.read_text()
+    assert "PDF skipped: no Chromium found" in text and f"wrote {r / 'handin.zip'}" in text
 
 
 # ---------------------------------------------------------------- end to end: Snakemake's report in a browser
@@ -232,7 +313,8 @@ def tiny_study(tmp_path_factory):
     write_demo_csv(study / "extra sets" / "demo 5.csv", n_images=140, seed=5)
     (study / "extra.yaml").write_text(yaml.safe_dump({"data": {"extra_test_sets": {"demo_seed5": "extra sets/demo 5.csv"}},
                                                       "study": {"predict_cost": False}}))
-    snakemake(study, "all", "handin")
+    run = snakemake(study, "all", "handin")
+    (study / "console.txt").write_text(run.stdout + run.stderr)  # what Snakemake's console showed
     snakemake(study, "--report", "report.zip")
     with zipfile.ZipFile(study / "report.zip") as zf:
         zf.extractall(study / "report zip")
@@ -284,6 +366,7 @@ def test_snakemake_report_shows_the_study_report_and_the_tables_in_a_browser(tin
         for category in ("1 Report", "2 Data", "3 Cross-validation", "4 Final model", "5 Inside the final model"):
             assert category in main_text, category
         assert "Where to read" in main_text  # workflow/report/workflow.rst
+        assert "DEMO DATA" in main_text  # the tiny study runs on the demo faces: its first page says so
 
         report = open_result("1 Report", None, "study report (HTML)")
         text = report.js("document.body.innerText")
@@ -314,9 +397,11 @@ def test_snakemake_handin_writes_the_zip(tiny_study):
     assert "results/final/metrics.json" in names and "results/tables/ablation.csv" in names
     assert not [n for n in names if n.endswith((".pt", ".h5", ".pth", ".onnx")) or n.startswith("results/cv/")]
     log = (tiny_study / "results" / "logs" / "handin.log").read_text()
+    assert "results/report/appendix.md" in names and "results/report/html/appendix.html" in names
     if "results/report/report.pdf" in names:
         pdf = zipfile.ZipFile(tiny_study / "results" / "handin.zip").read("ferstudy-handin/results/report/report.pdf")
         assert pdf.startswith(b"%PDF")
     else:
         assert "results/report/PDF_NOT_INCLUDED.txt" in names and log.count("PDF skipped") == 1
+        assert "PDF skipped: no Chromium found" in (tiny_study / "console.txt").read_text()  # on the console too
         require_chromium()  # fails in CI, where Chromium is installed and the PDF must be there

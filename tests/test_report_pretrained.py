@@ -14,11 +14,11 @@ from test_report import REPO, TEMPLATE_DIR, build_results, default_scores, fast_
 from ferstudy.config import resolve_config
 from ferstudy.metrics import corrected_resampled_ttest
 from ferstudy.report.load import collect
-from ferstudy.report.render import render
+from ferstudy.report.render import render, render_both
 from ferstudy.report.sections import findings
 from ferstudy.report.sections.effects import OPERATIONS
 from ferstudy.report.text import pct, pp, pval
-from ferstudy.report.verdicts import factor_sentence, verdict_clause
+from ferstudy.report.verdicts import verdict_clause
 from ferstudy.stability import LABELS
 
 PAIR = ["baseline", "kernel_5", "vgg11_bn", "vgg11_bn_imagenet"]
@@ -68,19 +68,21 @@ def test_the_pretrained_variant_is_set_against_its_twin(tmp_path, pretrained, ve
     assert row["stability"] in LABELS and row["stability_reason"]
     f = findings(ctx)
     sentence = f["pretrained"]["vgg11_bn_imagenet"]
-    assert sentence.startswith("Against its from-scratch twin `vgg11_bn` (the same network and training, random "
-                               "initial weights), `vgg11_bn_imagenet` reached "
-                               f"{pct(row['mean'])} against {pct(row['baseline_mean'])} "), sentence
+    assert sentence.startswith("Against its from-scratch twin `vgg11_bn` (the same network and training), "
+                               "`vgg11_bn_imagenet` reached "
+                               f"{pct(row['mean'])} against {pct(row['baseline_mean'])}: "), sentence
     # the verdict phrased as every verdict of the report is, without a Holm p (one planned comparison)
-    assert f"ImageNet pretraining {verdict_clause(row, reason=True)}" in sentence
-    assert f"ImageNet pretraining {verdict} ({pp(row['diff_pp'])}, {pval(row['p'])}; " \
-           f"{row['stability']}: " in sentence
-    assert "Holm p" not in sentence and "outside the Holm correction" in sentence
-    # in section 5, closing the paragraph of its factor (after its verdict against the baseline)
-    text = render(ctx, TEMPLATE_DIR)
+    assert f"ImageNet pretraining {verdict_clause(row)}" in sentence
+    assert f"ImageNet pretraining {verdict} ({pp(row['diff_pp'])}, {pval(row['p'])}; {row['stability']})" in sentence
+    assert "Holm p" not in sentence and "outside Holm" in sentence
+    # in section 4, closing the paragraph of its factor (after its verdict against the baseline)
+    text, appendix = render_both(ctx, TEMPLATE_DIR)
     paragraph = next(line for line in text.splitlines() if line.startswith("**Pretraining.**"))
-    against_baseline = factor_sentence([r for r in ctx["ablation"] if r["arch"] == "vgg11_bn_imagenet"])
-    assert paragraph == f"**Pretraining.** {OPERATIONS['pretraining']} {against_baseline} {sentence}"
+    assert paragraph.startswith(f"**Pretraining.** {OPERATIONS['pretraining']} ") and paragraph.endswith(sentence)
+    assert "(`vgg11_bn_imagenet`)" in paragraph.split("Against its from-scratch twin")[0]
+    # the appendix: the pair's statistics and its label's reason
+    assert (f"| `vgg11_bn_imagenet` | `vgg11_bn` | {pp(row['diff_pp'])} ± {row['std_pp']:.1f} | ") in appendix
+    assert f"| {row['stability']} | {row['stability_reason']} |" in appendix
     assert "torchvision vgg11_bn (ImageNet-pretrained)" == next(
         a["layers"] for a in ctx["archs"] if a["architecture"] == "vgg11_bn_imagenet")
 

@@ -79,21 +79,22 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     # Nothing to do when nothing changed.
     assert not [j for j in planned_jobs(snakemake(tmp_path, "-n").stdout) if j[0] != "all"]
     report_md = (results / "report" / "report.md").read_text()
-    assert "DEMO" in report_md[:2000] and "../figures/cv_accuracy.png" in report_md
-    assert "| whole study (up to the report) |" in report_md and "the 25% this tool aims at" in report_md
+    appendix_md = (results / "report" / "appendix.md").read_text()
+    assert "DEMO" in report_md[:2000] and "../figures/cv_accuracy.png" in report_md and "(appendix.md)" in report_md
+    assert "| whole study (up to the report) |" in appendix_md and "the 25% this tool aims at" in appendix_md
+    assert (results / "report" / "html" / "appendix.html").is_file()
     # `snakemake --report` works on the finished study (a zip: the HTML report is a folder result).
     snakemake(tmp_path, "--report", "report.zip")
     assert (tmp_path / "report.zip").stat().st_size > 10_000
-    # Editing the template reruns only the report and its HTML page (Snakemake compares content, so really edit it).
-    template = REPO / "report" / "report.md.j2"
-    original = template.read_bytes()
-    try:
-        template.write_bytes(original + b"{# edited by test_workflow #}\n")
-        assert {r for r, _ in planned_jobs(snakemake(tmp_path, "-n").stdout)} == {"report", "report_html", "all"}
-    finally:
-        template.write_bytes(original)
-    # Change one architecture: only its jobs and what depends on them rerun; the final model only when
-    # it is the chosen one (train_final reads that architecture's run config alone; `select` is a checkpoint).
+    # Editing a template reruns only the report and its HTML pages (Snakemake compares content, so really edit it).
+    for template in (REPO / "report" / "report.md.j2", REPO / "report" / "appendix.md.j2"):
+        original = template.read_bytes()
+        try:
+            template.write_bytes(original + b"{# edited by test_workflow #}\n")
+            assert {r for r, _ in planned_jobs(snakemake(tmp_path, "-n").stdout)} == {"report", "report_html", "all"}
+        finally:
+            template.write_bytes(original)
+    # Change one architecture: only its jobs and what depends on them rerun.
     # (`description` is each one's own: a change to baseline's blocks would reach pool_avg, which extends it.)
     chosen = json.loads((results / "final" / "selection.json").read_text())["architecture"]
     change = tmp_path / "change.yaml"

@@ -16,7 +16,8 @@ SINGLE_FILES = ("h5", "faces", "summary", "ablation", "cost", "selection", "fina
                 "model")
 
 
-def report_inputs(results, archs, folds, ferplus=False, figures=True):
+def report_inputs(results: str | Path, archs: list[str], folds: int, ferplus: bool = False,
+                  figures: bool = True) -> dict:
     """{name: path or [paths]}: every file the report reads under `results` for a study of `archs`
     with `folds` folds; results/final/ferplus.json when `ferplus` (`data.ferplus`), the figures
     unless `figures` is False."""
@@ -42,7 +43,7 @@ def report_inputs(results, archs, folds, ferplus=False, figures=True):
     }
 
 
-def required_files(results, archs, figures=True):
+def required_files(results: str | Path, archs: list[str], figures: bool = True) -> list[Path]:
     """The inputs the report cannot do without (fold configs, benchmarks and FER+ scores it reads
     when they exist)."""
     files = report_inputs(results, archs, 0, figures=figures)
@@ -50,12 +51,12 @@ def required_files(results, archs, figures=True):
     return [*(files[name] for name in SINGLE_FILES), *files["figures"], *per_arch]
 
 
-def fold_config(results, arch, fold):
+def fold_config(results: str | Path, arch: str, fold: int) -> Path:
     """The config.yaml a fold job writes beside its results (its precision and why)."""
     return Path(results) / "cv" / arch / f"fold{fold}" / "config.yaml"
 
 
-def benchmark_files(results, archs, folds):
+def benchmark_files(results: str | Path, archs: list[str], folds: int) -> list[Path]:
     """Snakemake's benchmark files of the rules that declare one (prepare, train_fold, train_final,
     figures), sorted."""
     root = Path(results) / "benchmarks"

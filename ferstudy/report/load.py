@@ -9,6 +9,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,7 +21,18 @@ from ..io import float_or_nan
 from ..probe import PICK_SEED
 from .inputs import benchmark_files, fold_config, required_files
 from .model_facts import inspect_model
-from .specs import activations, conv_filters, has_dropout, layer_summary, training_changes
+from .specs import (
+    activations,
+    conv_filters,
+    has_dropout,
+    layer_summary,
+    training_changes,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..data import FerData
 
 log = logging.getLogger("ferstudy.report")
 
@@ -37,10 +49,12 @@ def _records(df):
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
-def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing_figures=False):
+def collect(results_dir: str | Path, report_path: str | Path | None = None, preset: str | None = None, threads: int = 1,
+            allow_missing_figures: bool = False, appendix_path: str | Path | None = None) -> dict:
     """All numbers the report needs, from the files under `results_dir` (`inputs.report_inputs`).
 
-    Every figure must exist unless `allow_missing_figures` (then missing ones are not linked)."""
+    Every figure must exist unless `allow_missing_figures` (then missing ones are not linked).
+    `appendix_path`: where the appendix goes (default: appendix.md beside the report), for the link."""
     import pandas as pd
 
     from ..cost.study import predicted_vs_actual
@@ -72,33 +86,33 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
             for rec in _records(summary)]
     desc = {row["architecture"]: row["description"] for row in rows}
     abl = ablation_rows(_records(ablation), desc)
+    alpha = float(ablation["alpha"].iloc[0]) if len(ablation) else 0.05
+    fold_train, fold_test = n_train * (k - 1) // k, n_train // k
+    filled = fill_newer_columns(abl, cv, baseline, alpha, fold_train, fold_test)
     chosen = selection["architecture"]
-    report_dir = Path(report_path).parent if report_path else r / "report"
-
-    def link(path):
-        return Path(os.path.relpath(path, report_dir)).as_posix()
-
     by_name = {row["architecture"]: row for row in rows}
+    folds = fold_records(r, archs, k)
     ctx = {
         "dataset": data.attrs.get("dataset", "unknown"),
         "demo": data.attrs.get("dataset") == "demo",
         "data": data_context(data, counts, k),
         "baseline": baseline,
         "metric": selection.get("metric", "accuracy"),
-        "alpha": float(ablation["alpha"].iloc[0]) if len(ablation) else 0.05,
+        "alpha": alpha,
         "archs": rows,
         "ablation": abl,
+        "ablation_filled": filled,
         "selection": selection,
         "selected_by_cv": str(selection.get("reason", "")).startswith("highest"),
         "chosen": by_name[chosen],
         "cv_chosen": cv[chosen]["aggregate"],
         "cv_training": run_cfgs[baseline]["training"],
         "chosen_training": run_cfgs[chosen]["training"],
-        "runner_up_test": runner_up_test(selection, by_name, selection.get("metric", "accuracy"),
-                                         n_train * (k - 1) // k, n_train // k),
+        "runner_up_test": runner_up_test(selection, by_name, selection.get("metric", "accuracy"), fold_train, fold_test),
+        "chosen_vs": paired_against(chosen, by_name, selection.get("metric", "accuracy"), fold_train, fold_test),
         "final": final_context(final_metrics, final_cfg, history, class_counts),
         "precision": {"final": {"precision": final_cfg.get("precision"), "reason": final_cfg.get("precision_reason")},
-                      "folds": fold_precisions(r, archs, k)},
+                      "folds": folds},
         "environment": final_cfg.get("environment", {}),
         "config_hash": final_cfg.get("config_hash"),
         "threads": final_cfg.get("threads"),
@@ -108,9 +122,7 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "ferplus": read_ferplus_scores(r),
         "inspect": inspect_model(r / "final" / "model.pt", data, threads=threads),
         "seed_picks": PICK_SEED,
-        "figures": {name: link(r / "figures" / f"{name}.png") if (r / "figures" / f"{name}.png").is_file() else None
-                    for name in FIGURES},
-        "faces": link(r / "data" / "faces.png"),
+        **document_links(r, report_path, appendix_path),
         "results_dir": r.as_posix(),
     }
     ctx["pretrained_pairs"] = pretrained_pairs(cv, run_cfgs, ctx["data"]["fold_train"], ctx["data"]["fold_test"],
@@ -118,7 +130,22 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
     return ctx
 
 
-def final_context(final_metrics, final_cfg, history, class_counts):
+def document_links(r: Path, report_path: str | Path | None, appendix_path: str | Path | None) -> dict:
+    """The links the two documents hold, relative to where they are written: the figures and the
+    example faces (from the main report), the appendix (from it) and the main report (from the appendix)."""
+    report = Path(report_path) if report_path else r / "report" / "report.md"
+    appendix = Path(appendix_path) if appendix_path else report.with_name("appendix.md")
+
+    def link(path, start=report.parent):
+        return Path(os.path.relpath(path, start)).as_posix()
+
+    figures = {name: link(r / "figures" / f"{name}.png") if (r / "figures" / f"{name}.png").is_file() else None
+               for name in FIGURES}
+    return {"figures": figures, "faces": link(r / "data" / "faces.png"), "appendix": link(appendix),
+            "report_link": link(report, appendix.parent)}
+
+
+def final_context(final_metrics: dict, final_cfg: dict, history: list[dict], class_counts: dict) -> dict:
     """The final model's section: its PublicTest, PrivateTest and extra test-set metrics, training
     settings and workload, the epoch PublicTest chose, time and history."""
     training = final_cfg.get("run_config", {}).get("training", {})
@@ -131,7 +158,7 @@ def final_context(final_metrics, final_cfg, history, class_counts):
             "seconds": final_cfg.get("seconds"), "history": history, "n_train": final_cfg.get("n_train")}
 
 
-def data_context(data, counts, k):
+def data_context(data: "FerData", counts: "pd.DataFrame", k: int) -> dict:
     """The data section's numbers: counts per split and class, source, folds and fold sizes."""
     n_train = int(counts.loc["Training", "total"])
     return {"counts": {s: {c: int(counts.loc[s, c]) for c in [*CLASS_NAMES, "total"]} for s in [*SPLIT_NAMES, "total"]},
@@ -142,7 +169,8 @@ def data_context(data, counts, k):
             "fold_train": n_train * (k - 1) // k, "fold_test": n_train // k}
 
 
-def arch_row(rec, cost, cv_metrics, run_cfgs, baseline, class_counts, k):
+def arch_row(rec: dict, cost: "pd.DataFrame", cv_metrics: dict, run_cfgs: dict, baseline: str, class_counts: dict,
+             k: int) -> dict:
     """One architecture's row of the report: its cv_summary.csv record with its cost, fold scores,
     layers, training settings, per-class recall, fit and what differs from the baseline's training."""
     a = rec["architecture"]
@@ -162,7 +190,7 @@ def arch_row(rec, cost, cv_metrics, run_cfgs, baseline, class_counts, k):
             if a != baseline and baseline in run_cfgs else []}
 
 
-def pretrained_pairs(cv, run_cfgs, fold_train, fold_test, alpha):
+def pretrained_pairs(cv: dict, run_cfgs: dict, fold_train: int, fold_test: int, alpha: float) -> list[dict]:
     """Each pretrained backbone against its from-scratch twin: the studied architecture with the same
     backbone and `pretrained: null` (one with the same training settings first). Judged by the
     ablation's own rule with the twin in the baseline's place: `metrics.compare_to_baseline` (the
@@ -195,7 +223,7 @@ def pretrained_pairs(cv, run_cfgs, fold_train, fold_test, alpha):
     return out
 
 
-def read_ferplus_scores(r):
+def read_ferplus_scores(r: Path) -> dict | None:
     """results/final/ferplus.json (rule ferplus_scores, data.ferplus set) if it scores the current final
     predictions, else None (not run, or left from an earlier final model)."""
     from ..data import sha256_of
@@ -222,7 +250,7 @@ ABLATION_FLOATS = ("p", "p_holm", "diff_pp", "std_pp", "t", "gap_pp", "baseline_
                    "p_pooled", "detectable_pp", "compute_ratio", "recheck_1x_pp", "recheck_2x_pp")
 
 
-def ablation_rows(records, descriptions):
+def ablation_rows(records: list[dict], descriptions: dict) -> list[dict]:
     """ablation.csv rows with clean types: floats (NaN for missing), `holm` a bool, text never NaN;
     the columns an older ablation.csv lacks get `ABLATION_DEFAULTS` (Holm p computed here)."""
     from ..stability import holm_adjusted
@@ -242,11 +270,42 @@ def ablation_rows(records, descriptions):
     return rows
 
 
+NEWER_COLUMNS = ("p_pooled", "fragile", "detectable_pp", "compute_ratio", "compute_mixed")
+
+
+def fill_newer_columns(rows: list[dict], cv: dict, baseline: str, alpha: float, fold_train: int,
+                       fold_test: int) -> list[str]:
+    """An ablation.csv written before the pooled check and the compute ratio (ferstudy before #20)
+    gets them from the cross-validation metrics by the study's own rule
+    (`study.comparisons_with_pooled`), so that every report states them; returns the columns filled
+    (none for a current table, or when the metrics lack what the rule needs)."""
+    from ..study import comparisons_with_pooled
+
+    missing = [c for c in NEWER_COLUMNS if rows and all(_is_default(row, c) for row in rows)]
+    if not missing:
+        return []
+    try:
+        computed, _ = comparisons_with_pooled(cv, baseline, alpha, fold_train, fold_test)
+    except (KeyError, TypeError, ValueError):
+        return []
+    by_arch = {c["arch"]: c for c in computed}
+    for row in rows:
+        for column in missing:
+            if row["arch"] in by_arch:
+                row[column] = by_arch[row["arch"]][column]
+    return missing
+
+
+def _is_default(row, column):
+    value, default = row.get(column), ABLATION_DEFAULTS[column]
+    return value == default or (isinstance(value, float) and math.isnan(value))
+
+
 def _missing(v):
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def curve_fit(curve):
+def curve_fit(curve: dict | None) -> dict | None:
     """The last epoch of a learning curve, mean over folds: held-out and trained-on accuracy (fixed
     subsets, un-augmented), the accuracy on the training batches (as trained) and the gap (pp)."""
     from ..stability import last_gap_pp
@@ -259,10 +318,25 @@ def curve_fit(curve):
         return float(np.mean(values)) if values else math.nan
 
     return {"epoch": int(curve["epochs"][-1]), "val": last("val_acc"), "train": last("train_acc"),
-            "batches": last("train_acc_augmented"), "gap_pp": last_gap_pp(curve)}
+            "batches": last("train_acc_augmented"), "gap_pp": last_gap_pp(curve),
+            "late_gain_pp": late_gain_pp(curve)}
 
 
-def fold_workload(run_cfg, class_counts, folds):
+def late_gain_pp(curve: dict) -> float:
+    """How much held-out curve accuracy rose over the last half of the epochs (`stability.late_mask`),
+    mean over folds, in pp: a network still gaining at the end was stopped by the budget."""
+    from ..stability import late_mask
+
+    epochs = curve.get("epochs") or []
+    if len(epochs) < 3:
+        return math.nan
+    first = int(np.flatnonzero(late_mask(epochs))[0])
+    gains = [100 * (fold[-1] - fold[first]) for fold in curve.get("val_acc") or []
+             if len(fold) == len(epochs) and np.isfinite(fold[-1]) and np.isfinite(fold[first])]
+    return float(np.mean(gains)) if gains else math.nan
+
+
+def fold_workload(run_cfg: dict, class_counts: dict, folds: int) -> dict:
     """Images, batch, SGD steps and epochs of one fold job (mean over folds), as `cost.cv_workload`."""
     from ..cost.workload import cv_workload
 
@@ -273,7 +347,7 @@ def fold_workload(run_cfg, class_counts, folds):
             "epochs": int(w["epochs"]), "steps": steps * w["epochs"]}
 
 
-def final_workload_of(training, class_counts):
+def final_workload_of(training: dict, class_counts: dict) -> dict | None:
     """The same numbers for the final model (`cost.final_workload`); None without its settings."""
     from ..cost.workload import final_workload
 
@@ -284,31 +358,44 @@ def final_workload_of(training, class_counts):
             "epochs": int(w["epochs"]), "steps": w["steps"] * w["epochs"]}
 
 
-def runner_up_test(selection, rows, metric, fold_train, fold_test):
-    """The chosen architecture against the runner-up, paired by fold: the corrected resampled t-test
-    with the pair's images (the smaller subsample of the two, as `study.aggregate` does)."""
-    from ..metrics import corrected_resampled_ttest
-
+def runner_up_test(selection: dict, rows: dict, metric: str, fold_train: int, fold_test: int) -> dict | None:
+    """The chosen architecture against the runner-up, paired by fold (`paired_test`)."""
     runner = selection.get("runner_up")
     if not runner or runner["architecture"] not in rows:
         return None
-    a, b = rows[selection["architecture"]], rows[runner["architecture"]]
+    return paired_test(rows[selection["architecture"]], rows[runner["architecture"]], metric, fold_train, fold_test)
+
+
+def paired_test(a: dict, b: dict, metric: str, fold_train: int, fold_test: int) -> dict | None:
+    """Architecture row `a` against `b`, paired by fold: the corrected resampled t-test with the
+    pair's images (the smaller subsample of the two, as `study.aggregate` does); None without
+    matching folds."""
+    from ..metrics import corrected_resampled_ttest
+
     fa, fb = a["fold_scores"][metric]["folds"], b["fold_scores"][metric]["folds"]
     if len(fa) != len(fb) or len(fa) < 2:
         return None
     n_train = min(max(1, round(fold_train * row["subsample"])) for row in (a, b))
     test = corrected_resampled_ttest(np.subtract(fa, fb), n_train, fold_test)
-    return {"architecture": runner["architecture"], **test, "diff_pp": 100 * test["mean_diff"]}
+    return {"architecture": b["architecture"], **test, "diff_pp": 100 * test["mean_diff"]}
 
 
-def fold_precisions(results, archs, folds):
-    """[{arch, fold, precision, reason}] from each fold job's config.yaml (None where not recorded)."""
+def paired_against(chosen: str, rows: dict, metric: str, fold_train: int, fold_test: int) -> dict:
+    """{architecture: `paired_test` of the chosen one against it} for every other architecture."""
+    return {name: paired_test(rows[chosen], row, metric, fold_train, fold_test)
+            for name, row in rows.items() if name != chosen}
+
+
+def fold_records(results: str | Path, archs: list[str], folds: int) -> list[dict]:
+    """[{arch, fold, precision, reason, init_seed}] from each fold job's config.yaml (None where not
+    recorded: `init_seed` is missing from folds trained before fold k started from seed s + k)."""
     out = []
     for a in archs:
         for k in range(folds):
             path = fold_config(results, a, k)
             cfg = load_yaml(path) if path.is_file() else {}
-            out.append({"arch": a, "fold": k, "precision": cfg.get("precision"), "reason": cfg.get("precision_reason")})
+            out.append({"arch": a, "fold": k, "precision": cfg.get("precision"), "reason": cfg.get("precision_reason"),
+                        "init_seed": cfg.get("init_seed")})
     return out
 
 
@@ -316,7 +403,7 @@ STAGE_NAMES = {"prepare": "data preparation", "train": "cross-validation trainin
                "figures": "figures"}
 
 
-def benchmark_times(results_dir, archs, folds):
+def benchmark_times(results_dir: str | Path, archs: list[str], folds: int) -> dict:
     """Wall seconds and peak memory per stage from Snakemake's benchmark files (column `s`, `max_rss`):
     those of `inputs.benchmark_files` that exist (the rule declares them: no stale file counts).
 

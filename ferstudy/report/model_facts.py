@@ -4,15 +4,27 @@ prefers on PublicTest faces against the same faces with shuffled labels. Probed 
 ferstudy/probe.py, the module the figures use, so the sentences describe the figures."""
 
 import math
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import CLASS_NAMES
-from ..probe import (CHANNEL_FACES_PER_CLASS, PICK_SEED, channel_features, eta_squared, first_layer_filters,
-                     pick_faces, stage_taps)
+from ..probe import (
+    CHANNEL_FACES_PER_CLASS,
+    PICK_SEED,
+    channel_features,
+    eta_squared,
+    first_layer_filters,
+    pick_faces,
+    stage_taps,
+)
+
+if TYPE_CHECKING:
+    from ..data import FerData
 
 
-def kernel_shapes(kernels):
+def kernel_shapes(kernels: np.ndarray) -> dict:
     """Classify k x k kernels (N, k, k) by two simple measures.
 
     dc: |sum w| / sum |w| (1: all weights one sign, a blob / smoothing filter; 0: they cancel).
@@ -41,13 +53,14 @@ def kernel_shapes(kernels):
             "vertical": int(vertical.sum()), "diagonal": int(edge.sum() - horizontal.sum() - vertical.sum())}
 
 
-def chance_kernel_shapes(size, n=20000, seed=PICK_SEED):
+def chance_kernel_shapes(size: int, n: int = 20000, seed: int = PICK_SEED) -> dict:
     """The same measures on random Gaussian kernels (what an untrained layer would give)."""
     rng = np.random.default_rng(seed)
     return kernel_shapes(rng.standard_normal((n, size, size)))
 
 
-def inspect_model(model_path, data, threads=1, per_class=CHANNEL_FACES_PER_CLASS, seed=PICK_SEED):
+def inspect_model(model_path: str | Path, data: "FerData", threads: int = 1, per_class: int = CHANNEL_FACES_PER_CLASS,
+                  seed: int = PICK_SEED) -> dict:
     """Simple facts about the final model: the shapes of its first-layer kernels (against random
     kernels) and which emotion each channel of its last feature map prefers on PublicTest faces
     (against the same faces with shuffled labels). PrivateTest is not read."""

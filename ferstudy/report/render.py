@@ -1,20 +1,38 @@
-"""The report as markdown: report/report.md.j2 (Jinja2) filled with `ctx` (report.load) and the
-findings (report.sections); the number formats of report.text are the template's filters."""
+"""The report as markdown: report/report.md.j2 and report/appendix.md.j2 (Jinja2) filled with `ctx`
+(report.load) and the findings (report.sections); the number formats of report.text are the
+templates' filters."""
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import CLASS_NAMES
 from ..errors import UserError
 from .sections import findings
-from .text import and_join, code, extract, md_table, mean_std, mflops, num, pct, pp, pval, seconds
+from .text import (
+    and_join,
+    code,
+    extract,
+    md_table,
+    mean_std,
+    mflops,
+    num,
+    pct,
+    pp,
+    pval,
+    seconds,
+)
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATE = "report.md.j2"
+APPENDIX_TEMPLATE = "appendix.md.j2"
 
 
-def environment(template_dir):
+def environment(template_dir: str | Path) -> "jinja2.Environment":
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), undefined=jinja2.StrictUndefined,
@@ -26,8 +44,9 @@ def environment(template_dir):
     return env
 
 
-def render(ctx, template_dir, template=TEMPLATE):
-    """The report as markdown text."""
+def render(ctx: dict, template_dir: str | Path, template: str = TEMPLATE, found: dict | None = None) -> str:
+    """One template (the main report by default) as markdown text; `found`: the findings, when
+    already computed for another template of the same ctx."""
     import jinja2
 
     template_dir = Path(template_dir)
@@ -35,9 +54,16 @@ def render(ctx, template_dir, template=TEMPLATE):
         raise UserError(f"{template_dir / template}: report template not found")
     try:
         tpl = environment(template_dir).get_template(template)
-        text = tpl.render(ctx=ctx, f=findings(ctx))
+        text = tpl.render(ctx=ctx, f=findings(ctx) if found is None else found)
     except jinja2.TemplateError as err:
         where = f"{template_dir / template}" + (f", line {err.lineno}" if getattr(err, "lineno", None) else "")
         raise UserError(f"{where}: {err.message if hasattr(err, 'message') else err}") from None
     text = re.sub(r"[ \t]+\n", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def render_both(ctx: dict, template_dir: str | Path, template: str = TEMPLATE,
+                appendix_template: str = APPENDIX_TEMPLATE) -> tuple[str, str]:
+    """(main report, appendix) from one set of findings."""
+    found = findings(ctx)
+    return (render(ctx, template_dir, template, found), render(ctx, template_dir, appendix_template, found))

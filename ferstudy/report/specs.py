@@ -2,7 +2,7 @@
 and the training settings in which it differs from another."""
 
 
-def layer_summary(model_spec):
+def layer_summary(model_spec: dict) -> str:
     """The layer list in one line: 'conv3x3 16 > BN > relu > maxpool2 > ...' (or the backbone)."""
     if "backbone" in model_spec:
         pretrained = model_spec.get("pretrained")
@@ -28,7 +28,7 @@ def layer_summary(model_spec):
     return " > ".join(out) + " > fc 7"
 
 
-def conv_filters(model_spec):
+def conv_filters(model_spec: dict) -> str:
     """'16-32-64': the filters of the conv layers in order ('torchvision resnet18' for a backbone)."""
     if "backbone" in model_spec:
         return f"torchvision {model_spec['backbone']}"
@@ -47,7 +47,7 @@ def _layer_kinds(model_spec):
     return [item if isinstance(item, str) else next(iter(item)) for item in model_spec.get("layers", [])]
 
 
-def activations(model_spec):
+def activations(model_spec: dict) -> list[str]:
     """The activation layers a network uses, in first-use order: ['relu'] ('relu' for a backbone)."""
     if "backbone" in model_spec:
         return ["relu"]
@@ -55,11 +55,11 @@ def activations(model_spec):
     return [a for a in dict.fromkeys(kinds) if a in ACTIVATIONS]
 
 
-def has_dropout(model_spec):
+def has_dropout(model_spec: dict) -> bool:
     return any(kind == "dropout" for kind in _layer_kinds(model_spec))
 
 
-def training_changes(base, other, prefix=""):
+def training_changes(base: dict, other: dict, prefix: str = "") -> list[str]:
     """['lr 0.1 -> 0.02', ...]: training settings of `other` that differ from `base`."""
     out = []
     for key in sorted(set(base) | set(other)):

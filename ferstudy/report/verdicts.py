@@ -1,14 +1,15 @@
 """How a verdict is stated, everywhere in the report: the verdict of the raw corrected t-test
 (p < alpha), its Holm-adjusted p over all comparisons, and its budget-stability label
-(ferstudy/stability.py), as `verdict_clause` words it; the labels counted; the difference each
-comparison could have detected. Summaries lead with the verdicts that survive Holm and hold."""
+(ferstudy/stability.py), as `verdict_clause` words it (the appendix) or `outcome` in a few words
+(the main report, whose numbers stand in its table); the labels counted; the difference each
+comparison could have detected; whether the fold spread samples initialisation noise. Summaries
+lead with the verdicts that survive Holm and hold."""
 
 import math
 
 import numpy as np
 
-from ..io import float_or_nan
-from .text import and_join, code, pp, pval
+from .text import and_join, pp, pval
 
 SIGNIFICANT = ("helped", "hurt")
 LABEL_WORDS = {"holds": ("holds", "hold"), "budget-dependent": ("is budget-dependent", "are budget-dependent"),
@@ -41,36 +42,11 @@ def _effect(row):
     return f"{pp(row['diff_pp'])}, {pval(row['p'])}{holm_p}{note}{compute}"
 
 
-def verdict_clause(row, reason=False):
+def verdict_clause(row: dict, reason: bool = False) -> str:
     """How every verdict is stated: 'helped (+4.9 pp, p = 0.024, Holm p = 0.29; budget-dependent)',
     and with `reason` the label's reason after a colon."""
     why = f": {row['stability_reason']}" if reason and row.get("stability_reason") else ""
     return f"{_verdict_phrase(row)} ({_effect(row)}; {_label(row)}{why})"
-
-
-def variant_sentence(row, reason=True):
-    return f"{code(row['arch'])} {verdict_clause(row, reason)}."
-
-
-def _code_effect(row):
-    return f"{code(row['arch'])} ({_effect(row)})"
-
-
-def factor_sentence(frows):
-    """The verdicts of one factor: each significant, budget-dependent or rechecked one in its own
-    sentence with the label's reason; the other undecided null verdicts together."""
-    undecided = [r for r in frows if not _significant(r) and _label(r) == "undecided"
-                 and r.get("stability_basis") != "measured"]
-    out = [variant_sentence(r) for r in frows if r not in undecided]
-    if undecided:
-        out.append(f"{and_join(_code_effect(r) for r in undecided)} made no measurable difference (undecided; "
-                   f"not rechecked at a longer budget).")
-    return " ".join(out)
-
-
-def _short_clause(row):
-    """The In-short form of a verdict: '`a` hurt (-15.1 pp; holds)'."""
-    return f"{code(row['arch'])} {_verdict_phrase(row)} ({pp(row['diff_pp'])}; {_label(row)})"
 
 
 def _strength(row):
@@ -79,18 +55,18 @@ def _strength(row):
     return (not (_significant(row) and row["holm"]), not _significant(row), _label(row) != "holds", p)
 
 
-def label_counts(rows):
+def label_counts(rows: list[dict]) -> dict[str, int]:
     """{label: count} in the order holds, budget-dependent, undecided (unchecked last), zeros left out."""
     counts = {lab: sum(_label(r) == lab for r in rows) for lab in LABEL_WORDS}
     return {lab: n for lab, n in counts.items() if n}
 
 
-def counts_text(counts):
+def counts_text(counts: dict[str, int]) -> str:
     """'3 hold, 1 is budget-dependent and 7 are undecided'."""
     return and_join(f"{n} {LABEL_WORDS[lab][n != 1]}" for lab, n in counts.items())
 
 
-def min_detectable_pp(ctx):
+def min_detectable_pp(ctx: dict) -> tuple | None:
     """(k, df, critical t, {arch: the difference that would have reached p < alpha, pp}) from each
     comparison's own spread and n_train/n_test; None without comparisons."""
     from scipy import stats
@@ -111,3 +87,30 @@ def _n_train(row, ctx):
 
 def _n_test(row, ctx):
     return float(row["n_test"]) if row.get("n_test") else ctx["data"]["fold_test"]
+
+
+def outcome(row: dict) -> str:
+    """A verdict in a few words: 'clearly hurt' (survives Holm and holds), 'helped', 'hurt at this
+    budget only' (budget-dependent), 'made no measurable difference'."""
+    if not _significant(row):
+        return "could not be tested" if not np.isfinite(row["p"]) else "made no measurable difference"
+    if _label(row) == "budget-dependent":
+        return f"{row['verdict']} at this budget only"
+    return f"clearly {row['verdict']}" if row["holm"] and _label(row) == "holds" else row["verdict"]
+
+
+def seed_noise_sampled(ctx: dict) -> bool:
+    """Whether the fold models started from different initial weights (fold k from seed s + k, as each
+    fold's config.yaml records in `init_seed`): then the fold spread holds initialisation noise as
+    well as data noise. Folds trained before `init_seed` existed all started from seed s."""
+    by_fold = {}
+    for fo in ctx["precision"]["folds"]:
+        by_fold.setdefault(fo["fold"], set()).add(fo.get("init_seed"))
+    seeds = {s for ss in by_fold.values() for s in ss}
+    return None not in seeds and len(seeds) > 1
+
+
+def compute_note(row: dict) -> str:
+    """'0.3x': the variant's compute against the baseline's ('' when unknown)."""
+    ratio = row.get("compute_ratio", math.nan)
+    return f"{ratio:.1f}x" if np.isfinite(ratio) else ""

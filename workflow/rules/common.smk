@@ -53,6 +53,9 @@ if not SPAWNED_JOB:
         logger.info(line)
 
 DATASET = STUDY["dataset"]["name"]
+# For `snakemake --report`: its first page (workflow/report/workflow.rst, Jinja over snakemake.config)
+# says when the data are the built-in demo's.
+config["ferstudy_dataset"] = DATASET
 ARCHS = STUDY["study"]["architectures"]
 FOLDS = list(range(STUDY["data"]["folds"]))
 # Extra test sets (FER2013-format CSVs) are evaluated with the final model only.
@@ -187,6 +190,13 @@ def ferplus_targets():
     return [f"{R}/final/ferplus.json"] if FERPLUS else []
 
 
+def ferplus_scored():
+    """Whether the report reads results/final/ferplus.json: data.ferplus is set (rule ferplus_scores
+    makes it), or it exists (scored by hand with `ferstudy ferplus`; a report not rerun then left
+    FER+ out of the committed real run's report)."""
+    return bool(FERPLUS) or os.path.exists(f"{R}/final/ferplus.json")
+
+
 def all_targets():
     return data_targets() + [
         f"{R}/tables/cv_summary.csv",
@@ -195,6 +205,7 @@ def all_targets():
         *ferplus_targets(),
         *figure_targets(),
         f"{R}/report/report.md",
+        f"{R}/report/appendix.md",
     ]
 
 
@@ -219,6 +230,14 @@ def html_page(name):
 def html_targets():
     """The report and the tables as HTML pages (rule report_html), part of the default target."""
     return [HTML_REPORT, html_page("final_metrics"), *map(html_page, HTML_TABLES)]
+
+
+def handin_name():
+    """The hand-in zip's file name (config key `handin`): handin.zip, or with `handin.authors`
+    Surname1_Surname2_<handin.name>.zip (ferstudy.handin.zip_name)."""
+    from ferstudy.handin import zip_name
+
+    return zip_name(STUDY.get("handin") or {})
 
 
 def code_version(wildcards):

@@ -1,5 +1,7 @@
-# For readers: the report and the tables as HTML pages (shown by `snakemake --report report.zip`),
-# and the hand-in zip (`snakemake handin`). Logic in ferstudy/htmlreport.py and ferstudy/handin.py.
+# For readers: the report, its appendix and the tables as HTML pages (shown by `snakemake --report
+# report.zip`), and the hand-in zip (`snakemake handin`: results/handin.zip, or
+# results/<Surname1>_<Surname2>_<name>.zip with `handin.authors`). Logic in ferstudy/htmlreport.py
+# and ferstudy/handin.py.
 #
 # The study report is a folder (index.html, its figures beside it) marked with `htmlindex`:
 # Snakemake's report keeps a folder's files only in a zip report. A single-file report
@@ -10,6 +12,7 @@
 rule report_html:
     input:
         markdown=f"{R}/report/report.md",
+        appendix=f"{R}/report/appendix.md",
         figures=figure_targets(),
         faces=f"{R}/data/faces.png",
         final_metrics=f"{R}/final/metrics.json",
@@ -40,7 +43,7 @@ rule report_html:
     conda:
         "../../envs/ferstudy.yaml"
     shell:
-        "python3 -m ferstudy report-html --markdown {input.markdown:q} --out-dir {output.html:q}"
+        "python3 -m ferstudy report-html --markdown {input.markdown:q} --page {input.appendix:q} --out-dir {output.html:q}"
         " --table {params.tables:q} --final-metrics {params.final_metrics:q} --selection {input.selection:q}"
         " > {log:q} 2>&1"
 
@@ -49,6 +52,7 @@ rule handin:
     input:
         readme=os.path.join(REPO, "README.md"),
         report_md=f"{R}/report/report.md",
+        appendix_md=f"{R}/report/appendix.md",
         report_html=HTML_REPORT,
         figures=figure_targets(),
         faces=f"{R}/data/faces.png",
@@ -56,7 +60,7 @@ rule handin:
                f"{R}/tables/cv_summary.csv", f"{R}/tables/ablation.csv", f"{R}/tables/cost.csv",
                f"{R}/data/summary.csv", *ferplus_targets()],
     output:
-        f"{R}/handin.zip",
+        f"{R}/{handin_name()}",
     params:
         source=lambda w, input: os.path.dirname(input.readme),
         results=lambda w, input: os.path.dirname(os.path.dirname(input.report_md)),
@@ -73,8 +77,8 @@ rule handin:
         "../../envs/ferstudy.yaml"
     shell:
         "python3 -m ferstudy handin --out {output:q} --source {params.source:q} --readme {input.readme:q}"
-        " --report-md {input.report_md:q} --report-html-dir {input.report_html:q} --files {input.files:q}"
-        " --results {params.results:q} > {log:q} 2>&1"
+        " --report-md {input.report_md:q} --appendix-md {input.appendix_md:q} --report-html-dir {input.report_html:q}"
+        " --files {input.files:q} --results {params.results:q} --log {log:q}"
 
 
 localrules:

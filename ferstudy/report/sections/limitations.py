@@ -1,19 +1,21 @@
-"""Section 10, limitations: one seed, the budget, the uncorrected verdicts, and what the data can
-stand for."""
+"""Appendix A8, limitations: what the fold spread holds (`init_seed`), the budget, the uncorrected
+verdicts, and what the data can stand for."""
 
 from ..text import pct
-from ..verdicts import _significant
+from ..verdicts import _significant, seed_noise_sampled
 
 
-def limitations_text(ctx):
+def limitations_text(ctx: dict) -> str:
     tr, abl = ctx["cv_training"], ctx["ablation"]
     text = ("Each network was trained once per fold, fold k from seed s + k (every network of a fold from the same "
-            "one), so the fold spread mixes data and initialisation noise.")
+            "one), so the fold spread mixes data and initialisation noise." if seed_noise_sampled(ctx) else
+            "Each network was trained once per fold and every fold model from the same initial weights, so the fold "
+            "spread holds data noise only and understates the run-to-run noise a new seed adds.")
     if tr.get("epochs", 0) < 30:
         share = tr.get("subsample", 1.0)
         text += (f" The budget was small ({tr['epochs']} epochs per fold"
                  + (f" on {pct(share, 0)} of each fold's training faces" if share < 1 else "")
-                 + "); section 4 says what it can and cannot show.")
+                 + "); A2 says what it can and cannot show.")
     if abl:
         kept = sum(_significant(r) and r["holm"] for r in abl)
         text += (f" Verdicts use the uncorrected p; {kept} of the {len(abl)} {'survives' if kept == 1 else 'survive'} "
@@ -24,5 +26,5 @@ def limitations_text(ctx):
     return text
 
 
-def findings(ctx):
+def findings(ctx: dict) -> dict:
     return {"limitations": limitations_text(ctx)}

@@ -1,11 +1,13 @@
-"""Section 1, data and protocol: the class balance against chance, the test's rule, and the
-baseline's augmentation in words."""
+"""Section 1, data and protocol: the class balance against chance, the test's rule, the baseline's
+augmentation in words, and what the fold spread holds (data noise, and initialisation noise when
+the folds started from different seeds)."""
 
 from ... import CLASS_NAMES
 from ..text import and_join, num, pct, plural
+from ..verdicts import seed_noise_sampled
 
 
-def augmentation_text(aug):
+def augmentation_text(aug: dict) -> str:
     """What the augmentation settings do, in words (only the active ones)."""
     if not aug.get("enabled", True):
         return "No augmentation is used."
@@ -20,7 +22,7 @@ def augmentation_text(aug):
             "Augmentation is on but every operation is off") + ("; evaluation uses the centre crop." if crop < 48 else ".")
 
 
-def data_findings(ctx):
+def data_findings(ctx: dict) -> dict:
     train = ctx["data"]["counts"]["Training"]
     big = max(CLASS_NAMES, key=lambda c: train[c])
     small = min(CLASS_NAMES, key=lambda c: train[c])
@@ -28,22 +30,28 @@ def data_findings(ctx):
     major = max(CLASS_NAMES, key=lambda c: private[c])
     return {"augment": augmentation_text(ctx["cv_training"].get("augment", {})),
             "data_balance": (
-                f"The classes are unbalanced: {big} is the largest Training class ({num(train[big])} faces, "
-                f"{pct(train[big] / train['total'])}) and {small} the smallest ({num(train[small])}, "
-                f"{pct(train[small] / train['total'])}), a ratio of {train[big] / max(train[small], 1):.1f} to 1. "
-                f"Always answering {major} would score {pct(private[major] / private['total'])} on PrivateTest, "
-                f"and guessing uniformly {pct(1 / len(CLASS_NAMES))}.")}
+                f"The classes are unbalanced: {big} has {num(train[big])} Training faces "
+                f"({pct(train[big] / train['total'])}), {small} {num(train[small])}. Always answering {major} "
+                f"would score {pct(private[major] / private['total'])} on PrivateTest.")}
 
 
-def protocol_findings(ctx):
+def seed_text(ctx: dict) -> str:
+    """Where the fold models' initial weights came from, and so what the fold spread holds."""
+    seed = ctx["cv_training"].get("seed", 0)
+    if seed_noise_sampled(ctx):
+        return (f"Fold k's networks start from seed {seed} + k, so the fold spread holds initialisation as well as "
+                f"data noise.")
+    return (f"Every fold model started from the same initial weights (seed {seed}), so the fold spread holds "
+            f"data noise only; seed-to-seed noise is not sampled.")
+
+
+def protocol_findings(ctx: dict) -> dict:
     abl, k = ctx["ablation"], ctx["data"]["folds"]
     df = int(abl[0]["df"]) if abl else k - 1
-    return {"tests": (
-        f"A variant \"helped\" or \"hurt\" only when p < {ctx['alpha']:g}; with k = {k} folds each test has "
-        f"{df} degrees of freedom. Each verdict also gives its Holm-adjusted p over the "
-        f"{plural(len(abl), 'comparison')} and a budget-stability label (section 4); summaries lead with the "
-        f"verdicts that survive Holm (Holm p < {ctx['alpha']:g}) and hold.")}
+    holm = f"; Holm's correction covers the {plural(len(abl), 'comparison')}" if len(abl) > 1 else ""
+    return {"tests": (f"A variant \"helped\" or \"hurt\" when p < {ctx['alpha']:g} ({df} degrees of freedom){holm}."),
+            "seeds": seed_text(ctx)}
 
 
-def findings(ctx):
+def findings(ctx: dict) -> dict:
     return {**data_findings(ctx), **protocol_findings(ctx)}

@@ -1,117 +1,178 @@
-"""Section 9, critical reflections and lessons learnt, generated from the same numbers as the rest."""
+"""Section 8, critical reflections and lessons learnt, generated from the same numbers as the rest:
+what the fold spread can carry, the table of means, compute behind the verdicts, whether the
+budget stopped the networks (measured on their learning curves), the regularizers, label noise,
+the final model's gap and the literature; then the lessons. Each part is kept only when its
+numbers support it, most telling first, within `REFLECTION_WORDS` and `LESSON_WORDS` (the
+report's word limit)."""
 
 import numpy as np
 
-from ..text import and_join, code, pct, plural
-from ..verdicts import _label, _significant, label_counts, min_detectable_pp
+from ..text import and_join, code, pct, plural, prose_words
+from ..verdicts import _label, _significant, compute_note, seed_noise_sampled
+
+REFLECTION_WORDS = 130
+LESSON_WORDS = 65
+STILL_GAINING_PP = 1.0  # held-out curve gain over the last half of the epochs that says "still learning"
 
 
-def means_reflection(ctx):
+def _detectable(ctx):
+    values = [r["detectable_pp"] for r in ctx["ablation"] if np.isfinite(r.get("detectable_pp", float("nan")))]
+    return float(np.median(values)) if values else float("nan")
+
+
+def noise_reflection(ctx: dict) -> str:
+    abl = ctx["ablation"]
+    if not abl:
+        return ""
+    k, df = int(abl[0]["k"]), int(abl[0]["df"])
+    fragile = [r for r in abl if r.get("fragile")]
+    if seed_noise_sampled(ctx):
+        check = (f"the pooled check disputes {plural(len(fragile), 'verdict')}" if fragile else
+                 "the pooled check agrees with every verdict")
+        return (f"The fold spread includes initialisation noise (fold k from seed s + k), but each pair's spread "
+                f"rests on {k} folds ({df} degrees of freedom): {check}.")
+    d = _detectable(ctx)
+    small = [r for r in abl if _significant(r) and np.isfinite(d) and abs(r["diff_pp"]) < d]
+    text = ("Every fold model started from the same initial weights, so the fold spread misses seed-to-seed noise "
+            "and understates run-to-run differences")
+    if small:
+        text += (f": the verdicts smaller than the {d:.1f} pp found with 80% power "
+                 f"({and_join(code(r['arch']) for r in small)}) deserve the least trust")
+    elif np.isfinite(d):
+        text += f"; even the {d:.1f} pp a difference needs for 80% power is an optimistic bound"
+    return text + (f", and the pooled check disputes {plural(len(fragile), 'verdict')}." if fragile else ".")
+
+
+def means_reflection(ctx: dict) -> str:
     abl, metric = ctx["ablation"], ctx["metric"]
-    n = len(abl)
-    if not n:
+    if not abl:
         return ""
     means = [r[f"{metric}_mean"] for r in ctx["archs"]]
     quiet = sum(not _significant(r) for r in abl)
     held = sum(_significant(r) and r["holm"] and _label(r) == "holds" for r in abl)
     spread = 100 * (max(means) - min(means))
-    folds = plural(int(abl[0]["k"]), "fold")
-    text = (f"A table of means invites over-reading: here the means span {spread:.1f} pp and look like a ranking, yet "
-            f"{quiet} of the {n} differences from the baseline are not measurable with {folds}")
-    if quiet == n:
-        return text + ", so no single operation can be said to matter at this budget."
-    one = held == 1 or not held
-    held_text = "none of the others" if not held else f"only {held} of the other {n - quiet}"
-    return text + (f", and {held_text} both {'survives' if one else 'survive'} the Holm correction and "
-                   f"{'holds' if one else 'hold'} at twice the budget: the verdicts and their labels, not the order "
-                   f"of the means, say which operations made a difference.")
+    if quiet == len(abl):
+        return (f"The means span {spread:.1f} pp and read like a ranking, yet none of the {len(abl)} differences is "
+                f"measurable: no single operation can be said to matter at this budget.")
+    both = "survives Holm and holds" if held <= 1 else "survive Holm and hold"
+    return (f"The means span {spread:.1f} pp, yet {quiet} of the {len(abl)} differences are not measurable and "
+            f"{held or 'none'} of the others both {both}: the verdicts, not the order of the means, say what mattered.")
 
 
-REGULARIZER_REASON = "the regularizer lost"  # how stability.stability words its rule (c)
-
-
-def decided_by_regularizer_rule(row):
-    """Whether the regularizer rule gave the row its label (`stability_rule`; an ablation.csv from
-    before that column: the wording of its reason)."""
-    rule = row.get("stability_rule")
-    if isinstance(rule, str) and rule:
-        return rule == "regularizer"
-    return str(row.get("stability_reason", "")).startswith(REGULARIZER_REASON)
-
-
-def regularizer_reflection(ctx):
-    """The verdicts that ablation.csv labelled budget-dependent by the regularizer rule."""
-    from ...stability import MIN_OVERFIT_GAP_PP
-
-    early = [r for r in ctx["ablation"] if _label(r) == "budget-dependent" and decided_by_regularizer_rule(r)]
-    if not early:
+def compute_reflection(ctx: dict) -> str:
+    mixed = [r for r in ctx["ablation"] if r.get("compute_mixed") and _significant(r)]
+    if not mixed:
         return ""
-    kinds = list(dict.fromkeys(r["factor"] for r in early))
-    factors = and_join(kinds)
-    return (f"The regularizer lost in {and_join(code(r['arch']) for r in early)} ({_label(early[0])}) while the "
-            f"less regularized network was not yet over-fitting (a train-minus-held-out gap under {MIN_OVERFIT_GAP_PP:g} pp): "
-            f"{factors} can pay off only once there is over-fitting to prevent, so "
-            f"{'this verdict describes' if len(early) == 1 else 'these verdicts describe'} the short budget, "
-            f"not {factors} {'itself' if len(kinds) == 1 else 'themselves'}.")
+    names = and_join(f"{code(r['arch'])} ({compute_note(r)})" for r in sorted(mixed, key=lambda r: r["compute_ratio"]))
+    return (f"Compute stands behind {'a significant verdict' if len(mixed) == 1 else 'several significant verdicts'}, "
+            f"{names}: a one-factor design attributes to the operation what compute did, which only comparisons "
+            f"at equal compute separate.")
 
 
-def underfit_reflection(ctx):
-    from ...stability import MIN_OVERFIT_GAP_PP
-
-    fits = [r for r in ctx["archs"] if r["fit"] and np.isfinite(r["fit"]["gap_pp"])]
-    under = [r for r in fits if r["fit"]["gap_pp"] < MIN_OVERFIT_GAP_PP]
-    if not fits or 2 * len(under) < len(fits):
+def budget_reflection(ctx: dict) -> str:
+    """Whether the budget stopped the networks: how many still gained on their held-out learning curve
+    over the last half of the epochs (not their train-minus-held-out gap, which says nothing of
+    under-fitting)."""
+    fits = [r for r in ctx["archs"] if r["fit"] and np.isfinite(r["fit"].get("late_gain_pp", float("nan")))]
+    if not fits:
         return ""
-    who = f"All {len(fits)}" if len(under) == len(fits) else f"{len(under)} of the {len(fits)}"
-    return (f"{who} networks were still under-fitting at the last epoch, so the budget more "
-            f"than the architecture limited what they learnt, and a short budget favours networks that learn fast.")
+    gaining = [r for r in fits if r["fit"]["late_gain_pp"] > STILL_GAINING_PP]
+    epochs = ctx["cv_training"].get("epochs")
+    if not gaining:
+        return (f"No network gained more than {STILL_GAINING_PP:g} pp of held-out accuracy over the last half of its "
+                f"{epochs} epochs: within this schedule the networks had levelled off.")
+    who = f"All {len(fits)}" if len(gaining) == len(fits) else f"{len(gaining)} of the {len(fits)}"
+    return (f"{who} networks still gained over {STILL_GAINING_PP:g} pp of held-out accuracy in the last half of their "
+            f"{epochs} epochs: the budget stopped them, favouring networks that learn fast.")
 
 
-def final_gap_reflection(ctx):
-    fin, chosen = ctx["final"], ctx["chosen"]
-    gap = 100 * (fin["private"]["accuracy"] - chosen["accuracy_mean"])
-    effects = [r for r in ctx["ablation"] if np.isfinite(r["diff_pp"])]
-    if not effects or not fin["workload"]:
+def label_noise_reflection(ctx: dict) -> str:
+    fp = ctx.get("ferplus")
+    if not fp:
         return ""
-    top = max(effects, key=lambda r: abs(r["diff_pp"]))
-    if gap <= abs(top["diff_pp"]):
+    return (f"FER2013's own labels agree with the FER+ crowd on only {pct(fp['private']['label_agreement'])} of the "
+            f"PrivateTest faces it labels, so part of every error count here is label noise.")
+
+
+def final_gap_reflection(ctx: dict) -> str:
+    gap = final_gain_pp(ctx)
+    if not np.isfinite(gap):
         return ""
+    top = max(abs(r["diff_pp"]) for r in ctx["ablation"] if np.isfinite(r["diff_pp"]))
     return (f"More faces and epochs mattered more than any single operation: the final model is {gap:.1f} pp above "
-            f"its cross-validation mean, while the largest difference from the baseline was "
-            f"{abs(top['diff_pp']):.1f} pp ({code(top['arch'])}).")
+            f"its cross-validation mean, the largest single change {top:.1f} pp.")
 
 
-def literature_reflection(ctx):
+def literature_reflection(ctx: dict) -> str:
     prv = ctx["final"]["private"]
     if ctx["demo"] or prv["accuracy"] >= 0.70:
         return ""
     return (f"At {pct(prv['accuracy'])} the model stays below the 73% reported for a VGG-style network trained for "
-            f"hundreds of GPU epochs (Khaireddin and Chen, 2021); this study trained each fold for "
-            f"{ctx['cv_training'].get('epochs')} epochs.")
+            f"hundreds of GPU epochs (Khaireddin and Chen, 2021).")
 
 
-def hindsight_reflection(ctx):
+def lessons(ctx: dict) -> list[str]:
+    """The lessons the numbers support, most telling first."""
+    from .final import equal_compute_lesson, similar_compute
+
     abl = ctx["ablation"]
-    counts = label_counts(abl)
-    found = min_detectable_pp(ctx)
-    ideas = []
+    out = []
+    similar = similar_compute(ctx)
+    chosen = ctx["chosen"]
+    if similar and equal_compute_lesson(ctx, similar[0]):
+        out.append(f"compare operations at equal compute, as {chosen['factor']} against {similar[0]['factor']} here")
+    d = _detectable(ctx)
+    if abl and np.isfinite(d):
+        out.append(f"with {int(abl[0]['k'])} folds a difference needs about {d:.1f} pp to be found reliably: more folds "
+                   f"or seeds would settle the small effects")
+    gap = final_gain_pp(ctx)
+    if np.isfinite(gap):
+        out.append("compare architectures at a budget closer to the final model's, since more faces and epochs "
+                   "moved accuracy more than any operation")
     guessed = sum(_label(r) == "budget-dependent" and r.get("stability_basis") != "measured" for r in abl)
     if guessed:
-        one = guessed == 1
-        ideas.append(f"the {'' if one else str(guessed) + ' '}heuristically budget-dependent "
-                     f"{'verdict deserves' if one else 'verdicts deserve'} a longer run of {'its pair' if one else 'their pairs'} "
-                     f"(`study.recheck`)")
-    if found and found[3] and 2 * counts.get("undecided", 0) >= len(abl):
-        mdd = float(np.median(list(found[3].values())))
-        ideas.append(f"with {found[0]} folds a difference needed about {mdd:.1f} pp to be seen, so more folds could "
-                     f"settle some of the {counts['undecided']} undecided verdicts")
+        out.append(f"the {plural(guessed, 'heuristically budget-dependent verdict')} need{'s' if guessed == 1 else ''} "
+                   f"the measured 2x recheck (`study.recheck`)")
+    if any(r["factor"] in ("dropout", "augmentation") and _significant(r) for r in abl):
+        out.append("judge regularizers at a budget at which the baseline over-fits")
     good = [r for r in abl if r["verdict"] == "helped" and _label(r) == "holds"]
     if len(good) >= 2:
-        ideas.append(f"a second round combining {and_join(code(r['arch']) for r in good)} could reveal interactions")
-    return f"In hindsight, {'; '.join(ideas)}." if ideas else ""
+        out.append(f"combining {and_join(code(r['arch']) for r in good)} would show whether their gains add up")
+    if ctx.get("ferplus"):
+        out.append("score against cleaner labels as well (FER+): FER2013's own noise blurs small differences")
+    if not abl:
+        out.append("a study of one network says nothing about which operation matters: compare variants")
+    return out
 
 
-def findings(ctx):
-    refl = [means_reflection(ctx), regularizer_reflection(ctx), underfit_reflection(ctx), final_gap_reflection(ctx),
-            literature_reflection(ctx), hindsight_reflection(ctx)]
-    return {"reflections": " ".join(r for r in refl if r)}
+def final_gain_pp(ctx: dict) -> float:
+    """How far the final model rose above its cross-validation mean when that is more than any single
+    operation moved accuracy (NaN otherwise): the budget mattered more than the architecture."""
+    fin, chosen = ctx["final"], ctx["chosen"]
+    effects = [abs(r["diff_pp"]) for r in ctx["ablation"] if np.isfinite(r["diff_pp"])]
+    gap = 100 * (fin["private"]["accuracy"] - chosen["accuracy_mean"])
+    return gap if effects and fin["workload"] and gap > max(effects) else float("nan")
+
+
+def within(parts: list[str], words: int) -> list[str]:
+    """The leading parts that fit in `words` prose words (at least one)."""
+    kept, total = [], 0
+    for part in parts:
+        n = prose_words(part)
+        if kept and total + n > words:
+            continue
+        kept.append(part)
+        total += n
+    return kept
+
+
+def findings(ctx: dict) -> dict:
+    taught = within(lessons(ctx), LESSON_WORDS)
+    equal_compute = bool(taught) and taught[0].startswith("compare operations at equal compute")
+    # the regularizers' lesson is section 4's (effects.regularizer_lesson) and the lessons': not a third time
+    refl = [noise_reflection(ctx), means_reflection(ctx), "" if equal_compute else compute_reflection(ctx),
+            budget_reflection(ctx), label_noise_reflection(ctx), final_gap_reflection(ctx),
+            literature_reflection(ctx)]
+    text = " ".join(within([r for r in refl if r], REFLECTION_WORDS))
+    lesson = ("**Lessons learnt.** " + "; ".join(taught)[:1].upper() + "; ".join(taught)[1:] + ".") if taught else ""
+    return {"reflections": text, "lessons": lesson}

@@ -1,15 +1,14 @@
-"""Section 11, reproducibility: the precision each job trained in and why, and the whole-study cost
-prediction against the real wall time."""
+"""Appendix A9, reproducibility: the versions, seeds, data hash and hardware (the template), and the
+precision each job trained in and why."""
 
 import re
 
-from ..text import and_join, code, pct, plural
-
+from ..text import and_join, code, plural
 
 PRECISION_NAMES = {"bf16": "bf16 autocast", "fp32": "fp32"}
 
 
-def precision_text(ctx):
+def precision_text(ctx: dict) -> str:
     """The precision of the final model and of the fold jobs (grouped by precision), with the reasons
     their config.yaml recorded."""
     fin, folds = ctx["precision"]["final"], ctx["precision"]["folds"]
@@ -46,19 +45,5 @@ def precision_text(ctx):
     return text
 
 
-def cost_prediction_sentence(cp):
-    """How far the prediction made when the study started was from its real wall time."""
-    if not cp or cp["total_error"] is None:
-        why = f" ({cp['rows'][0]['note']})" if cp else ""
-        return (f"No whole-study cost prediction can be set against this study's real wall time{why}; a local "
-                "run that builds the whole study with `study.predict_cost` on makes one.")
-    err = cp["total_error"]
-    how = ("made by measuring every network on this machine when the run started" if cp["measured_in_study"]
-           else "repeated from an earlier measurement of the same config on this machine")
-    return (f"The prediction of the whole study's wall time, {how}, was {pct(abs(err))} "
-            f"{'above' if err > 0 else 'below'} the real time, {'within' if abs(err) <= 0.25 else 'outside'} "
-            f"the 25% this tool aims at.")
-
-
-def findings(ctx):
-    return {"precision": precision_text(ctx), "cost_prediction": cost_prediction_sentence(ctx.get("cost_prediction"))}
+def findings(ctx: dict) -> dict:
+    return {"precision": precision_text(ctx)}
