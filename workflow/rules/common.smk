@@ -108,7 +108,8 @@ def announce_cost(log):
     try:
         in_study_prediction(RESOLVED.flat, STUDY, workflow.cores, dict(Counter(j.rule.name for j in workflow.dag.jobs)),
                             sum(1 for _ in workflow.dag.needrun_jobs()), results=R, enabled=enabled,
-                            started_at=workflow.start_time.timestamp(), snakemake_log=log, say=logger.info)
+                            started_at=workflow.start_time.timestamp(), snakemake_log=log, say=logger.info,
+                            planned=bool(TIME_BUDGET_S))
     except Exception as err:  # the prediction is advice: never stop the study for it
         logger.warning(f"Cost prediction skipped: {err!r}")
 
