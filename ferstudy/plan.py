@@ -137,8 +137,17 @@ def final_seconds(cfg: dict, m: dict, arch: str, epochs: int, job_overhead: floa
     return final_job_seconds(w, rates["img_per_s"], rates["eval_img_per_s"], job_overhead, rates.get("checkpoint_s", 0.0))
 
 
+def final_reserve(cfg: dict, m: dict, assumed: str, epochs: int, job_overhead: float) -> float:
+    """Seconds kept for the final model while the fold budget and the recheck are chosen: the
+    assumed network at `epochs`, or the slowest candidate at half of them if that is more (the
+    final network is chosen later; a 3x slower winner still gets half the epochs)."""
+    half = max(MIN_EPOCHS, epochs // 2)
+    return max([final_seconds(cfg, m, assumed, epochs, job_overhead)]
+               + [final_seconds(cfg, m, a, half, job_overhead) for a in cfg["study"]["architectures"]])
+
+
 def _total(cfg, m, cores, budget_choice, assumed):
-    """(predicted study seconds with the measurement, the prediction) for one choice."""
+    """(predicted study seconds with the measurement and the final reserve, the prediction) for one choice."""
     from .cost.predict import predict
 
     e, f, r, fe = budget_choice
@@ -147,10 +156,10 @@ def _total(cfg, m, cores, budget_choice, assumed):
                                                    "architecture": assumed}})
     overhead = pred["constants"]["job_overhead_with_snakemake_s"]
     recheck = recheck_seconds(planned, m, overhead, cores, r or 0)
-    total = pred["predicted_total_s"] - pred["phases_s"]["recheck"] + recheck + (m.get("measure_s") or 0.0)
+    pred["predicted_total_s"] += recheck - pred["phases_s"]["recheck"]
     pred["phases_s"]["recheck"] = recheck
-    pred["predicted_total_s"] = total - (m.get("measure_s") or 0.0)
-    return total, pred
+    reserve = final_reserve(cfg, m, assumed, fe, overhead)
+    return pred["predicted_total_s"] - pred["phases_s"]["final"] + reserve + (m.get("measure_s") or 0.0), pred
 
 
 def _recheck_base(cfg):
@@ -171,6 +180,7 @@ def make_plan(cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None
     rechecks, then the fold budget further, then fewer final epochs; then the time left goes to
     each candidate's final epochs (up to the cap)."""
     user = user or {}
+    cfg = _with_user_values(cfg, user)
     t, final_t = cfg["training"], cfg["final"].get("training") or {}
     base_final = int(final_t.get("epochs", t["epochs"]))
     ladder = fold_ladder(int(t["epochs"]), float(t.get("subsample", 1.0)),
@@ -189,10 +199,10 @@ def make_plan(cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None
         if _total(cfg, m, cores, candidate, assumed)[0] <= budget_s:
             choice, fits = candidate, True
             break
-    total, pred = _total(cfg, m, cores, choice, assumed)
+    _, pred = _total(cfg, m, cores, choice, assumed)
     e, f, r, fe = choice
     overhead = pred["constants"]["job_overhead_with_snakemake_s"]
-    before_final = total - pred["phases_s"]["final"]
+    before_final = pred["predicted_total_s"] - pred["phases_s"]["final"] + (m.get("measure_s") or 0.0)
     cap = fe if "final.training.epochs" in user or not fits else max(fe, FINAL_EPOCHS_CAP_FACTOR * base_final)
     per_arch = {}
     for name in cfg["study"]["architectures"]:
@@ -221,6 +231,20 @@ def make_plan(cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None
     return plan, pred
 
 
+def _with_user_values(cfg, user):
+    """`cfg` with the user's values of the planned keys (already there in a study's config)."""
+    out = copy.deepcopy(cfg)
+    for key, setting in user.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        node[last] = setting["value"]
+    return out
+
+
 def plan_sentence(plan: dict) -> str:
     """The plan and why, in one sentence for the log and the report."""
     from .cost.study import clock
@@ -228,8 +252,10 @@ def plan_sentence(plan: dict) -> str:
     fold, budget = plan["fold"], clock(plan["time_budget_s"])
     epochs = sorted(set(plan["final_epochs"].values())) or [plan["final_epochs_assumed"]]
     final = (f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} (by the network chosen)")
+    recheck = (f"at most {plan['recheck_max']} verdict(s) rechecked at twice that" if plan["recheck_max"]
+               else "no verdict rechecked")
     text = (f"Each fold model trained {fold['epochs']} epochs on {fold['subsample']:.0%} of its faces, "
-            f"{plan['recheck_max']} verdict(s) at most rechecked at twice that, and the final model {final} epochs, "
+            f"{recheck}, and the final model {final} epochs, "
             f"so that the study fits {budget} on this machine's {plan['cores']} cores "
             f"(predicted {clock(plan['predicted_s'])}, the measurement included)")
     if not plan["fits"]:

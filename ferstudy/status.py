@@ -215,6 +215,13 @@ def _folds(run_config):
         return 0
 
 
+PACE_BOUNDS = (0.05, 20.0)  # the finished jobs' seconds over their predicted seconds, bounded
+
+
+def _arch_of(job: Job) -> str:
+    return job.name.split(" fold ")[0]
+
+
 def time_left(jobs, final, pred, results, cores):
     """Predicted seconds to the end of the study: not-started jobs at their predicted seconds x the
     pace of the finished ones, running jobs at their own estimate, on `cores` slots (longest
@@ -223,11 +230,16 @@ def time_left(jobs, final, pred, results, cores):
         return None
     finished = [j for j in jobs if j.state == "done" and j.seconds and j.predicted_s]
     pace = sum(j.seconds for j in finished) / sum(j.predicted_s for j in finished) if finished else 1.0
-    pace = min(4.0, max(0.25, pace))
+    # wide bounds: a prediction measured on a busy machine was off 13x (the finished jobs know better)
+    pace = min(PACE_BOUNDS[1], max(PACE_BOUNDS[0], pace))
+    own = {}  # architecture: seconds of its finished fold jobs, which predict its other folds best
+    for j in finished:
+        own.setdefault(_arch_of(j), []).append(j.seconds)
     slots = sorted(j.left_s or 0.0 for j in jobs if j.state == "running")[-cores:]
     slots += [0.0] * (cores - len(slots))
     # stopped and failed jobs run again (from their checkpoints) when the study does
-    waiting = sorted(((j.predicted_s or 0.0) * pace for j in jobs
+    waiting = sorted((sum(own[_arch_of(j)]) / len(own[_arch_of(j)]) if _arch_of(j) in own else
+                      (j.predicted_s or 0.0) * pace for j in jobs
                       if j.state in ("not started", "stopped", "failed", "outdated")), reverse=True)
     for seconds in waiting:
         i = slots.index(min(slots))
