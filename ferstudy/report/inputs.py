@@ -16,10 +16,10 @@ SINGLE_FILES = ("h5", "faces", "summary", "ablation", "cost", "selection", "fina
                 "model")
 
 
-def report_inputs(results, archs, folds, ferplus=False, figures=True):
+def report_inputs(results, archs, folds, ferplus=False, figures=True, plan=False):
     """{name: path or [paths]}: every file the report reads under `results` for a study of `archs`
-    with `folds` folds; results/final/ferplus.json when `ferplus` (`data.ferplus`), the figures
-    unless `figures` is False."""
+    with `folds` folds; results/final/ferplus.json when `ferplus` (`data.ferplus`), results/plan.json
+    when `plan` (`study.time_budget`), the figures unless `figures` is False."""
     r = Path(results)
     return {
         "h5": r / "data" / "dataset.h5",
@@ -37,6 +37,7 @@ def report_inputs(results, archs, folds, ferplus=False, figures=True):
         "model": r / "final" / "model.pt",
         "predictions": [r / "final" / f"predictions_{key}.csv" for key in ("public", "private")],
         "ferplus": [r / "final" / "ferplus.json"] if ferplus else [],
+        "plan": [r / "plan.json"] if plan else [],  # study.time_budget (ferstudy/plan.py)
         "benchmarks": benchmark_files(r, archs, folds),
         "figures": [r / "figures" / f"{name}.png" for name in FIGURES] if figures else [],
     }

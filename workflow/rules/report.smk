@@ -8,7 +8,7 @@ from ferstudy.report.inputs import report_inputs
 
 rule report:
     input:
-        **report_inputs(R, ARCHS, len(FOLDS), ferplus=bool(FERPLUS)),
+        **report_inputs(R, ARCHS, len(FOLDS), ferplus=bool(FERPLUS), plan=bool(TIME_BUDGET_S)),
         template=os.path.join(REPO, "report", "report.md.j2"),
     output:
         report(f"{R}/report/report.md", caption="../report/report_md.rst", category="1 Report",
