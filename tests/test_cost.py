@@ -225,6 +225,8 @@ def test_failed_measurement_does_not_stop_the_study(cfg, tmp_path):
 
 def test_the_measurement_says_each_network_once_as_it_goes(cfg, capfd):
     """Side by side processes measure every network; one of them prints a line after each."""
+    from ferstudy.cost import measure as cost
+
     cost.measure_side_by_side(cfg, ["baseline", "wide"], batches=1, warmup=0, h5=None, parallel=2)
     lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith(cost.PROGRESS)]
     assert [line.split(",")[0] for line in lines] == [f"{cost.PROGRESS} 1/2: baseline", f"{cost.PROGRESS} 2/2: wide"]
@@ -237,10 +239,12 @@ def test_the_study_log_shows_the_measurements_progress(cfg, tmp_path, monkeypatc
     fake.write_text("#!/bin/sh\necho 'loading'\necho 'measured network 1/2: a, 9 img/s' >&2\n"
                     "echo 'measured network 2/2: b, 8 img/s' >&2\nexit 1\n")
     fake.chmod(0o755)
+    from ferstudy.cost import study as cost
+
     monkeypatch.setattr(cost.sys, "executable", str(fake))
     lines = []
     results = tmp_path / "results"
-    cost.in_study_prediction({}, cfg, 2, cost.count_jobs(cfg), 26, results=results, say=lines.append)
+    cost.in_study_prediction({}, cfg, 2, count_jobs(cfg), 26, results=results, say=lines.append)
     assert lines[1].startswith("Measuring every network") and "Could not predict" in lines[-1]
     assert lines[2:4] == ["  measured network 1/2: a, 9 img/s", "  measured network 2/2: b, 8 img/s"]
     assert "loading" in (results / "logs" / "predict_cost.log").read_text()

@@ -368,7 +368,7 @@ def test_a_time_budget_puts_the_plan_before_training(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("study: {time_budget: 2 hours}\n")
     result = snakemake(tmp_path, "-n", extra_configs=[bad], check=False)
-    assert result.returncode != 0 and "config key study.time_budget: '2 hours' is not a time" in result.stderr
+    assert result.returncode != 0 and "config key study.time_budget: '2 hours' is not a time" in result.stdout + result.stderr
 
 
 @pytest.mark.slow
