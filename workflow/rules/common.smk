@@ -171,6 +171,29 @@ def final_architecture():
         return json.load(f)["architecture"]
 
 
+# ---------------------------------------------------------------- the time-budget plan (plan.smk)
+from ferstudy.plan import PLANNED_KEYS, apply_plan, budget_seconds, load_plan, user_settings
+
+try:
+    TIME_BUDGET_S = budget_seconds(STUDY["study"].get("time_budget"))
+except UserError as err:
+    raise WorkflowError(str(err)) from None
+PLAN = f"{R}/plan.json"
+PLAN_INPUT = [PLAN] if TIME_BUDGET_S else []  # an input of every rule that reads the plan
+FINAL_PLANNED = f"{R}/final/final_config_planned.yaml"  # train_final's settings under a plan
+
+
+def plan_inputs():
+    """What the plan depends on (plan_config's output and its rerun trigger): the study as its layers
+    resolve it, the budget, and which planned keys the user set (they win)."""
+    return {"config": RESOLVED.flat, "time_budget_s": TIME_BUDGET_S, "user_set": user_settings(USER_LAYERS)}
+
+
+def planned_study(plan_files, final_arch=None):
+    """STUDY with the plan's budgets (`plan_files`: a rule's input.plan, empty without a budget)."""
+    return apply_plan(STUDY, load_plan(plan_files[0]) if plan_files else None, final_arch)
+
+
 def data_targets():
     return [f"{R}/data/dataset.h5", f"{R}/data/summary.csv", f"{R}/data/summary.md", f"{R}/data/faces.png"]
 

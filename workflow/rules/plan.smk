@@ -1,33 +1,12 @@
 # The time-budget plan (study.time_budget; ferstudy/plan.py). With a budget, the first training-side
 # jobs are plan_config (the plan's inputs: the study as resolved, the budget, the values the user
 # set) and plan (`ferstudy plan`: measures this machine once, writes results/plan.json and the cost
-# prediction). run_config, final_config and recheck_plan read plan.json, so every training job
+# prediction). run_config, recheck_plan and final_planned_config read plan.json, so every training job
 # sees the planned budgets. A plain rule, not a checkpoint: the DAG's shape (networks, folds) does
 # not depend on the plan, only the files' contents do, so dry runs stay as fast as without it and
 # show every job. plan_config's params are the rerun trigger (the planned keys' sources and the
 # budget, not --cores): a rerun with the same config reuses plan.json, no new measurement.
-from ferstudy.plan import PLANNED_KEYS, apply_plan, budget_seconds, load_plan, user_settings
-
-try:
-    TIME_BUDGET_S = budget_seconds(STUDY["study"].get("time_budget"))
-except UserError as err:
-    raise WorkflowError(str(err)) from None
-PLAN = f"{R}/plan.json"
-PLAN_INPUT = [PLAN] if TIME_BUDGET_S else []  # an input of every rule that reads the plan
-FINAL_PLANNED = f"{R}/final/final_config_planned.yaml"  # train_final's settings under a plan
-
-
-def plan_inputs():
-    """What the plan depends on (plan_config's output and its rerun trigger): the study as its layers
-    resolve it, the budget, and which planned keys the user set (they win)."""
-    return {"config": RESOLVED.flat, "time_budget_s": TIME_BUDGET_S, "user_set": user_settings(USER_LAYERS)}
-
-
-def planned_study(plan_files, final_arch=None):
-    """STUDY with the plan's budgets (`plan_files`: a rule's input.plan, empty without a budget)."""
-    return apply_plan(STUDY, load_plan(plan_files[0]) if plan_files else None, final_arch)
-
-
+# TIME_BUDGET_S, PLAN, PLAN_INPUT, plan_inputs and planned_study live in common.smk.
 if TIME_BUDGET_S:
 
     rule plan_config:
