@@ -111,7 +111,7 @@ def _planned_study(results, run_path, fp, whole, total, cores, started_at, snake
         say(f"The plan (results/plan.json, reused: no new measurement): {plan['sentence']}")
     else:
         say("study.time_budget: the job `plan` measures this machine first and plans the budgets to fit it "
-            "(results/plan.json).")
+            "(results/plan.json; its progress: results/logs/plan.log).")
 
 
 def _read_json(path):
