@@ -161,7 +161,8 @@ MEASURE_MIN_S = 1.0  # seconds of timed training per network: 3 batches alone we
 QUICK = {"min_seconds": 0.5, "eval_images": 256, "final_min_seconds": 0.3}
 
 
-def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1, min_seconds=None, eval_images=512):
+def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1, min_seconds=None, eval_images=512,
+                 amp=None):
     """{img_per_s (training), eval_img_per_s (with the arch's TTA), checkpoint_s, mflops_forward}
     at `threads` threads. The training rate is all timed images over all timed seconds of at least
     `MEASURE_MIN_S` (not the best trial: a job's epochs run at their mean rate)."""
@@ -171,7 +172,7 @@ def measure_arch(run_cfg, images, labels, threads, batches, warmup, trials=1, mi
     from ..train import use_channels_last
 
     r = train_throughput(run_cfg, images, labels, threads, batches=batches, warmup=warmup, trials=trials,
-                         min_seconds=MEASURE_MIN_S if min_seconds is None else min_seconds)
+                         min_seconds=MEASURE_MIN_S if min_seconds is None else min_seconds, amp=amp)
     t = run_cfg["training"]
     crop = t["augment"].get("crop", 48)
     ev, _ = eval_throughput(r["model"], images, threads, crop, t.get("tta", "none"),
@@ -217,10 +218,12 @@ def measure_side_by_side(cfg, names, batches, warmup, h5, parallel, quick=False)
     return {name: {k: float(np.mean([r[name][k] for r in results])) for k in results[0][name]} for name in names}
 
 
-def measure_finals(cfg, names, cores, batches, warmup, h5, quick=False):
+def measure_finals(cfg, names, cores, batches, warmup, h5, quick=False, amps=None):
     """{arch: rates} of every candidate of the final model at the final's `cores` threads, its final
     settings (the prediction of the final model used to scale one network's thread speed-up to the
-    others: off by -43% for depth_2convs). Briefly timed: QUICK's seconds per network."""
+    others: off by -43% for depth_2convs). Briefly timed: QUICK's seconds per network. `amps`:
+    {arch: bf16 or not} decided by the 1-thread measurement, reused (deciding again timed both
+    precisions per network: 5-15 s each on a busy 2-core machine)."""
     from ..bench.context import bench_images
     from ..config import resolve_arch
 
@@ -231,10 +234,16 @@ def measure_finals(cfg, names, cores, batches, warmup, h5, quick=False):
     out = {}
     for name, final_cfg in configs.items():
         out[name] = measure_arch(final_cfg, images, labels, cores, batches, warmup, min_seconds=QUICK["final_min_seconds"],
-                                 eval_images=eval_images)
+                                 eval_images=eval_images, amp=_final_amp(final_cfg, (amps or {}).get(name)))
         log.info("final candidate %s: %.0f img/s training, %.0f img/s evaluation (%d threads)", name,
                  out[name]["img_per_s"], out[name]["eval_img_per_s"], cores)
     return out
+
+
+def _final_amp(final_cfg, decided):
+    """The final's pinned precision (training.amp true/false), else the one decided at 1 thread."""
+    pinned = final_cfg["training"].get("amp")
+    return pinned if isinstance(pinned, bool) else decided
 
 
 def measure(cfg, cores, batches=3, warmup=1, h5=None, final_arch=None, quick=False):
@@ -272,7 +281,8 @@ def measure(cfg, cores, batches=3, warmup=1, h5=None, final_arch=None, quick=Fal
                      + b["checkpoint_s"])
     final_name = final_arch or cfg["final"].get("architecture") or baseline
     finals = measure_finals(cfg, [final_name] + [a for a in archs if a != final_name] if not cfg["final"].get(
-        "architecture") else [final_name], cores, batches, warmup, h5_data, quick)
+        "architecture") else [final_name], cores, batches, warmup, h5_data, quick,
+        amps={name: r["bf16"] >= 0.5 for name, r in per_arch.items() if "bf16" in r})
     f = finals[final_name]
     return {"data_source": source, "counts": counts,
             "constants": {"job_probe_s": probe["train_job_s"], "job_probe_compute_s": probe_compute,
