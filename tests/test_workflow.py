@@ -203,8 +203,10 @@ def test_the_submitting_hosts_preset_reaches_every_job(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.pop("FERSTUDY_PRESET", None)
+    no_budget = tmp_path / "no_budget.yaml"  # the cpu preset's time budget would measure first (the plan)
+    no_budget.write_text("study: {time_budget: null}\n")
     result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                             "--configfile", str(REPO / "config" / "config.yaml"), "--cores", "1",
+                             "--configfile", str(REPO / "config" / "config.yaml"), str(no_budget), "--cores", "1",
                              "results/cv/baseline/run_config.yaml"], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
