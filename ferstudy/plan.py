@@ -245,13 +245,16 @@ def _with_user_values(cfg, user):
     return out
 
 
-def plan_sentence(plan: dict) -> str:
-    """The plan and why, in one sentence for the log and the report."""
+def plan_sentence(plan: dict, final_arch: str | None = None) -> str:
+    """The plan and why, in one sentence for the log and the report (`final_arch`: the network
+    cross-validation chose, once known; before, the range over the candidates)."""
     from .cost.study import clock
 
     fold, budget = plan["fold"], clock(plan["time_budget_s"])
     epochs = sorted(set(plan["final_epochs"].values())) or [plan["final_epochs_assumed"]]
     final = (f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} (by the network chosen)")
+    if final_arch in plan["final_epochs"]:
+        final = f"({final_arch}) {plan['final_epochs'][final_arch]}"
     recheck = (f"at most {plan['recheck_max']} verdict(s) rechecked at twice that" if plan["recheck_max"]
                else "no verdict rechecked")
     text = (f"Each fold model trained {fold['epochs']} epochs on {fold['subsample']:.0%} of its faces, "

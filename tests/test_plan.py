@@ -155,3 +155,16 @@ def test_status_uses_the_finished_jobs_pace(tmp_path):
     assert left["pace"] == pytest.approx(100 / 1200)
     # a fold 2 at a's own 100 s, b fold 0 at 1200 x the pace (100 s), the final at 2400 x the pace
     assert left["seconds"] == pytest.approx(100 + 100 + 200)
+
+
+def test_the_report_states_the_plan_with_the_chosen_network(cpu_cfg, tmp_path):
+    from ferstudy.report.load import plan_context
+
+    assert plan_context(tmp_path) is None  # no time budget: no plan, no sentence
+    plan, _ = planning.make_plan(cpu_cfg, made_up(cpu_cfg, speed=2.0), 2, 2 * HOUR)
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    ctx = plan_context(tmp_path, "filters_double")
+    n = plan["final_epochs"]["filters_double"]
+    assert ctx["sentence"].startswith(f"Each fold model trained {plan['fold']['epochs']} epochs on "
+                                      f"{plan['fold']['subsample']:.0%} of its faces")
+    assert f"the final model (filters_double) {n} epochs, so that the study fits 2 h 00 min" in ctx["sentence"]

@@ -37,17 +37,18 @@ def _records(df):
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
-def plan_context(results: Path) -> dict | None:
+def plan_context(results: Path, chosen: str | None = None) -> dict | None:
     """The time-budget plan (results/plan.json, ferstudy/plan.py) for the report, or None without
-    study.time_budget: its sentence (the plan and why), the fold budget, recheck and final epochs."""
-    from ..plan import load_plan
+    study.time_budget: its sentence (the plan and why, with the chosen network's final epochs), the
+    fold budget, recheck and final epochs."""
+    from ..plan import load_plan, plan_sentence
 
     plan = load_plan(Path(results) / "plan.json")
     if not plan:
         return None
-    keys = ("sentence", "fold", "recheck_max", "final_epochs", "time_budget_s", "predicted_s", "fits", "user_set",
-            "busy", "phases_s")
-    return {k: plan.get(k) for k in keys}
+    keys = ("fold", "recheck_max", "final_epochs", "time_budget_s", "predicted_s", "fits", "user_set", "busy",
+            "phases_s")
+    return {**{k: plan.get(k) for k in keys}, "sentence": plan_sentence(plan, chosen)}
 
 
 def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing_figures=False):
@@ -118,7 +119,7 @@ def collect(results_dir, report_path=None, preset=None, threads=1, allow_missing
         "preset": preset,
         "benchmarks": benchmark_times(r, archs, k),
         "cost_prediction": predicted_vs_actual(r),
-        "plan": plan_context(r),
+        "plan": plan_context(r, chosen),
         "ferplus": read_ferplus_scores(r),
         "inspect": inspect_model(r / "final" / "model.pt", data, threads=threads),
         "seed_picks": PICK_SEED,
