@@ -72,6 +72,21 @@ def user_settings(layers: list, keys: tuple = PLANNED_KEYS) -> dict:
     return found
 
 
+# Keys that change no budget: an edit to them must not re-measure and retrain (study.alpha reruns
+# the tables only).
+NOT_PLANNED_FROM = ("study.alpha", "study.select_metric", "study.predict_cost", "data.extra_test_sets",
+                    "data.ferplus")
+
+
+def plan_relevant(flat: dict) -> dict:
+    """The config the plan depends on: `flat` without NOT_PLANNED_FROM (the plan's rerun trigger)."""
+    out = copy.deepcopy(flat)
+    for key in NOT_PLANNED_FROM:
+        section, name = key.split(".")
+        (out.get(section) or {}).pop(name, None)
+    return out
+
+
 def fold_ladder(epochs: int, subsample: float, fixed_epochs: bool = False, fixed_subsample: bool = False) -> list:
     """(epochs, subsample) from the config's fold budget down, both scaled by sqrt of the cost
     share (so neither goes to its floor alone); a value the user set stays. Largest first."""

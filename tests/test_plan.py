@@ -168,3 +168,9 @@ def test_the_report_states_the_plan_with_the_chosen_network(cpu_cfg, tmp_path):
     assert ctx["sentence"].startswith(f"Each fold model trained {plan['fold']['epochs']} epochs on "
                                       f"{plan['fold']['subsample']:.0%} of its faces")
     assert f"the final model (filters_double) {n} epochs, so that the study fits 2 h 00 min" in ctx["sentence"]
+
+
+def test_settings_that_change_no_budget_do_not_replan(cpu_cfg):
+    flat = {"study": {"alpha": 0.01, "time_budget": "2h", "recheck_max": 6}, "data": {"folds": 3, "ferplus": "x"}}
+    assert planning.plan_relevant(flat) == {"study": {"time_budget": "2h", "recheck_max": 6}, "data": {"folds": 3}}
+    assert flat["study"]["alpha"] == 0.01  # a copy

@@ -172,7 +172,7 @@ def final_architecture():
 
 
 # ---------------------------------------------------------------- the time-budget plan (plan.smk)
-from ferstudy.plan import PLANNED_KEYS, apply_plan, budget_seconds, load_plan, user_settings
+from ferstudy.plan import apply_plan, budget_seconds, load_plan, plan_relevant, user_settings
 
 try:
     TIME_BUDGET_S = budget_seconds(STUDY["study"].get("time_budget"))
@@ -186,7 +186,8 @@ FINAL_PLANNED = f"{R}/final/final_config_planned.yaml"  # train_final's settings
 def plan_inputs():
     """What the plan depends on (plan_config's output and its rerun trigger): the study as its layers
     resolve it, the budget, and which planned keys the user set (they win)."""
-    return {"config": RESOLVED.flat, "time_budget_s": TIME_BUDGET_S, "user_set": user_settings(USER_LAYERS)}
+    return {"config": plan_relevant(RESOLVED.flat), "time_budget_s": TIME_BUDGET_S,
+            "user_set": user_settings(USER_LAYERS)}
 
 
 def planned_study(plan_files, final_arch=None):
