@@ -33,6 +33,7 @@ FINAL_EPOCHS_CAP_FACTOR = 2    # the final model gets at most this many times th
 BUDGET_MIN_S, BUDGET_MAX_S = 5 * 60, 7 * 24 * 3600
 BUSY_LOAD_MARGIN = 0.5         # busy: the load average before measuring exceeds cores + this
 BUSY_REFERENCE_RATIO = 1.25    # busy: the reference kernel timed before and after differs by more
+BUSY_FACTOR_FLOOR = 0.5        # the conservative figure: the measured rates x at least this, never a wild one
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|min)\s*$")
 
 
@@ -289,17 +290,19 @@ def plan_sentence(plan: dict, final_arch: str | None = None) -> str:
 
 # ---------------------------------------------------------------- a busy machine
 
-def reference_kernel_s(repeats: int = 20) -> float:
+def reference_kernel_s(repeats: int = 200) -> float:
     """Seconds of a fixed single-thread matrix product loop: timed before and after the
     measurement, a machine whose other work comes and goes shows as a difference."""
     import numpy as np
 
-    a = np.random.default_rng(0).standard_normal((192, 192), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((160, 160), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
-        for _ in range(repeats):
-            a = (a @ a) * 1e-3
+        for _ in range(repeats):  # the same product each time: no values drifting into denormals
+            np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -308,8 +311,9 @@ def busy_check(load: float, cores: int, reference_before: float, reference_after
     """Whether the machine was busy while measured: a 1-minute load average over `cores` +
     BUSY_LOAD_MARGIN before it started (other work on the cores the study will use), or the
     reference kernel slower or faster by more than BUSY_REFERENCE_RATIO after than before (load
-    that came or went). `factor` (<= 1) scales the measured rates when busy: the slower
-    reference over the faster, the conservative figure."""
+    that came or went). `factor` (<= 1) scales the measured rates when busy: the faster
+    reference over the slower, at least BUSY_FACTOR_FLOOR (the conservative figure, not a wild one:
+    a measurement beside load 6-8 once predicted 26 h for a 2 h study)."""
     ratio = max(reference_before, reference_after) / max(1e-9, min(reference_before, reference_after))
     why = []
     if load > cores + BUSY_LOAD_MARGIN:
@@ -317,7 +321,8 @@ def busy_check(load: float, cores: int, reference_before: float, reference_after
     if ratio > BUSY_REFERENCE_RATIO:
         why.append(f"a reference kernel {ratio:.2f}x apart before and after")
     return {"busy": bool(why), "why": "; ".join(why), "load": load, "cores": cores,
-            "reference_s": [reference_before, reference_after], "factor": 1.0 / ratio if why else 1.0}
+            "reference_s": [reference_before, reference_after],
+            "factor": max(BUSY_FACTOR_FLOOR, 1.0 / ratio) if why else 1.0}
 
 
 def conservative(m: dict, factor: float) -> dict:

@@ -110,8 +110,11 @@ def test_a_busy_machine_is_detected_and_planned_conservatively(cpu_cfg):
     assert not quiet["busy"] and quiet["factor"] == 1.0
     loaded = planning.busy_check(load=6.8, cores=2, reference_before=0.10, reference_after=0.11)
     assert loaded["busy"] and "load average 6.8 on 2 cores" in loaded["why"]
-    changing = planning.busy_check(load=1.0, cores=2, reference_before=0.10, reference_after=0.20)
-    assert changing["busy"] and changing["factor"] == pytest.approx(0.5)
+    changing = planning.busy_check(load=1.0, cores=2, reference_before=0.10, reference_after=0.16)
+    assert changing["busy"] and changing["factor"] == pytest.approx(0.625)
+    wild = planning.busy_check(load=1.0, cores=2, reference_before=0.002, reference_after=0.4)
+    assert wild["busy"] and wild["factor"] == planning.BUSY_FACTOR_FLOOR  # bounded, not 200x
+    assert 0.0 < planning.reference_kernel_s() < 5.0
     m = made_up(cpu_cfg, speed=2.0)
     calm, _ = planning.make_plan(cpu_cfg, m, 2, 2 * HOUR)
     careful, _ = planning.make_plan(cpu_cfg, planning.conservative(m, changing["factor"]), 2, 2 * HOUR,
