@@ -43,7 +43,8 @@ def plan_context(results: Path, chosen: str | None = None) -> dict | None:
     fold budget, recheck and final epochs."""
     from ..plan import load_plan, plan_sentence
 
-    plan = load_plan(Path(results) / "plan.json")
+    path = Path(results) / "plan.json"
+    plan = load_plan(path) if path.is_file() else None  # opened only where rule report declares it
     if not plan:
         return None
     keys = ("fold", "recheck_max", "final_epochs", "time_budget_s", "predicted_s", "fits", "user_set", "busy",
