@@ -393,3 +393,8 @@ def test_the_plan_reaches_the_training_jobs_and_a_rerun_reuses_it(tmp_path):
         rerun = subprocess.run(SNAKEMAKE + [str(mine), "--cores", cores, "-n", "results/cv/baseline/run_config.yaml"],
                                cwd=tmp_path, capture_output=True, text=True)
         assert "Nothing to be done" in rerun.stdout + rerun.stderr, rerun.stdout[-2000:]
+    # after select, train_final's settings: tiny.yaml's final epochs (a user layer) win over the plan
+    snakemake(tmp_path, "results/final/final_config_planned.yaml", extra_configs=[mine])
+    assert plan["user_set"]["final.training.epochs"] == {"value": 2, "layer": str(TINY)}
+    final = yaml.safe_load((tmp_path / "results" / "final" / "final_config_planned.yaml").read_text())
+    assert final["training"]["epochs"] == 2 and set(plan["final_epochs"].values()) == {2}
