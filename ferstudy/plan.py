@@ -150,7 +150,8 @@ def final_seconds(cfg: dict, m: dict, arch: str, epochs: int, job_overhead: floa
     c = copy.deepcopy(cfg)
     c["final"]["training"] = {**(c["final"].get("training") or {}), "epochs": int(epochs)}
     w = final_workload(resolve_arch(c, arch, final=True), m["counts"])
-    return final_job_seconds(w, rates["img_per_s"], rates["eval_img_per_s"], job_overhead, rates.get("checkpoint_s", 0.0))
+    return final_job_seconds(w, rates["img_per_s"], rates["eval_img_per_s"], job_overhead,
+                             rates.get("checkpoint_s", 0.0))
 
 
 def final_reserve(cfg: dict, m: dict, assumed: str, epochs: int, job_overhead: float) -> float:
@@ -227,7 +228,7 @@ def make_plan(cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None
         per_arch[name] = epochs if fits else fe
     final_pred = {a: final_seconds(cfg, m, a, n, overhead) for a, n in per_arch.items()}
     pred["final"]["per_arch_s"] = final_pred
-    pred["final"]["predicted_job_s"] = final_pred[assumed] if assumed in final_pred else pred["final"]["predicted_job_s"]
+    pred["final"]["predicted_job_s"] = final_pred.get(assumed, pred["final"]["predicted_job_s"])
     pred["final"]["epochs"] = per_arch.get(assumed, fe)
     pred["phases_s"]["final"] = pred["final"]["predicted_job_s"]
     pred["predicted_total_s"] = before_final - (m.get("measure_s") or 0.0) + pred["phases_s"]["final"]

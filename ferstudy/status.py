@@ -193,7 +193,8 @@ def study_status(study=".", cores=None, now=None):
                              results / "data" / "dataset.h5"], live=_live("final", running, alive))
     cores = cores or pred.get("cores") or 1
     return {"jobs": jobs, "final": final, "left": time_left(jobs, final, pred, results, cores),
-            "cores": cores, "prediction": bool(pred), "preset": (pred.get("data") or {}).get("preset"),
+            "cores": cores, "prediction": bool(pred), "busy": pred.get("busy"),
+            "preset": (pred.get("data") or {}).get("preset"),
             "running_since": locked_since, "stale_lock": locked is not None and alive is False,
             "started_at": run.get("started_at"), "now": now}
 
@@ -299,6 +300,10 @@ def format_status(st, study="."):
         done = final.state == "done" and (Path(study) / "results" / "report" / "report.md").is_file()
         lines.append("Time left: none, the study is done." if done else
                      f"Time left (predicted): ~{clock(left['seconds'])} ({pace}).")
+        busy = st.get("busy") or {}
+        if busy.get("busy") and not done:  # the plan's measurement saw other work (ferstudy/plan.py)
+            lines.append(f"  The prediction was measured on a busy machine ({busy['why']}): the finished jobs' "
+                         "pace corrects it as they finish.")
     if st["started_at"] and st["running_since"]:
         lines.append(f"Running for {clock(st['now'] - st['started_at'])}.")
     running = [j for j in jobs + [final] if j.state == "running"]

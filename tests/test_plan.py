@@ -177,3 +177,15 @@ def test_settings_that_change_no_budget_do_not_replan(cpu_cfg):
     flat = {"study": {"alpha": 0.01, "time_budget": "2h", "recheck_max": 6}, "data": {"folds": 3, "ferplus": "x"}}
     assert planning.plan_relevant(flat) == {"study": {"time_budget": "2h", "recheck_max": 6}, "data": {"folds": 3}}
     assert flat["study"]["alpha"] == 0.01  # a copy
+
+
+def test_status_says_a_prediction_from_a_busy_machine(tmp_path):
+    from ferstudy.status import format_status, study_status
+
+    pred = {"cores": 2, "predicted_total_s": 1000, "per_arch": {"a": {"jobs": 1, "predicted_job_s": 100.0}},
+            "final": {"architecture": "a", "predicted_job_s": 300.0, "per_arch_s": {"a": 300.0}},
+            "phases_s": {}, "data": {"preset": "cpu"}, "busy": planning.busy_check(6.8, 2, 0.1, 0.1)}
+    (tmp_path / "results" / "cost").mkdir(parents=True)
+    (tmp_path / "results" / "cost" / "prediction.json").write_text(json.dumps(pred))
+    text = format_status(study_status(tmp_path), tmp_path)
+    assert "measured on a busy machine (load average 6.8 on 2 cores)" in text, text

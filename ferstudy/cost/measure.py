@@ -233,8 +233,9 @@ def measure_finals(cfg, names, cores, batches, warmup, h5, quick=False, amps=Non
     eval_images = QUICK["eval_images"] if quick else 512
     out = {}
     for name, final_cfg in configs.items():
-        out[name] = measure_arch(final_cfg, images, labels, cores, batches, warmup, min_seconds=QUICK["final_min_seconds"],
-                                 eval_images=eval_images, amp=_final_amp(final_cfg, (amps or {}).get(name)))
+        out[name] = measure_arch(final_cfg, images, labels, cores, batches, warmup,
+                                 min_seconds=QUICK["final_min_seconds"], eval_images=eval_images,
+                                 amp=_final_amp(final_cfg, (amps or {}).get(name)))
         log.info("final candidate %s: %.0f img/s training, %.0f img/s evaluation (%d threads)", name,
                  out[name]["img_per_s"], out[name]["eval_img_per_s"], cores)
     return out

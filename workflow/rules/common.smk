@@ -172,7 +172,7 @@ def final_architecture():
 
 
 # ---------------------------------------------------------------- the time-budget plan (plan.smk)
-from ferstudy.plan import apply_plan, budget_seconds, load_plan, plan_relevant, user_settings
+from ferstudy.plan import FINAL_EPOCHS_CAP_FACTOR, apply_plan, budget_seconds, load_plan, plan_relevant, user_settings
 
 try:
     TIME_BUDGET_S = budget_seconds(STUDY["study"].get("time_budget"))
@@ -303,8 +303,10 @@ def train_fold_gpu(wildcards):
 
 
 def train_final_runtime(wildcards, threads, attempt):
-    # The architecture is chosen by cross-validation later: size for the most expensive one.
-    return attempt * max(train_estimate(a, True, threads)[0] for a in final_archs())
+    # The architecture is chosen by cross-validation later: size for the most expensive one. A plan
+    # (study.time_budget) may give the final model up to FINAL_EPOCHS_CAP_FACTOR x its epochs.
+    planned = FINAL_EPOCHS_CAP_FACTOR if TIME_BUDGET_S else 1
+    return attempt * planned * max(train_estimate(a, True, threads)[0] for a in final_archs())
 
 
 def train_final_mem_mb(wildcards, threads, attempt):
