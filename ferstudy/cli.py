@@ -319,6 +319,7 @@ MODULE_COMMANDS = {
     "report-html": "the markdown report and the tables as HTML pages",
     "handin": "the hand-in zip: code as committed, README, report (md, HTML, PDF), final metrics",
     "recheck-plan": "the pairs whose verdict is most at risk, to retrain at twice the fold budget",
+    "plan": "measure this machine and plan the budgets that fit study.time_budget",
 }
 MODULE_OF_COMMAND = {"figures": "figures.cli", "report": "report.cli", "bench": "bench.cli", "predict-cost": "cost.cli",
                      "predict-image": "photos", "report-html": "htmlreport", "recheck-plan": "recheck"}

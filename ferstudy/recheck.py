@@ -173,12 +173,17 @@ def cmd_recheck_plan(args: argparse.Namespace) -> None:
     n_train, n_test = fold_sizes(args.h5)
     rows, _ = comparisons_with_pooled(args.metrics, args.baseline, args.alpha, n_train, n_test)
     mode = args.recheck[0] if args.recheck in (["auto"], ["off"]) else list(args.recheck)
-    result = plan(rows, args.baseline, mode, args.max)
+    cap = args.max
+    if args.plan:  # study.time_budget: the plan's recheck_max (ferstudy/plan.py)
+        from .plan import load_plan
+
+        cap = (load_plan(args.plan[0]) or {}).get("recheck_max", cap)
+    result = plan(rows, args.baseline, mode, cap)
     write_json(args.out, result)
     logging.getLogger("ferstudy.recheck").info(
         "recheck at %gx the epochs on fold %d: %s%s", result["factor"], result["fold"],
         ", ".join(result["rechecked"]) or "none",
-        f"; at risk but not rechecked (study.recheck_max {args.max}): {', '.join(result['unchecked'])}"
+        f"; at risk but not rechecked (study.recheck_max {cap}): {', '.join(result['unchecked'])}"
         if result["unchecked"] else "")
 
 
@@ -195,6 +200,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--recheck", nargs="+", default=["auto"], help="auto | off | the variants to recheck")
     p.add_argument("--max", type=_cap, default=None, help="at most this many pairs in auto mode (none: all)")
+    p.add_argument("--plan", nargs="*", default=[], help="results/plan.json: its recheck_max replaces --max")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_recheck_plan)
     return p

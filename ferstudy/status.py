@@ -201,7 +201,8 @@ def study_status(study: Path | str = ".", cores: int | None = None, now: float |
                              results / "data" / "dataset.h5"], live=_live("final", running, alive))
     cores = cores or pred.get("cores") or 1
     return {"jobs": jobs, "final": final, "left": time_left(jobs, final, pred, results, cores),
-            "cores": cores, "prediction": bool(pred), "preset": (pred.get("data") or {}).get("preset"),
+            "cores": cores, "prediction": bool(pred), "busy": pred.get("busy"),
+            "preset": (pred.get("data") or {}).get("preset"),
             "running_since": locked_since, "stale_lock": locked is not None and alive is False,
             "started_at": run.get("started_at"), "now": now}
 
@@ -223,6 +224,13 @@ def _folds(run_config):
         return 0
 
 
+PACE_BOUNDS = (0.05, 20.0)  # the finished jobs' seconds over their predicted seconds, bounded
+
+
+def _arch_of(job: Job) -> str:
+    return job.name.split(" fold ")[0]
+
+
 def time_left(jobs: list[Job], final: Job, pred: dict[str, Any], results: Path, cores: int) -> dict[str, float] | None:
     """Predicted seconds to the end of the study: not-started jobs at their predicted seconds x the
     pace of the finished ones, running jobs at their own estimate, on `cores` slots (longest
@@ -232,11 +240,16 @@ def time_left(jobs: list[Job], final: Job, pred: dict[str, Any], results: Path, 
     finished = [j for j in jobs if j.state == "done" and j.seconds and j.predicted_s]
     # `or 0.0` for mypy only: `finished` holds jobs whose seconds and predicted_s are set
     pace = sum(j.seconds or 0.0 for j in finished) / sum(j.predicted_s or 0.0 for j in finished) if finished else 1.0
-    pace = min(4.0, max(0.25, pace))
+    # wide bounds: a prediction measured on a busy machine was off 13x (the finished jobs know better)
+    pace = min(PACE_BOUNDS[1], max(PACE_BOUNDS[0], pace))
+    own = {}  # architecture: seconds of its finished fold jobs, which predict its other folds best
+    for j in finished:
+        own.setdefault(_arch_of(j), []).append(j.seconds)
     slots = sorted(j.left_s or 0.0 for j in jobs if j.state == "running")[-cores:]
     slots += [0.0] * (cores - len(slots))
     # stopped and failed jobs run again (from their checkpoints) when the study does
-    waiting = sorted(((j.predicted_s or 0.0) * pace for j in jobs
+    waiting = sorted((sum(own[_arch_of(j)]) / len(own[_arch_of(j)]) if _arch_of(j) in own else
+                      (j.predicted_s or 0.0) * pace for j in jobs
                       if j.state in ("not started", "stopped", "failed", "outdated")), reverse=True)
     for seconds in waiting:
         i = slots.index(min(slots))
@@ -296,6 +309,10 @@ def format_status(st: dict[str, Any], study: Path | str = ".") -> str:
         done = final.state == "done" and (Path(study) / "results" / "report" / "report.md").is_file()
         lines.append("Time left: none, the study is done." if done else
                      f"Time left (predicted): ~{clock(left['seconds'])} ({pace}).")
+        busy = st.get("busy") or {}
+        if busy.get("busy") and not done:  # the plan's measurement saw other work (ferstudy/plan.py)
+            lines.append(f"  The prediction was measured on a busy machine ({busy['why']}): the finished jobs' "
+                         "pace corrects it as they finish.")
     if st["started_at"] and st["running_since"]:
         lines.append(f"Running for {clock(st['now'] - st['started_at'])}.")
     running = [j for j in jobs + [final] if j.state == "running"]

@@ -8,7 +8,7 @@ the precision of every training job and each job's seconds and peak memory.
 
 Copies (never data, weights or predictions): report.md, appendix.md, final_metrics.json, selection.json,
 final_history.csv, ablation.csv, cv_summary.csv, cost.csv, cost_prediction.json, ferplus.json and
-recheck_plan.json when the study made them, every fold's history as histories/{arch}_fold{k}.csv
+recheck_plan.json and plan.json (study.time_budget) when the study made them, every fold's history as histories/{arch}_fold{k}.csv
 and every 2x recheck run's as histories/recheck_x2_{arch}_fold{k}.csv.
 """
 
@@ -26,7 +26,8 @@ COPIES = {"report/report.md": "report.md", "report/appendix.md": "appendix.md", 
           "final/selection.json": "selection.json", "final/history.csv": "final_history.csv",
           "tables/ablation.csv": "ablation.csv", "tables/cv_summary.csv": "cv_summary.csv",
           "tables/cost.csv": "cost.csv", "cost/prediction.json": "cost_prediction.json"}
-OPTIONAL = {"final/ferplus.json": "ferplus.json", "recheck/plan.json": "recheck_plan.json"}
+OPTIONAL = {"final/ferplus.json": "ferplus.json", "recheck/plan.json": "recheck_plan.json",
+            "plan.json": "plan.json"}  # study.time_budget: the plan and its measurement
 
 
 def elapsed_seconds(log_text):

@@ -204,8 +204,10 @@ def test_the_submitting_hosts_preset_reaches_every_job(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.pop("FERSTUDY_PRESET", None)
+    no_budget = tmp_path / "no_budget.yaml"  # the cpu preset's time budget would measure first (the plan)
+    no_budget.write_text("study: {time_budget: null}\n")
     result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                             "--configfile", str(REPO / "config" / "config.yaml"), "--cores", "1",
+                             "--configfile", str(REPO / "config" / "config.yaml"), str(no_budget), "--cores", "1",
                              "results/cv/baseline/run_config.yaml"], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -354,3 +356,46 @@ def test_hostile_config_values_stop_the_dry_run_in_one_line(given, message, tmp_
     out = result.stdout + result.stderr
     assert result.returncode != 0 and message in out and "Traceback" not in out, out[-3000:]
     assert not (tmp_path / "results").exists() and not Path("/tmp/x/ESCAPED").exists()
+
+
+def test_a_time_budget_puts_the_plan_before_training(tmp_path):
+    """study.time_budget: the plan's jobs join the DAG (the dry run stays a dry run: no measurement),
+    run_config and recheck_plan read plan.json and train_final the planned final settings."""
+    mine = tmp_path / "budget.yaml"
+    mine.write_text("study: {time_budget: 30min}\n")
+    out = snakemake(tmp_path, "-n", extra_configs=[mine]).stdout
+    rules = [r for r, _ in planned_jobs(out)]
+    assert rules.count("plan_config") == 1 and rules.count("plan") == 1 and rules.count("final_planned_config") == 1
+    assert "results/plan.json" in out and "results/final/final_config_planned.yaml" in out
+    assert not (tmp_path / "results" / "plan.json").exists() and not (tmp_path / "results" / "cost").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: {time_budget: 2 hours}\n")
+    result = snakemake(tmp_path, "-n", extra_configs=[bad], check=False)
+    assert result.returncode != 0 and "config key study.time_budget: '2 hours' is not a time" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_plan_reaches_the_training_jobs_and_a_rerun_reuses_it(tmp_path):
+    """The plan job measures once and writes plan.json; the run configs carry its fold budget; a
+    rerun (also with other --cores) plans no new measurement; the user's epochs win and are named."""
+    mine = tmp_path / "budget.yaml"
+    mine.write_text("study: {time_budget: 6min, predict_cost: true}\ntraining: {epochs: 1}\n")
+    snakemake(tmp_path, "results/cv/baseline/run_config.yaml", "results/cv/pool_avg/run_config.yaml",
+              extra_configs=[mine])
+    plan = json.loads((tmp_path / "results" / "plan.json").read_text())
+    assert plan["user_set"]["training.epochs"]["value"] == 1 and "training.epochs 1" in plan["sentence"]
+    assert plan["measurement"]["per_arch"].keys() == {"baseline", "pool_avg"}
+    for arch in ("baseline", "pool_avg"):
+        spec = yaml.safe_load((tmp_path / "results" / "cv" / arch / "run_config.yaml").read_text())
+        assert (spec["training"]["epochs"], spec["training"]["subsample"]) == (1, plan["fold"]["subsample"])
+    pred = json.loads((tmp_path / "results" / "cost" / "prediction.json").read_text())
+    assert pred["planned"] and pred["final"]["per_arch_s"].keys() == {"baseline", "pool_avg"}
+    for cores in ("2", "1"):
+        rerun = subprocess.run(SNAKEMAKE + [str(mine), "--cores", cores, "-n", "results/cv/baseline/run_config.yaml"],
+                               cwd=tmp_path, capture_output=True, text=True)
+        assert "Nothing to be done" in rerun.stdout + rerun.stderr, rerun.stdout[-2000:]
+    # after select, train_final's settings: tiny.yaml's final epochs (a user layer) win over the plan
+    snakemake(tmp_path, "results/final/final_config_planned.yaml", extra_configs=[mine])
+    assert plan["user_set"]["final.training.epochs"] == {"value": 2, "layer": str(TINY)}
+    final = yaml.safe_load((tmp_path / "results" / "final" / "final_config_planned.yaml").read_text())
+    assert final["training"]["epochs"] == 2 and set(plan["final_epochs"].values()) == {2}

@@ -83,7 +83,8 @@ def probe_jobs(cfg: dict, run_cfg: dict, parallel: int, tmp: Path | str) -> dict
     return {"train_job_s": train_s, "light_job_s": light_s, "n_train": len(tr) // bs * bs, "n_val": len(va)}
 
 
-def measure_snakemake(config_path: Path | str | None, workdir: Path | str, jobs: int = 6) -> tuple[float, float]:
+def measure_snakemake(config_path: Path | str | None, workdir: Path | str, jobs: int = 6,
+                      repeats: int = 2) -> tuple[float, float]:
     """(start-up s, per-job s) of Snakemake here: a dry run of a workflow that resolves this config
     as common.smk does, and a real run of `jobs` no-op shell jobs."""
     snakefile = textwrap.dedent(f"""
@@ -106,7 +107,7 @@ def measure_snakemake(config_path: Path | str | None, workdir: Path | str, jobs:
             subprocess.run(snakemake_command() + args, cwd=tmp, check=True, capture_output=True, env=env)
             return time.perf_counter() - t0
 
-        startup = min(run(["-n", "--cores", "1"]) for _ in range(2))
+        startup = min(run(["-n", "--cores", "1"]) for _ in range(repeats))
         full = run(["--cores", "1", "--quiet"])
     return startup, max(0.0, (full - startup) / jobs)
 
@@ -162,10 +163,14 @@ def measure_data_jobs(cfg: dict, counts: dict[str, list[int]]) -> tuple[float, f
 
 
 MEASURE_MIN_S = 1.0  # seconds of timed training per network: 3 batches alone were noise on the VMs here
+# The plan's quick measurement (study.time_budget, <= 90 s on 2 cores for the cpu preset): half the
+# timed training, a quarter of the evaluation faces, the final's threads timed per candidate briefly.
+QUICK = {"min_seconds": 0.5, "eval_images": 256, "final_min_seconds": 0.3}
 
 
 def measure_arch(run_cfg: dict, images: np.ndarray, labels: np.ndarray, threads: int, batches: int, warmup: int,
-                 trials: int = 1) -> dict[str, float]:
+                 trials: int = 1, min_seconds: float | None = None, eval_images: int = 512,
+                 amp: bool | None = None) -> dict[str, float]:
     """{img_per_s (training), eval_img_per_s (with the arch's TTA), checkpoint_s, mflops_forward}
     at `threads` threads. The training rate is all timed images over all timed seconds of at least
     `MEASURE_MIN_S` (not the best trial: a job's epochs run at their mean rate)."""
@@ -175,11 +180,12 @@ def measure_arch(run_cfg: dict, images: np.ndarray, labels: np.ndarray, threads:
     from ..train import use_channels_last
 
     r = train_throughput(run_cfg, images, labels, threads, batches=batches, warmup=warmup, trials=trials,
-                         min_seconds=MEASURE_MIN_S)
+                         min_seconds=MEASURE_MIN_S if min_seconds is None else min_seconds, amp=amp)
     t = run_cfg["training"]
     crop = t["augment"].get("crop", 48)
     ev, _ = eval_throughput(r["model"], images, threads, crop, t.get("tta", "none"),
-                            use_channels_last(t, torch.device("cpu")), trials=trials, n_images=512, amp=r["amp"])
+                            use_channels_last(t, torch.device("cpu")), trials=trials, n_images=eval_images,
+                            amp=r["amp"])
     return {"img_per_s": r["img_per_s_mean"], "eval_img_per_s": ev, "checkpoint_s": checkpoint_seconds(r["model"]),
             "mflops_forward": r["forward_flops"] / 1e6, "bf16": float(r["amp"])}
 
@@ -187,17 +193,19 @@ def measure_arch(run_cfg: dict, images: np.ndarray, labels: np.ndarray, threads:
 PROGRESS = "measured network"  # starts the line printed per network (in_study_prediction shows it)
 
 
-def _measure_worker(cfg, names, batches, warmup, h5, report=False):
+def _measure_worker(cfg, names, batches, warmup, h5, report=False, quick=False):
     """Runs in a fresh process: 1-thread rates of every architecture in `names`; with `report`, one
-    line on stderr after each (a network takes seconds to a minute: the measurement is minutes)."""
+    line on stderr after each (a network takes seconds to a minute: the measurement is minutes).
+    `quick`: the plan's shorter timing (QUICK)."""
     from ..bench.context import bench_images
     from ..config import resolve_arch
 
     bs = max(resolve_arch(cfg, a)["training"]["batch_size"] for a in names)
     images, labels = bench_images(min(bs * (batches + warmup), 2048), h5)
     rates = {}
+    short = {"min_seconds": QUICK["min_seconds"], "eval_images": QUICK["eval_images"]} if quick else {}
     for i, name in enumerate(names, 1):
-        rates[name] = measure_arch(resolve_arch(cfg, name), images, labels, 1, batches, warmup)
+        rates[name] = measure_arch(resolve_arch(cfg, name), images, labels, 1, batches, warmup, **short)
         if report:
             print(f"{PROGRESS} {i}/{len(names)}: {name}, {rates[name]['img_per_s']:.0f} img/s training (1 thread)",
                   file=sys.stderr, flush=True)
@@ -205,7 +213,7 @@ def _measure_worker(cfg, names, batches, warmup, h5, report=False):
 
 
 def measure_side_by_side(cfg: dict, names: Sequence[str], batches: int, warmup: int, h5: str | None,
-                         parallel: int) -> dict[str, dict[str, float]]:
+                         parallel: int, quick: bool = False) -> dict[str, dict[str, float]]:
     """Per-architecture 1-thread rates measured in `parallel` fresh processes side by side, as
     the fold jobs run (they share caches, memory bandwidth and whatever else loads the machine);
     each process measures every architecture in the same order; rates are averaged."""
@@ -214,16 +222,44 @@ def measure_side_by_side(cfg: dict, names: Sequence[str], batches: int, warmup: 
 
     clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
     with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_measure_worker, *zip(*[(clean, names, batches, warmup, h5, i == 0)
+        results = list(pool.map(_measure_worker, *zip(*[(clean, names, batches, warmup, h5, i == 0, quick)
                                                          for i in range(parallel)])))
     return {name: {k: float(np.mean([r[name][k] for r in results])) for k in results[0][name]} for name in names}
 
 
-def measure(cfg: dict, cores: int, batches: int = 3, warmup: int = 1, h5: Path | str | None = None,
-            final_arch: str | None = None) -> dict:
-    """Every measured input of `predict` (see the module docstring): a few seconds per
-    architecture on the demo preset, more for wide networks at batch 128."""
+def measure_finals(cfg, names, cores, batches, warmup, h5, quick=False, amps=None):
+    """{arch: rates} of every candidate of the final model at the final's `cores` threads, its final
+    settings (the prediction of the final model used to scale one network's thread speed-up to the
+    others: off by -43% for depth_2convs). Briefly timed: QUICK's seconds per network. `amps`:
+    {arch: bf16 or not} decided by the 1-thread measurement, reused (deciding again timed both
+    precisions per network: 5-15 s each on a busy 2-core machine)."""
     from ..bench.context import bench_images
+    from ..config import resolve_arch
+
+    configs = {name: resolve_arch(cfg, name, final=True) for name in names}
+    bs = max(c["training"]["batch_size"] for c in configs.values())
+    images, labels = bench_images(min(bs * (batches + warmup), 2048), h5)
+    eval_images = QUICK["eval_images"] if quick else 512
+    out = {}
+    for name, final_cfg in configs.items():
+        out[name] = measure_arch(final_cfg, images, labels, cores, batches, warmup,
+                                 min_seconds=QUICK["final_min_seconds"], eval_images=eval_images,
+                                 amp=_final_amp(final_cfg, (amps or {}).get(name)))
+        log.info("final candidate %s: %.0f img/s training, %.0f img/s evaluation (%d threads)", name,
+                 out[name]["img_per_s"], out[name]["eval_img_per_s"], cores)
+    return out
+
+
+def _final_amp(final_cfg, decided):
+    """The final's pinned precision (training.amp true/false), else the one decided at 1 thread."""
+    pinned = final_cfg["training"].get("amp")
+    return pinned if isinstance(pinned, bool) else decided
+
+
+def measure(cfg, cores, batches=3, warmup=1, h5=None, final_arch=None, quick=False):
+    """Every measured input of `predict` (see the module docstring): a few seconds per
+    architecture on the demo preset, more for wide networks at batch 128. `quick` (the plan's:
+    the study's HDF5 exists, so its prepare job is not timed again): QUICK's shorter timings."""
     from ..config import resolve_arch
     from ..data import load_h5
 
@@ -231,30 +267,33 @@ def measure(cfg: dict, cores: int, batches: int = 3, warmup: int = 1, h5: Path |
     archs = cfg["study"]["architectures"]
     t0 = time.perf_counter()
     h5_data = str(h5) if h5 and Path(h5).is_file() and source.startswith("HDF5") else None
-    per_arch = measure_side_by_side(cfg, archs, batches, warmup, h5_data, parallel=cores)
+    per_arch = measure_side_by_side(cfg, archs, batches, warmup, h5_data, parallel=cores, quick=quick)
     for name, r in per_arch.items():
         log.info("%s: %.0f img/s training, %.0f img/s evaluation (1 thread, %d side by side)", name,
                  r["img_per_s"], r["eval_img_per_s"], cores)
-    demo_s, prepare_s, full_h5, tmp = measure_data_jobs(cfg, counts)
+    if quick and h5_data:  # the study's own prepare made this HDF5: nothing left to time there
+        demo_s = prepare_s = 0.0
+        full_h5, tmp = h5_data, tempfile.TemporaryDirectory(prefix="ferstudy-cost-")
+    else:
+        demo_s, prepare_s, full_h5, tmp = measure_data_jobs(cfg, counts)
     try:
         t1 = time.perf_counter()
         load_h5(h5_data or full_h5)
         h5_s = time.perf_counter() - t1
         baseline = cfg["study"]["baseline"]
         probe = probe_jobs(cfg, resolve_arch(cfg, baseline), cores, tmp.name)
-        startup_s, smk_job_s = measure_snakemake(cfg["_config_path"], cfg.get("_workdir", "."))
+        startup_s, smk_job_s = measure_snakemake(cfg["_config_path"], cfg.get("_workdir", "."),
+                                                 repeats=1 if quick else 2)
     finally:
         tmp.cleanup()
     b = per_arch[baseline]
     probe_compute = (probe["n_train"] / b["img_per_s"] + 2 * probe["n_val"] / b["eval_img_per_s"]
                      + b["checkpoint_s"])
     final_name = final_arch or cfg["final"].get("architecture") or baseline
-    final_cfg = resolve_arch(cfg, final_name, final=True)
-    bs = final_cfg["training"]["batch_size"]
-    images, labels = bench_images(min(bs * (batches + warmup), 2048), h5_data)
-    f = measure_arch(final_cfg, images, labels, cores, batches, warmup, trials=2)
-    log.info("final (%s): %.0f img/s training, %.0f img/s evaluation (%d threads)", final_name, f["img_per_s"],
-             f["eval_img_per_s"], cores)
+    finals = measure_finals(cfg, [final_name] + [a for a in archs if a != final_name] if not cfg["final"].get(
+        "architecture") else [final_name], cores, batches, warmup, h5_data, quick,
+        amps={name: r["bf16"] >= 0.5 for name, r in per_arch.items() if "bf16" in r})
+    f = finals[final_name]
     return {"data_source": source, "counts": counts,
             "constants": {"job_probe_s": probe["train_job_s"], "job_probe_compute_s": probe_compute,
                           "h5_load_s": h5_s,
@@ -265,4 +304,6 @@ def measure(cfg: dict, cores: int, batches: int = 3, warmup: int = 1, h5: Path |
             "per_arch": per_arch,
             "final": {"architecture": final_name, "img_per_s": f["img_per_s"], "eval_img_per_s": f["eval_img_per_s"],
                       "checkpoint_s": f["checkpoint_s"], "threads": cores},
+            "final_per_arch": {name: {k: r[k] for k in ("img_per_s", "eval_img_per_s", "checkpoint_s")}
+                               for name, r in finals.items()},
             "measure_s": time.perf_counter() - t0}

@@ -21,7 +21,11 @@ def count_jobs(cfg: dict) -> dict[str, int]:
             "final_config": 1, "train_fold": a * k, "evaluate_arch": a, "aggregate": 1, "select": 1,
             "train_final": 1, "evaluate_final": 1, "figures": 1, "report": 1, "report_html": 1, "all": 1,
             # the checkpoint; its recheck jobs join the DAG only after it ran (`recheck_prediction`)
-            "recheck_plan": int(cfg["study"].get("recheck", "auto") not in ("off", []))}
+            "recheck_plan": int(cfg["study"].get("recheck", "auto") not in ("off", [])),
+            # study.time_budget (workflow/rules/plan.smk): the plan's inputs and the plan (its measurement)
+            "plan_config": int(cfg["study"].get("time_budget") is not None),
+            "plan": int(cfg["study"].get("time_budget") is not None),
+            "final_planned_config": int(cfg["study"].get("time_budget") is not None)}
     return {rule: n for rule, n in jobs.items() if n}
 
 
@@ -29,7 +33,7 @@ def count_jobs(cfg: dict) -> dict[str, int]:
 # report, report_html, and any rule added later) runs after the final model and costs one measured light job
 # (figures renders a dozen plots and takes longer: an underestimate of some seconds).
 OWN_MODEL_RULES = ("demo_csv", "prepare", "run_config", "final_config", "train_fold", "evaluate_arch",
-                   "train_final", "all")
+                   "train_final", "all", "plan_config", "plan", "final_planned_config")  # plan: the measurement (measure_s)
 KNOWN_RULES = OWN_MODEL_RULES + ("aggregate", "select", "evaluate_final", "figures", "report", "report_html",
                                   "recheck_plan")
 
@@ -129,10 +133,13 @@ def predict(cfg: dict, cores: int, m: dict) -> dict:
     speed_train = f["img_per_s"] / base["img_per_s"] if base else 1.0
     speed_eval = f["eval_img_per_s"] / base["eval_img_per_s"] if base else 1.0
     per_arch_final = {}
+    at_final_threads = m.get("final_per_arch") or {}  # each candidate timed at the final's threads
     for name, r in m["per_arch"].items():
         w = final_workload(resolve_arch(cfg, name, final=True), counts)
-        per_arch_final[name] = final_job_seconds(w, r["img_per_s"] * speed_train, r["eval_img_per_s"] * speed_eval,
-                                                 job_overhead, r.get("checkpoint_s", 0.0))
+        own = at_final_threads.get(name)
+        train_rate, eval_rate = ((own["img_per_s"], own["eval_img_per_s"]) if own else
+                                 (r["img_per_s"] * speed_train, r["eval_img_per_s"] * speed_eval))
+        per_arch_final[name] = final_job_seconds(w, train_rate, eval_rate, job_overhead, r.get("checkpoint_s", 0.0))
     pre_s = c["snakemake_startup_s"] + (c["demo_csv_s"] + light_job if "demo_csv" in jobs else 0.0) \
         + c["prepare_s"] + light_job
     post_s = light_job * sum(n for r, n in jobs.items() if r not in OWN_MODEL_RULES)

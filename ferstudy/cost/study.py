@@ -34,7 +34,7 @@ def fingerprint(study_cfg: dict, cores: int) -> str:
 def in_study_prediction(raw_config: dict, study_cfg: dict, cores: int, jobs_by_rule: dict[str, int], jobs_to_run: int,
                         results: Path | str = "results", started_at: float | None = None,
                         snakemake_log: str | list[str] | None = None, enabled: bool = True,
-                        say: Callable[[str], Any] = print) -> None:
+                        say: Callable[[str], Any] = print, planned: bool = False) -> None:
     """Called by the Snakefile's onstart: `say`s the jobs to do and the predicted wall time.
 
     A run that builds the whole study (every job of the DAG to do, `all` among them) measures this
@@ -42,7 +42,11 @@ def in_study_prediction(raw_config: dict, study_cfg: dict, cores: int, jobs_by_r
     exists, and records itself in results/cost/run.json so that the report can set the prediction
     against the real time. A partial run says how much of the study it redoes and repeats a
     matching prediction; if the config changed since the recorded run, that record goes (the report
-    then compares nothing). The prediction is advice: if measuring fails the study goes on."""
+    then compares nothing). The prediction is advice: if measuring fails the study goes on.
+
+    `planned` (study.time_budget): the study's rule `plan` measures and predicts, as a job of the
+    DAG (ferstudy/plan.py); here a whole run is only recorded (measured this run unless plan.json
+    exists) and a plan made before is said."""
     import yaml
 
     from ..io import write_json, write_text
@@ -56,6 +60,9 @@ def in_study_prediction(raw_config: dict, study_cfg: dict, cores: int, jobs_by_r
     if recorded and (whole or recorded.get("fingerprint") != fp):
         run_path.unlink()  # replaced below, or no longer this study's
     if not enabled:
+        return
+    if planned:
+        _planned_study(results, run_path, fp, whole, total, cores, started_at, snakemake_log, say)
         return
     pred = _read_json(pred_path)
     measured = False
@@ -92,6 +99,23 @@ def in_study_prediction(raw_config: dict, study_cfg: dict, cores: int, jobs_by_r
         say(prediction_line(pred, measured))
     elif not whole:
         say("No cost prediction for this config yet: `ferstudy predict-cost --cores N` makes one.")
+
+
+def _planned_study(results, run_path, fp, whole, total, cores, started_at, snakemake_log, say):
+    """onstart under study.time_budget: the plan job measures; record a whole run, say the plan."""
+    from ..io import write_json
+
+    plan = _read_json(results / "plan.json")
+    if whole:
+        if isinstance(snakemake_log, (list, tuple)):
+            snakemake_log = snakemake_log[0] if snakemake_log else None
+        write_json(run_path, {"started_at": started_at or time.time(), "snakemake_log": snakemake_log,
+                              "fingerprint": fp, "jobs": total, "cores": cores, "measured_this_run": plan is None})
+    if plan:
+        say(f"The plan (results/plan.json, reused: no new measurement): {plan['sentence']}")
+    else:
+        say("study.time_budget: the job `plan` measures this machine first and plans the budgets to fit it "
+            "(results/plan.json; its progress: results/logs/plan.log).")
 
 
 def _read_json(path):

@@ -17,10 +17,10 @@ SINGLE_FILES = ("h5", "faces", "summary", "ablation", "cost", "selection", "fina
 
 
 def report_inputs(results: str | Path, archs: list[str], folds: int, ferplus: bool = False,
-                  figures: bool = True) -> dict:
+                  figures: bool = True, plan: bool = False) -> dict:
     """{name: path or [paths]}: every file the report reads under `results` for a study of `archs`
-    with `folds` folds; results/final/ferplus.json when `ferplus` (`data.ferplus`), the figures
-    unless `figures` is False."""
+    with `folds` folds; results/final/ferplus.json when `ferplus` (`data.ferplus`), results/plan.json
+    when `plan` (`study.time_budget`), the figures unless `figures` is False."""
     r = Path(results)
     return {
         "h5": r / "data" / "dataset.h5",
@@ -38,6 +38,7 @@ def report_inputs(results: str | Path, archs: list[str], folds: int, ferplus: bo
         "model": r / "final" / "model.pt",
         "predictions": [r / "final" / f"predictions_{key}.csv" for key in ("public", "private")],
         "ferplus": [r / "final" / "ferplus.json"] if ferplus else [],
+        "plan": [r / "plan.json"] if plan else [],  # study.time_budget (ferstudy/plan.py)
         "benchmarks": benchmark_files(r, archs, folds),
         "figures": [r / "figures" / f"{name}.png" for name in FIGURES] if figures else [],
     }

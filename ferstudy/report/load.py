@@ -49,6 +49,21 @@ def _records(df):
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
+def plan_context(results: Path, chosen: str | None = None) -> dict | None:
+    """The time-budget plan (results/plan.json, ferstudy/plan.py) for the report, or None without
+    study.time_budget: its sentence (the plan and why, with the chosen network's final epochs), the
+    fold budget, recheck and final epochs."""
+    from ..plan import load_plan, plan_sentence
+
+    path = Path(results) / "plan.json"
+    plan = load_plan(path) if path.is_file() else None  # opened only where rule report declares it
+    if not plan:
+        return None
+    keys = ("fold", "recheck_max", "final_epochs", "time_budget_s", "predicted_s", "fits", "user_set", "busy",
+            "phases_s")
+    return {**{k: plan.get(k) for k in keys}, "sentence": plan_sentence(plan, chosen)}
+
+
 def collect(results_dir: str | Path, report_path: str | Path | None = None, preset: str | None = None, threads: int = 1,
             allow_missing_figures: bool = False, appendix_path: str | Path | None = None) -> dict:
     """All numbers the report needs, from the files under `results_dir` (`inputs.report_inputs`).
@@ -119,6 +134,7 @@ def collect(results_dir: str | Path, report_path: str | Path | None = None, pres
         "preset": preset,
         "benchmarks": benchmark_times(r, archs, k),
         "cost_prediction": predicted_vs_actual(r),
+        "plan": plan_context(r, chosen),
         "ferplus": read_ferplus_scores(r),
         "inspect": inspect_model(r / "final" / "model.pt", data, threads=threads),
         "seed_picks": PICK_SEED,

@@ -112,7 +112,8 @@ def announce_cost(log):
     try:
         in_study_prediction(RESOLVED.flat, STUDY, workflow.cores, dict(Counter(j.rule.name for j in workflow.dag.jobs)),
                             sum(1 for _ in workflow.dag.needrun_jobs()), results=R, enabled=enabled,
-                            started_at=workflow.start_time.timestamp(), snakemake_log=log, say=logger.info)
+                            started_at=workflow.start_time.timestamp(), snakemake_log=log, say=logger.info,
+                            planned=bool(TIME_BUDGET_S))
     except Exception as err:  # the prediction is advice: never stop the study for it
         logger.warning(f"Cost prediction skipped: {err!r}")
 
@@ -172,6 +173,30 @@ def final_architecture():
             return chosen
     with open(checkpoints.select.get().output[0]) as f:
         return json.load(f)["architecture"]
+
+
+# ---------------------------------------------------------------- the time-budget plan (plan.smk)
+from ferstudy.plan import FINAL_EPOCHS_CAP_FACTOR, apply_plan, budget_seconds, load_plan, plan_relevant, user_settings
+
+try:
+    TIME_BUDGET_S = budget_seconds(STUDY["study"].get("time_budget"))
+except UserError as err:
+    raise WorkflowError(str(err)) from None
+PLAN = f"{R}/plan.json"
+PLAN_INPUT = [PLAN] if TIME_BUDGET_S else []  # an input of every rule that reads the plan
+FINAL_PLANNED = f"{R}/final/final_config_planned.yaml"  # train_final's settings under a plan
+
+
+def plan_inputs():
+    """What the plan depends on (plan_config's output and its rerun trigger): the study as its layers
+    resolve it, the budget, and which planned keys the user set (they win)."""
+    return {"config": plan_relevant(RESOLVED.flat), "time_budget_s": TIME_BUDGET_S,
+            "user_set": user_settings(USER_LAYERS)}
+
+
+def planned_study(plan_files, final_arch=None):
+    """STUDY with the plan's budgets (`plan_files`: a rule's input.plan, empty without a budget)."""
+    return apply_plan(STUDY, load_plan(plan_files[0]) if plan_files else None, final_arch)
 
 
 def data_targets():
@@ -298,8 +323,10 @@ def train_fold_gpu(wildcards):
 
 
 def train_final_runtime(wildcards, threads, attempt):
-    # The architecture is chosen by cross-validation later: size for the most expensive one.
-    return attempt * max(train_estimate(a, True, threads)[0] for a in final_archs())
+    # The architecture is chosen by cross-validation later: size for the most expensive one. A plan
+    # (study.time_budget) may give the final model up to FINAL_EPOCHS_CAP_FACTOR x its epochs.
+    planned = FINAL_EPOCHS_CAP_FACTOR if TIME_BUDGET_S else 1
+    return attempt * planned * max(train_estimate(a, True, threads)[0] for a in final_archs())
 
 
 def train_final_mem_mb(wildcards, threads, attempt):

@@ -18,6 +18,7 @@ checkpoint recheck_plan:
     input:
         h5=f"{R}/data/dataset.h5",
         metrics=expand(f"{R}/cv/{{arch}}/metrics.json", arch=ARCHS),
+        plan=PLAN_INPUT,  # study.time_budget: the planned recheck_max (plan.smk)
     output:
         RECHECK_PLAN,
     params:
@@ -37,7 +38,8 @@ checkpoint recheck_plan:
         "../../envs/ferstudy.yaml"
     shell:
         "python3 -m ferstudy recheck-plan --h5 {input.h5:q} --metrics {input.metrics:q} --baseline {params.baseline:q}"
-        " --alpha {params.alpha:q} --recheck {params.recheck:q} --max {params.cap:q} --out {output:q} > {log:q} 2>&1"
+        " --alpha {params.alpha:q} --recheck {params.recheck:q} --max {params.cap:q} --plan {input.plan:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule recheck_config:

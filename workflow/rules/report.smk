@@ -11,7 +11,7 @@ from ferstudy.report.inputs import report_inputs
 
 rule report:
     input:
-        **report_inputs(R, ARCHS, len(FOLDS), ferplus=ferplus_scored()),
+        **report_inputs(R, ARCHS, len(FOLDS), ferplus=ferplus_scored(), plan=bool(TIME_BUDGET_S)),
         template=os.path.join(REPO, "report", "report.md.j2"),
         appendix_template=os.path.join(REPO, "report", "appendix.md.j2"),
     output:

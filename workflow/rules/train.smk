@@ -4,11 +4,14 @@
 
 
 rule run_config:
+    input:
+        plan=PLAN_INPUT,  # study.time_budget: the planned fold budget (plan.smk)
     output:
         f"{R}/cv/{{arch}}/run_config.yaml",
     params:
         # The rerun trigger: editing one architecture reruns only its jobs. A hash of the resolved
-        # spec beside its name keeps Snakemake's `reason:` lines short.
+        # spec beside its name keeps Snakemake's `reason:` lines short. (A new plan reruns them
+        # as an input newer than the output.)
         spec=lambda w: spec_id(resolve_arch(STUDY, w.arch)),
     threads: 1
     resources:
@@ -17,7 +20,8 @@ rule run_config:
     log:
         f"{R}/logs/run_config/{{arch}}.log",
     run:
-        write_yaml_logged(output[0], resolve_arch(STUDY, wildcards.arch), log[0], params.spec)
+        spec = resolve_arch(planned_study(input.plan), wildcards.arch)
+        write_yaml_logged(output[0], spec, log[0], spec_id(spec))
 
 
 rule final_config:
@@ -68,7 +72,8 @@ rule train_final:
         h5=f"{R}/data/dataset.h5",
         # only the chosen architecture's run config: a change to another one retrains nothing here
         run_config=lambda w: f"{R}/cv/{final_architecture()}/run_config.yaml",
-        final_config=f"{R}/final/final_config.yaml",
+        # with study.time_budget, the planned one (plan.smk: the plan's epochs for the chosen network)
+        final_config=FINAL_PLANNED if TIME_BUDGET_S else f"{R}/final/final_config.yaml",
     output:
         model=f"{R}/final/model.pt",
         history=f"{R}/final/history.csv",
