@@ -34,13 +34,36 @@ from ferstudy.errors import UserError
 MEAN = 0.5  # in [0, 1] pixel units: x_norm = (x / 255 - MEAN) / STD
 STD = 0.25
 
-DEFAULTS = {"crop": 48, "pad": 0, "flip": False, "rotate": 0.0, "scale": 0.0, "translate": 0.0,
-            "erase": 0.0, "brightness": 0.0, "contrast": 0.0}
+DEFAULTS = {
+    "crop": 48,
+    "pad": 0,
+    "flip": False,
+    "rotate": 0.0,
+    "scale": 0.0,
+    "translate": 0.0,
+    "erase": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+}
 TTA_MODES = ("none", "flip", "tencrop")
 
 # Columns of the one uniform draw per batch (fixed layout: a call always consumes B x _NDRAW).
-_COLS = ("oy", "ox", "flip", "angle", "scale", "tx", "ty", "erase", "e_area", "e_ratio", "e_top",
-         "e_left", "brightness", "contrast")
+_COLS = (
+    "oy",
+    "ox",
+    "flip",
+    "angle",
+    "scale",
+    "tx",
+    "ty",
+    "erase",
+    "e_area",
+    "e_ratio",
+    "e_top",
+    "e_left",
+    "brightness",
+    "contrast",
+)
 _NDRAW = len(_COLS)
 
 
@@ -67,7 +90,7 @@ def center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
     if crop > size:
         raise ValueError(f"crop {crop} is larger than the images ({size})")
     o = (size - crop) // 2
-    return images[..., o:o + crop, o:o + crop]
+    return images[..., o : o + crop, o : o + crop]
 
 
 def eval_views(images: torch.Tensor, crop: int, tta: str = "none") -> torch.Tensor:
@@ -86,7 +109,7 @@ def eval_views(images: torch.Tensor, crop: int, tta: str = "none") -> torch.Tens
     x = normalize(images)
     c, m, e = (size - crop) // 2, 0, size - crop
     offsets = [(c, c)] if tta != "tencrop" else [(c, c), (m, m), (m, e), (e, m), (e, e)]
-    views = [x[..., oy:oy + crop, ox:ox + crop] for oy, ox in offsets]
+    views = [x[..., oy : oy + crop, ox : ox + crop] for oy, ox in offsets]
     if tta != "none":
         views += [v.flip(-1) for v in views]
     return torch.stack(views).contiguous()
@@ -109,8 +132,16 @@ def check_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
             kind = "true or false" if k == "flip" else "a number"
             raise UserError(f"augment: {k} must be {kind}, got {v!r}")
         out[k] = v
-    limits = {"crop": (1, None), "pad": (0, None), "rotate": (0, 180), "scale": (0, 0.99),
-              "translate": (0, 0.5), "erase": (0, 1), "brightness": (0, 1), "contrast": (0, 1)}
+    limits = {
+        "crop": (1, None),
+        "pad": (0, None),
+        "rotate": (0, 180),
+        "scale": (0, 0.99),
+        "translate": (0, 0.5),
+        "erase": (0, 1),
+        "brightness": (0, 1),
+        "contrast": (0, 1),
+    }
     for k, (lo, hi) in limits.items():
         v = out[k]
         if k in ("crop", "pad") and v != int(v):
@@ -229,10 +260,16 @@ class Augmenter:
         o = (torch.arange(crop, device=x.device, dtype=x.dtype) * 2 + 1) / crop - 1
         col, row = o.view(1, 1, crop), o.view(1, crop, 1)
         grid = torch.empty(b, crop, crop, 2, device=x.device, dtype=x.dtype)
-        torch.add((cos * f).view(b, 1, 1) * col + ((2 * cx + 1) / size - 1).view(b, 1, 1),
-                  -sin.view(b, 1, 1) * row, out=grid[..., 0])
-        torch.add((sin * f).view(b, 1, 1) * col, cos.view(b, 1, 1) * row + ((2 * cy + 1) / size - 1).view(b, 1, 1),
-                  out=grid[..., 1])
+        torch.add(
+            (cos * f).view(b, 1, 1) * col + ((2 * cx + 1) / size - 1).view(b, 1, 1),
+            -sin.view(b, 1, 1) * row,
+            out=grid[..., 0],
+        )
+        torch.add(
+            (sin * f).view(b, 1, 1) * col,
+            cos.view(b, 1, 1) * row + ((2 * cy + 1) / size - 1).view(b, 1, 1),
+            out=grid[..., 1],
+        )
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def _erase(self, x, p):

@@ -26,8 +26,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     write_demo_csv(args.out, n_images=args.images, seed=args.seed)
-    log.info("DEMO DATA: wrote %d synthetic faces to %s in %.1f s (seed %d). This is NOT FER2013: "
-             "download the real data as the README says.", args.images, args.out, time.perf_counter() - t0, args.seed)
+    log.info(
+        "DEMO DATA: wrote %d synthetic faces to %s in %.1f s (seed %d). This is NOT FER2013: "
+        "download the real data as the README says.",
+        args.images,
+        args.out,
+        time.perf_counter() - t0,
+        args.seed,
+    )
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -37,8 +43,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     refuse_overwrite([args.h5, args.summary_csv, args.summary_md, args.faces], [args.csv])
     t0 = time.perf_counter()
     data = prepare(args.csv, args.h5, folds=args.folds, fold_seed=args.fold_seed, dataset=args.dataset)
-    log.info("prepared %s (%s): %d images -> %s in %.2f s", args.csv, args.dataset, len(data.labels), args.h5,
-             time.perf_counter() - t0)
+    log.info(
+        "prepared %s (%s): %d images -> %s in %.2f s",
+        args.csv,
+        args.dataset,
+        len(data.labels),
+        args.h5,
+        time.perf_counter() - t0,
+    )
     if args.dataset == "demo":
         log.warning("DEMO DATA: these are synthetic faces, not FER2013; results say nothing about real faces.")
     if args.summary_csv:
@@ -49,9 +61,13 @@ def _result_config(run_cfg, data, extra):
     """What is written beside every result: the run config, data identity, versions, hash."""
     from .config import config_hash, environment
 
-    return {"run_config": run_cfg, "config_hash": config_hash(run_cfg),
-            "data": {k: data.attrs.get(k) for k in ("dataset", "source_path", "source_sha256", "folds", "fold_seed")},
-            **extra, "environment": environment()}
+    return {
+        "run_config": run_cfg,
+        "config_hash": config_hash(run_cfg),
+        "data": {k: data.attrs.get(k) for k in ("dataset", "source_path", "source_sha256", "folds", "fold_seed")},
+        **extra,
+        "environment": environment(),
+    }
 
 
 def fold_init_seed(run_cfg: dict, fold: int) -> int:
@@ -83,29 +99,62 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UserError(f"--fold {args.fold}: the data has folds 0-{int(data.attrs['folds']) - 1}")
     train_idx, val_idx = data.fold_indices(args.fold)
     t0 = time.perf_counter()
-    log.info("training %s on fold %d of %s data: %d train / %d held-out images, %d thread(s), device %s",
-             run_cfg["name"], args.fold, data.attrs.get("dataset"), len(train_idx), len(val_idx), args.threads,
-             pick_device(run_cfg["training"]))
+    log.info(
+        "training %s on fold %d of %s data: %d train / %d held-out images, %d thread(s), device %s",
+        run_cfg["name"],
+        args.fold,
+        data.attrs.get("dataset"),
+        len(train_idx),
+        len(val_idx),
+        args.threads,
+        pick_device(run_cfg["training"]),
+    )
     init_seed = fold_init_seed(run_cfg, args.fold)
     # the folds of one architecture train in one precision (precision.shared_choose_amp)
-    model, state = fit(run_cfg, data, train_idx, val_idx, args.checkpoint, threads=args.threads,
-                       precision_memo=out.parent, init_seed=init_seed)
+    model, state = fit(
+        run_cfg,
+        data,
+        train_idx,
+        val_idx,
+        args.checkpoint,
+        threads=args.threads,
+        precision_memo=out.parent,
+        init_seed=init_seed,
+    )
     probs = state.get("val_probs")
     if probs is None:  # resumed after the last epoch's checkpoint: nothing was predicted in this process
         probs = _predict_indices(model, run_cfg, data, val_idx, state["amp"])
     write_predictions(out / "predictions.csv", data.row[val_idx], data.labels[val_idx], probs)
     write_history(out / "history.csv", state["history"])
-    extra = {"fold": args.fold, "init_seed": init_seed, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
-             "threads": args.threads, "seconds": time.perf_counter() - t0, **_precision(state)}
+    extra = {
+        "fold": args.fold,
+        "init_seed": init_seed,
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        "threads": args.threads,
+        "seconds": time.perf_counter() - t0,
+        **_precision(state),
+    }
     save_model(out / "model.pt", model, run_cfg, {"fold": args.fold, "amp": state["amp"]})
     write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
     Path(args.checkpoint).unlink(missing_ok=True)  # done: a forced rerun must train again, not reload
-    log.info("held-out accuracy %.4f (%s fold %d), %.0f s", float((probs.argmax(1) == data.labels[val_idx]).mean()),
-             run_cfg["name"], args.fold, extra["seconds"])
+    log.info(
+        "held-out accuracy %.4f (%s fold %d), %.0f s",
+        float((probs.argmax(1) == data.labels[val_idx]).mean()),
+        run_cfg["name"],
+        args.fold,
+        extra["seconds"],
+    )
 
 
-RESULT_FILES = ("model.pt", "history.csv", "config.yaml", "predictions.csv", "predictions_public.csv",
-                "predictions_private.csv")
+RESULT_FILES = (
+    "model.pt",
+    "history.csv",
+    "config.yaml",
+    "predictions.csv",
+    "predictions_public.csv",
+    "predictions_private.csv",
+)
 
 
 def _outputs_beside(out_dir, inputs, checkpoint):
@@ -129,8 +178,15 @@ def _predict_indices(model, run_cfg, data, idx, amp):
     t = run_cfg["training"]
     device = next(model.parameters()).device
     images = torch.from_numpy(data.images).unsqueeze(1).to(device)
-    return predict(model, images, torch.from_numpy(idx).to(device), t["augment"].get("crop", 48),
-                   t.get("tta", "none"), use_channels_last(t, device), amp)
+    return predict(
+        model,
+        images,
+        torch.from_numpy(idx).to(device),
+        t["augment"].get("crop", 48),
+        t.get("tta", "none"),
+        use_channels_last(t, device),
+        amp,
+    )
 
 
 def cmd_train_final(args: argparse.Namespace) -> None:
@@ -162,8 +218,12 @@ def cmd_train_final(args: argparse.Namespace) -> None:
     data = load_h5(args.h5)
     train_idx, public, private = data.indices("Training"), data.indices("PublicTest"), data.indices("PrivateTest")
     t0 = time.perf_counter()
-    log.info("final model %s: %d Training images, checkpoint chosen on %d PublicTest images",
-             arch, len(train_idx), len(public))
+    log.info(
+        "final model %s: %d Training images, checkpoint chosen on %d PublicTest images",
+        arch,
+        len(train_idx),
+        len(public),
+    )
     model, state = fit(run_cfg, data, train_idx, public, args.checkpoint, threads=args.threads, select_best=True)
     seconds = time.perf_counter() - t0
     for name, idx in (("public", public), ("private", private)):
@@ -172,13 +232,24 @@ def cmd_train_final(args: argparse.Namespace) -> None:
         write_predictions(out / f"predictions_{name}.csv", data.row[idx], data.labels[idx], probs)
     write_history(out / "history.csv", state["history"])
     best = state["best"] or {"epoch": state["epoch"], "val_acc": None}
-    extra = {"architecture": arch, "best_epoch": best["epoch"], "best_public_acc": best["val_acc"],
-             "n_train": int(len(train_idx)), "threads": args.threads, "seconds": seconds, **_precision(state)}
+    extra = {
+        "architecture": arch,
+        "best_epoch": best["epoch"],
+        "best_public_acc": best["val_acc"],
+        "n_train": int(len(train_idx)),
+        "threads": args.threads,
+        "seconds": seconds,
+        **_precision(state),
+    }
     save_model(out / "model.pt", model, run_cfg, {"best_epoch": best["epoch"], "amp": state["amp"]})
     write_text(out / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
     Path(args.checkpoint).unlink(missing_ok=True)
-    log.info("final model: best PublicTest accuracy %.4f at epoch %s; %.0f s", best["val_acc"] or float("nan"),
-             best["epoch"], seconds)
+    log.info(
+        "final model: best PublicTest accuracy %.4f at epoch %s; %.0f s",
+        best["val_acc"] or float("nan"),
+        best["epoch"],
+        seconds,
+    )
 
 
 def cmd_evaluate_arch(args: argparse.Namespace) -> None:
@@ -218,11 +289,15 @@ def _recheck_results(files, metrics_files):
     plan_path, given = Path(files[0]), {Path(f).resolve() for f in files[1:]}
     the_plan = json.loads(plan_path.read_text())
     results = plan_path.parent.parent  # results/recheck/plan.json
-    wanted = {(run_dir(results, a, the_plan["factor"], the_plan["fold"]) / "predictions.csv").resolve()
-              for a in the_plan["runs"]}
+    wanted = {
+        (run_dir(results, a, the_plan["factor"], the_plan["fold"]) / "predictions.csv").resolve()
+        for a in the_plan["runs"]
+    }
     if wanted != given:
-        raise UserError(f"--recheck: the predictions given are not the runs {plan_path} names "
-                        f"({', '.join(sorted(map(str, wanted - given))) or 'extra files given'})")
+        raise UserError(
+            f"--recheck: the predictions given are not the runs {plan_path} names "
+            f"({', '.join(sorted(map(str, wanted - given))) or 'extra files given'})"
+        )
     scores = {a: m["aggregate"]["metrics"]["accuracy"]["folds"] for a, m in load_results(metrics_files).items()}
     return the_plan, rechecked_differences(the_plan, results, scores)
 
@@ -233,8 +308,14 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
     refuse_overwrite([args.summary, args.ablation, args.cost], [args.h5, *args.metrics])
     n_train, n_test = fold_sizes(args.h5)
-    summary, ablation, cost = aggregate(args.metrics, args.baseline, args.alpha, n_train=n_train, n_test=n_test,
-                                        recheck=_recheck_results(args.recheck, args.metrics))
+    summary, ablation, cost = aggregate(
+        args.metrics,
+        args.baseline,
+        args.alpha,
+        n_train=n_train,
+        n_test=n_test,
+        recheck=_recheck_results(args.recheck, args.metrics),
+    )
     write_csv(summary, args.summary)
     write_csv(ablation, args.ablation)
     write_csv(cost, args.cost)
@@ -252,7 +333,9 @@ def cmd_select(args: argparse.Namespace) -> None:
     forced = load_yaml(args.final_config).get("architecture")
     choice = select(pd.read_csv(args.summary), args.metric, forced)
     write_json(args.out, choice)
-    log.info("final architecture: %s (%s, %s %.4f)", choice["architecture"], choice["reason"], args.metric, choice["mean"])
+    log.info(
+        "final architecture: %s (%s, %s %.4f)", choice["architecture"], choice["reason"], args.metric, choice["mean"]
+    )
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -271,9 +354,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
     setup_torch(torch.device("cpu"), args.threads)
     model, payload = load_model(args.model)
     t = payload["run_config"]["training"]
-    probs = predict(model, torch.from_numpy(images).unsqueeze(1), torch.from_numpy(np.arange(len(row))),
-                    payload["input_size"], t.get("tta", "none"), use_channels_last(t, torch.device("cpu")),
-                    amp=bool(payload.get("amp")) and cpu_has_bf16())  # the precision it was trained and chosen in
+    probs = predict(
+        model,
+        torch.from_numpy(images).unsqueeze(1),
+        torch.from_numpy(np.arange(len(row))),
+        payload["input_size"],
+        t.get("tta", "none"),
+        use_channels_last(t, torch.device("cpu")),
+        amp=bool(payload.get("amp")) and cpu_has_bf16(),
+    )  # the precision it was trained and chosen in
     write_predictions(args.out, row, labels, probs)
     log.info("%s: %d faces predicted, accuracy %.4f", args.csv, len(row), float((probs.argmax(1) == labels).mean()))
 
@@ -286,8 +375,11 @@ def cmd_evaluate_final(args: argparse.Namespace) -> None:
     refuse_overwrite([args.out], [args.public, args.private, *extra.values()])
     result = evaluate_final(args.public, args.private, extra)
     write_json(args.out, result)
-    log.info("final model: PublicTest accuracy %.4f, PrivateTest accuracy %.4f",
-             result["public"]["accuracy"], result["private"]["accuracy"])
+    log.info(
+        "final model: PublicTest accuracy %.4f, PrivateTest accuracy %.4f",
+        result["public"]["accuracy"],
+        result["private"]["accuracy"],
+    )
 
 
 def _extra_sets(items):
@@ -301,8 +393,10 @@ def _extra_sets(items):
         if not sep or not name or not path:
             raise UserError(f"--extra {item!r}: give NAME=predictions.csv")
         if name.lower() in RESERVED_TEST_SET_NAMES or name in extra:
-            raise UserError(f"--extra {item!r}: the name {name!r} is taken (public and private are FER2013's own "
-                            f"test sets; each extra set needs its own name)")
+            raise UserError(
+                f"--extra {item!r}: the name {name!r} is taken (public and private are FER2013's own "
+                f"test sets; each extra set needs its own name)"
+            )
         extra[name] = path
     return extra
 
@@ -321,8 +415,15 @@ MODULE_COMMANDS = {
     "recheck-plan": "the pairs whose verdict is most at risk, to retrain at twice the fold budget",
     "plan": "measure this machine and plan the budgets that fit study.time_budget",
 }
-MODULE_OF_COMMAND = {"figures": "figures.cli", "report": "report.cli", "bench": "bench.cli", "predict-cost": "cost.cli",
-                     "predict-image": "photos", "report-html": "htmlreport", "recheck-plan": "recheck"}
+MODULE_OF_COMMAND = {
+    "figures": "figures.cli",
+    "report": "report.cli",
+    "bench": "bench.cli",
+    "predict-cost": "cost.cli",
+    "predict-image": "photos",
+    "report-html": "htmlreport",
+    "recheck-plan": "recheck",
+}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -375,10 +476,12 @@ def add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
     p = sub.add_parser("train-final", help="retrain the selected architecture on all of Training")
     p.add_argument("--h5", required=True)
-    p.add_argument("--run-config", required=True, help="the chosen architecture's run config "
-                                                       "(results/cv/ARCH/run_config.yaml)")
-    p.add_argument("--final-config", required=True,
-                   help="the final retrain's settings (results/final/final_config.yaml)")
+    p.add_argument(
+        "--run-config", required=True, help="the chosen architecture's run config (results/cv/ARCH/run_config.yaml)"
+    )
+    p.add_argument(
+        "--final-config", required=True, help="the final retrain's settings (results/final/final_config.yaml)"
+    )
     p.add_argument("--out-dir", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--threads", type=int, default=1)
@@ -401,8 +504,12 @@ def add_evaluation_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--summary", required=True)
     p.add_argument("--ablation", required=True)
     p.add_argument("--cost", required=True)
-    p.add_argument("--recheck", nargs="*", default=[],
-                   help="the recheck plan (results/recheck/plan.json), then the predictions of the runs it names")
+    p.add_argument(
+        "--recheck",
+        nargs="*",
+        default=[],
+        help="the recheck plan (results/recheck/plan.json), then the predictions of the runs it names",
+    )
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("select", help="choose the final architecture from cross-validation")

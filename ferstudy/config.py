@@ -53,8 +53,12 @@ def load_defaults() -> dict:
     return load_yaml(DEFAULTS_PATH)
 
 
-def load_study(config_path: Path | str | None = None, configfiles: Iterable[Path | str] = (), preset: str | None = None,
-               workdir: Path | str | None = None) -> dict[str, Any]:
+def load_study(
+    config_path: Path | str | None = None,
+    configfiles: Iterable[Path | str] = (),
+    preset: str | None = None,
+    workdir: Path | str | None = None,
+) -> dict[str, Any]:
     """The resolved study for a command run without Snakemake (`bench`, `predict-cost`), layered
     as the workflow layers it: the shipped defaults, the preset, then the user's layers: the
     study's config file (`config_path`; default config/config.yaml of `workdir` when it exists),
@@ -95,17 +99,23 @@ def choose_preset(cfg: dict[str, Any], dataset: str, pinned: str | None = None) 
         else:
             name = "gpu" if _cuda_available() else "cpu"
     if name != "none" and name not in cfg.get("presets", {}):
-        raise UserError(f"config key preset: unknown preset {name!r} "
-                        f"(defined: {', '.join(cfg.get('presets', {})) or 'none'})")
+        raise UserError(
+            f"config key preset: unknown preset {name!r} (defined: {', '.join(cfg.get('presets', {})) or 'none'})"
+        )
     return name
 
 
 def _cuda_available():
-    if not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/kfd").exists() or Path("/dev/dxg").exists()
-            or os.environ.get("CUDA_VISIBLE_DEVICES")):
+    if not (
+        Path("/proc/driver/nvidia/gpus").is_dir()
+        or Path("/dev/kfd").exists()
+        or Path("/dev/dxg").exists()
+        or os.environ.get("CUDA_VISIBLE_DEVICES")
+    ):
         return False  # no NVIDIA, ROCm or WSL2 GPU driver here: skip the torch import, dry runs stay fast
     try:
         import torch
+
         return torch.cuda.is_available()
     except ImportError:
         return False
@@ -125,32 +135,44 @@ def choose_dataset(cfg: dict[str, Any], workdir: Path | str = ".") -> tuple[str,
                 return "fer2013", candidate
         return "demo", DEMO_CSV
     if not (Path(workdir) / csv).is_file():
-        raise UserError(f"config key data.csv: {csv} does not exist (download FER2013 as the README says, "
-                        f"or set data.csv: auto to use the built-in demo)")
+        raise UserError(
+            f"config key data.csv: {csv} does not exist (download FER2013 as the README says, "
+            f"or set data.csv: auto to use the built-in demo)"
+        )
     return "fer2013", csv
 
 
 @dataclass
 class Resolved:
     """A study resolved from its layers (`resolve_layers`)."""
-    config: dict        # what every rule and command uses
-    flat: dict          # one dict that resolve_config(flat) turns into the same config (no layers)
+
+    config: dict  # what every rule and command uses
+    flat: dict  # one dict that resolve_config(flat) turns into the same config (no layers)
     preset: str
     replaced: list = field(default_factory=list)  # [(key, the defaults' value, the preset's)]: keys the user left alone
-    skipped: list = field(default_factory=list)   # architectures the preset leaves out
+    skipped: list = field(default_factory=list)  # architectures the preset leaves out
     overridden: list = field(default_factory=list)  # [(key, the preset's value, the user's, the layer that set it)]
 
 
-def resolve_config(raw: dict[str, Any], workdir: Path | str = ".", source: str = "config",
-                   user: Iterable[dict[str, Any] | tuple[str, dict[str, Any]]] = (),
-                   pinned_preset: str | None = None) -> dict[str, Any]:
+def resolve_config(
+    raw: dict[str, Any],
+    workdir: Path | str = ".",
+    source: str = "config",
+    user: Iterable[dict[str, Any] | tuple[str, dict[str, Any]]] = (),
+    pinned_preset: str | None = None,
+) -> dict[str, Any]:
     """Validate, pick dataset and preset, apply the layers (see `resolve_layers`). Every
     architecture is checked here. With one dict (`user` empty) the preset goes over it."""
     return resolve_layers(raw, user, workdir, source, pinned_preset).config
 
 
-def resolve_layers(raw: dict[str, Any], user: Iterable[dict[str, Any] | tuple[str, dict[str, Any]]] = (),
-                   workdir: Path | str = ".", source: str = "config", pinned_preset: str | None = None) -> Resolved:
+def resolve_layers(
+    raw: dict[str, Any],
+    user: Iterable[dict[str, Any] | tuple[str, dict[str, Any]]] = (),
+    workdir: Path | str = ".",
+    source: str = "config",
+    pinned_preset: str | None = None,
+) -> Resolved:
     """The study from its layers, lowest first: `raw` (the defaults: the shipped defaults.yaml
     with its `presets:`), then the preset, then each of the user's own layers in `user` (the
     study's config/config.yaml, the `--configfile` files, then `--config`; a dict or a
@@ -161,8 +183,9 @@ def resolve_layers(raw: dict[str, Any], user: Iterable[dict[str, Any] | tuple[st
     `study.only` in a user layer is the list, whatever the preset leaves out (`skip: []` there
     runs what the preset skips). `pinned_preset` replaces
     `preset: auto` (the submitting host's choice, in the jobs it spawns)."""
-    layers = [layer if isinstance(layer, tuple) else (f"config layer {i + 1}", layer)
-              for i, layer in enumerate(user or ())]
+    layers = [
+        layer if isinstance(layer, tuple) else (f"config layer {i + 1}", layer) for i, layer in enumerate(user or ())
+    ]
     validate(raw, source)
     written = raw
     for name, layer in layers:
@@ -186,18 +209,32 @@ def resolve_layers(raw: dict[str, Any], user: Iterable[dict[str, Any] | tuple[st
             study["only"] = list(study["only"]) + [a for a in added if a not in study["only"]]
         if "skip" not in my_study:  # a preset's skip list may name architectures the user removed
             study["skip"] = [a for a in study.get("skip") or [] if a in flat.get("architectures", {})]
-    replaced = [(".".join(path), found, value) for path, value in _leaves(values)
-                for ok, found in [_lookup(defaults, path)]
-                if ok and found != value and not _lookup(mine, path)[0]]
-    overridden = [(".".join(path), value, found, _setter(layers, path)) for path, value in _leaves(values)
-                  for ok, found in [_lookup(mine, path)] if ok and found != value]
+    replaced = [
+        (".".join(path), found, value)
+        for path, value in _leaves(values)
+        for ok, found in [_lookup(defaults, path)]
+        if ok and found != value and not _lookup(mine, path)[0]
+    ]
+    overridden = [
+        (".".join(path), value, found, _setter(layers, path))
+        for path, value in _leaves(values)
+        for ok, found in [_lookup(mine, path)]
+        if ok and found != value
+    ]
     flat["preset"] = preset
     flat["presets"] = {} if preset == "none" else {preset: {}}
     cfg = _resolve_flat(flat, preset, dataset, csv, workdir, source)
     by_preset = values.get("study") or {}
-    skipped = [] if my_study.get("only") or "skip" in my_study else [
-        a for a in cfg["architectures"] if a not in cfg["study"]["architectures"]
-        and (a in (by_preset.get("skip") or []) or (by_preset.get("only") and a not in by_preset["only"]))]
+    skipped = (
+        []
+        if my_study.get("only") or "skip" in my_study
+        else [
+            a
+            for a in cfg["architectures"]
+            if a not in cfg["study"]["architectures"]
+            and (a in (by_preset.get("skip") or []) or (by_preset.get("only") and a not in by_preset["only"]))
+        ]
+    )
     return Resolved(cfg, flat, preset, replaced, skipped, overridden)
 
 
@@ -236,8 +273,10 @@ def _resolve_flat(flat, preset, dataset, csv, workdir, source):
     if ferplus and not (Path(workdir) / ferplus).is_file():
         raise UserError(f"config key data.ferplus: {ferplus} does not exist (FER+ is Microsoft's fer2013new.csv)")
     if ferplus and dataset == "demo":
-        raise UserError("config key data.ferplus: FER+ relabels FER2013, but this study runs on the built-in demo "
-                        "data (set data.csv to the real fer2013.csv, or remove data.ferplus)")
+        raise UserError(
+            "config key data.ferplus: FER+ relabels FER2013, but this study runs on the built-in demo "
+            "data (set data.csv to the real fer2013.csv, or remove data.ferplus)"
+        )
     study = cfg["study"]
     names = study.get("only") or list(cfg["architectures"])
     for key in ("only", "skip"):
@@ -256,13 +295,16 @@ def _resolve_flat(flat, preset, dataset, csv, workdir, source):
     recheck = study.get("recheck")
     unknown = [a for a in recheck if a not in names or a == study["baseline"]] if isinstance(recheck, list) else []
     if unknown:
-        raise UserError(f"config key study.recheck: {', '.join(map(repr, unknown))} is no variant of this study "
-                        f"(the baseline is rechecked with every pair; variants: "
-                        f"{', '.join(n for n in names if n != study['baseline'])})")
+        raise UserError(
+            f"config key study.recheck: {', '.join(map(repr, unknown))} is no variant of this study "
+            f"(the baseline is rechecked with every pair; variants: "
+            f"{', '.join(n for n in names if n != study['baseline'])})"
+        )
     chosen = (cfg.get("final") or {}).get("architecture")
     if chosen is not None and chosen not in names:
-        raise UserError(f"config key final.architecture: {chosen!r} is not among the architectures studied "
-                        f"({', '.join(names)})")
+        raise UserError(
+            f"config key final.architecture: {chosen!r} is not among the architectures studied ({', '.join(names)})"
+        )
     for name in cfg["architectures"]:
         resolve_arch(cfg, name)  # fail early for every declared one, naming the architecture and layer
     for name in names:
@@ -277,23 +319,29 @@ def preset_lines(resolved: Resolved, defaults_name: str = DEFAULTS_NAME) -> list
     lines = []
     name = resolved.preset
     if resolved.skipped:
-        lines.append(f"Preset {name!r} studies {len(resolved.config['study']['architectures'])} "
-                     f"architectures and leaves out {', '.join(resolved.skipped)} (your own study.only or "
-                     f"study.skip wins; architectures you add always run).")
+        lines.append(
+            f"Preset {name!r} studies {len(resolved.config['study']['architectures'])} "
+            f"architectures and leaves out {', '.join(resolved.skipped)} (your own study.only or "
+            f"study.skip wins; architectures you add always run)."
+        )
     if resolved.replaced:
-        lines.append(f"Preset {name!r} set {len(resolved.replaced)} value(s) that your config leaves to it "
-                     f"({defaults_name} -> the preset's; set a key in config/config.yaml to choose it yourself):")
+        lines.append(
+            f"Preset {name!r} set {len(resolved.replaced)} value(s) that your config leaves to it "
+            f"({defaults_name} -> the preset's; set a key in config/config.yaml to choose it yourself):"
+        )
         lines += [f"  {key}: {_short(old)} -> {_short(new)}" for key, old, new in resolved.replaced]
     if resolved.overridden:
         lines.append(f"Your config replaced {len(resolved.overridden)} value(s) of preset {name!r} (yours win):")
-        lines += [f"  {key}: {_short(mine)} ({layer}; the preset's: {_short(theirs)})"
-                  for key, theirs, mine, layer in resolved.overridden]
+        lines += [
+            f"  {key}: {_short(mine)} ({layer}; the preset's: {_short(theirs)})"
+            for key, theirs, mine, layer in resolved.overridden
+        ]
     return lines
 
 
 def _short(value, limit=80):
     text = json.dumps(value, default=str)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve_arch(cfg: dict[str, Any], name: str, final: bool = False) -> dict[str, Any]:
@@ -320,8 +368,10 @@ def resolve_arch(cfg: dict[str, Any], name: str, final: bool = False) -> dict[st
         training = final_training(training, cfg.get("final"))
         if training.get("schedule") == "plateau" and training.get("eval_every", 1) != 1:
             # the final model's plateau schedule steps on PublicTest loss, so it needs it every epoch
-            raise UserError(f"architecture {arch_name!r}: the final model's schedule `plateau` needs "
-                            f"training.eval_every 1 (final.training.eval_every), not {training.get('eval_every')}")
+            raise UserError(
+                f"architecture {arch_name!r}: the final model's schedule `plateau` needs "
+                f"training.eval_every 1 (final.training.eval_every), not {training.get('eval_every')}"
+            )
     from .spec import validate_spec
 
     try:
@@ -342,6 +392,7 @@ def resolve_arch(cfg: dict[str, Any], name: str, final: bool = False) -> dict[st
 @dataclass(frozen=True)
 class EvaluationEpochs:
     """`epoch in it` and `len(it)` in constant time and memory, whatever the number of epochs."""
+
     epochs: int
     every: int
 
@@ -368,8 +419,10 @@ def final_training(training: dict[str, Any], final: dict[str, Any] | None) -> di
 def _model_spec(name, merged):
     kinds = [k for k in ("blocks", "layers", "backbone") if k in merged]
     if len(kinds) != 1:
-        raise UserError(f"architecture {name!r}: give exactly one of blocks, layers or backbone "
-                        f"(found: {', '.join(kinds) or 'none'})")
+        raise UserError(
+            f"architecture {name!r}: give exactly one of blocks, layers or backbone "
+            f"(found: {', '.join(kinds) or 'none'})"
+        )
     if "backbone" in merged:
         return {"backbone": merged["backbone"], "pretrained": merged.get("pretrained")}
     if "layers" in merged:
@@ -377,8 +430,17 @@ def _model_spec(name, merged):
     return {"layers": expand_blocks(merged["blocks"])}
 
 
-BLOCK_DEFAULTS = {"convs": 2, "kernel": 3, "pool": "max", "norm": "batch", "activation": "relu",
-                  "dropout": 0.0, "global_pool": True, "head": [], "head_dropout": 0.0}
+BLOCK_DEFAULTS = {
+    "convs": 2,
+    "kernel": 3,
+    "pool": "max",
+    "norm": "batch",
+    "activation": "relu",
+    "dropout": 0.0,
+    "global_pool": True,
+    "head": [],
+    "head_dropout": 0.0,
+}
 
 
 def expand_blocks(blocks: dict[str, Any]) -> list[str | dict[str, Any]]:
@@ -392,8 +454,17 @@ def expand_blocks(blocks: dict[str, Any]) -> list[str | dict[str, Any]]:
     for filters in b["filters"]:
         for i in range(b["convs"]):
             stride = 2 if (b["pool"] == "none" and i == b["convs"] - 1) else 1
-            layers.append({"conv": {"filters": filters, "kernel": b["kernel"], "stride": stride,
-                                    "padding": b["kernel"] // 2, "bias": not norm}})
+            layers.append(
+                {
+                    "conv": {
+                        "filters": filters,
+                        "kernel": b["kernel"],
+                        "stride": stride,
+                        "padding": b["kernel"] // 2,
+                        "bias": not norm,
+                    }
+                }
+            )
             if norm:
                 layers.append("batchnorm")
             layers.append(b["activation"])
@@ -436,8 +507,13 @@ def environment() -> dict[str, str | None]:
     from . import __version__
 
     env: dict[str, str | None]
-    env = {"ferstudy": __version__, "python": platform.python_version(), "platform": platform.platform(),
-           "processor": platform.processor() or platform.machine(), "cpu": cpu_name()}
+    env = {
+        "ferstudy": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
+    }
     from importlib.metadata import PackageNotFoundError, version
 
     # Versions from package metadata: importing sklearn, torchvision or snakemake costs seconds.
@@ -448,6 +524,7 @@ def environment() -> dict[str, str | None]:
             pass
     try:
         import torch
+
         env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         pass

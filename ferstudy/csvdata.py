@@ -30,7 +30,7 @@ _COLUMNS = ("emotion", "pixels", "usage")
 CHUNK_BYTES = 1 << 18  # text parsed per chunk (whole lines): measured fastest, numpy's passes stay in L2
 _READ_BYTES = 1 << 17  # bytes read from the file at a time
 _MAX_PIECE_BYTES = 1 << 20  # most decompressed bytes from one read
-_QUEUE_PIECES = 8      # decompressed pieces the reader thread may run ahead (bounded memory)
+_QUEUE_PIECES = 8  # decompressed pieces the reader thread may run ahead (bounded memory)
 _GZIP_MAGIC = b"\x1f\x8b"
 # A FER2013 line is under 10 KB (2,304 pixels of up to 3 digits); text this long without a line
 # break is refused instead of read whole into memory (a one-line 1.5 GB gzip).
@@ -41,18 +41,22 @@ _BOM = b"\xef\xbb\xbf"
 def _existing_file(path):
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: file not found (download FER2013 as described in the README, "
-                        f"or leave `data: auto` to use the built-in demo)")
+        raise UserError(
+            f"{path}: file not found (download FER2013 as described in the README, "
+            f"or leave `data: auto` to use the built-in demo)"
+        )
     return path
 
 
 def _file_pieces(path, digest=None, read_bytes=_READ_BYTES):
     """The file's text in pieces: gunzipped (every member, as `gzip.decompress` reads them) when it
     starts with the gzip magic, else as stored. Every byte read also goes into `digest`."""
+
     def bad_gzip(why):
         return UserError(f"{path}: not a readable gzip file ({why})")
 
     with open(path, "rb") as f:
+
         def read():
             block = f.read(read_bytes)
             if digest is not None:
@@ -129,8 +133,9 @@ def _in_background(pieces, depth=_QUEUE_PIECES):
         thread.join()
 
 
-def parse_fer_csv(path: Path | str, chunk_bytes: int = CHUNK_BYTES, background: bool = True,
-                  read_bytes: int = _READ_BYTES) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def parse_fer_csv(
+    path: Path | str, chunk_bytes: int = CHUNK_BYTES, background: bool = True, read_bytes: int = _READ_BYTES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Parse and validate a FER2013 CSV (plain or gzip). Returns (images, labels, split, row).
 
     Raises UserError naming the file, line numbers and problems of the first few bad lines.
@@ -168,9 +173,9 @@ def _parse_pieces(path, pieces, chunk_bytes):
         _check_line_length(path, 1, sum(map(len, head)))
     text = b"".join(head)
     if text.startswith(_BOM):
-        text = text[len(_BOM):]
+        text = text[len(_BOM) :]
     header_end = text.find(b"\n")
-    header, rest = (text, b"") if header_end < 0 else (text[:header_end], text[header_end + 1:])
+    header, rest = (text, b"") if header_end < 0 else (text[:header_end], text[header_end + 1 :])
     if not header.strip():  # a blank first line: an empty file, or a header error below
         blank = not rest.strip()
         while blank and not eof:
@@ -201,8 +206,10 @@ def _parse_pieces(path, pieces, chunk_bytes):
             chunk, pos = text[pos:end], end
             lines, bad, images, labels, split = _parse_chunk(chunk, order)
             if bad.any():
-                for i in np.flatnonzero(bad)[:MAX_REPORTED_ERRORS - len(messages)]:
-                    messages.append(f"line {n_lines + i + 2}: {_diagnose_line(chunk[lines[0][i]:lines[1][i]], order)}")
+                for i in np.flatnonzero(bad)[: MAX_REPORTED_ERRORS - len(messages)]:
+                    messages.append(
+                        f"line {n_lines + i + 2}: {_diagnose_line(chunk[lines[0][i] : lines[1][i]], order)}"
+                    )
                 bad_lines += int(bad.sum())
             elif not bad_lines:  # after a bad line nothing is kept, only the errors counted
                 kept.append((images, labels, split))
@@ -223,10 +230,15 @@ def _parse_pieces(path, pieces, chunk_bytes):
 def _check_line_length(path, line, size):
     if size > MAX_LINE_BYTES:
         with open(path, "rb") as f:
-            damaged = ", or not a readable gzip file (damaged data decompresses to such text)" \
-                if f.read(2) == _GZIP_MAGIC else ""
-        raise UserError(f"{path}: line {line}: more than {MAX_LINE_BYTES:,} bytes without a line break (a FER2013 "
-                        f"line has about 9,000: emotion, 2,304 pixels, Usage): not a FER2013 CSV{damaged}")
+            damaged = (
+                ", or not a readable gzip file (damaged data decompresses to such text)"
+                if f.read(2) == _GZIP_MAGIC
+                else ""
+            )
+        raise UserError(
+            f"{path}: line {line}: more than {MAX_LINE_BYTES:,} bytes without a line break (a FER2013 "
+            f"line has about 9,000: emotion, 2,304 pixels, Usage): not a FER2013 CSV{damaged}"
+        )
 
 
 def _chunk_ends(text, chunk_bytes, final):
@@ -266,8 +278,10 @@ def _column_order(path, header_bytes):
     names = [n.strip().strip('"').lower() for n in header_bytes.decode("utf-8", "replace").strip("\r").split(",")]
     missing = [c for c in _COLUMNS if c not in names]
     if missing or len(names) != 3:
-        raise UserError(f"{path}: line 1: header {names} must have exactly the columns emotion, pixels, Usage "
-                        f"(missing: {', '.join(missing) or 'none'})")
+        raise UserError(
+            f"{path}: line 1: header {names} must have exactly the columns emotion, pixels, Usage "
+            f"(missing: {', '.join(missing) or 'none'})"
+        )
     return {c: names.index(c) for c in _COLUMNS}
 
 
@@ -312,8 +326,8 @@ def _parse_label_and_usage(body, fields, order, bad):
         done[one_digit[rows]] = True
     usage_codes = {name.lower(): i for i, name in enumerate(SPLIT_NAMES)}
     for i in np.flatnonzero(~bad & ~done):
-        emotion = body[fields[i, e]:fields[i, e + 1] - 1].strip()
-        usage = body[fields[i, u]:fields[i, u + 1] - 1].strip().strip(b'"').lower()
+        emotion = body[fields[i, e] : fields[i, e + 1] - 1].strip()
+        usage = body[fields[i, u] : fields[i, u + 1] - 1].strip().strip(b'"').lower()
         code = usage_codes.get(usage.decode("ascii", "replace"))
         if not emotion.isdigit() or int(emotion) > 6 or code is None:
             bad[i] = True

@@ -47,6 +47,7 @@ class FerData:
 
 # ---------------------------------------------------------------- folds, HDF5
 
+
 def assign_folds(labels: np.ndarray, split: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Stratified k-fold ids for Training rows (-1 for the test splits).
 
@@ -69,8 +70,10 @@ def check_splits(path: Path | str, labels: np.ndarray, split: np.ndarray, k: int
     """The study needs all three splits, and every class k times in Training for stratified folds."""
     for code, name in enumerate(SPLIT_NAMES):
         if not (split == code).any():
-            raise UserError(f"{path}: no {name} rows (the study needs Training for cross-validation, "
-                            f"PublicTest to choose checkpoints and PrivateTest for the final numbers)")
+            raise UserError(
+                f"{path}: no {name} rows (the study needs Training for cross-validation, "
+                f"PublicTest to choose checkpoints and PrivateTest for the final numbers)"
+            )
     counts = np.bincount(labels[split == 0], minlength=len(CLASS_NAMES))
     for c, name in enumerate(CLASS_NAMES):
         if counts[c] < k:
@@ -85,17 +88,29 @@ def sha256_of(path: Path | str) -> str:
     return h.hexdigest()
 
 
-def prepare(csv_path: Path | str, h5_path: Path | str, folds: int = 5, fold_seed: int = 0,
-            dataset: str = "fer2013") -> FerData:
+def prepare(
+    csv_path: Path | str, h5_path: Path | str, folds: int = 5, fold_seed: int = 0, dataset: str = "fer2013"
+) -> FerData:
     """CSV -> HDF5 (atomic). Returns the FerData written."""
     images, labels, split, row, sha256 = _parse(csv_path)  # hashed as it is read
     check_splits(csv_path, labels, split, folds)
-    return write_h5(h5_path, images, labels, split, row, folds, fold_seed, dataset,
-                    source_path=str(csv_path), source_sha256=sha256)
+    return write_h5(
+        h5_path, images, labels, split, row, folds, fold_seed, dataset, source_path=str(csv_path), source_sha256=sha256
+    )
 
 
-def write_h5(h5_path: Path | str, images: np.ndarray, labels: np.ndarray, split: np.ndarray, row: np.ndarray,
-             folds: int, fold_seed: int, dataset: str, source_path: str, source_sha256: str) -> FerData:
+def write_h5(
+    h5_path: Path | str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: np.ndarray,
+    row: np.ndarray,
+    folds: int,
+    fold_seed: int,
+    dataset: str,
+    source_path: str,
+    source_sha256: str,
+) -> FerData:
     """Assign stratified folds and write the HDF5 contract of docs/DESIGN.md atomically."""
     fold = assign_folds(labels, split, folds, fold_seed)
     attrs = {
@@ -139,6 +154,7 @@ def load_h5(path: Path | str) -> FerData:
 
 # ---------------------------------------------------------------- summary for the report
 
+
 def count_table(data: FerData) -> pd.DataFrame:
     """Counts per split (rows) and class (columns), with totals, as a pandas DataFrame."""
     import pandas as pd
@@ -152,14 +168,17 @@ def count_table(data: FerData) -> pd.DataFrame:
     return table
 
 
-def write_summary(data: FerData, csv_path: Path | str, md_path: Path | str, faces_path: Path | str, per_class: int = 8,
-                  seed: int = 0) -> None:
+def write_summary(
+    data: FerData, csv_path: Path | str, md_path: Path | str, faces_path: Path | str, per_class: int = 8, seed: int = 0
+) -> None:
     table = count_table(data)
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp)
     header = "| split | " + " | ".join(table.columns) + " |\n|---|" + "---:|" * len(table.columns) + "\n"
     rows = "".join(f"| {name} | " + " | ".join(f"{v:,}" for v in table.loc[name]) + " |\n" for name in table.index)
-    write_text(md_path, f"Dataset: **{data.attrs.get('dataset')}** ({data.attrs.get('source_path')})\n\n" + header + rows)
+    write_text(
+        md_path, f"Dataset: **{data.attrs.get('dataset')}** ({data.attrs.get('source_path')})\n\n" + header + rows
+    )
     _plot_faces(data, faces_path, per_class, seed)
 
 

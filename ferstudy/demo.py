@@ -30,27 +30,42 @@ HEADER = "emotion,pixels,Usage"
 # Columns: brow_raise, brow_inner (inner ends up, <0: down), brow_arch, eye_open (half-height),
 #          mouth_w (half-width), mouth_curve (>0: corners up), mouth_open, mouth_asym,
 #          lip_press, teeth, wrinkle (nose / glabella), smile_lines
-_PARAMS = ("brow_raise", "brow_inner", "brow_arch", "eye_open", "mouth_w", "mouth_curve",
-           "mouth_open", "mouth_asym", "lip_press", "teeth", "wrinkle", "smile_lines")
-_EXPRESSIONS = np.array([
-    # raise inner arch  eye   mw   curve open asym press teeth wrinkle smile
-    [-1.3, -2.6, 0.3, 1.35, 5.0, -0.6, 0.0, 0.0, 1.0, 0.0, 0.8, 0.0],   # angry
-    [-0.8, -1.2, 0.4, 1.0, 6.0, -1.0, 0.9, 2.2, 0.2, 0.4, 1.2, 0.3],    # disgust
-    [1.8, 1.8, 0.5, 2.6, 7.5, -0.7, 2.2, 0.0, 0.0, 0.5, 0.2, 0.0],      # fear
-    [0.2, 0.0, 0.6, 0.8, 7.5, 2.6, 1.3, 0.0, 0.0, 1.0, 0.0, 1.0],       # happy
-    [0.3, 2.4, 0.2, 1.25, 5.5, -2.0, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0],     # sad
-    [3.0, 0.4, 1.5, 3.0, 3.6, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0],       # surprise
-    [0.0, 0.0, 0.6, 1.6, 6.0, 0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0],       # neutral
-], dtype=np.float32)
+_PARAMS = (
+    "brow_raise",
+    "brow_inner",
+    "brow_arch",
+    "eye_open",
+    "mouth_w",
+    "mouth_curve",
+    "mouth_open",
+    "mouth_asym",
+    "lip_press",
+    "teeth",
+    "wrinkle",
+    "smile_lines",
+)
+_EXPRESSIONS = np.array(
+    [
+        # raise inner arch  eye   mw   curve open asym press teeth wrinkle smile
+        [-1.3, -2.6, 0.3, 1.35, 5.0, -0.6, 0.0, 0.0, 1.0, 0.0, 0.8, 0.0],  # angry
+        [-0.8, -1.2, 0.4, 1.0, 6.0, -1.0, 0.9, 2.2, 0.2, 0.4, 1.2, 0.3],  # disgust
+        [1.8, 1.8, 0.5, 2.6, 7.5, -0.7, 2.2, 0.0, 0.0, 0.5, 0.2, 0.0],  # fear
+        [0.2, 0.0, 0.6, 0.8, 7.5, 2.6, 1.3, 0.0, 0.0, 1.0, 0.0, 1.0],  # happy
+        [0.3, 2.4, 0.2, 1.25, 5.5, -2.0, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0],  # sad
+        [3.0, 0.4, 1.5, 3.0, 3.6, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # surprise
+        [0.0, 0.0, 0.6, 1.6, 6.0, 0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0],  # neutral
+    ],
+    dtype=np.float32,
+)
 _NEUTRAL = _EXPRESSIONS[CLASS_NAMES.index("neutral")]
 # Per-image jitter (standard deviation) of each expression parameter.
-_JITTER = np.array([0.6, 0.6, 0.3, 0.3, 0.7, 0.5, 0.45, 0.3, 0.25, 0.25, 0.2, 0.2],
-                   dtype=np.float32)
+_JITTER = np.array([0.6, 0.6, 0.3, 0.3, 0.7, 0.5, 0.45, 0.3, 0.25, 0.25, 0.2, 0.2], dtype=np.float32)
 _CHUNK = 64  # images rendered at once: arrays stay cache-sized (measured fastest)
 
 
-def make_demo_faces(n_images: int = 3000, seed: int = 0,
-                    class_weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_demo_faces(
+    n_images: int = 3000, seed: int = 0, class_weights: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw `n_images` synthetic faces.
 
     Returns (images uint8 (N, 48, 48), labels uint8 (N,), usage str array (N,)), rows ordered
@@ -61,14 +76,15 @@ def make_demo_faces(n_images: int = 3000, seed: int = 0,
     params = _sample_params(labels, rng)
     images = np.empty((n_images, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     for start in range(0, n_images, _CHUNK):
-        chunk = {k: v[start:start + _CHUNK] for k, v in params.items()}
-        images[start:start + _CHUNK] = _render(chunk, rng)
+        chunk = {k: v[start : start + _CHUNK] for k, v in params.items()}
+        images[start : start + _CHUNK] = _render(chunk, rng)
     usage = np.array(SPLIT_NAMES, dtype=object)[split]
     return images, labels.astype(np.uint8), usage
 
 
-def write_demo_csv(path: Path | str, n_images: int = 3000, seed: int = 0,
-                   class_weights: Sequence[float] | None = None) -> Path:
+def write_demo_csv(
+    path: Path | str, n_images: int = 3000, seed: int = 0, class_weights: Sequence[float] | None = None
+) -> Path:
     """Write a FER2013-format CSV (`.csv` or `.csv.gz`) atomically; same seed, same bytes."""
     images, labels, usage = make_demo_faces(n_images, seed, class_weights)
     text = _csv_text(images, labels, usage).encode("ascii")
@@ -77,8 +93,10 @@ def write_demo_csv(path: Path | str, n_images: int = 3000, seed: int = 0,
         if path.name.endswith(".gz"):
             # mtime=0 and no file name in the header, or the bytes would change on every run.
             # Level 1: noisy pixels compress little better at 6 (-18%) and take 8x longer.
-            with open(tmp, "wb") as raw, gzip.GzipFile(
-                    filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz:
+            with (
+                open(tmp, "wb") as raw,
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz,
+            ):
                 gz.write(text)
         else:
             Path(tmp).write_bytes(text)
@@ -98,16 +116,17 @@ def _csv_text(images, labels, usage):
 # ---------------------------------------------------------------------------------------------
 # labels and splits
 
+
 def _labels_and_splits(n_images, class_weights, rng):
-    weights = np.asarray(DEFAULT_CLASS_WEIGHTS if class_weights is None else class_weights,
-                         dtype=float)
+    weights = np.asarray(DEFAULT_CLASS_WEIGHTS if class_weights is None else class_weights, dtype=float)
     if weights.shape != (len(CLASS_NAMES),) or not np.all(weights > 0):
-        raise ValueError(f"class_weights must be {len(CLASS_NAMES)} positive numbers, "
-                         f"got {class_weights!r}")
+        raise ValueError(f"class_weights must be {len(CLASS_NAMES)} positive numbers, got {class_weights!r}")
     counts = _largest_remainder(n_images, weights / weights.sum())
     if counts.min() < len(SPLIT_NAMES):
-        raise ValueError(f"n_images={n_images} is too small: every class needs at least "
-                         f"{len(SPLIT_NAMES)} images to appear in every split")
+        raise ValueError(
+            f"n_images={n_images} is too small: every class needs at least "
+            f"{len(SPLIT_NAMES)} images to appear in every split"
+        )
     labels, split = [], []
     for cls, n_cls in enumerate(counts):
         # Stratify per class so every split holds every class, at least one image each.
@@ -133,6 +152,7 @@ def _largest_remainder(total, fractions):
 # ---------------------------------------------------------------------------------------------
 # parameters
 
+
 def _sample_params(labels, rng):
     n = len(labels)
     f32 = np.float32
@@ -151,26 +171,42 @@ def _sample_params(labels, rng):
 
     p.update(
         # identity
-        face_a=uni(15.5, 19.0), face_b=uni(20.5, 24.0),
-        eye_x=uni(6.5, 8.3), eye_y=uni(-5.0, -3.0), brow_gap=uni(3.8, 5.0),
-        mouth_y=uni(9.0, 11.5), gaze=uni(-0.8, 0.8),
+        face_a=uni(15.5, 19.0),
+        face_b=uni(20.5, 24.0),
+        eye_x=uni(6.5, 8.3),
+        eye_y=uni(-5.0, -3.0),
+        brow_gap=uni(3.8, 5.0),
+        mouth_y=uni(9.0, 11.5),
+        gaze=uni(-0.8, 0.8),
         asym_side=rng.choice(np.array([-1.0, 1.0], dtype=f32), n),
-        skin=uni(0.45, 0.85), hair=uni(0.05, 0.45), hairline=uni(0.0, 4.0),
+        skin=uni(0.45, 0.85),
+        hair=uni(0.05, 0.45),
+        hairline=uni(0.0, 4.0),
         hair_len=uni(-8.0, 24.0),
-        brow_dark=uni(0.45, 0.75), lip_dark=uni(0.2, 0.4), feat_dark=uni(0.55, 0.85),
+        brow_dark=uni(0.45, 0.75),
+        lip_dark=uni(0.2, 0.4),
+        feat_dark=uni(0.55, 0.85),
         # pose
-        rot=rng.normal(0.0, 0.13, n).astype(f32), tx=rng.normal(0, 1.5, n).astype(f32),
-        ty=rng.normal(0, 1.5, n).astype(f32), scale=uni(0.92, 1.18),
+        rot=rng.normal(0.0, 0.13, n).astype(f32),
+        tx=rng.normal(0, 1.5, n).astype(f32),
+        ty=rng.normal(0, 1.5, n).astype(f32),
+        scale=uni(0.92, 1.18),
         # imaging
-        bg=uni(0.05, 0.95), bg_gx=uni(-0.25, 0.25), bg_gy=uni(-0.25, 0.25),
-        light_x=uni(-0.35, 0.35), light_y=uni(-0.2, 0.2), contrast=uni(0.7, 1.25),
-        brightness=uni(-0.12, 0.12), noise=uni(0.005, 0.04),
+        bg=uni(0.05, 0.95),
+        bg_gx=uni(-0.25, 0.25),
+        bg_gy=uni(-0.25, 0.25),
+        light_x=uni(-0.35, 0.35),
+        light_y=uni(-0.2, 0.2),
+        contrast=uni(0.7, 1.25),
+        brightness=uni(-0.12, 0.12),
+        noise=uni(0.005, 0.04),
     )
     return p
 
 
 # ---------------------------------------------------------------------------------------------
 # drawing primitives (all on broadcast arrays (n, 48, 48); params are (n, 1, 1))
+
 
 def _soft(d, aa):
     """Coverage of a shape with signed distance `d` (<0 inside): a linear ramp `aa` wide.
@@ -213,6 +249,7 @@ def _ellipse_sd(u, v, cx, cy, a, b):
 
 # ---------------------------------------------------------------------------------------------
 # rendering
+
 
 def _render(p, rng):
     p = {k: np.asarray(v, dtype=np.float32)[:, None, None] for k, v in p.items()}
@@ -282,7 +319,7 @@ def _eyes(img, p, u, v, aa):
     skin, ex, ey, eh, ew = p["skin"], p["eye_x"], p["eye_y"], p["eye_open"], 3.3
     dark = skin * (1.0 - p["feat_dark"])
     # Socket shadow, then the visible eye, iris (hidden by the lids) and a lash line on top.
-    socket = np.exp(-((au - ex) / 4.5) ** 2 - ((v - ey + 0.5) / 3.0) ** 2)
+    socket = np.exp(-(((au - ex) / 4.5) ** 2) - ((v - ey + 0.5) / 3.0) ** 2)
     img = _over(img, 0.25 * socket, 0.5 * skin)
     eye_sd = _ellipse_sd(au, v, ex, ey, ew, eh)
     inside = _soft(eye_sd, aa)
@@ -303,12 +340,10 @@ def _nose_and_folds(img, p, u, v, aa):
     img = _over(img, 0.2 * _soft(ridge, aa), 0.7 * skin)
     # Nose wrinkles (disgust): short diagonals on the bridge.
     wrinkle = _segment(au, v, 1.2, 0.0, 3.2, -1.4)
-    img = _over(img, np.clip(p["wrinkle"] - 0.4, 0.0, 1.0) * 0.7 * _soft(wrinkle - 0.4, aa),
-                0.55 * skin)
+    img = _over(img, np.clip(p["wrinkle"] - 0.4, 0.0, 1.0) * 0.7 * _soft(wrinkle - 0.4, aa), 0.55 * skin)
     # Nasolabial folds deepen with a smile.
     folds = _segment(au, v, 3.0, 3.8, p["mouth_w"] + 1.0, p["mouth_y"] + 0.5)
-    return _over(img, np.clip(p["smile_lines"], 0.0, 1.0) * 0.45 * _soft(folds - 0.5, aa),
-                 0.6 * skin)
+    return _over(img, np.clip(p["smile_lines"], 0.0, 1.0) * 0.45 * _soft(folds - 0.5, aa), 0.6 * skin)
 
 
 def _mouth(img, p, u, v, aa):
@@ -332,6 +367,5 @@ def _mouth(img, p, u, v, aa):
     img = _over(img, _soft(d_in, aa) * np.maximum(opening, 0.35), 0.12 * skin)
     # Teeth show under the upper lip of an open mouth.
     teeth_h = np.minimum(0.5 * (lower - upper), 1.8)
-    d_teeth = np.maximum(np.maximum((upper - v) / k, (v - upper - teeth_h) / k),
-                         np.abs(u) - 0.8 * mw)
+    d_teeth = np.maximum(np.maximum((upper - v) / k, (v - upper - teeth_h) / k), np.abs(u) - 0.8 * mw)
     return _over(img, _soft(d_teeth, aa) * p["teeth"] * opening, np.minimum(skin + 0.25, 0.95))

@@ -30,8 +30,10 @@ def cascade() -> cv2.CascadeClassifier:
     path = Path(cv2.data.haarcascades) / CASCADE  # type: ignore[attr-defined]  # cv2's stubs omit cv2.data
     detector = cv2.CascadeClassifier(str(path))
     if detector.empty():
-        raise UserError(f"{path}: OpenCV's face detector model is missing or unreadable (install "
-                        f"opencv-python-headless 4.x: the 5.x wheels no longer ship the Haar cascades)")
+        raise UserError(
+            f"{path}: OpenCV's face detector model is missing or unreadable (install "
+            f"opencv-python-headless 4.x: the 5.x wheels no longer ship the Haar cascades)"
+        )
     return detector
 
 
@@ -56,8 +58,9 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
 
 
-def detect_faces(grey: np.ndarray, detector: cv2.CascadeClassifier | None = None,
-                 min_face: int = 30) -> list[tuple[int, ...]]:
+def detect_faces(
+    grey: np.ndarray, detector: cv2.CascadeClassifier | None = None, min_face: int = 30
+) -> list[tuple[int, ...]]:
     """Face boxes (x, y, w, h) in pixels of `grey`, in reading order (top to bottom, left to right)."""
     detector = detector or cascade()
     side = min(grey.shape[:2])
@@ -89,7 +92,7 @@ def face_crop(grey: np.ndarray, box: Sequence[int], margin: float = FER_MARGIN, 
     if any(pad):
         grey = cv2.copyMakeBorder(grey, *pad, cv2.BORDER_REPLICATE)
         x0, y0 = x0 + pad[2], y0 + pad[0]
-    square = grey[y0:y0 + side, x0:x0 + side]
+    square = grey[y0 : y0 + side, x0 : x0 + side]
     if side == size:
         return np.ascontiguousarray(square)
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR

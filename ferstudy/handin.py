@@ -36,13 +36,49 @@ log = logging.getLogger("ferstudy")
 
 ROOT = "ferstudy-handin"
 # What the code part never holds: data, weights, results, environments, caches.
-EXCLUDED_DIRS = {"data", "results", ".snakemake", ".venv", "checkpoints", "__pycache__", ".git", ".pytest_cache",
-                 "ferstudy.egg-info"}
-EXCLUDED_SUFFIXES = (".h5", ".hdf5", ".pt", ".pth", ".ckpt", ".onnx", ".npz", ".npy", ".pkl", ".csv.gz", ".tar.gz",
-                     ".zip", ".pyc")
+EXCLUDED_DIRS = {
+    "data",
+    "results",
+    ".snakemake",
+    ".venv",
+    "checkpoints",
+    "__pycache__",
+    ".git",
+    ".pytest_cache",
+    "ferstudy.egg-info",
+}
+EXCLUDED_SUFFIXES = (
+    ".h5",
+    ".hdf5",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".onnx",
+    ".npz",
+    ".npy",
+    ".pkl",
+    ".csv.gz",
+    ".tar.gz",
+    ".zip",
+    ".pyc",
+)
 # Without git: these, in the checkout (workflow/Snakefile's parent), are the code.
-CODE_PATHS = ("workflow", "config", "ferstudy", "pyproject.toml", "README.md", "LICENSE",
-              ".snakemake-workflow-catalog.yml", "report", "envs", "profiles", "scripts", "tests", "docs", ".ci")
+CODE_PATHS = (
+    "workflow",
+    "config",
+    "ferstudy",
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+    ".snakemake-workflow-catalog.yml",
+    "report",
+    "envs",
+    "profiles",
+    "scripts",
+    "tests",
+    "docs",
+    ".ci",
+)
 NO_PDF_NOTE = "PDF_NOT_INCLUDED.txt"
 DEFAULT_ZIP = "handin.zip"
 DEFAULT_NAME = "Second_Assignment"
@@ -61,8 +97,11 @@ def excluded(name: str) -> bool:
     """Whether a code path (posix, relative) is data, weights, results or a cache."""
     path = PurePosixPath(name)
     lower = path.name.lower()
-    return (bool(EXCLUDED_DIRS.intersection(path.parts[:-1])) or lower.endswith(EXCLUDED_SUFFIXES)
-            or (lower.startswith(("fer2013", "icml_face_data")) and ".csv" in lower))
+    return (
+        bool(EXCLUDED_DIRS.intersection(path.parts[:-1]))
+        or lower.endswith(EXCLUDED_SUFFIXES)
+        or (lower.startswith(("fer2013", "icml_face_data")) and ".csv" in lower)
+    )
 
 
 def git(source: str | Path, *args: str) -> subprocess.CompletedProcess:
@@ -86,10 +125,14 @@ def git_code(source: str | Path) -> tuple[str, list] | None:
     files = []
     with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
         for member in archive:
-            if member.isfile():
-                files.append((member.name, archive.extractfile(member).read()))
-    dirty = [line for line in git(source, "status", "--porcelain", "--untracked-files=no", "--", ".").stdout.splitlines()
-             if line.strip()]
+            data = archive.extractfile(member) if member.isfile() else None
+            if data is not None:
+                files.append((member.name, data.read()))
+    dirty = [
+        line
+        for line in git(source, "status", "--porcelain", "--untracked-files=no", "--", ".").stdout.splitlines()
+        if line.strip()
+    ]
     note = f"git archive of HEAD {commit}"
     if dirty:
         note += f" ({len(dirty)} tracked file(s) with uncommitted changes: their committed version is included)"
@@ -108,7 +151,7 @@ def plain_code(source: str | Path) -> tuple[str, list]:
             candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
         for file in candidates:
             name = file.relative_to(source).as_posix()
-            inside = PurePosixPath(name).parts[len(PurePosixPath(entry).parts):]  # below the entry: no caches
+            inside = PurePosixPath(name).parts[len(PurePosixPath(entry).parts) :]  # below the entry: no caches
             if not any(part.startswith(".") for part in inside):
                 files.append((name, file.read_bytes()))
     return f"files of {source} (not a git checkout: {', '.join(CODE_PATHS)})", files
@@ -146,8 +189,10 @@ def pdf_member(html_path: str | Path, pdf_name: str) -> tuple[str, bytes, str]:
     binary = chromium.find_chromium()
     note_name = str(PurePosixPath(pdf_name).with_name(NO_PDF_NOTE))
     if binary is None:
-        why = (f"PDF skipped: no Chromium found (${chromium.ENV_VAR} or one of {', '.join(chromium.CANDIDATES)}"
-               " on PATH); install Debian's chromium-headless-shell for the report as PDF")
+        why = (
+            f"PDF skipped: no Chromium found (${chromium.ENV_VAR} or one of {', '.join(chromium.CANDIDATES)}"
+            " on PATH); install Debian's chromium-headless-shell for the report as PDF"
+        )
         note = why + "\nThe report is here as markdown (report.md) and HTML (html/index.html).\n"
         return note_name, note.encode(), why
     with tempfile.TemporaryDirectory(prefix="ferstudy-pdf-") as tmp:
@@ -161,16 +206,27 @@ def pdf_member(html_path: str | Path, pdf_name: str) -> tuple[str, bytes, str]:
 
 
 def manifest(code_note: str, left_out: list, pdf_status: str, members: list) -> str:
-    lines = [f"ferstudy hand-in, written {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-             f"code/: {code_note}",
-             f"left out of code/ (data, weights, results): {', '.join(left_out) if left_out else 'nothing'}",
-             pdf_status, "", "members (bytes):"]
+    lines = [
+        f"ferstudy hand-in, written {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"code/: {code_note}",
+        f"left out of code/ (data, weights, results): {', '.join(left_out) if left_out else 'nothing'}",
+        pdf_status,
+        "",
+        "members (bytes):",
+    ]
     lines += [f"  {len(data):>10}  {ROOT}/{name}" for name, data in members]
     return "\n".join(lines) + "\n"
 
 
-def build_members(source: str | Path, readme: str | Path, report_md: str | Path, html_dir: str | Path, files: list,
-                  results: str | Path, appendix_md: str | Path | None = None) -> tuple[list, list]:
+def build_members(
+    source: str | Path,
+    readme: str | Path,
+    report_md: str | Path,
+    html_dir: str | Path,
+    files: list,
+    results: str | Path,
+    appendix_md: str | Path | None = None,
+) -> tuple[list, list]:
     """Every member of the hand-in as [(name below ROOT, bytes)], and the status lines for the log:
     the report and its appendix (`appendix_md`) as markdown with their figures, HTML and PDF."""
     code_note, code, left_out = code_files(source)
@@ -194,7 +250,9 @@ def build_members(source: str | Path, readme: str | Path, report_md: str | Path,
         pdf_name, pdf_data, status = pdf_member(page, str(PurePosixPath(result_name(md, results)).with_suffix(".pdf")))
         members.append((pdf_name, pdf_data))
         statuses.append(status)
-    pdf_status = statuses[0] if len(set(statuses)) == 1 or statuses[0].startswith("PDF skipped") else "; ".join(statuses)
+    pdf_status = (
+        statuses[0] if len(set(statuses)) == 1 or statuses[0].startswith("PDF skipped") else "; ".join(statuses)
+    )
     members += [(result_name(f, results), Path(f).read_bytes()) for f in files]
     members = list({name: (name, data) for name, data in members}.values())  # a file given twice goes in once
     members.append(("MANIFEST.txt", manifest(code_note, left_out, pdf_status, members).encode()))
@@ -220,8 +278,9 @@ def logging_to(path: str | Path | None) -> Iterator[None]:
     root = logging.getLogger()
     handler = logging.FileHandler(path, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
-    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
-                and not isinstance(h, logging.FileHandler)]
+    consoles = [
+        h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
     levels = [h.level for h in consoles]
     for h in consoles:
         h.setLevel(logging.WARNING)
@@ -238,13 +297,25 @@ def logging_to(path: str | Path | None) -> Iterator[None]:
 def cmd_handin(args: argparse.Namespace) -> None:
     with logging_to(args.log):
         t0 = time.perf_counter()
-        members, status = build_members(args.source, args.readme, args.report_md, args.report_html_dir,
-                                        args.files or [], args.results, args.appendix_md)
+        members, status = build_members(
+            args.source,
+            args.readme,
+            args.report_md,
+            args.report_html_dir,
+            args.files or [],
+            args.results,
+            args.appendix_md,
+        )
         for line in status:
             (log.warning if line.startswith("PDF skipped") else log.info)(line)
         write_zip(args.out, members)
-        log.info("wrote %s: %d members, %.1f MB, in %.1f s", args.out, len(members), os.path.getsize(args.out) / 1e6,
-                 time.perf_counter() - t0)
+        log.info(
+            "wrote %s: %d members, %.1f MB, in %.1f s",
+            args.out,
+            len(members),
+            os.path.getsize(args.out) / 1e6,
+            time.perf_counter() - t0,
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -254,8 +325,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--readme", required=True)
     p.add_argument("--report-md", required=True, help="results/report/report.md (its figures come with it)")
     p.add_argument("--appendix-md", help="results/report/appendix.md (its page: <name>.html in --report-html-dir)")
-    p.add_argument("--report-html-dir", required=True,
-                   help="the HTML report's folder (its index.html is printed to PDF)")
+    p.add_argument(
+        "--report-html-dir", required=True, help="the HTML report's folder (its index.html is printed to PDF)"
+    )
     p.add_argument("--files", nargs="*", help="results files to include (final metrics, tables), at their paths")
     p.add_argument("--results", default="results", help="the results folder the files are in")
     p.add_argument("--log", help="write the log here; only warnings (a PDF skipped) go to the console")

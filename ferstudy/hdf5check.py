@@ -21,8 +21,9 @@ def read_dataset(path: Path | str, f: h5py.File, name: str, redo: str) -> np.nda
     """One dataset of the contract, checked for kind, dtype and shape before any byte is read."""
     where = f"{path}: dataset {name!r}"
     if name not in f:
-        raise UserError(f"{path}: not a ferstudy HDF5 (missing datasets: "
-                        f"{', '.join(k for k in H5_DATASETS if k not in f)}); {redo}")
+        raise UserError(
+            f"{path}: not a ferstudy HDF5 (missing datasets: {', '.join(k for k in H5_DATASETS if k not in f)}); {redo}"
+        )
     node = f[name]
     if not isinstance(node, h5py.Dataset):
         raise UserError(f"{where}: a {type(node).__name__.lower()}, not an array; {redo}")
@@ -61,15 +62,21 @@ def checked_attrs(path: Path | str, attrs: dict[str, Any], redo: str) -> dict[st
 
 def check_values(path: Path | str, arrays: dict[str, np.ndarray], folds: int, redo: str) -> None:
     """Values in range, casts to the contract's dtypes (in place)."""
-    for name, low, high in (("labels", 0, len(CLASS_NAMES) - 1), ("split", 0, len(SPLIT_NAMES) - 1),
-                            ("fold", -1, folds - 1), ("row", 0, None)):
+    for name, low, high in (
+        ("labels", 0, len(CLASS_NAMES) - 1),
+        ("split", 0, len(SPLIT_NAMES) - 1),
+        ("fold", -1, folds - 1),
+        ("row", 0, None),
+    ):
         values = arrays[name]
         bad = np.flatnonzero((values < low) | ((values > high) if high is not None else False))
         if len(values) == 0:
             raise UserError(f"{path}: dataset {name!r} is empty; {redo}")
         if len(bad):
-            raise UserError(f"{path}: dataset {name!r}: value {values[bad[0]]} at index {bad[0]} is outside "
-                            f"{low}-{high if high is not None else 'any'} ({len(bad)} such); {redo}")
+            raise UserError(
+                f"{path}: dataset {name!r}: value {values[bad[0]]} at index {bad[0]} is outside "
+                f"{low}-{high if high is not None else 'any'} ({len(bad)} such); {redo}"
+            )
     for name, dtype in (("labels", np.uint8), ("split", np.uint8), ("row", np.int64), ("fold", np.int8)):
         arrays[name] = arrays[name].astype(dtype, copy=False)
     split, fold = arrays["split"], arrays["fold"]
@@ -78,10 +85,13 @@ def check_values(path: Path | str, arrays: dict[str, np.ndarray], folds: int, re
             raise UserError(f"{path}: dataset 'split' has no {name} rows; {redo}")
     misplaced = np.flatnonzero((fold >= 0) != (split == 0))
     if len(misplaced):
-        raise UserError(f"{path}: dataset 'fold': index {misplaced[0]} has fold {fold[misplaced[0]]} in split "
-                        f"{SPLIT_NAMES[split[misplaced[0]]]} (Training rows have a fold 0-{folds - 1}, the test "
-                        f"splits -1); {redo}")
+        raise UserError(
+            f"{path}: dataset 'fold': index {misplaced[0]} has fold {fold[misplaced[0]]} in split "
+            f"{SPLIT_NAMES[split[misplaced[0]]]} (Training rows have a fold 0-{folds - 1}, the test "
+            f"splits -1); {redo}"
+        )
     empty = [k for k in range(folds) if not (fold == k).any()]
     if empty:
-        raise UserError(f"{path}: dataset 'fold': fold {empty[0]} of the {folds} the attribute folds declares has "
-                        f"no rows; {redo}")
+        raise UserError(
+            f"{path}: dataset 'fold': fold {empty[0]} of the {folds} the attribute folds declares has no rows; {redo}"
+        )

@@ -63,16 +63,23 @@ TEST_SET_ROLES = {
     "public": ("PublicTest", "chose the final model's epoch (checkpoint)"),
     "private": ("PrivateTest", "predicted once, at the end; chose nothing"),
 }
-METRIC_COLUMNS = [("n", "images"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
-                  ("macro_f1", "macro F1"), ("top2_accuracy", "top-2 accuracy")]
+METRIC_COLUMNS = [
+    ("n", "images"),
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("macro_f1", "macro F1"),
+    ("top2_accuracy", "top-2 accuracy"),
+]
 
 
 def page(title: str, body: str) -> str:
     """A whole HTML document around `body` (already HTML)."""
-    return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n"
-            f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n"
+        f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )
 
 
 def linked_file(src: str, base_dir: str | Path) -> Path | None:
@@ -145,7 +152,7 @@ def markdown_to_html(text: str, base_dir: str | Path, pages: dict | None = None)
     ({resolved markdown path: HTML name}) by the page's HTML name."""
     import markdown
 
-    images = []
+    images: list = []
     extensions = [_image_extension(base_dir, images), _page_links_extension(base_dir, pages or {})]
     body = markdown.markdown(text, extensions=MARKDOWN_EXTENSIONS + extensions, output_format="html")
     return body, list(dict.fromkeys(images))
@@ -202,10 +209,14 @@ def table_html(frame: "pd.DataFrame") -> str:
             text = str(value)
         return f'<td class="num">{html.escape(text)}</td>' if column in numeric else f"<td>{html.escape(text)}</td>"
 
-    head = "".join(f'<th class="num">{html.escape(str(c))}</th>' if c in numeric else f"<th>{html.escape(str(c))}</th>"
-                   for c in frame.columns)
-    rows = "\n".join("<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row)) + "</tr>"
-                     for row in frame.itertuples(index=False, name=None))
+    head = "".join(
+        f'<th class="num">{html.escape(str(c))}</th>' if c in numeric else f"<th>{html.escape(str(c))}</th>"
+        for c in frame.columns
+    )
+    rows = "\n".join(
+        "<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row)) + "</tr>"
+        for row in frame.itertuples(index=False, name=None)
+    )
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
 
 
@@ -213,8 +224,10 @@ def csv_page(csv_path: str | Path, title: str) -> str:
     import pandas as pd
 
     frame = pd.read_csv(csv_path)
-    body = (f"<h1>{html.escape(title)}</h1>\n<p class=\"source\">{len(frame)} rows, from "
-            f"<code>{html.escape(str(csv_path))}</code></p>\n{table_html(frame)}")
+    body = (
+        f'<h1>{html.escape(title)}</h1>\n<p class="source">{len(frame)} rows, from '
+        f"<code>{html.escape(str(csv_path))}</code></p>\n{table_html(frame)}"
+    )
     return page(title, body)
 
 
@@ -253,17 +266,22 @@ def final_metrics_page(metrics_path: str | Path, selection_path: str | Path | No
     parts = ["<h1>Final model: test metrics</h1>"]
     if selection_path:
         selection = json.loads(Path(selection_path).read_text())
-        parts.append(f"<p>Architecture <code>{html.escape(str(selection.get('architecture')))}</code> "
-                     f"({html.escape(str(selection.get('reason', '')))}).</p>")
+        parts.append(
+            f"<p>Architecture <code>{html.escape(str(selection.get('architecture')))}</code> "
+            f"({html.escape(str(selection.get('reason', '')))}).</p>"
+        )
     head = "<th>test set</th><th>role</th>" + "".join(f'<th class="num">{label}</th>' for _, label in METRIC_COLUMNS)
     body = []
     for name, role, m in rows:
         cells = [f'<td class="num">{metric_text(k, m.get(k))}</td>' for k, _ in METRIC_COLUMNS]
         body.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(role)}</td>{''.join(cells)}</tr>")
-    parts.append(f'<table id="final-metrics">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body)
-                 + "\n</tbody>\n</table>")
+    parts.append(
+        f'<table id="final-metrics">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
+        + "\n".join(body)
+        + "\n</tbody>\n</table>"
+    )
     parts.append(per_class_table(rows))
-    parts.append(f"<p class=\"source\">From <code>{html.escape(str(metrics_path))}</code>.</p>")
+    parts.append(f'<p class="source">From <code>{html.escape(str(metrics_path))}</code>.</p>')
     return page("Final model: test metrics", "\n".join(parts))
 
 
@@ -271,15 +289,24 @@ def per_class_table(rows: list[tuple]) -> str:
     classes = [c for c in rows[0][2].get("class_names", []) if all(c in m.get("per_class", {}) for _, _, m in rows)]
     if not classes:
         return ""
-    head = "<th>emotion</th>" + "".join(f'<th class="num">{html.escape(n)} recall</th>'
-                                         f'<th class="num">{html.escape(n)} F1</th>' for n, _, _ in rows)
+    head = "<th>emotion</th>" + "".join(
+        f'<th class="num">{html.escape(n)} recall</th><th class="num">{html.escape(n)} F1</th>' for n, _, _ in rows
+    )
     body = []
     for c in classes:
-        cells = "".join(f'<td class="num">{percent(m["per_class"][c].get("recall"))}</td>'
-                        f'<td class="num">{m["per_class"][c].get("f1", float("nan")):.3f}</td>' for _, _, m in rows)
+        cells = "".join(
+            f'<td class="num">{percent(m["per_class"][c].get("recall"))}</td>'
+            f'<td class="num">{m["per_class"][c].get("f1", float("nan")):.3f}</td>'
+            for _, _, m in rows
+        )
         body.append(f"<tr><td>{html.escape(c)}</td>{cells}</tr>")
-    return ("<h2>Per emotion</h2>\n<table id=\"per-class\">\n<thead><tr>" + head + "</tr></thead>\n<tbody>\n"
-            + "\n".join(body) + "\n</tbody>\n</table>")
+    return (
+        '<h2>Per emotion</h2>\n<table id="per-class">\n<thead><tr>'
+        + head
+        + "</tr></thead>\n<tbody>\n"
+        + "\n".join(body)
+        + "\n</tbody>\n</table>"
+    )
 
 
 def parse_pairs(items: Iterable[str] | None, option: str) -> list[tuple[str, str]]:
@@ -288,15 +315,21 @@ def parse_pairs(items: Iterable[str] | None, option: str) -> list[tuple[str, str
     for item in items or []:
         if "=" not in item:
             raise UserError(f"{option} {item!r}: expected INPUT=OUTPUT")
-        pairs.append(tuple(item.rsplit("=", 1)))
+        given, out = item.rsplit("=", 1)
+        pairs.append((given, out))
     return pairs
 
 
 def cmd_report_html(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     images = write_report_folder(args.markdown, args.out_dir, args.page or ())
-    log.info("wrote %s/index.html from %s%s, with the %d image(s) they link beside it", args.out_dir, args.markdown,
-             "".join(f" and {Path(p).stem}.html from {p}" for p in args.page or ()), len(images))
+    log.info(
+        "wrote %s/index.html from %s%s, with the %d image(s) they link beside it",
+        args.out_dir,
+        args.markdown,
+        "".join(f" and {Path(p).stem}.html from {p}" for p in args.page or ()),
+        len(images),
+    )
     for csv, out in parse_pairs(args.table, "--table"):
         write_text(out, csv_page(csv, TABLE_TITLES.get(Path(out).stem, Path(out).stem.replace("_", " "))))
         log.info("wrote %s from %s", out, csv)
@@ -310,8 +343,12 @@ def cmd_report_html(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report-html", help="the markdown report and the tables as HTML pages")
     p.add_argument("--markdown", required=True, help="the markdown report (its image links relative to it)")
-    p.add_argument("--page", action="append", metavar="MARKDOWN",
-                   help="another markdown page of the report (the appendix): <name>.html beside index.html")
+    p.add_argument(
+        "--page",
+        action="append",
+        metavar="MARKDOWN",
+        help="another markdown page of the report (the appendix): <name>.html beside index.html",
+    )
     p.add_argument("--out-dir", required=True, help="folder of the report page: index.html and its images")
     p.add_argument("--table", nargs="+", metavar="CSV=HTML", help="CSV tables and their HTML pages")
     p.add_argument("--final-metrics", metavar="METRICS_JSON=HTML", help="results/final/metrics.json and its HTML page")

@@ -38,6 +38,7 @@ _TIE_TOL = 1e-12
 
 # --------------------------------------------------------------------------- one set of predictions
 
+
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """Metrics of one set of predictions; the prediction is the argmax of `probs`.
 
@@ -72,9 +73,11 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, A
     top2 = np.any(order[:, :2] == labels[:, None], axis=1)
 
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, preds, labels=LABELS, average=None, zero_division=0)
+        labels, preds, labels=LABELS, average=None, zero_division=0
+    )
     macro_p, macro_r, macro_f1, _ = precision_recall_fscore_support(
-        labels, preds, labels=LABELS, average="macro", zero_division=0)
+        labels, preds, labels=LABELS, average="macro", zero_division=0
+    )
     counts = confusion_matrix(labels, preds, labels=LABELS)
     present = support > 0
 
@@ -110,6 +113,7 @@ def _row_normalize(counts):
 
 # --------------------------------------------------------------------------- predictions CSV
 
+
 def read_predictions(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read a predictions CSV (`row,label,pred,p_angry,...,p_neutral`) -> (labels, probs, rows).
 
@@ -124,8 +128,9 @@ def read_predictions(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     try:
         table = pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: predictions file is empty; expected columns "
-                        f"{', '.join(PREDICTION_COLUMNS)}") from None
+        raise UserError(
+            f"{path}: predictions file is empty; expected columns {', '.join(PREDICTION_COLUMNS)}"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV ({str(exc).strip().splitlines()[0]})") from None
 
@@ -133,8 +138,10 @@ def read_predictions(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
     if missing:
         noun = "column" if len(missing) == 1 else "columns"
-        raise UserError(f"{path}: missing {noun} {', '.join(repr(c) for c in missing)}; expected columns "
-                        f"{', '.join(PREDICTION_COLUMNS)}")
+        raise UserError(
+            f"{path}: missing {noun} {', '.join(repr(c) for c in missing)}; expected columns "
+            f"{', '.join(PREDICTION_COLUMNS)}"
+        )
     if len(table) == 0:
         raise UserError(f"{path}: no prediction rows (header only)")
 
@@ -146,8 +153,7 @@ def read_predictions(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarr
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             kind = "an integer" if integer else "a finite number"
-            raise UserError(f"{path}, line {i + 2}: column '{column}' is {table[column].iloc[i]!r}, "
-                            f"expected {kind}")
+            raise UserError(f"{path}, line {i + 2}: column '{column}' is {table[column].iloc[i]!r}, expected {kind}")
         return values
 
     rows = numeric("row", integer=True).astype(np.int64)
@@ -155,13 +161,13 @@ def read_predictions(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     out_of_range = (labels < 0) | (labels >= N_CLASSES)
     if out_of_range.any():
         i = int(np.flatnonzero(out_of_range)[0])
-        raise UserError(f"{path}, line {i + 2}: column 'label' is {labels[i]:g}, "
-                        f"expected 0..{N_CLASSES - 1}")
+        raise UserError(f"{path}, line {i + 2}: column 'label' is {labels[i]:g}, expected 0..{N_CLASSES - 1}")
     probs = np.column_stack([numeric(c, integer=False) for c in PROB_COLUMNS])
     return labels.astype(np.int64), probs, rows
 
 
 # --------------------------------------------------------------------------- folds
+
 
 def aggregate_folds(fold_metrics: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Mean, std and per-fold values over folds of `classification_metrics` dicts.
@@ -177,8 +183,7 @@ def aggregate_folds(fold_metrics: Iterable[dict[str, Any]]) -> dict[str, Any]:
     if not fold_metrics:
         raise ValueError("aggregate_folds needs at least one fold")
     first = fold_metrics[0]
-    scalar_keys = [key for key, value in first.items()
-                   if key != "n" and _is_number(value)]
+    scalar_keys = [key for key, value in first.items() if key != "n" and _is_number(value)]
     for i, fold in enumerate(fold_metrics):
         missing = [key for key in [*scalar_keys, "n", "per_class", "confusion_matrix"] if key not in fold]
         if missing:
@@ -217,6 +222,7 @@ def _summary(values):
 
 # --------------------------------------------------------------------------- significance
 
+
 def corrected_resampled_ttest(diffs: np.ndarray | Sequence[float], n_train: float, n_test: float) -> dict[str, Any]:
     """Corrected resampled paired t-test for k-fold cross-validation (Nadeau & Bengio, 2003).
 
@@ -249,23 +255,33 @@ def corrected_resampled_ttest(diffs: np.ndarray | Sequence[float], n_train: floa
     if not (n_train > 0 and n_test > 0):
         raise ValueError(f"n_train and n_test must be positive; got {n_train} and {n_test}")
     k = int(d.size)
-    result: dict[str, Any] = {"k": k, "df": max(k - 1, 0), "n_train": n_train, "n_test": n_test,
-                              "mean_diff": float(np.mean(d)) if k else math.nan,
-                              "std_diff": math.nan, "t": math.nan, "p": math.nan, "note": None}
+    result: dict[str, Any] = {
+        "k": k,
+        "df": max(k - 1, 0),
+        "n_train": n_train,
+        "n_test": n_test,
+        "mean_diff": float(np.mean(d)) if k else math.nan,
+        "std_diff": math.nan,
+        "t": math.nan,
+        "p": math.nan,
+        "note": None,
+    }
     if k < 2:
-        result["note"] = (f"{k} paired fold(s): at least 2 folds are needed to estimate the variance "
-                          "of the differences, so no test was done")
+        result["note"] = (
+            f"{k} paired fold(s): at least 2 folds are needed to estimate the variance "
+            "of the differences, so no test was done"
+        )
         return result
 
     mean = float(np.mean(d))
     if np.all(np.abs(d - d[0]) <= _TIE_TOL):
         result["std_diff"] = 0.0
         if abs(mean) <= _TIE_TOL:
-            result.update(mean_diff=0.0, t=0.0, p=1.0,
-                          note="identical results on every fold (all differences are 0)")
+            result.update(mean_diff=0.0, t=0.0, p=1.0, note="identical results on every fold (all differences are 0)")
         else:
-            result.update(t=math.copysign(math.inf, mean), p=0.0,
-                          note="the same non-zero difference on every fold (variance 0)")
+            result.update(
+                t=math.copysign(math.inf, mean), p=0.0, note="the same non-zero difference on every fold (variance 0)"
+            )
         return result
 
     var = float(np.var(d, ddof=1))
@@ -274,9 +290,14 @@ def corrected_resampled_ttest(diffs: np.ndarray | Sequence[float], n_train: floa
     return result
 
 
-def compare_to_baseline(per_arch_fold_scores: Mapping[str, np.ndarray | Sequence[float]], baseline: str,
-                        n_train: float | dict[str, float], n_test: float, alpha: float = 0.05,
-                        metric: str = "accuracy") -> list[dict[str, Any]]:
+def compare_to_baseline(
+    per_arch_fold_scores: Mapping[str, np.ndarray | Sequence[float]],
+    baseline: str,
+    n_train: float | Mapping[str, float],
+    n_test: float,
+    alpha: float = 0.05,
+    metric: str = "accuracy",
+) -> list[dict[str, Any]]:
     """Compare every architecture with `baseline` on per-fold scores, fold i paired with fold i.
 
     per_arch_fold_scores: {arch: [score of fold 0, fold 1, ...]}, scores as fractions (0-1, e.g.
@@ -291,8 +312,10 @@ def compare_to_baseline(per_arch_fold_scores: Mapping[str, np.ndarray | Sequence
     No correction for multiple comparisons is applied.
     """
     if baseline not in per_arch_fold_scores:
-        raise UserError(f"baseline architecture '{baseline}' has no cross-validation scores; "
-                        f"available: {', '.join(per_arch_fold_scores) or 'none'}")
+        raise UserError(
+            f"baseline architecture '{baseline}' has no cross-validation scores; "
+            f"available: {', '.join(per_arch_fold_scores) or 'none'}"
+        )
     base = np.asarray(per_arch_fold_scores[baseline], dtype=np.float64)
     comparisons = []
     for arch, scores in per_arch_fold_scores.items():
@@ -300,10 +323,12 @@ def compare_to_baseline(per_arch_fold_scores: Mapping[str, np.ndarray | Sequence
             continue
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != base.shape:
-            raise UserError(f"architecture '{arch}' has {scores.size} fold scores but baseline "
-                            f"'{baseline}' has {base.size}; folds are paired by index, so run the "
-                            "same folds for both")
-        pair_n_train = min(n_train[arch], n_train[baseline]) if isinstance(n_train, dict) else n_train
+            raise UserError(
+                f"architecture '{arch}' has {scores.size} fold scores but baseline "
+                f"'{baseline}' has {base.size}; folds are paired by index, so run the "
+                "same folds for both"
+            )
+        pair_n_train = min(n_train[arch], n_train[baseline]) if isinstance(n_train, Mapping) else n_train
         test = corrected_resampled_ttest(scores - base, pair_n_train, n_test)
         p = test["p"]
         if p < alpha and test["mean_diff"] > 0:
@@ -312,26 +337,29 @@ def compare_to_baseline(per_arch_fold_scores: Mapping[str, np.ndarray | Sequence
             verdict = "hurt"
         else:
             verdict = "no measurable difference"
-        comparisons.append({
-            "arch": arch,
-            "baseline": baseline,
-            "metric": metric,
-            "k": test["k"],
-            "mean": float(np.mean(scores)) if scores.size else math.nan,
-            "baseline_mean": float(np.mean(base)) if base.size else math.nan,
-            "diff_pp": 100.0 * test["mean_diff"],
-            "std_pp": 100.0 * test["std_diff"],
-            "t": test["t"],
-            "p": p,
-            "df": test["df"],
-            "alpha": alpha,
-            "verdict": verdict,
-            "note": test["note"],
-        })
+        comparisons.append(
+            {
+                "arch": arch,
+                "baseline": baseline,
+                "metric": metric,
+                "k": test["k"],
+                "mean": float(np.mean(scores)) if scores.size else math.nan,
+                "baseline_mean": float(np.mean(base)) if base.size else math.nan,
+                "diff_pp": 100.0 * test["mean_diff"],
+                "std_pp": 100.0 * test["std_diff"],
+                "t": test["t"],
+                "p": p,
+                "df": test["df"],
+                "alpha": alpha,
+                "verdict": verdict,
+                "note": test["note"],
+            }
+        )
     return comparisons
 
 
 # --------------------------------------------------------------------------- pooled variance, power
+
 
 def variance_factor(k: int, n_train: float, n_test: float) -> float:
     """Nadeau & Bengio's factor on the variance of the paired differences: 1/k + n_test/n_train."""
@@ -373,8 +401,9 @@ def pooled_resampled_ttests(diffs_by_pair: dict, n_train: float | dict, n_test: 
     return out, {"std": std, "df": df}
 
 
-def detectable_difference(std: float, k: int, n_train: float, n_test: float, alpha: float = 0.05,
-                          power: float = 0.8, df: int | None = None) -> float:
+def detectable_difference(
+    std: float, k: int, n_train: float, n_test: float, alpha: float = 0.05, power: float = 0.8, df: int | None = None
+) -> float:
     """The smallest true mean difference (in the units of `std`) that a two-sided corrected
     resampled t-test at `alpha` finds with probability `power`, when the paired per-fold
     differences have standard deviation `std`: t follows a noncentral t with `df` (default k - 1,
@@ -397,8 +426,9 @@ def detectable_difference(std: float, k: int, n_train: float, n_test: float, alp
     return brentq(shortfall, 0.0, high, xtol=1e-9) * se
 
 
-def power_of_test(delta: float, std: float, k: int, n_train: float, n_test: float, alpha: float = 0.05,
-                  df: int | None = None) -> float:
+def power_of_test(
+    delta: float, std: float, k: int, n_train: float, n_test: float, alpha: float = 0.05, df: int | None = None
+) -> float:
     """Probability that the two-sided corrected resampled t-test at `alpha` finds a true difference
     `delta` (units of `std`); the inverse of `detectable_difference`."""
     df = k - 1 if df is None else df
@@ -414,6 +444,7 @@ def _two_sided_power(t_crit, df, nc):
 
 
 # --------------------------------------------------------------------------- a proportion's interval
+
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval of the proportion successes / n (Wilson, 1927): the p whose normal

@@ -25,8 +25,13 @@ from torch import nn
 
 from ferstudy.errors import UserError
 from ferstudy.probe import dummy_forward
-from ferstudy.spec import (BACKBONES, IMAGENET, LAYER_TYPES, LayerPlan, _check_backbone,  # noqa: F401
-                           _check_top, plan_layers, validate_spec)
+from ferstudy.spec import (
+    IMAGENET,
+    LayerPlan,
+    _check_backbone,
+    _check_top,
+    plan_layers,
+)
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -74,8 +79,9 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_model(spec: dict[str, Any], num_classes: int = 7, in_channels: int = 1, input_size: int = 48,
-                weights: bool = True) -> nn.Module:
+def build_model(
+    spec: dict[str, Any], num_classes: int = 7, in_channels: int = 1, input_size: int = 48, weights: bool = True
+) -> nn.Module:
     """Build the model for `spec`; deterministic given torch.manual_seed.
 
     `input_size` is the side of the square images the model will see (the crop size when
@@ -93,8 +99,9 @@ def build_model(spec: dict[str, Any], num_classes: int = 7, in_channels: int = 1
     last = plan[-1].shape
     if len(last) == 3:
         plan.append(LayerPlan(None, "flatten", "flatten", {}, (math.prod(last),)))
-    plan.append(LayerPlan(None, "head", "head",
-                          dict(in_features=plan[-1].shape[0], out_features=num_classes), (num_classes,)))
+    plan.append(
+        LayerPlan(None, "head", "head", dict(in_features=plan[-1].shape[0], out_features=num_classes), (num_classes,))
+    )
     modules = OrderedDict()
     for p in plan:
         if p.kind == "batchnorm":  # the shape after a batchnorm is the shape it sees
@@ -218,25 +225,31 @@ def imagenet_state_dict(name: str) -> tuple[dict[str, Any], Path]:
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        state = imagenet_weights(name).get_state_dict(map_location="cpu", progress=False, check_hash=True,
-                                                      weights_only=True)
+        state = imagenet_weights(name).get_state_dict(
+            map_location="cpu", progress=False, check_hash=True, weights_only=True
+        )
     except Exception as e:  # noqa: BLE001 - no network, a refused url, a bad hash, a broken file
         reason = " ".join(str(e).split())[:200] or type(e).__name__
         if present:
-            raise UserError(f"pretrained: imagenet: torchvision's weights file {str(path)!r} could not be read "
-                            f"({reason}); delete it to fetch it again from {url}") from None
-        raise UserError(f"pretrained: imagenet needs torchvision's ImageNet weights for {name}, file "
-                        f"{path.name}, which is not in the torch cache and could not be downloaded ({reason}): "
-                        f"fetch {url} and put it at {path} (the cache is $TORCH_HOME/hub/checkpoints; "
-                        f"TORCH_HOME defaults to ~/.cache/torch)") from None
+            raise UserError(
+                f"pretrained: imagenet: torchvision's weights file {str(path)!r} could not be read "
+                f"({reason}); delete it to fetch it again from {url}"
+            ) from None
+        raise UserError(
+            f"pretrained: imagenet needs torchvision's ImageNet weights for {name}, file "
+            f"{path.name}, which is not in the torch cache and could not be downloaded ({reason}): "
+            f"fetch {url} and put it at {path} (the cache is $TORCH_HOME/hub/checkpoints; "
+            f"TORCH_HOME defaults to ~/.cache/torch)"
+        ) from None
     finally:
         socket.setdefaulttimeout(old_timeout)
     log.info("pretrained: imagenet: %s starts from torchvision's weights %s", name, path)
     return state, path
 
 
-def load_pretrained(model: nn.Module, path: Path | str, first_conv: str, classifier: str,
-                    backbone: str | None = None) -> nn.Module:
+def load_pretrained(
+    model: nn.Module, path: Path | str, first_conv: str, classifier: str, backbone: str | None = None
+) -> nn.Module:
     """Load an ImageNet-style state dict into an adapted backbone (in place): from the file `path`,
     or, for `path == "imagenet"`, torchvision's ImageNet weights of `backbone` (`imagenet_state_dict`).
 
@@ -253,8 +266,10 @@ def load_pretrained(model: nn.Module, path: Path | str, first_conv: str, classif
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
-            raise UserError(f"pretrained weights file {path!r} not found "
-                            f"(download it yourself; ferstudy never downloads a file you name)") from None
+            raise UserError(
+                f"pretrained weights file {path!r} not found "
+                f"(download it yourself; ferstudy never downloads a file you name)"
+            ) from None
         except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
             raise UserError(f"pretrained weights file {path!r} could not be read as a torch state dict: {e}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -268,18 +283,21 @@ def load_pretrained(model: nn.Module, path: Path | str, first_conv: str, classif
         if k == classifier or k.startswith(classifier + "."):
             continue
         if k not in own:
-            raise UserError(f"pretrained weights file {path!r}: unexpected tensor {k!r} "
-                            f"(is it a {type(model).__name__} state dict?)")
+            raise UserError(
+                f"pretrained weights file {path!r}: unexpected tensor {k!r} "
+                f"(is it a {type(model).__name__} state dict?)"
+            )
         if k == weight_key:
             v = adapt_first_conv(v, tuple(own[k].shape))
         if tuple(v.shape) != tuple(own[k].shape):
-            raise UserError(f"pretrained weights file {path!r}: tensor {k!r} has shape "
-                            f"{tuple(v.shape)}, the model needs {tuple(own[k].shape)}")
+            raise UserError(
+                f"pretrained weights file {path!r}: tensor {k!r} has shape "
+                f"{tuple(v.shape)}, the model needs {tuple(own[k].shape)}"
+            )
         new[k] = v
     missing = [k for k in own if k not in new and not (k == classifier or k.startswith(classifier + "."))]
     if missing:
-        raise UserError(f"pretrained weights file {path!r} lacks {len(missing)} tensors, "
-                        f"e.g. {missing[0]!r}")
+        raise UserError(f"pretrained weights file {path!r} lacks {len(missing)} tensors, e.g. {missing[0]!r}")
     model.load_state_dict(new, strict=False)
     return model
 
@@ -308,7 +326,10 @@ def forward_flops(model: nn.Module, input_size: int = 48, in_channels: int | Non
     def linear_hook(m, inp, out):
         total[0] += 2 * m.in_features * m.out_features * (out.numel() // out.shape[-1])  # batch is 1
 
-    hooks = [(m, conv_hook if isinstance(m, nn.Conv2d) else linear_hook) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        (m, conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     dummy_forward(model, hooks, input_size, in_channels)
     return float(total[0])

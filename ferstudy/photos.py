@@ -53,11 +53,11 @@ CSV_COLUMNS = ["file", "frame", "x", "y", "w", "h", *(f"p_{c}" for c in CLASS_NA
 MAX_PIXELS = 50_000_000
 # One BGR colour per emotion for the boxes (angry red, disgust green, fear purple, happy yellow,
 # sad blue, surprise orange, neutral grey).
-COLOURS = [(40, 40, 220), (60, 160, 40), (160, 60, 150), (0, 200, 240), (200, 110, 30), (0, 140, 255),
-           (170, 170, 170)]
+COLOURS = [(40, 40, 220), (60, 160, 40), (160, 60, 150), (0, 200, 240), (200, 110, 30), (0, 140, 255), (170, 170, 170)]
 
 
 # ---------------------------------------------------------------- predictors (torch or ONNX)
+
 
 class TorchPredictor:
     """A saved ferstudy model predicting uint8 faces (N, 48, 48) exactly as the study evaluates
@@ -89,8 +89,7 @@ class TorchPredictor:
         if len(faces) == 0:
             return np.zeros((0, len(CLASS_NAMES)))
         images = torch.from_numpy(np.ascontiguousarray(faces, dtype=np.uint8)).unsqueeze(1)
-        return predict(self.model, images, torch.arange(len(faces)), self.crop, self.tta, self.channels_last,
-                       self.amp)
+        return predict(self.model, images, torch.arange(len(faces)), self.crop, self.tta, self.channels_last, self.amp)
 
     def describe(self) -> str:
         return f"{self.source} ({self.name}, crop {self.crop}, tta {self.tta}{', bf16' if self.amp else ''})"
@@ -118,11 +117,14 @@ class OnnxPredictor:
             names = json.loads(meta["class_names"])
             self.image_size = int(meta["image_size"])
         except (KeyError, ValueError):
-            raise UserError(f"{path}: not an ONNX model written by `ferstudy export` (no class_names / image_size "
-                            f"in its metadata)") from None
+            raise UserError(
+                f"{path}: not an ONNX model written by `ferstudy export` (no class_names / image_size in its metadata)"
+            ) from None
         if names != CLASS_NAMES or self.image_size != IMAGE_SIZE:
-            raise UserError(f"{path}: its classes {names} / input {self.image_size}x{self.image_size} are not "
-                            f"ferstudy's {CLASS_NAMES} / {IMAGE_SIZE}x{IMAGE_SIZE}")
+            raise UserError(
+                f"{path}: its classes {names} / input {self.image_size}x{self.image_size} are not "
+                f"ferstudy's {CLASS_NAMES} / {IMAGE_SIZE}x{IMAGE_SIZE}"
+            )
         self.input = self.session.get_inputs()[0].name
         self.crop, self.tta, self.name = meta.get("crop"), meta.get("tta"), meta.get("architecture", "?")
         self.source = str(path)
@@ -137,15 +139,23 @@ class OnnxPredictor:
         return f"{self.source} (ONNX, {self.name}, crop {self.crop}, tta {self.tta})"
 
 
-def predict_faces(grey: np.ndarray, boxes: Sequence[Sequence[int]], predictor: Callable[[np.ndarray], np.ndarray],
-                  margin: float = FER_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+def predict_faces(
+    grey: np.ndarray,
+    boxes: Sequence[Sequence[int]],
+    predictor: Callable[[np.ndarray], np.ndarray],
+    margin: float = FER_MARGIN,
+) -> tuple[np.ndarray, np.ndarray]:
     """(crops uint8 (N, 48, 48), probabilities (N, 7)) of the faces at `boxes` in `grey`."""
-    crops = np.stack([face_crop(grey, b, margin) for b in boxes]) if boxes else \
-        np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    crops = (
+        np.stack([face_crop(grey, b, margin) for b in boxes])
+        if boxes
+        else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    )
     return crops, predictor(crops)
 
 
 # ---------------------------------------------------------------- annotation
+
 
 def annotate(image: np.ndarray, boxes: Sequence[Sequence[int]], probs: np.ndarray) -> np.ndarray:
     """A BGR copy of `image` with each face's box, top emotion and its probability."""
@@ -167,8 +177,16 @@ def annotate(image: np.ndarray, boxes: Sequence[Sequence[int]], probs: np.ndarra
         ty = y - 4 if y - th - base - 4 >= 0 else min(h - 1, y + bh + th + 4)  # above the box, else below
         cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base // 2), colour, cv2.FILLED)
         dark = sum(colour) > 380
-        cv2.putText(out, text, (x + 2, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (0, 0, 0) if dark else (255, 255, 255), thick, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            text,
+            (x + 2, ty - base // 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 0) if dark else (255, 255, 255),
+            thick,
+            cv2.LINE_AA,
+        )
     return out
 
 
@@ -183,6 +201,7 @@ def write_image(path: Path | str, image: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------- files
+
 
 class Unreadable(Exception):
     """A file that is neither an image nor a video OpenCV can read."""
@@ -226,8 +245,10 @@ def header_size(path: Path | str) -> tuple[int, int] | None:
 
 def check_size(size: Sequence[int] | None, max_pixels: int) -> None:
     if size is not None and size[0] * size[1] > max_pixels:
-        raise Unreadable(f"{size[0]}x{size[1]} pixels, more than --max-pixels {max_pixels:,} (the face detector "
-                         f"needs about 30 bytes per pixel); shrink it or raise --max-pixels")
+        raise Unreadable(
+            f"{size[0]}x{size[1]} pixels, more than --max-pixels {max_pixels:,} (the face detector "
+            f"needs about 30 bytes per pixel); shrink it or raise --max-pixels"
+        )
 
 
 def video_frames(path: Path | str, every: int, max_pixels: int = MAX_PIXELS) -> Iterator[tuple[int, np.ndarray]]:
@@ -277,13 +298,16 @@ class Outputs:
 
     def name(self, path: Path | str, frame: int | None = None) -> Path:
         p = Path(path)
-        suffix = p.suffix.lower() if p.suffix.lower() in (".jpg", ".jpeg", ".png") and frame is None else \
-            (".jpg" if frame is not None else ".png")
+        suffix = (
+            p.suffix.lower()
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png") and frame is None
+            else (".jpg" if frame is not None else ".png")
+        )
         stem = p.stem + (f"_frame{frame:06d}" if frame is not None else "") + "_annotated"
         candidate, n = stem, 1
         while candidate + suffix in self.used or self.is_input(self.out / (candidate + suffix)):
             n += 1
-            candidate = f"{p.stem}-{n}" + stem[len(p.stem):]
+            candidate = f"{p.stem}-{n}" + stem[len(p.stem) :]
         self.used.add(candidate + suffix)
         return self.out / (candidate + suffix)
 
@@ -303,13 +327,21 @@ def face_rows(path: Path | str, frame: int, boxes: Sequence[Sequence[int]], prob
 
 
 def summary(boxes: Sequence[Sequence[int]], probs: np.ndarray) -> str:
-    return ", ".join(f"{CLASS_NAMES[int(np.argmax(p))]} {p.max():.2f} at {x},{y} {w}x{h}"
-                     for (x, y, w, h), p in zip(boxes, probs))
+    return ", ".join(
+        f"{CLASS_NAMES[int(np.argmax(p))]} {p.max():.2f} at {x},{y} {w}x{h}" for (x, y, w, h), p in zip(boxes, probs)
+    )
 
 
-def process_file(path: Path | str, predictor: Callable[[np.ndarray], np.ndarray],
-                 detector: cv2.CascadeClassifier | None, outputs: Outputs, every: int = 10,
-                 margin: float = FER_MARGIN, min_face: int = 30, max_pixels: int = MAX_PIXELS) -> list[list[Any]]:
+def process_file(
+    path: Path | str,
+    predictor: Callable[[np.ndarray], np.ndarray],
+    detector: cv2.CascadeClassifier | None,
+    outputs: Outputs,
+    every: int = 10,
+    margin: float = FER_MARGIN,
+    min_face: int = 30,
+    max_pixels: int = MAX_PIXELS,
+) -> list[list[Any]]:
     """CSV rows of one photo or video; writes its annotated image(s). Raises Unreadable."""
     path = Path(path)
     if not path.is_file():
@@ -340,17 +372,31 @@ def process_file(path: Path | str, predictor: Callable[[np.ndarray], np.ndarray]
         write_image(outputs.name(path, frame), annotate(image, boxes, probs))
         rows += face_rows(path, frame, boxes, probs)
     if rows:
-        log.info("%s: video: faces in %d of %d sampled frames (every %d), %d faces; annotated frames in %s",
-                 path, with_faces, sampled, every, len(rows), outputs.out)
+        log.info(
+            "%s: video: faces in %d of %d sampled frames (every %d), %d faces; annotated frames in %s",
+            path,
+            with_faces,
+            sampled,
+            every,
+            len(rows),
+            outputs.out,
+        )
     else:
         log.warning("%s: no face found in %d sampled frames (every %d)", path, sampled, every)
     return rows
 
 
-def predict_files(paths: Sequence[Path | str], predictor: Callable[[np.ndarray], np.ndarray], out_dir: Path | str,
-                  csv_path: Path | str | None = None, every: int = 10, margin: float = FER_MARGIN, min_face: int = 30,
-                  inputs: Sequence[Path | str] = (),
-                  max_pixels: int = MAX_PIXELS) -> tuple[list[list[Any]], dict[str, str], Path]:
+def predict_files(
+    paths: Sequence[Path | str],
+    predictor: Callable[[np.ndarray], np.ndarray],
+    out_dir: Path | str,
+    csv_path: Path | str | None = None,
+    every: int = 10,
+    margin: float = FER_MARGIN,
+    min_face: int = 30,
+    inputs: Sequence[Path | str] = (),
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[list[list[Any]], dict[str, str], Path]:
     """Process every file; returns (rows, {path: why} of the unreadable ones). Writes the CSV even
     when files fail (the others' rows) or no face was found (header only): a file too large, or one
     OpenCV fails on, is named on its line and the others are still done. No output replaces one of
@@ -372,8 +418,11 @@ def predict_files(paths: Sequence[Path | str], predictor: Callable[[np.ndarray],
         try:
             rows += process_file(path, predictor, detector, outputs, every, margin, min_face, max_pixels)
         except (Unreadable, cv2.error, MemoryError) as err:
-            why = str(err) if isinstance(err, Unreadable) else \
-                f"OpenCV could not process it ({(str(err).strip().splitlines() or ['out of memory'])[-1][:160]})"
+            why = (
+                str(err)
+                if isinstance(err, Unreadable)
+                else f"OpenCV could not process it ({(str(err).strip().splitlines() or ['out of memory'])[-1][:160]})"
+            )
             failed[str(path)] = why
             print(f"ferstudy: error: {path}: {why}; skipped", file=sys.stderr, flush=True)
             if not isinstance(err, Unreadable):
@@ -402,15 +451,38 @@ def cmd_predict_image(args: argparse.Namespace) -> None:
         predictor = OnnxPredictor(args.onnx, args.threads)
     else:
         predictor = TorchPredictor(args.model or DEFAULT_MODEL, args.threads)
-    log.info("predicting faces with %s; Haar cascade %s, margin %.3f per side, min face %d px",
-             predictor.describe(), CASCADE, args.margin, args.min_face)
-    rows, failed, csv_path = predict_files(args.paths, predictor, args.out, args.csv, args.every, args.margin,
-                                           args.min_face, inputs=[predictor.source], max_pixels=args.max_pixels)
-    log.info("%d face%s in %d of %d files -> %s (annotated images in %s)", len(rows), "s" * (len(rows) != 1),
-             len({r[0] for r in rows}), len(args.paths), csv_path, args.out)
+    log.info(
+        "predicting faces with %s; Haar cascade %s, margin %.3f per side, min face %d px",
+        predictor.describe(),
+        CASCADE,
+        args.margin,
+        args.min_face,
+    )
+    rows, failed, csv_path = predict_files(
+        args.paths,
+        predictor,
+        args.out,
+        args.csv,
+        args.every,
+        args.margin,
+        args.min_face,
+        inputs=[predictor.source],
+        max_pixels=args.max_pixels,
+    )
+    log.info(
+        "%d face%s in %d of %d files -> %s (annotated images in %s)",
+        len(rows),
+        "s" * (len(rows) != 1),
+        len({r[0] for r in rows}),
+        len(args.paths),
+        csv_path,
+        args.out,
+    )
     if failed:
-        raise UserError(f"{len(failed)} of {len(args.paths)} files could not be read ({', '.join(failed)}); "
-                        f"the other files' results are in {csv_path}")
+        raise UserError(
+            f"{len(failed)} of {len(args.paths)} files could not be read ({', '.join(failed)}); "
+            f"the other files' results are in {csv_path}"
+        )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -418,27 +490,49 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "predict-image",
         help="emotions of the faces in photos or videos (face detection + a study's model)",
         description="Detect faces (OpenCV's frontal-face Haar cascade), crop each as FER2013 frames its faces "
-                    "(square, margin per side), make it the model's 48x48 grey input and predict it exactly "
-                    "as the study evaluates (the model's own evaluation crop and test-time augmentation). "
-                    "Writes OUT/faces.csv (file, frame, x, y, w, h, p_angry..p_neutral, emotion; frame is 0 "
-                    "for photos) and an annotated copy of each photo (each sampled video frame with a face). "
-                    "A file without a face is reported on one line, not an error. Unreadable files are "
-                    "named, skipped, and make the exit status 2 after the other files are done.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="photos (JPEG, PNG, ...; colour or grey, any size) "
-                   "or videos (" + ", ".join(sorted(VIDEO_SUFFIXES)) + ")")
+        "(square, margin per side), make it the model's 48x48 grey input and predict it exactly "
+        "as the study evaluates (the model's own evaluation crop and test-time augmentation). "
+        "Writes OUT/faces.csv (file, frame, x, y, w, h, p_angry..p_neutral, emotion; frame is 0 "
+        "for photos) and an annotated copy of each photo (each sampled video frame with a face). "
+        "A file without a face is reported on one line, not an error. Unreadable files are "
+        "named, skipped, and make the exit status 2 after the other files are done.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="photos (JPEG, PNG, ...; colour or grey, any size) or videos (" + ", ".join(sorted(VIDEO_SUFFIXES)) + ")",
+    )
     p.add_argument("--model", help=f"a model the study saved (default {DEFAULT_MODEL}; fold models work too)")
-    p.add_argument("--onnx", metavar="FILE", help="an ONNX model from `ferstudy export`, run with onnxruntime "
-                   "instead of torch")
+    p.add_argument(
+        "--onnx", metavar="FILE", help="an ONNX model from `ferstudy export`, run with onnxruntime instead of torch"
+    )
     p.add_argument("--out", default="results/predict_image", help="output directory (default %(default)s)")
     p.add_argument("--csv", help="the CSV's path (default OUT/faces.csv)")
-    p.add_argument("--every", type=int, default=10, metavar="N", help="videos: every Nth frame, from frame 0 "
-                   "(default %(default)s)")
-    p.add_argument("--margin", type=float, default=FER_MARGIN, help="added to the face box on each side, as a "
-                   "fraction of its side (default %(default)s: FER2013's framing)")
-    p.add_argument("--min-face", type=int, default=30, metavar="PX", help="smallest face searched for, in "
-                   "pixels (default %(default)s)")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N", help="larger images and video "
-                   "frames are skipped with an error line (default %(default)s; the face detector needs about 30 "
-                   "bytes per pixel)")
+    p.add_argument(
+        "--every", type=int, default=10, metavar="N", help="videos: every Nth frame, from frame 0 (default %(default)s)"
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=FER_MARGIN,
+        help="added to the face box on each side, as a fraction of its side (default %(default)s: FER2013's framing)",
+    )
+    p.add_argument(
+        "--min-face",
+        type=int,
+        default=30,
+        metavar="PX",
+        help="smallest face searched for, in pixels (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help="larger images and video "
+        "frames are skipped with an error line (default %(default)s; the face detector needs about 30 "
+        "bytes per pixel)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_predict_image)

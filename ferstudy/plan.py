@@ -16,6 +16,7 @@ rerun with the same inputs reuses plan.json: no new measurement, the same budget
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 import os
@@ -28,12 +29,12 @@ from .errors import UserError
 PLANNED_KEYS = ("training.epochs", "training.subsample", "study.recheck_max", "final.training.epochs")
 MIN_EPOCHS = 2
 MIN_SUBSAMPLE = 0.05
-FOLD_FLOOR = 0.35              # below this share of the config's fold cost, fewer rechecks come first
-FINAL_EPOCHS_CAP_FACTOR = 2    # the final model gets at most this many times the config's final epochs
+FOLD_FLOOR = 0.35  # below this share of the config's fold cost, fewer rechecks come first
+FINAL_EPOCHS_CAP_FACTOR = 2  # the final model gets at most this many times the config's final epochs
 BUDGET_MIN_S, BUDGET_MAX_S = 5 * 60, 7 * 24 * 3600
-BUSY_LOAD_MARGIN = 0.5         # busy: the load average before measuring exceeds cores + this
-BUSY_REFERENCE_RATIO = 1.25    # busy: the reference kernel timed before and after differs by more
-BUSY_FACTOR_FLOOR = 0.5        # the conservative figure: the measured rates x at least this, never a wild one
+BUSY_LOAD_MARGIN = 0.5  # busy: the load average before measuring exceeds cores + this
+BUSY_REFERENCE_RATIO = 1.25  # busy: the reference kernel timed before and after differs by more
+BUSY_FACTOR_FLOOR = 0.5  # the conservative figure: the measured rates x at least this, never a wild one
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|min)\s*$")
 
 
@@ -75,8 +76,7 @@ def user_settings(layers: list, keys: tuple = PLANNED_KEYS) -> dict:
 
 # Keys that change no budget: an edit to them must not re-measure and retrain (study.alpha reruns
 # the tables only).
-NOT_PLANNED_FROM = ("study.alpha", "study.select_metric", "study.predict_cost", "data.extra_test_sets",
-                    "data.ferplus")
+NOT_PLANNED_FROM = ("study.alpha", "study.select_metric", "study.predict_cost", "data.extra_test_sets", "data.ferplus")
 
 
 def plan_relevant(flat: dict) -> dict:
@@ -91,7 +91,8 @@ def plan_relevant(flat: dict) -> dict:
 def fold_ladder(epochs: int, subsample: float, fixed_epochs: bool = False, fixed_subsample: bool = False) -> list:
     """(epochs, subsample) from the config's fold budget down, both scaled by sqrt of the cost
     share (so neither goes to its floor alone); a value the user set stays. Largest first."""
-    ladder, share = [], 1.0
+    ladder: list = []
+    share = 1.0
     while True:
         root = math.sqrt(share)
         e = epochs if fixed_epochs else max(MIN_EPOCHS, int(round(epochs * root)))
@@ -117,8 +118,15 @@ def apply_plan(cfg: dict, plan: dict | None, final_arch: str | None = None) -> d
 
 
 def _with(cfg, epochs, subsample, recheck_max, final_epochs):
-    return apply_plan(cfg, {"fold": {"epochs": epochs, "subsample": subsample}, "recheck_max": recheck_max,
-                            "final_epochs": {}, "final_epochs_assumed": final_epochs})
+    return apply_plan(
+        cfg,
+        {
+            "fold": {"epochs": epochs, "subsample": subsample},
+            "recheck_max": recheck_max,
+            "final_epochs": {},
+            "final_epochs_assumed": final_epochs,
+        },
+    )
 
 
 def recheck_seconds(cfg: dict, m: dict, job_overhead: float, cores: int, pairs: int) -> float:
@@ -150,8 +158,9 @@ def final_seconds(cfg: dict, m: dict, arch: str, epochs: int, job_overhead: floa
     c = copy.deepcopy(cfg)
     c["final"]["training"] = {**(c["final"].get("training") or {}), "epochs": int(epochs)}
     w = final_workload(resolve_arch(c, arch, final=True), m["counts"])
-    return final_job_seconds(w, rates["img_per_s"], rates["eval_img_per_s"], job_overhead,
-                             rates.get("checkpoint_s", 0.0))
+    return final_job_seconds(
+        w, rates["img_per_s"], rates["eval_img_per_s"], job_overhead, rates.get("checkpoint_s", 0.0)
+    )
 
 
 def final_reserve(cfg: dict, m: dict, assumed: str, epochs: int, job_overhead: float) -> float:
@@ -159,8 +168,10 @@ def final_reserve(cfg: dict, m: dict, assumed: str, epochs: int, job_overhead: f
     assumed network at `epochs`, or the slowest candidate at half of them if that is more (the
     final network is chosen later; a 3x slower winner still gets half the epochs)."""
     half = max(MIN_EPOCHS, epochs // 2)
-    return max([final_seconds(cfg, m, assumed, epochs, job_overhead)]
-               + [final_seconds(cfg, m, a, half, job_overhead) for a in cfg["study"]["architectures"]])
+    return max(
+        [final_seconds(cfg, m, assumed, epochs, job_overhead)]
+        + [final_seconds(cfg, m, a, half, job_overhead) for a in cfg["study"]["architectures"]]
+    )
 
 
 def _total(cfg, m, cores, budget_choice, assumed):
@@ -169,8 +180,11 @@ def _total(cfg, m, cores, budget_choice, assumed):
 
     e, f, r, fe = budget_choice
     planned = _with(cfg, e, f, r, fe)
-    pred = predict(planned, cores, {**m, "final": {**m["final"], **((m.get("final_per_arch") or {}).get(assumed) or {}),
-                                                   "architecture": assumed}})
+    pred = predict(
+        planned,
+        cores,
+        {**m, "final": {**m["final"], **((m.get("final_per_arch") or {}).get(assumed) or {}), "architecture": assumed}},
+    )
     overhead = pred["constants"]["job_overhead_with_snakemake_s"]
     recheck = recheck_seconds(planned, m, overhead, cores, r or 0)
     pred["predicted_total_s"] += recheck - pred["phases_s"]["recheck"]
@@ -189,8 +203,9 @@ def _recheck_base(cfg):
     return len(variants)
 
 
-def make_plan(cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None = None,
-              busy: dict | None = None) -> tuple[dict, dict]:
+def make_plan(
+    cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None = None, busy: dict | None = None
+) -> tuple[dict, dict]:
     """(plan, prediction): the largest budgets whose predicted wall time (the measurement included)
     fits `budget_s`, from the measurement `m` (`cost.measure.measure`). `user`: `user_settings`,
     whose values stay. Preference: the fold budget down to `FOLD_FLOOR` of the config's, then fewer
@@ -200,17 +215,20 @@ def make_plan(cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None
     cfg = _with_user_values(cfg, user)
     t, final_t = cfg["training"], cfg["final"].get("training") or {}
     base_final = int(final_t.get("epochs", t["epochs"]))
-    ladder = fold_ladder(int(t["epochs"]), float(t.get("subsample", 1.0)),
-                         "training.epochs" in user, "training.subsample" in user)
+    ladder = fold_ladder(
+        int(t["epochs"]), float(t.get("subsample", 1.0)), "training.epochs" in user, "training.subsample" in user
+    )
     full_cost = ladder[0][0] * ladder[0][1]
     floor = max([i for i, (e, f) in enumerate(ladder) if e * f >= FOLD_FLOOR * full_cost] or [0])
     r_base = _recheck_base(cfg)
     rechecks = [r_base] if "study.recheck_max" in user else list(range(r_base, -1, -1))
     finals = [base_final] if "final.training.epochs" in user else list(range(base_final, MIN_EPOCHS - 1, -1))
     assumed = cfg["final"].get("architecture") or cfg["study"]["baseline"]
-    order = ([(e, f, r, base_final) for r in rechecks for e, f in ladder[:floor + 1]]
-             + [(e, f, rechecks[-1], base_final) for e, f in ladder[floor + 1:]]
-             + [(*ladder[-1], rechecks[-1], fe) for fe in finals[1:]])
+    order = (
+        [(e, f, r, base_final) for r in rechecks for e, f in ladder[: floor + 1]]
+        + [(e, f, rechecks[-1], base_final) for e, f in ladder[floor + 1 :]]
+        + [(*ladder[-1], rechecks[-1], fe) for fe in finals[1:]]
+    )
     choice, fits = order[-1], False
     for candidate in order:
         if _total(cfg, m, cores, candidate, assumed)[0] <= budget_s:
@@ -223,8 +241,14 @@ def make_plan(cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None
     cap = fe if "final.training.epochs" in user or not fits else max(fe, FINAL_EPOCHS_CAP_FACTOR * base_final)
     per_arch = {}
     for name in cfg["study"]["architectures"]:
-        epochs = next((n for n in range(cap, MIN_EPOCHS - 1, -1)
-                       if before_final + final_seconds(cfg, m, name, n, overhead) <= budget_s), MIN_EPOCHS)
+        epochs = next(
+            (
+                n
+                for n in range(cap, MIN_EPOCHS - 1, -1)
+                if before_final + final_seconds(cfg, m, name, n, overhead) <= budget_s
+            ),
+            MIN_EPOCHS,
+        )
         per_arch[name] = epochs if fits else fe
     final_pred = {a: final_seconds(cfg, m, a, n, overhead) for a, n in per_arch.items()}
     pred["final"]["per_arch_s"] = final_pred
@@ -232,18 +256,33 @@ def make_plan(cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None
     pred["final"]["epochs"] = per_arch.get(assumed, fe)
     pred["phases_s"]["final"] = pred["final"]["predicted_job_s"]
     pred["predicted_total_s"] = before_final - (m.get("measure_s") or 0.0) + pred["phases_s"]["final"]
-    plan = {"time_budget_s": budget_s, "cores": cores, "fits": fits,
-            "fold": {"epochs": e, "subsample": f}, "recheck_max": r,
-            "final_epochs": per_arch, "final_epochs_assumed": per_arch.get(assumed, fe), "assumed_final": assumed,
-            "final_epochs_range": [base_final, cap],
-            "config_values": {"training.epochs": t["epochs"], "training.subsample": t.get("subsample", 1.0),
-                              "study.recheck_max": cfg["study"].get("recheck_max"),
-                              "final.training.epochs": base_final},
-            "user_set": user, "predicted_s": pred["predicted_total_s"] + (m.get("measure_s") or 0.0),
-            "phases_s": {**pred["phases_s"], "measurement": m.get("measure_s") or 0.0},
-            "busy": busy or {"busy": False}, "made_at": time.time(),
-            "measurement": {k: m[k] for k in ("per_arch", "final", "final_per_arch", "constants", "counts",
-                                              "measure_s", "data_source") if k in m}}
+    plan = {
+        "time_budget_s": budget_s,
+        "cores": cores,
+        "fits": fits,
+        "fold": {"epochs": e, "subsample": f},
+        "recheck_max": r,
+        "final_epochs": per_arch,
+        "final_epochs_assumed": per_arch.get(assumed, fe),
+        "assumed_final": assumed,
+        "final_epochs_range": [base_final, cap],
+        "config_values": {
+            "training.epochs": t["epochs"],
+            "training.subsample": t.get("subsample", 1.0),
+            "study.recheck_max": cfg["study"].get("recheck_max"),
+            "final.training.epochs": base_final,
+        },
+        "user_set": user,
+        "predicted_s": pred["predicted_total_s"] + (m.get("measure_s") or 0.0),
+        "phases_s": {**pred["phases_s"], "measurement": m.get("measure_s") or 0.0},
+        "busy": busy or {"busy": False},
+        "made_at": time.time(),
+        "measurement": {
+            k: m[k]
+            for k in ("per_arch", "final", "final_per_arch", "constants", "counts", "measure_s", "data_source")
+            if k in m
+        },
+    }
     plan["sentence"] = plan_sentence(plan)
     return plan, pred
 
@@ -269,20 +308,26 @@ def plan_sentence(plan: dict, final_arch: str | None = None) -> str:
 
     fold, budget = plan["fold"], clock(plan["time_budget_s"])
     epochs = sorted(set(plan["final_epochs"].values())) or [plan["final_epochs_assumed"]]
-    final = (f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} (by the network chosen)")
+    final = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} (by the network chosen)"
     if final_arch in plan["final_epochs"]:
         final = f"({final_arch}) {plan['final_epochs'][final_arch]}"
-    recheck = (f"at most {plan['recheck_max']} verdict(s) rechecked at twice that" if plan["recheck_max"]
-               else "no verdict rechecked")
-    text = (f"Each fold model trained {fold['epochs']} epochs on {fold['subsample']:.0%} of its faces, "
-            f"{recheck}, and the final model {final} epochs, "
-            f"so that the study fits {budget} on this machine's {plan['cores']} cores "
-            f"(predicted {clock(plan['predicted_s'])}, the measurement included)")
+    recheck = (
+        f"at most {plan['recheck_max']} verdict(s) rechecked at twice that"
+        if plan["recheck_max"]
+        else "no verdict rechecked"
+    )
+    text = (
+        f"Each fold model trained {fold['epochs']} epochs on {fold['subsample']:.0%} of its faces, "
+        f"{recheck}, and the final model {final} epochs, "
+        f"so that the study fits {budget} on this machine's {plan['cores']} cores "
+        f"(predicted {clock(plan['predicted_s'])}, the measurement included)"
+    )
     if not plan["fits"]:
         text += f"; even the smallest budgets are predicted over {budget}"
     if plan["user_set"]:
         text += "; kept as you set them: " + ", ".join(
-            f"{k} {v['value']} ({v['layer']})" for k, v in plan["user_set"].items())
+            f"{k} {v['value']} ({v['layer']})" for k, v in plan["user_set"].items()
+        )
     b = plan.get("busy") or {}
     if b.get("busy"):
         text += f"; the machine was busy while measured ({b['why']}), so the plan is conservative"
@@ -290,6 +335,7 @@ def plan_sentence(plan: dict, final_arch: str | None = None) -> str:
 
 
 # ---------------------------------------------------------------- a busy machine
+
 
 def reference_kernel_s(repeats: int = 200) -> float:
     """Seconds of a fixed single-thread matrix product loop: timed before and after the
@@ -321,9 +367,14 @@ def busy_check(load: float, cores: int, reference_before: float, reference_after
         why.append(f"load average {load:.1f} on {cores} cores")
     if ratio > BUSY_REFERENCE_RATIO:
         why.append(f"a reference kernel {ratio:.2f}x apart before and after")
-    return {"busy": bool(why), "why": "; ".join(why), "load": load, "cores": cores,
-            "reference_s": [reference_before, reference_after],
-            "factor": max(BUSY_FACTOR_FLOOR, 1.0 / ratio) if why else 1.0}
+    return {
+        "busy": bool(why),
+        "why": "; ".join(why),
+        "load": load,
+        "cores": cores,
+        "reference_s": [reference_before, reference_after],
+        "factor": max(BUSY_FACTOR_FLOOR, 1.0 / ratio) if why else 1.0,
+    }
 
 
 def conservative(m: dict, factor: float) -> dict:
@@ -340,6 +391,7 @@ def conservative(m: dict, factor: float) -> dict:
 
 # ---------------------------------------------------------------- the command (rule plan)
 
+
 def load_plan(path: str | os.PathLike) -> dict | None:
     import json
 
@@ -349,7 +401,7 @@ def load_plan(path: str | os.PathLike) -> dict | None:
         return None
 
 
-def cmd_plan(args) -> None:
+def cmd_plan(args: argparse.Namespace) -> None:
     """`ferstudy plan`: measure this machine (quick), make the plan, write plan.json and the
     study's cost prediction for the planned budgets."""
     import logging
@@ -374,18 +426,28 @@ def cmd_plan(args) -> None:
     busy = busy_check(load, cores, ref_before, reference_kernel_s())
     if busy["busy"]:
         log.warning("the machine was busy while measured (%s): planning from rates x %.2f", busy["why"], busy["factor"])
-    plan, pred = make_plan(cfg, conservative(m, busy["factor"]), cores, float(inputs["time_budget_s"]),
-                           inputs.get("user_set") or {}, busy)
+    plan, pred = make_plan(
+        cfg, conservative(m, busy["factor"]), cores, float(inputs["time_budget_s"]), inputs.get("user_set") or {}, busy
+    )
     plan["fingerprint"] = inputs.get("fingerprint")
     write_json(args.out, plan)
     if args.prediction:
-        write_json(args.prediction, {**pred, "fingerprint": inputs.get("fingerprint"), "measured_in_study": True,
-                                     "measure_s": m.get("measure_s"), "busy": busy, "planned": True})
+        write_json(
+            args.prediction,
+            {
+                **pred,
+                "fingerprint": inputs.get("fingerprint"),
+                "measured_in_study": True,
+                "measure_s": m.get("measure_s"),
+                "busy": busy,
+                "planned": True,
+            },
+        )
     log.info("%s", plan["sentence"])
     print(plan["sentence"])
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("plan", help="measure this machine and plan the budgets that fit study.time_budget")
     p.add_argument("--inputs", required=True, help="the plan's inputs (rule plan_config)")
     p.add_argument("--h5", help="the prepared HDF5 (data sizes and measurement faces)")

@@ -38,8 +38,13 @@ def use_amp(training: dict, device: torch.device) -> bool | None:
     return None if cpu_has_bf16() else False
 
 
-def choose_amp(training: dict, device: torch.device, model: torch.nn.Module, crop: int,
-               probe: Callable[[torch.nn.Module, dict, int], tuple[float, float]] | None = None) -> tuple[bool, str]:
+def choose_amp(
+    training: dict,
+    device: torch.device,
+    model: torch.nn.Module,
+    crop: int,
+    probe: Callable[[torch.nn.Module, dict, int], tuple[float, float]] | None = None,
+) -> tuple[bool, str]:
     """(amp, reason). `amp: auto` on a CPU with native bf16 times a few training steps of this
     network in both precisions (`probe`, by default `time_precisions`) and takes bf16 only when it
     is at least `BF16_MIN_GAIN` faster; the reason goes into the log and every result."""
@@ -59,8 +64,9 @@ def choose_amp(training: dict, device: torch.device, model: torch.nn.Module, cro
 BF16_MIN_GAIN = 1.1  # a near tie stays fp32: the measurement is noisy, fp32 is the reference precision
 
 
-def shared_choose_amp(memo_dir: Path | str | None, run_cfg: dict, device: torch.device, model: torch.nn.Module,
-                      crop: int, threads: int) -> tuple[bool, str]:
+def shared_choose_amp(
+    memo_dir: Path | str | None, run_cfg: dict, device: torch.device, model: torch.nn.Module, crop: int, threads: int
+) -> tuple[bool, str]:
     """`choose_amp`, decided once for every job that passes the same `memo_dir` (the folds of one
     architecture): the first verdict for a key (run config, threads, processor model, torch) is
     published as `memo_dir/precision-<key>.json` and every later job, and every rerun on that
@@ -99,6 +105,7 @@ def _lock_directory(directory):
     fcntl, or a filesystem without flock): the atomic publish still gives one verdict."""
     try:
         import fcntl
+
         fd = os.open(directory, os.O_RDONLY)
     except (ImportError, OSError):
         return None
@@ -140,8 +147,9 @@ def _publish_verdict(path, verdict):
         tmp.unlink(missing_ok=True)
 
 
-def time_precisions(model: torch.nn.Module, training: dict, crop: int, steps: int = 4,
-                    warmup: int = 2) -> tuple[float, float]:
+def time_precisions(
+    model: torch.nn.Module, training: dict, crop: int, steps: int = 4, warmup: int = 2
+) -> tuple[float, float]:
     """Training images/s of a throwaway copy of `model` in fp32 and in bf16 autocast, alternating
     trials (machine noise hits both alike). Touches no global RNG state and not `model` itself."""
     import copy

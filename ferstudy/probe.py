@@ -27,8 +27,9 @@ PICK_SEED = 0  # seed of the faces the figures show and the report measures on
 CHANNEL_FACES_PER_CLASS = 150  # PublicTest faces per emotion behind the channel-emotion figure and sentences
 
 
-def dummy_forward(model: nn.Module, hooks: Sequence[tuple[nn.Module, Callable[..., Any]]], input_size: int,
-                  in_channels: int = 1) -> None:
+def dummy_forward(
+    model: nn.Module, hooks: Sequence[tuple[nn.Module, Callable[..., Any]]], input_size: int, in_channels: int = 1
+) -> None:
     """One all-zero image through `model` in eval mode, without gradients, with the forward hooks
     [(module, hook)] registered for that pass only; the model's train/eval mode is restored."""
     import torch
@@ -64,8 +65,9 @@ def first_layer_filters(model: nn.Module) -> tuple[str | None, np.ndarray]:
     return name, conv.weight.detach().cpu().float().mean(dim=1).numpy()
 
 
-def stage_taps(model: nn.Module, input_size: int, in_channels: int = 1,
-               min_size: int = 2) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
+def stage_taps(
+    model: nn.Module, input_size: int, in_channels: int = 1, min_size: int = 2
+) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     """Feature-map taps, one per spatial resolution, shallow to deep: [(name, module, (C, H, W))].
 
     For each resolution that a convolution outputs, the tap is the module whose output is the
@@ -85,8 +87,12 @@ def stage_taps(model: nn.Module, input_size: int, in_channels: int = 1,
             if isinstance(module, nn.Conv2d):
                 conv_sizes.add(tuple(output.shape[2:]))
 
-    dummy_forward(model, [(m, lambda mod, i, o, name=name: hook(mod, i, o, name))
-                          for name, m in model.named_modules() if name], input_size, in_channels)
+    dummy_forward(
+        model,
+        [(m, lambda mod, i, o, name=name: hook(mod, i, o, name)) for name, m in model.named_modules() if name],
+        input_size,
+        in_channels,
+    )
     taps = {}
     for name, module, shape in events:
         if min(shape[1:]) >= min_size and shape[1:] in conv_sizes:
@@ -99,8 +105,10 @@ def capture(model: nn.Module, x: torch.Tensor, modules: Sequence[nn.Module]) -> 
     import torch
 
     out = [None] * len(modules)
-    handles = [m.register_forward_hook(lambda mod, i, o, k=k: out.__setitem__(k, o.detach().clone()))
-               for k, m in enumerate(modules)]
+    handles = [
+        m.register_forward_hook(lambda mod, i, o, k=k: out.__setitem__(k, o.detach().clone()))
+        for k, m in enumerate(modules)
+    ]
     try:
         with torch.no_grad():
             logits = model(x)
@@ -110,8 +118,9 @@ def capture(model: nn.Module, x: torch.Tensor, modules: Sequence[nn.Module]) -> 
     return out, logits
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor | np.ndarray,
-             module: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, targets: torch.Tensor | np.ndarray, module: nn.Module
+) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM (Selvaraju et al. 2017) of class `targets` at `module`'s output.
 
     x: float (B, C, H, W) model input; targets: int (B,). Returns (maps (B, H, W) numpy in [0, 1],
@@ -158,18 +167,20 @@ def pick_faces(data: FerData, per_class: int, seed: int = PICK_SEED) -> dict[int
     return picks
 
 
-def channel_features(model: nn.Module, images: np.ndarray, crop: int, module: nn.Module,
-                     batch: int = 256) -> np.ndarray:
+def channel_features(
+    model: nn.Module, images: np.ndarray, crop: int, module: nn.Module, batch: int = 256
+) -> np.ndarray:
     """Each image's spatial mean of every channel of `module`'s output: float64 (N, C)."""
     feats = []
     for s in range(0, len(images), batch):
-        (a,), _ = capture(model, model_input(images[s:s + batch], crop), [module])
+        (a,), _ = capture(model, model_input(images[s : s + batch], crop), [module])
         feats.append(a.float().mean(dim=(2, 3)).cpu().numpy())
     return np.concatenate(feats).astype(np.float64)
 
 
-def eta_squared(features: np.ndarray, labels: np.ndarray,
-                n_classes: int = len(CLASS_NAMES)) -> tuple[np.ndarray, np.ndarray]:
+def eta_squared(
+    features: np.ndarray, labels: np.ndarray, n_classes: int = len(CLASS_NAMES)
+) -> tuple[np.ndarray, np.ndarray]:
     """Per channel: mean feature per class (n_classes, C) and the share of its variance the class explains."""
     f = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
@@ -185,8 +196,9 @@ def eta_squared(features: np.ndarray, labels: np.ndarray,
     return means, np.divide(between, total, out=np.zeros_like(total), where=total > 0)
 
 
-def channel_emotion_matrix(model: nn.Module, images: np.ndarray, labels: np.ndarray, crop: int, module: nn.Module,
-                           batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def channel_emotion_matrix(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, crop: int, module: nn.Module, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean activation per emotion of each channel of `module`'s output (spatial mean per image).
 
     Returns (means (7, C), selectivity (C,)): selectivity is the share of a channel's variance over

@@ -70,16 +70,25 @@ def at_risk(rows: list[dict], risk_se: float = RISK_SE) -> list[dict]:
         why = [f"a regularizer verdict ({r['factor']})"] if regularizer else []
         if near_zero:
             why.append(f"significant but within {risk_se:g} pooled standard errors of zero ({margin:.2f})")
-        entry = {"arch": r["arch"], "reason": "; ".join(why),
-                 "margin_se": margin if math.isfinite(margin) else None}  # JSON has no Infinity
+        entry = {
+            "arch": r["arch"],
+            "reason": "; ".join(why),
+            "margin_se": margin if math.isfinite(margin) else None,
+        }  # JSON has no Infinity
         (claims if significant else nulls).append((entry, r))
     claims.sort(key=lambda e: (math.inf if e[0]["margin_se"] is None else e[0]["margin_se"], e[0]["arch"]))
     nulls.sort(key=lambda e: (-abs(e[1]["diff_pp"]), e[0]["arch"]))
     return [entry for entry, _ in claims + nulls]
 
 
-def plan(rows: list[dict], baseline: str, mode: str | list[str] | tuple[str, ...] = "auto", cap: int | None = None,
-         fold: int = RECHECK_FOLD, factor: float = RECHECK_FACTOR) -> dict:
+def plan(
+    rows: list[dict],
+    baseline: str,
+    mode: str | list[str] | tuple[str, ...] = "auto",
+    cap: int | None = None,
+    fold: int = RECHECK_FOLD,
+    factor: float = RECHECK_FACTOR,
+) -> dict:
     """The recheck plan (JSON-ready): which pairs are at risk, which are rechecked, which are left.
 
     mode: "auto" | "off" | a list of variant names (rechecked in that order, uncapped: the user chose
@@ -91,8 +100,10 @@ def plan(rows: list[dict], baseline: str, mode: str | list[str] | tuple[str, ...
     elif isinstance(mode, (list, tuple)):
         unknown = [a for a in mode if a not in names]
         if unknown:
-            raise UserError(f"config key study.recheck: {', '.join(map(repr, unknown))} is no variant of this study "
-                            f"(variants: {', '.join(sorted(names))})")
+            raise UserError(
+                f"config key study.recheck: {', '.join(map(repr, unknown))} is no variant of this study "
+                f"(variants: {', '.join(sorted(names))})"
+            )
         chosen, unchecked = list(dict.fromkeys(mode)), [e["arch"] for e in risky if e["arch"] not in mode]
     elif mode == "auto":
         order = [e["arch"] for e in risky]
@@ -100,9 +111,17 @@ def plan(rows: list[dict], baseline: str, mode: str | list[str] | tuple[str, ...
         chosen, unchecked = order[:keep], order[keep:]
     else:
         raise UserError(f"config key study.recheck: {mode!r} is not auto, off or a list of variants")
-    return {"mode": mode if isinstance(mode, str) else "list", "factor": factor, "fold": fold, "cap": cap,
-            "baseline": baseline, "at_risk": risky, "rechecked": chosen, "unchecked": unchecked,
-            "runs": [baseline, *chosen] if chosen else []}
+    return {
+        "mode": mode if isinstance(mode, str) else "list",
+        "factor": factor,
+        "fold": fold,
+        "cap": cap,
+        "baseline": baseline,
+        "at_risk": risky,
+        "rechecked": chosen,
+        "unchecked": unchecked,
+        "runs": [baseline, *chosen] if chosen else [],
+    }
 
 
 def workflow_inputs(checkpoints: Any, mode: str | list[str], results: str) -> list[str]:
@@ -137,8 +156,10 @@ def rechecked_differences(the_plan: dict, results: Path | str, fold_scores: dict
     out = {}
     for arch in the_plan["rechecked"]:
         longer = fold_accuracy(run_dir(results, arch, factor, fold) / "predictions.csv")
-        out[arch] = {"recheck_1x_pp": 100 * (fold_scores[arch][fold] - fold_scores[baseline][fold]),
-                     "recheck_2x_pp": 100 * (longer - base_2x)}
+        out[arch] = {
+            "recheck_1x_pp": 100 * (fold_scores[arch][fold] - fold_scores[baseline][fold]),
+            "recheck_2x_pp": 100 * (longer - base_2x),
+        }
     return out
 
 
@@ -163,6 +184,7 @@ def predicted_pairs(study_cfg: dict) -> tuple[list[str], str]:
 
 # ---------------------------------------------------------------- the command (checkpoint recheck_plan)
 
+
 def cmd_recheck_plan(args: argparse.Namespace) -> None:
     import logging
 
@@ -181,10 +203,14 @@ def cmd_recheck_plan(args: argparse.Namespace) -> None:
     result = plan(rows, args.baseline, mode, cap)
     write_json(args.out, result)
     logging.getLogger("ferstudy.recheck").info(
-        "recheck at %gx the epochs on fold %d: %s%s", result["factor"], result["fold"],
+        "recheck at %gx the epochs on fold %d: %s%s",
+        result["factor"],
+        result["fold"],
         ", ".join(result["rechecked"]) or "none",
         f"; at risk but not rechecked (study.recheck_max {cap}): {', '.join(result['unchecked'])}"
-        if result["unchecked"] else "")
+        if result["unchecked"]
+        else "",
+    )
 
 
 def _cap(value):
@@ -192,8 +218,11 @@ def _cap(value):
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("recheck-plan", help="the pairs whose verdict is most at risk, to retrain at 2x",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "recheck-plan",
+        help="the pairs whose verdict is most at risk, to retrain at 2x",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--h5", required=True)
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--baseline", required=True)

@@ -29,12 +29,12 @@ if TYPE_CHECKING:
 
 TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}  # images predicted per face (augment.eval_views)
 
-CSV_KB_PER_IMAGE = 8.4           # one FER2013 CSV row (2304 pixels as text)
-CPU_FLOPS_PER_THREAD = 20e9      # training FLOP/s of one CPU thread (measured 10-37e9)
-CPU_SECONDS_PER_IMAGE = 1e-3     # augmentation, batching, optimizer step
-GPU_FLOPS = 4e12                 # one GPU, conservative for older cards and small networks
+CSV_KB_PER_IMAGE = 8.4  # one FER2013 CSV row (2304 pixels as text)
+CPU_FLOPS_PER_THREAD = 20e9  # training FLOP/s of one CPU thread (measured 10-37e9)
+CPU_SECONDS_PER_IMAGE = 1e-3  # augmentation, batching, optimizer step
+GPU_FLOPS = 4e12  # one GPU, conservative for older cards and small networks
 GPU_SECONDS_PER_IMAGE = 2e-5
-STARTUP_SECONDS = 60             # process + torch start-up inside the job, data loading
+STARTUP_SECONDS = 60  # process + torch start-up inside the job, data loading
 RUNTIME_SAFETY = 3
 MEMORY_SAFETY = 1.5
 
@@ -107,12 +107,18 @@ def train_estimate(cfg: dict[str, Any], arch: str, final: bool = False, threads:
     train_s, eval_s = seconds_per_image(run_cfg, threads)
     if final:  # all of Training; PublicTest every `eval_every` epochs; PublicTest + PrivateTest at the end
         w = final_workload(run_cfg, counts)
-        seconds = w["epochs"] * w["n_train"] * train_s + w["evaluations"] * w["n_public"] * eval_s \
+        seconds = (
+            w["epochs"] * w["n_train"] * train_s
+            + w["evaluations"] * w["n_public"] * eval_s
             + (w["n_public"] + w["n_private"]) * eval_s
+        )
     else:  # k-1 folds; the held-out fold every `eval_every` epochs
         w = cv_workload(run_cfg, counts, cfg["data"]["folds"])
-        seconds = max(w["epochs"] * (j["n_train"] * train_s + w["curve_images"] * eval_s)  # curve: TTA-free, bounded
-                      + w["evaluations"] * j["n_val"] * eval_s for j in w["jobs"])
+        seconds = max(
+            w["epochs"] * (j["n_train"] * train_s + w["curve_images"] * eval_s)  # curve: TTA-free, bounded
+            + w["evaluations"] * j["n_val"] * eval_s
+            for j in w["jobs"]
+        )
     n_images = sum(sum(v) for v in counts.values())
     return math.ceil(RUNTIME_SAFETY * (STARTUP_SECONDS + seconds) / 60), job_mem_mb(run_cfg, n_images)
 

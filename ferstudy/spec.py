@@ -46,8 +46,20 @@ from ferstudy.errors import UserError
 
 BACKBONES = ("resnet18", "vgg11_bn")
 IMAGENET = "imagenet"  # `pretrained: imagenet`: torchvision's ImageNet weights (models.imagenet_state_dict)
-LAYER_TYPES = ("conv", "batchnorm", "relu", "leakyrelu", "elu", "gelu", "maxpool", "avgpool",
-               "dropout", "gap", "flatten", "fc")
+LAYER_TYPES = (
+    "conv",
+    "batchnorm",
+    "relu",
+    "leakyrelu",
+    "elu",
+    "gelu",
+    "maxpool",
+    "avgpool",
+    "dropout",
+    "gap",
+    "flatten",
+    "fc",
+)
 _CONV_OPTIONS = ("filters", "kernel", "stride", "padding", "bias")
 # Widths that size memory: a layer list (or a model file's spec) of `fc: 3000000000` must fail here,
 # in one line, not in the allocator (the config schema's blocks have the same maxima).
@@ -85,12 +97,13 @@ def _split_item(i, item):
         kind, value = item, None
     elif isinstance(item, dict):
         if len(item) != 1:
-            raise UserError(f"{where}: a layer is a mapping with exactly one key (its type), "
-                            f"got {len(item)} keys; check the indentation of this list item")
-        (kind, value), = item.items()
+            raise UserError(
+                f"{where}: a layer is a mapping with exactly one key (its type), "
+                f"got {len(item)} keys; check the indentation of this list item"
+            )
+        ((kind, value),) = item.items()
     else:
-        raise UserError(f"{where}: a layer must be a type name or a one-key mapping, "
-                        f"e.g. `- relu` or `- conv: 32`")
+        raise UserError(f"{where}: a layer must be a type name or a one-key mapping, e.g. `- relu` or `- conv: 32`")
     if kind not in LAYER_TYPES:
         raise UserError(f"{where}: unknown layer type {kind!r} (expected {', '.join(LAYER_TYPES)})")
     return where, kind, value
@@ -141,16 +154,17 @@ class _Tensor:
 
     def need_map(self, where, kind):
         if self.flat is not None:
-            raise UserError(f"{where}: {kind} needs a feature map, but the tensor was already "
-                            f"flattened at layer {self.flattened_at}; move it before the gap/flatten/fc")
+            raise UserError(
+                f"{where}: {kind} needs a feature map, but the tensor was already "
+                f"flattened at layer {self.flattened_at}; move it before the gap/flatten/fc"
+            )
 
 
 def _conv_padding(where, padding, kernel, stride):
     """An int, or "same" for an even kernel at stride 1 (torch pads that asymmetrically)."""
     if padding == "same":
         if kernel % 2 == 0 and stride > 1:
-            raise UserError(f"{where}: padding 'same' with an even kernel needs stride 1; "
-                            f"give an integer padding")
+            raise UserError(f"{where}: padding 'same' with an even kernel needs stride 1; give an integer padding")
         return "same" if kernel % 2 == 0 else kernel // 2
     if padding == "valid":
         return 0
@@ -223,8 +237,9 @@ def _plan_fc(where, kind, value, t, i, plan):
     units = _int_option(where, _options(where, value, ("units",), "units"), "units", None, 1, MAX_UNITS)
     if t.flat is None:
         if not t.seen_conv:
-            raise UserError(f"{where}: fc before any conv layer; add conv layers first "
-                            f"(or put `flatten` before it for a pixel MLP)")
+            raise UserError(
+                f"{where}: fc before any conv layer; add conv layers first (or put `flatten` before it for a pixel MLP)"
+            )
         plan.append(LayerPlan(None, f"flatten{i}", "flatten", {}, (t.c * t.h * t.w,)))
         t.flat, t.flattened_at = t.c * t.h * t.w, i
     args = dict(in_features=t.flat, out_features=units)
@@ -232,10 +247,19 @@ def _plan_fc(where, kind, value, t, i, plan):
     return args
 
 
-_PLANNERS = {"conv": _plan_conv, "maxpool": _plan_pool, "avgpool": _plan_pool, "batchnorm": _plan_batchnorm,
-             "relu": _plan_activation, "elu": _plan_activation, "gelu": _plan_activation,
-             "leakyrelu": _plan_activation, "dropout": _plan_dropout, "gap": _plan_flatten,
-             "flatten": _plan_flatten}
+_PLANNERS = {
+    "conv": _plan_conv,
+    "maxpool": _plan_pool,
+    "avgpool": _plan_pool,
+    "batchnorm": _plan_batchnorm,
+    "relu": _plan_activation,
+    "elu": _plan_activation,
+    "gelu": _plan_activation,
+    "leakyrelu": _plan_activation,
+    "dropout": _plan_dropout,
+    "gap": _plan_flatten,
+    "flatten": _plan_flatten,
+}
 
 
 def plan_layers(layers: Any, in_channels: int = 1, input_size: int = 48) -> list[LayerPlan]:
@@ -253,11 +277,15 @@ def plan_layers(layers: Any, in_channels: int = 1, input_size: int = 48) -> list
             args = _PLANNERS[kind](where, kind, value, t, i)
         weights += _weight_count(kind, args)
         if weights > MAX_PARAMETERS:
-            raise UserError(f"{where}: the network has {weights:,} weights up to here, more than "
-                            f"{MAX_PARAMETERS:,} (a width or an fc after a large feature map)")
+            raise UserError(
+                f"{where}: the network has {weights:,} weights up to here, more than "
+                f"{MAX_PARAMETERS:,} (a width or an fc after a large feature map)"
+            )
         if t.flat is None and (t.h < 1 or t.w < 1):
-            raise UserError(f"after layer {i} ({item!r}) the feature map is {max(t.h, 0)}x{max(t.w, 0)}: "
-                            f"too much pooling or striding for {input_size}x{input_size} input")
+            raise UserError(
+                f"after layer {i} ({item!r}) the feature map is {max(t.h, 0)}x{max(t.w, 0)}: "
+                f"too much pooling or striding for {input_size}x{input_size} input"
+            )
         plan.append(LayerPlan(i, f"{kind}{i}", kind, args, t.shape()))
     return plan
 
@@ -289,15 +317,18 @@ def _check_backbone(spec, input_size):
     pretrained = spec.get("pretrained")
     if pretrained is not None and pretrained != IMAGENET:
         if not isinstance(pretrained, (str, os.PathLike)):
-            raise UserError(f"pretrained must be null or a path to a state dict file (or {IMAGENET}: "
-                            f"torchvision's ImageNet weights), got {pretrained!r}")
+            raise UserError(
+                f"pretrained must be null or a path to a state dict file (or {IMAGENET}: "
+                f"torchvision's ImageNet weights), got {pretrained!r}"
+            )
         if not os.path.isfile(pretrained):
-            raise UserError(f"pretrained weights file {str(pretrained)!r} not found "
-                            f"(download it yourself; ferstudy never downloads a file you name)")
+            raise UserError(
+                f"pretrained weights file {str(pretrained)!r} not found "
+                f"(download it yourself; ferstudy never downloads a file you name)"
+            )
     minimum = 32 if name == "vgg11_bn" else 8
     if input_size < minimum:
-        raise UserError(f"backbone {name} needs input of at least {minimum}x{minimum}, "
-                        f"got {input_size}x{input_size}")
+        raise UserError(f"backbone {name} needs input of at least {minimum}x{minimum}, got {input_size}x{input_size}")
 
 
 def validate_spec(spec: Any, input_size: int = 48, in_channels: int = 1) -> None:

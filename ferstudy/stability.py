@@ -65,8 +65,11 @@ def curve_from_histories(histories: Iterable[Iterable[Mapping[str, Any]]]) -> di
         return None
     epochs = [int(r["epoch"]) for r in folds[0]]
     out: dict[str, Any] = {"epochs": epochs}
-    for key, column in (("val_acc", "curve_val_acc"), ("train_acc", "curve_train_acc"),
-                        ("train_acc_augmented", "train_acc")):
+    for key, column in (
+        ("val_acc", "curve_val_acc"),
+        ("train_acc", "curve_train_acc"),
+        ("train_acc_augmented", "train_acc"),
+    ):
         out[key] = [[float_or_nan(r.get(column)) for r in rows] for rows in folds]
     if all(math.isnan(v) for fold in out["val_acc"] for v in fold):
         return None
@@ -104,8 +107,11 @@ def last_gap_pp(curve: dict | None) -> float:
     """Train-minus-held-out accuracy (pp) at the last epoch, mean over folds (un-augmented faces)."""
     if not curve:
         return math.nan
-    gaps = [100 * (t[-1] - v[-1]) for t, v in zip(curve["train_acc"], curve["val_acc"])
-            if t and v and np.isfinite(t[-1]) and np.isfinite(v[-1])]
+    gaps = [
+        100 * (t[-1] - v[-1])
+        for t, v in zip(curve["train_acc"], curve["val_acc"])
+        if t and v and np.isfinite(t[-1]) and np.isfinite(v[-1])
+    ]
     return float(np.mean(gaps)) if gaps else math.nan
 
 
@@ -127,11 +133,20 @@ def late_growth_pp(epochs: Sequence[float] | np.ndarray, gaps: Sequence[float] |
     return float(gaps[-1] - gaps[first]), int(epochs[first]), int(epochs[-1]), float(gaps[first]), float(gaps[-1])
 
 
-def heuristic_stability(epochs: Sequence[float] | np.ndarray, diffs_pp: Sequence[float] | np.ndarray,
-                        final_diff_pp: float, significant: bool, std_pp: float = math.nan, k: int = 1,
-                        factor: str = "", variant_gap_pp: float = math.nan, baseline_gap_pp: float = math.nan,
-                        variant_more_regularized: bool | None = None, variant_gaps: tuple | None = None,
-                        baseline_gaps: tuple | None = None) -> tuple[str, str, dict]:
+def heuristic_stability(
+    epochs: Sequence[float] | np.ndarray,
+    diffs_pp: Sequence[float] | np.ndarray,
+    final_diff_pp: float,
+    significant: bool,
+    std_pp: float = math.nan,
+    k: int = 1,
+    factor: str = "",
+    variant_gap_pp: float = math.nan,
+    baseline_gap_pp: float = math.nan,
+    variant_more_regularized: bool | None = None,
+    variant_gaps: tuple | None = None,
+    baseline_gaps: tuple | None = None,
+) -> tuple[str, str, dict]:
     """(label, reason, evidence dict) of a verdict that was not rechecked; see the module docstring.
 
     epochs, diffs_pp: the paired curve (`paired_curve_pp`); final_diff_pp: the verdict's difference on
@@ -139,42 +154,76 @@ def heuristic_stability(epochs: Sequence[float] | np.ndarray, diffs_pp: Sequence
     variant_gaps, baseline_gaps: (epochs, gaps) of `gap_curve_pp` for the over-fitting rule (b)."""
     se = std_pp / math.sqrt(k) if k > 1 and np.isfinite(std_pp) else math.nan
     band = max(MIN_BAND_PP, 2 * se) if np.isfinite(se) else MIN_BAND_PP
-    evidence = {"band_pp": band, "late_min_pp": math.nan, "late_max_pp": math.nan, "gap_growth_pp": math.nan,
-                "baseline_gap_growth_pp": math.nan, "stability_basis": "heuristic"}
-    if regularizer_lost_too_early(factor, final_diff_pp, significant, variant_gap_pp, baseline_gap_pp,
-                                  variant_more_regularized):
+    evidence = {
+        "band_pp": band,
+        "late_min_pp": math.nan,
+        "late_max_pp": math.nan,
+        "gap_growth_pp": math.nan,
+        "baseline_gap_growth_pp": math.nan,
+        "stability_basis": "heuristic",
+    }
+    if regularizer_lost_too_early(
+        factor, final_diff_pp, significant, variant_gap_pp, baseline_gap_pp, variant_more_regularized
+    ):
         gap = variant_gap_pp if final_diff_pp > 0 else baseline_gap_pp
-        reason = (f"the regularizer lost while the less regularized network was not yet over-fitting "
-                  f"(train-minus-held-out gap {gap:.1f} pp < {MIN_OVERFIT_GAP_PP:g} pp); regularization pays "
-                  f"off only once there is over-fitting to prevent{HEURISTIC}")
+        reason = (
+            f"the regularizer lost while the less regularized network was not yet over-fitting "
+            f"(train-minus-held-out gap {gap:.1f} pp < {MIN_OVERFIT_GAP_PP:g} pp); regularization pays "
+            f"off only once there is over-fitting to prevent{HEURISTIC}"
+        )
         return "budget-dependent", reason, {**evidence, "stability_rule": "regularizer"}
-    growing = overfitting_grows(factor, final_diff_pp, significant, variant_more_regularized, variant_gap_pp,
-                                baseline_gap_pp, variant_gaps, baseline_gaps)
+    growing = overfitting_grows(
+        factor,
+        final_diff_pp,
+        significant,
+        variant_more_regularized,
+        variant_gap_pp,
+        baseline_gap_pp,
+        variant_gaps,
+        baseline_gaps,
+    )
     if growing:
         evidence.update(gap_growth_pp=growing["variant"], baseline_gap_growth_pp=growing["baseline"])
         return "budget-dependent", growing["reason"], {**evidence, "stability_rule": "overfit_growing"}
     epochs, diffs = np.asarray(epochs, dtype=float), np.asarray(diffs_pp, dtype=float)
     if len(diffs) < 3:
         label = "holds" if significant else "undecided"
-        return (label, f"no learning curve to check against (fewer than 3 points){HEURISTIC}",
-                {**evidence, "stability_rule": "no_curve"})
+        return (
+            label,
+            f"no learning curve to check against (fewer than 3 points){HEURISTIC}",
+            {**evidence, "stability_rule": "no_curve"},
+        )
     late = late_mask(epochs)
     e_late, d_late = epochs[late], diffs[late]
     evidence.update(late_min_pp=float(d_late.min()), late_max_pp=float(d_late.max()), stability_rule="heuristic")
     span = f"epochs {int(e_late[0])}-{int(e_late[-1])}"
     if d_late.max() > band and d_late.min() < -band:
         evidence["stability_rule"] = "sign_change"
-        return ("budget-dependent", f"the curve's difference changed sign over {span} "
-                f"({d_late.min():+.1f} to {d_late.max():+.1f} pp){HEURISTIC}", evidence)
+        return (
+            "budget-dependent",
+            f"the curve's difference changed sign over {span} "
+            f"({d_late.min():+.1f} to {d_late.max():+.1f} pp){HEURISTIC}",
+            evidence,
+        )
     if significant:
-        return ("holds", f"no sign change beyond noise over {span} ({d_late.min():+.1f} to "
-                f"{d_late.max():+.1f} pp){HEURISTIC}", evidence)
+        return (
+            "holds",
+            f"no sign change beyond noise over {span} ({d_late.min():+.1f} to {d_late.max():+.1f} pp){HEURISTIC}",
+            evidence,
+        )
     return ("undecided", f"no measurable difference and no sign of one over {span}{HEURISTIC}", evidence)
 
 
-def overfitting_grows(factor: str, final_diff_pp: float, significant: bool, variant_more_regularized: bool | None,
-                      variant_gap_pp: float, baseline_gap_pp: float, variant_gaps: tuple | None,
-                      baseline_gaps: tuple | None) -> dict | None:
+def overfitting_grows(
+    factor: str,
+    final_diff_pp: float,
+    significant: bool,
+    variant_more_regularized: bool | None,
+    variant_gap_pp: float,
+    baseline_gap_pp: float,
+    variant_gaps: tuple | None,
+    baseline_gaps: tuple | None,
+) -> dict | None:
     """Rule (b): {variant, baseline (late gap growth, pp), reason} when the regularizer did not win
     while the less regularized network's gap grew `GAP_GROWTH_PP` more than the other's; else None."""
     if factor not in REGULARIZER_FACTORS or not variant_gaps or not baseline_gaps:
@@ -190,14 +239,23 @@ def overfitting_grows(factor: str, final_diff_pp: float, significant: bool, vari
     less, more = (b, v) if variant_more_regularized else (v, b)
     if not (np.isfinite(less[0]) and np.isfinite(more[0])) or less[0] - more[0] < GAP_GROWTH_PP:
         return None
-    reason = (f"the less regularized network's train-minus-held-out gap grew from {less[3]:.1f} to "
-              f"{less[4]:.1f} pp over epochs {less[1]}-{less[2]} (the other's from {more[3]:.1f} to {more[4]:.1f} pp); "
-              f"growing over-fitting is what a regularizer prevents, so it may win at a longer budget{HEURISTIC}")
+    reason = (
+        f"the less regularized network's train-minus-held-out gap grew from {less[3]:.1f} to "
+        f"{less[4]:.1f} pp over epochs {less[1]}-{less[2]} (the other's from {more[3]:.1f} to {more[4]:.1f} pp); "
+        f"growing over-fitting is what a regularizer prevents, so it may win at a longer budget{HEURISTIC}"
+    )
     return {"variant": v[0], "baseline": b[0], "reason": reason}
 
 
-def recheck_label(verdict: str, diff_pp: float, diff_1x_pp: float, diff_2x_pp: float, noise_pp: float, fold: int = 0,
-                  factor: float = 2.0) -> tuple[str, str]:
+def recheck_label(
+    verdict: str,
+    diff_pp: float,
+    diff_1x_pp: float,
+    diff_2x_pp: float,
+    noise_pp: float,
+    fold: int = 0,
+    factor: float = 2.0,
+) -> tuple[str, str]:
     """(label, reason) measured by a recheck: the pair retrained at `factor` x the epochs on `fold`.
 
     verdict, diff_pp: the cross-validation verdict and its difference; diff_1x_pp, diff_2x_pp: the
@@ -205,8 +263,10 @@ def recheck_label(verdict: str, diff_pp: float, diff_1x_pp: float, diff_2x_pp: f
     of one fold's paired difference (pooled standard deviation). A significant verdict holds when the
     2x difference keeps its sign and more than `KEEPS_SHARE` of the 1x difference (of the verdict's
     difference when that fold disagreed with the verdict at 1x already)."""
-    at = (f"at {factor:g}x the epochs on fold {fold} (measured) the difference went from {diff_1x_pp:+.1f} to "
-          f"{diff_2x_pp:+.1f} pp")
+    at = (
+        f"at {factor:g}x the epochs on fold {fold} (measured) the difference went from {diff_1x_pp:+.1f} to "
+        f"{diff_2x_pp:+.1f} pp"
+    )
     noise = max(MIN_BAND_PP, 2 * noise_pp) if np.isfinite(noise_pp) else MIN_BAND_PP
     if verdict in SIGNIFICANT:
         sign = math.copysign(1.0, diff_pp)
@@ -217,8 +277,11 @@ def recheck_label(verdict: str, diff_pp: float, diff_1x_pp: float, diff_2x_pp: f
         what = "flipped its sign" if share <= 0 else f"shrank to {share:.2f}x"
         return "budget-dependent", f"{at}: it {what}, so the verdict depends on the budget"
     if abs(diff_2x_pp) > noise and abs(diff_2x_pp) > abs(diff_1x_pp):
-        return ("budget-dependent", f"{at}: it grew beyond the noise of one fold ({noise:.1f} pp), so a "
-                f"difference may appear at a longer budget")
+        return (
+            "budget-dependent",
+            f"{at}: it grew beyond the noise of one fold ({noise:.1f} pp), so a "
+            f"difference may appear at a longer budget",
+        )
     return "undecided", f"{at}: no difference beyond the noise of one fold ({noise:.1f} pp) appeared"
 
 
@@ -231,13 +294,22 @@ def regularization_amount(run_config: dict) -> float:
     aug = run_config.get("training", {}).get("augment", {})
     ops = 0
     if aug.get("enabled", True):
-        ops = (int(aug.get("crop", 48) < 48) + int(bool(aug.get("flip")))
-               + sum(int(bool(aug.get(k))) for k in ("rotate", "scale", "translate", "erase", "brightness", "contrast")))
+        ops = (
+            int(aug.get("crop", 48) < 48)
+            + int(bool(aug.get("flip")))
+            + sum(int(bool(aug.get(k))) for k in ("rotate", "scale", "translate", "erase", "brightness", "contrast"))
+        )
     return dropout + ops
 
 
-def regularizer_lost_too_early(factor: str, final_diff_pp: float, significant: bool, variant_gap_pp: float,
-                               baseline_gap_pp: float, variant_more_regularized: bool | None = None) -> bool:
+def regularizer_lost_too_early(
+    factor: str,
+    final_diff_pp: float,
+    significant: bool,
+    variant_gap_pp: float,
+    baseline_gap_pp: float,
+    variant_more_regularized: bool | None = None,
+) -> bool:
     """A dropout or augmentation verdict that favours the less regularized network while that network
     is not over-fitting; a verdict against the regularizer counts only when significant. Which one is
     more regularized: `variant_more_regularized` (from the configs); when unknown (None), the one with

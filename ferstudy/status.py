@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import argparse
 
-EPOCH = re.compile(r"epoch (\d+)/(\d+) .*?train loss \S+ acc (\S+) \| (?:val not evaluated|val loss \S+ acc (\S+))"
-                   r" \|.*?([\d.]+) s/epoch, ~(\d+) s left")
+EPOCH = re.compile(
+    r"epoch (\d+)/(\d+) .*?train loss \S+ acc (\S+) \| (?:val not evaluated|val loss \S+ acc (\S+))"
+    r" \|.*?([\d.]+) s/epoch, ~(\d+) s left"
+)
 CV_DONE = re.compile(r"held-out accuracy ([\d.]+) \(.*\), (\d+) s")
 FINAL_DONE = re.compile(r"final model: best PublicTest accuracy (\S+) at epoch (\S+); (\d+) s")
 FINAL_ARCH = re.compile(r"final model (\S+): \d+ Training images")
@@ -43,14 +45,14 @@ QUIET_S = 600  # a log silent this long (and longer than 3 epochs) belongs to no
 
 @dataclass
 class Job:
-    name: str                 # "baseline fold 0" or "final model (baseline)"
+    name: str  # "baseline fold 0" or "final model (baseline)"
     log: Path
     state: str = "not started"  # done | running | stopped | failed | outdated | not started
     epoch: int = 0
     epochs: int = 0
-    accuracy: str = ""        # "held-out acc 0.559", "train acc 0.556", ...
-    left_s: float | None = None      # running: the job's own estimate
-    seconds: float | None = None     # done: how long it took
+    accuracy: str = ""  # "held-out acc 0.559", "train acc 0.556", ...
+    left_s: float | None = None  # running: the job's own estimate
+    seconds: float | None = None  # done: how long it took
     predicted_s: float | None = None
     finished_at: float = 0.0
     note: str = ""
@@ -120,8 +122,15 @@ def training_jobs(processes: Iterable[list[str]]) -> set[str]:
     return names
 
 
-def read_job(job: Job, done_output: Path | str, now: float, locked_since: float | None, final: bool = False,
-             inputs: Iterable[Path | str] = (), live: bool | None = None) -> Job:
+def read_job(
+    job: Job,
+    done_output: Path | str,
+    now: float,
+    locked_since: float | None,
+    final: bool = False,
+    inputs: Iterable[Path | str] = (),
+    live: bool | None = None,
+) -> Job:
     """Fill `job` from its log: state, epoch, accuracy, time left. `inputs`: files its output must
     not be older than (else it is outdated). `live`: True when its process runs, False when
     nothing on this machine can be running it, None when unknown (the log's age decides)."""
@@ -142,7 +151,7 @@ def read_job(job: Job, done_output: Path | str, now: float, locked_since: float 
     done = next((m for m in map(FINAL_DONE.search if final else CV_DONE.search, lines) if m), None)
     if done and Path(done_output).is_file():
         job.state, job.seconds, job.finished_at = "done", float(done[3] if final else done[2]), mtime
-        job.accuracy = (f"PublicTest acc {done[1]} (epoch {done[2]})" if final else f"held-out acc {done[1]}")
+        job.accuracy = f"PublicTest acc {done[1]} (epoch {done[2]})" if final else f"held-out acc {done[1]}"
         return job
     failed = next((line for line in reversed(lines) if FAILED.search(line)), None)
     epoch_s = float(epochs[-1][5]) if epochs else 0.0
@@ -183,28 +192,59 @@ def study_status(study: Path | str = ".", cores: int | None = None, now: float |
     jobs = []
     for arch, folds in archs.items():
         for fold in range(folds):
-            job = Job(f"{arch} fold {fold}", results / "logs" / "train" / arch / f"fold{fold}.log",
-                      predicted_s=(per_arch.get(arch) or {}).get("predicted_job_s"))
+            job = Job(
+                f"{arch} fold {fold}",
+                results / "logs" / "train" / arch / f"fold{fold}.log",
+                predicted_s=(per_arch.get(arch) or {}).get("predicted_job_s"),
+            )
             inputs = [results / "cv" / arch / "run_config.yaml", results / "data" / "dataset.h5"]
-            jobs.append(read_job(job, results / "cv" / arch / f"fold{fold}" / "predictions.csv", now, locked_since,
-                                 inputs=inputs, live=_live(job.name, running, alive)))
+            jobs.append(
+                read_job(
+                    job,
+                    results / "cv" / arch / f"fold{fold}" / "predictions.csv",
+                    now,
+                    locked_since,
+                    inputs=inputs,
+                    live=_live(job.name, running, alive),
+                )
+            )
     final_pred = pred.get("final") or {}
     selection = _json(results / "final" / "selection.json") or {}
     final_arch = selection.get("architecture")
     final_lines = _read(results / "logs" / "train_final.log") or []
     final_arch = final_arch or next((m[1] for m in map(FINAL_ARCH.search, final_lines) if m), None)
     final_s = (final_pred.get("per_arch_s") or {}).get(final_arch, final_pred.get("predicted_job_s"))
-    final = read_job(Job(f"final model ({final_arch or 'chosen by cross-validation'})",
-                         results / "logs" / "train_final.log", predicted_s=final_s),
-                     results / "final" / "model.pt", now, locked_since, final=True,
-                     inputs=[results / "final" / "selection.json", results / "final" / "final_config.yaml",
-                             results / "data" / "dataset.h5"], live=_live("final", running, alive))
+    final = read_job(
+        Job(
+            f"final model ({final_arch or 'chosen by cross-validation'})",
+            results / "logs" / "train_final.log",
+            predicted_s=final_s,
+        ),
+        results / "final" / "model.pt",
+        now,
+        locked_since,
+        final=True,
+        inputs=[
+            results / "final" / "selection.json",
+            results / "final" / "final_config.yaml",
+            results / "data" / "dataset.h5",
+        ],
+        live=_live("final", running, alive),
+    )
     cores = cores or pred.get("cores") or 1
-    return {"jobs": jobs, "final": final, "left": time_left(jobs, final, pred, results, cores),
-            "cores": cores, "prediction": bool(pred), "busy": pred.get("busy"),
-            "preset": (pred.get("data") or {}).get("preset"),
-            "running_since": locked_since, "stale_lock": locked is not None and alive is False,
-            "started_at": run.get("started_at"), "now": now}
+    return {
+        "jobs": jobs,
+        "final": final,
+        "left": time_left(jobs, final, pred, results, cores),
+        "cores": cores,
+        "prediction": bool(pred),
+        "busy": pred.get("busy"),
+        "preset": (pred.get("data") or {}).get("preset"),
+        "running_since": locked_since,
+        "stale_lock": locked is not None and alive is False,
+        "started_at": run.get("started_at"),
+        "now": now,
+    }
 
 
 def _live(name, running, alive):
@@ -242,15 +282,22 @@ def time_left(jobs: list[Job], final: Job, pred: dict[str, Any], results: Path, 
     pace = sum(j.seconds or 0.0 for j in finished) / sum(j.predicted_s or 0.0 for j in finished) if finished else 1.0
     # wide bounds: a prediction measured on a busy machine was off 13x (the finished jobs know better)
     pace = min(PACE_BOUNDS[1], max(PACE_BOUNDS[0], pace))
-    own = {}  # architecture: seconds of its finished fold jobs, which predict its other folds best
+    own: dict[
+        str, list[float]
+    ] = {}  # architecture: seconds of its finished fold jobs, which predict its other folds best
     for j in finished:
-        own.setdefault(_arch_of(j), []).append(j.seconds)
+        own.setdefault(_arch_of(j), []).append(j.seconds or 0.0)  # set: the job finished
     slots = sorted(j.left_s or 0.0 for j in jobs if j.state == "running")[-cores:]
     slots += [0.0] * (cores - len(slots))
     # stopped and failed jobs run again (from their checkpoints) when the study does
-    waiting = sorted((sum(own[_arch_of(j)]) / len(own[_arch_of(j)]) if _arch_of(j) in own else
-                      (j.predicted_s or 0.0) * pace for j in jobs
-                      if j.state in ("not started", "stopped", "failed", "outdated")), reverse=True)
+    waiting = sorted(
+        (
+            sum(own[_arch_of(j)]) / len(own[_arch_of(j)]) if _arch_of(j) in own else (j.predicted_s or 0.0) * pace
+            for j in jobs
+            if j.state in ("not started", "stopped", "failed", "outdated")
+        ),
+        reverse=True,
+    )
     for seconds in waiting:
         i = slots.index(min(slots))
         slots[i] += seconds
@@ -271,19 +318,27 @@ def format_status(st: dict[str, Any], study: Path | str = ".") -> str:
     from .cost.study import clock
 
     jobs, final = st["jobs"], st["final"]
-    counts = {s: sum(j.state == s for j in jobs)
-              for s in ("done", "running", "stopped", "failed", "outdated", "not started")}
+    counts = {
+        s: sum(j.state == s for j in jobs) for s in ("done", "running", "stopped", "failed", "outdated", "not started")
+    }
     head = f"Study in {Path(study).resolve()}"
     if st["preset"]:
         head += f" (preset {st['preset']}, {st['cores']} cores)"
     head += ": Snakemake is running" if st["running_since"] else ": no Snakemake running here"
     if st.get("stale_lock"):
-        head += (" (a stale lock in .snakemake/locks from a Snakemake that was stopped: run `snakemake --unlock` "
-                 "once, then the same command as before)")
-    lines = [head, "Cross-validation: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) +
-             f" ({len(jobs)} jobs)" if jobs else "Cross-validation: no training job found (results/logs/train/)"]
-    shown = sorted((j for j in jobs if j.state == "done"), key=lambda j: j.finished_at) + \
-        [j for j in jobs if j.state in ("running", "stopped", "failed", "outdated")]
+        head += (
+            " (a stale lock in .snakemake/locks from a Snakemake that was stopped: run `snakemake --unlock` "
+            "once, then the same command as before)"
+        )
+    lines = [
+        head,
+        "Cross-validation: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(jobs)} jobs)"
+        if jobs
+        else "Cross-validation: no training job found (results/logs/train/)",
+    ]
+    shown = sorted((j for j in jobs if j.state == "done"), key=lambda j: j.finished_at) + [
+        j for j in jobs if j.state in ("running", "stopped", "failed", "outdated")
+    ]
     if final.state != "not started":
         shown.append(final)
     width = max([len(j.name) for j in shown] + [10])
@@ -297,22 +352,33 @@ def format_status(st: dict[str, Any], study: Path | str = ".") -> str:
             when = j.note
         lines.append(f"  {j.name:<{width}}  {j.state:<8} epoch {progress:<7} {j.accuracy:<24} {when}".rstrip())
     if final.state == "not started":
-        lines.append(f"  {final.name}: not started" +
-                     (f" (predicted {clock(final.predicted_s)})" if final.predicted_s else ""))
+        lines.append(
+            f"  {final.name}: not started" + (f" (predicted {clock(final.predicted_s)})" if final.predicted_s else "")
+        )
     left = st["left"]
     if left is None:
-        lines.append("Time left: no cost prediction here (results/cost/prediction.json: a whole-study run makes "
-                     "it first, or `ferstudy predict-cost`).")
+        lines.append(
+            "Time left: no cost prediction here (results/cost/prediction.json: a whole-study run makes "
+            "it first, or `ferstudy predict-cost`)."
+        )
     else:
-        pace = (f"the prediction x {left['pace']:.2f}, the pace of the {left['finished']} finished job(s)"
-                if left["finished"] else "the prediction, no job finished yet")
+        pace = (
+            f"the prediction x {left['pace']:.2f}, the pace of the {left['finished']} finished job(s)"
+            if left["finished"]
+            else "the prediction, no job finished yet"
+        )
         done = final.state == "done" and (Path(study) / "results" / "report" / "report.md").is_file()
-        lines.append("Time left: none, the study is done." if done else
-                     f"Time left (predicted): ~{clock(left['seconds'])} ({pace}).")
+        lines.append(
+            "Time left: none, the study is done."
+            if done
+            else f"Time left (predicted): ~{clock(left['seconds'])} ({pace})."
+        )
         busy = st.get("busy") or {}
         if busy.get("busy") and not done:  # the plan's measurement saw other work (ferstudy/plan.py)
-            lines.append(f"  The prediction was measured on a busy machine ({busy['why']}): the finished jobs' "
-                         "pace corrects it as they finish.")
+            lines.append(
+                f"  The prediction was measured on a busy machine ({busy['why']}): the finished jobs' "
+                "pace corrects it as they finish."
+            )
     if st["started_at"] and st["running_since"]:
         lines.append(f"Running for {clock(st['now'] - st['started_at'])}.")
     running = [j for j in jobs + [final] if j.state == "running"]
@@ -331,8 +397,11 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("status", help="where a running study is: its training jobs, epochs, time left",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "status",
+        help="where a running study is: its training jobs, epochs, time left",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--dir", default=".", help="the study directory (where Snakemake runs; default: here)")
     p.add_argument("--cores", type=int, help="cores of the run (default: those of the cost prediction)")
     p.set_defaults(func=cmd_status)

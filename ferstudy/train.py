@@ -36,11 +36,22 @@ if TYPE_CHECKING:
     from .data import FerData
 
 log = logging.getLogger("ferstudy.train")
-HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "curve_train_acc",
-                   "curve_val_acc", "seconds", "images_per_s"]
+HISTORY_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "curve_train_acc",
+    "curve_val_acc",
+    "seconds",
+    "images_per_s",
+]
 
 
 # ---------------------------------------------------------------- set-up
+
 
 def pick_device(training: dict) -> torch.device:
     want = training.get("device", "auto")
@@ -65,7 +76,6 @@ def use_channels_last(training: dict, device: torch.device) -> bool:
     return bool(setting) if setting != "auto" else True  # measured faster for these convnets on CPU and GPU
 
 
-
 class TrainingSetup(NamedTuple):
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -76,8 +86,14 @@ class TrainingSetup(NamedTuple):
     channels_last: bool
 
 
-def training_setup(run_cfg: dict, device: torch.device, steps_per_epoch: int, weights: bool = True,
-                   channels_last: bool | None = None, init_seed: int | None = None) -> TrainingSetup:
+def training_setup(
+    run_cfg: dict,
+    device: torch.device,
+    steps_per_epoch: int,
+    weights: bool = True,
+    channels_last: bool | None = None,
+    init_seed: int | None = None,
+) -> TrainingSetup:
     """Model, optimizer, scheduler and augmentation of a training run, built one way for `fit` and
     the benchmark's training step (`bench.training.train_throughput`). weights=False: no pretrained
     weights are loaded (speed measurements); channels_last None: as the config says; init_seed
@@ -118,10 +134,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, t: dict, steps_per_epoch: i
         pct = min(max(t.get("warmup_fraction", 0.2), 1.5 / total), 1 - 2.5 / total)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t["lr"], total_steps=total, pct_start=pct)
     if kind == "cosine":
+
         def factor(step):
             if step < warmup:
                 return (step + 1) / warmup
             return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if kind == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
@@ -133,8 +151,11 @@ def subsample(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: in
     if fraction >= 1.0:
         return indices
     rng = np.random.default_rng(seed)
-    keep = [rng.permutation(indices[labels[indices] == c])[: max(1, round(fraction * (labels[indices] == c).sum()))]
-            for c in range(len(CLASS_NAMES)) if (labels[indices] == c).any()]
+    keep = [
+        rng.permutation(indices[labels[indices] == c])[: max(1, round(fraction * (labels[indices] == c).sum()))]
+        for c in range(len(CLASS_NAMES))
+        if (labels[indices] == c).any()
+    ]
     return np.sort(np.concatenate(keep))
 
 
@@ -146,9 +167,21 @@ def epoch_generator(device: torch.device | str, seed: int, epoch: int) -> torch.
 
 # ---------------------------------------------------------------- one epoch, evaluation
 
-def train_one_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
-                    augmenter: Augmenter, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, t: dict,
-                    epoch: int, channels_last: bool, amp: bool, seed: int | None = None) -> tuple[float, float, int]:
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    idx: torch.Tensor,
+    augmenter: Augmenter,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    t: dict,
+    epoch: int,
+    channels_last: bool,
+    amp: bool,
+    seed: int | None = None,
+) -> tuple[float, float, int]:
     """One pass over `idx` (a device tensor of indices into `images`) in shuffled batches; the
     shuffling, augmentation and dropout come from `seed` (default `t["seed"]`) and `epoch`."""
     model.train()
@@ -163,7 +196,7 @@ def train_one_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     correct = torch.zeros((), device=device, dtype=torch.long)
     per_step = not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     for s in range(steps):
-        batch = order[s * bs:(s + 1) * bs]
+        batch = order[s * bs : (s + 1) * bs]
         x = augmenter(images[batch], g)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -183,13 +216,21 @@ def train_one_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, images: torch.Tensor, idx: torch.Tensor, crop: int, tta: str = "none",
-            channels_last: bool = True, amp: bool = False, batch_size: int = 512) -> np.ndarray:
+def predict(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    idx: torch.Tensor,
+    crop: int,
+    tta: str = "none",
+    channels_last: bool = True,
+    amp: bool = False,
+    batch_size: int = 512,
+) -> np.ndarray:
     """Softmax probabilities (len(idx), 7) on numpy, averaged over the TTA views."""
     model.eval()
     out = []
     for s in range(0, len(idx), batch_size):
-        views = eval_views(images[idx[s:s + batch_size]], crop, tta)  # (V, B, 1, crop, crop)
+        views = eval_views(images[idx[s : s + batch_size]], crop, tta)  # (V, B, 1, crop, crop)
         v, b = views.shape[:2]
         x = views.reshape(v * b, *views.shape[2:])
         if channels_last:
@@ -207,9 +248,19 @@ def probs_loss_acc(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]
 
 # ---------------------------------------------------------------- the loop
 
-def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray, checkpoint_path: Path | str,
-        threads: int = 1, select_best: bool = False, progress: Callable[[str], Any] = log.info,
-        precision_memo: Path | str | None = None, init_seed: int | None = None) -> tuple[torch.nn.Module, dict]:
+
+def fit(
+    run_cfg: dict,
+    data: FerData,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    checkpoint_path: Path | str,
+    threads: int = 1,
+    select_best: bool = False,
+    progress: Callable[[str], Any] = log.info,
+    precision_memo: Path | str | None = None,
+    init_seed: int | None = None,
+) -> tuple[torch.nn.Module, dict]:
     """Train with resume. Returns (model, history rows, best-or-last state info).
 
     init_seed: seeds the initial weights and every epoch's shuffling, augmentation and dropout
@@ -238,8 +289,9 @@ def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray
     checkpoint_path = Path(checkpoint_path)
     state = resume_state(checkpoint_path, fingerprint, model, optimizer, scheduler, device, progress)
     if "amp" not in state:  # a resumed run keeps the precision it started with
-        state["amp"], state["precision_reason"] = shared_choose_amp(precision_memo, run_cfg, device, model, crop,
-                                                                    threads)
+        state["amp"], state["precision_reason"] = shared_choose_amp(
+            precision_memo, run_cfg, device, model, crop, threads
+        )
     amp = state["amp"]
     progress(f"precision {'bf16 autocast' if amp else 'fp32'} ({state['precision_reason']})")
 
@@ -248,8 +300,21 @@ def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray
     curve = learning_curve_sets(t, data.labels, train_idx, val_np, device)
     probs = None
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
-        row, probs = _train_epoch(setup, images, labels, train_t, val_np, val_labels, curve, t, epoch, amp, init_seed,
-                                  epoch in eval_epochs, select_best)
+        row, probs = _train_epoch(
+            setup,
+            images,
+            labels,
+            train_t,
+            val_np,
+            val_labels,
+            curve,
+            t,
+            epoch,
+            amp,
+            init_seed,
+            epoch in eval_epochs,
+            select_best,
+        )
         state["history"].append(row)
         if select_best and probs is not None:
             _keep_best(state, row, model)
@@ -264,8 +329,9 @@ def fit(run_cfg: dict, data: FerData, train_idx: np.ndarray, val_idx: np.ndarray
     return model, state
 
 
-def _device_tensors(data: FerData, train_idx: np.ndarray,
-                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _device_tensors(
+    data: FerData, train_idx: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images, labels, training indices) of `fit` on `device`."""
     images = torch.from_numpy(data.images).unsqueeze(1).to(device)  # uint8 in memory, read once
     labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
@@ -276,25 +342,53 @@ def _device_tensors(data: FerData, train_idx: np.ndarray,
 def _keep_best(state: dict, row: dict, model: torch.nn.Module) -> None:
     """`state["best"]` becomes this epoch's weights when its validation accuracy beats the best so far."""
     if state["best"] is None or row["val_acc"] > state["best"]["val_acc"]:
-        state["best"] = {"epoch": row["epoch"], "val_acc": row["val_acc"],
-                         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        state["best"] = {
+            "epoch": row["epoch"],
+            "val_acc": row["val_acc"],
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        }
 
 
-def _train_epoch(setup: TrainingSetup, images: torch.Tensor, labels: torch.Tensor, train_t: torch.Tensor,
-                 val_np: np.ndarray, val_labels: np.ndarray, curve: list[torch.Tensor] | None, t: dict, epoch: int,
-                 amp: bool, init_seed: int, evaluate: bool, select_best: bool) -> tuple[dict, np.ndarray | None]:
+def _train_epoch(
+    setup: TrainingSetup,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    train_t: torch.Tensor,
+    val_np: np.ndarray,
+    val_labels: np.ndarray,
+    curve: list[torch.Tensor] | None,
+    t: dict,
+    epoch: int,
+    amp: bool,
+    init_seed: int,
+    evaluate: bool,
+    select_best: bool,
+) -> tuple[dict, np.ndarray | None]:
     """One epoch of `fit`: train, predict the held-out indices when `evaluate` and the learning-curve
     subsets, step a plateau schedule. Returns (history row, validation probabilities or None)."""
     model, scheduler, crop, channels_last = setup.model, setup.scheduler, setup.crop, setup.channels_last
     t0 = time.perf_counter()
     lr = setup.optimizer.param_groups[0]["lr"]
-    train_loss, train_acc, n = train_one_epoch(model, images, labels, train_t, setup.augmenter, setup.optimizer,
-                                               scheduler, t, epoch, channels_last, amp, init_seed)
+    train_loss, train_acc, n = train_one_epoch(
+        model,
+        images,
+        labels,
+        train_t,
+        setup.augmenter,
+        setup.optimizer,
+        scheduler,
+        t,
+        epoch,
+        channels_last,
+        amp,
+        init_seed,
+    )
     train_seconds = time.perf_counter() - t0
     probs, val_loss, val_acc = None, math.nan, math.nan
     if evaluate:
-        probs = predict(model, images, torch.from_numpy(val_np).to(images.device), crop, t.get("tta", "none"),
-                        channels_last, amp)
+        probs = predict(
+            model, images, torch.from_numpy(val_np).to(images.device), crop, t.get("tta", "none"), channels_last, amp
+        )
         val_loss, val_acc = probs_loss_acc(probs, val_labels)
     curve_train_acc, curve_val_acc = curve_accuracies(model, images, labels, curve, crop, channels_last, amp)
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -305,23 +399,34 @@ def _train_epoch(setup: TrainingSetup, images: torch.Tensor, labels: torch.Tenso
         elif probs is not None:
             scheduler.step(val_loss)
     seconds = time.perf_counter() - t0
-    return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-            "val_acc": val_acc, "curve_train_acc": curve_train_acc, "curve_val_acc": curve_val_acc,
-            "seconds": seconds, "images_per_s": n / train_seconds}, probs
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "curve_train_acc": curve_train_acc,
+        "curve_val_acc": curve_val_acc,
+        "seconds": seconds,
+        "images_per_s": n / train_seconds,
+    }, probs
 
 
 def _epoch_line(row: dict, epochs: int, eta: float, evaluated: bool) -> str:
     """The progress line of one epoch of `fit`."""
-    return (f"epoch {row['epoch']}/{epochs} lr {row['lr']:.4f} train loss {row['train_loss']:.3f} "
-            f"acc {row['train_acc']:.3f} | "
-            + (f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} | " if evaluated else "val not evaluated | ")
-            + f"{row['images_per_s']:.0f} img/s | "
-            f"{row['seconds']:.1f} s/epoch, ~{eta:.0f} s left")
+    return (
+        f"epoch {row['epoch']}/{epochs} lr {row['lr']:.4f} train loss {row['train_loss']:.3f} "
+        f"acc {row['train_acc']:.3f} | "
+        + (f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} | " if evaluated else "val not evaluated | ")
+        + f"{row['images_per_s']:.0f} img/s | "
+        f"{row['seconds']:.1f} s/epoch, ~{eta:.0f} s left"
+    )
 
 
-
-def learning_curve_sets(t: dict, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-                        device: torch.device | str) -> list[torch.Tensor] | None:
+def learning_curve_sets(
+    t: dict, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device | str
+) -> list[torch.Tensor] | None:
     """Fixed stratified subsets (`training.curve_images` each, 0: none) of the images trained on and
     of the held-out ones, predicted after every epoch without augmentation: a cheap learning curve
     and the train-vs-held-out gap (over- or under-fitting) along it."""
@@ -332,8 +437,15 @@ def learning_curve_sets(t: dict, labels: np.ndarray, train_idx: np.ndarray, val_
     return [torch.from_numpy(idx).to(device) for idx in pick]
 
 
-def curve_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     curve: list[torch.Tensor] | None, crop: int, channels_last: bool, amp: bool) -> tuple[float, ...]:
+def curve_accuracies(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    curve: list[torch.Tensor] | None,
+    crop: int,
+    channels_last: bool,
+    amp: bool,
+) -> tuple[float, ...]:
     if curve is None:
         return math.nan, math.nan
     accs = []
@@ -341,7 +453,6 @@ def curve_accuracies(model: torch.nn.Module, images: torch.Tensor, labels: torch
         probs = predict(model, images, idx, crop, "none", channels_last, amp)
         accs.append(float((probs.argmax(1) == labels[idx].cpu().numpy()).mean()))
     return tuple(accs)
-
 
 
 def write_history(path: Path | str, history: list[dict]) -> None:

@@ -28,7 +28,8 @@ def _validator(schema):
     import jsonschema
 
     checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
     return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)(schema)
 
 
@@ -46,21 +47,33 @@ def _describe(err, prefix=""):
         whole = f" (write {int(err.instance)})" if err.instance.is_integer() else ""
         return f"config key {path}: {err.instance!r} is not an integer{whole}"
     if err.validator == "pattern" and "propertyNames" in err.schema_path:
-        return (f"config key {path}: the name {err.instance!r} is not allowed (letters, digits, _ and -, "
-                f"starting with a letter or digit: it names a folder under results/)")
+        return (
+            f"config key {path}: the name {err.instance!r} is not allowed (letters, digits, _ and -, "
+            f"starting with a letter or digit: it names a folder under results/)"
+        )
     if err.validator == "additionalProperties":
         known = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(known))
         return f"unknown key {path + '.' if err.absolute_path else ''}{extra[0]}" + (
-            f" (known keys here: {', '.join(known)})" if known else "")
+            f" (known keys here: {', '.join(known)})" if known else ""
+        )
     if err.validator == "required":
         return f"missing key {err.message.split(' ')[0]} under {path}"
     return f"config key {path}: {err.message}"
 
 
 # Training settings the training loop reads without a default (a resolved run config has them all).
-TRAINING_NEEDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing", "seed",
-                  "augment")
+TRAINING_NEEDS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "label_smoothing",
+    "seed",
+    "augment",
+)
 
 
 def check_run_config(run_cfg: Any, source: Path | str) -> None:
@@ -69,17 +82,25 @@ def check_run_config(run_cfg: Any, source: Path | str) -> None:
     schema's types. One UserError line naming the file and the key."""
     from .spec import validate_spec
 
-    if not isinstance(run_cfg, dict) or not isinstance(run_cfg.get("name"), str) \
-            or not isinstance(run_cfg.get("model"), dict) or not isinstance(run_cfg.get("training"), dict):
-        raise UserError(f"{source}: not a run config (a mapping with name, model and training, as the workflow "
-                        f"writes results/cv/ARCH/run_config.yaml)")
+    if (
+        not isinstance(run_cfg, dict)
+        or not isinstance(run_cfg.get("name"), str)
+        or not isinstance(run_cfg.get("model"), dict)
+        or not isinstance(run_cfg.get("training"), dict)
+    ):
+        raise UserError(
+            f"{source}: not a run config (a mapping with name, model and training, as the workflow "
+            f"writes results/cv/ARCH/run_config.yaml)"
+        )
     training = run_cfg["training"]
     missing = [k for k in TRAINING_NEEDS if k not in training]
     if missing:
         raise UserError(f"{source}: missing key {missing[0]} under training")
     schema = _schema()
-    errors = sorted(_validator({**schema["$defs"]["training"], "$defs": schema["$defs"]}).iter_errors(training),
-                    key=lambda e: list(e.absolute_path))
+    errors = sorted(
+        _validator({**schema["$defs"]["training"], "$defs": schema["$defs"]}).iter_errors(training),
+        key=lambda e: list(e.absolute_path),
+    )
     if errors:
         raise UserError(f"{source}: {_describe(errors[0], 'training.')}")
     try:
@@ -101,11 +122,15 @@ def check_extra_test_sets(sets: dict[str, str], workdir: Path | str = ".") -> No
     for name, path in sets.items():
         key = f"config key data.extra_test_sets.{name}"
         if name.lower() in RESERVED_TEST_SET_NAMES:
-            raise UserError(f"{key}: the name is reserved for FER2013's {name.lower().title()}Test (its numbers "
-                            f"would replace them in results/final/metrics.json); choose another name")
+            raise UserError(
+                f"{key}: the name is reserved for FER2013's {name.lower().title()}Test (its numbers "
+                f"would replace them in results/final/metrics.json); choose another name"
+            )
         if name.lower() in seen:
-            raise UserError(f"{key}: the name differs from {seen[name.lower()]!r} only in case (the two would "
-                            f"share one folder on a case-insensitive filesystem); choose another name")
+            raise UserError(
+                f"{key}: the name differs from {seen[name.lower()]!r} only in case (the two would "
+                f"share one folder on a case-insensitive filesystem); choose another name"
+            )
         seen[name.lower()] = name
         if not (Path(workdir) / path).is_file():
             raise UserError(f"{key}: {path} does not exist")
@@ -127,8 +152,10 @@ def _coerce(value, sub, root, path):
     if isinstance(value, dict):
         props = (sub or {}).get("properties", {})
         extra = (sub or {}).get("additionalProperties")
-        return {k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else None), root, path + (k,))
-                for k, v in value.items()}
+        return {
+            k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else None), root, path + (k,))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         items = (sub or {}).get("items")
         return [_coerce(v, items if isinstance(items, dict) else None, root, path) for v in value]

@@ -22,12 +22,22 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-COPIES = {"report/report.md": "report.md", "report/appendix.md": "appendix.md", "final/metrics.json": "final_metrics.json",
-          "final/selection.json": "selection.json", "final/history.csv": "final_history.csv",
-          "tables/ablation.csv": "ablation.csv", "tables/cv_summary.csv": "cv_summary.csv",
-          "tables/cost.csv": "cost.csv", "cost/prediction.json": "cost_prediction.json"}
-OPTIONAL = {"final/ferplus.json": "ferplus.json", "recheck/plan.json": "recheck_plan.json",
-            "plan.json": "plan.json"}  # study.time_budget: the plan and its measurement
+COPIES = {
+    "report/report.md": "report.md",
+    "report/appendix.md": "appendix.md",
+    "final/metrics.json": "final_metrics.json",
+    "final/selection.json": "selection.json",
+    "final/history.csv": "final_history.csv",
+    "tables/ablation.csv": "ablation.csv",
+    "tables/cv_summary.csv": "cv_summary.csv",
+    "tables/cost.csv": "cost.csv",
+    "cost/prediction.json": "cost_prediction.json",
+}
+OPTIONAL = {
+    "final/ferplus.json": "ferplus.json",
+    "recheck/plan.json": "recheck_plan.json",
+    "plan.json": "plan.json",
+}  # study.time_budget: the plan and its measurement
 
 
 def elapsed_seconds(log_text):
@@ -50,8 +60,13 @@ def machine():
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flags = sorted({f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if re.search(rf"\b{f}\b", info)})
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_name(), "flags": flags, "cores": cores, "torch": torch.__version__,
-            "python": platform.python_version()}
+    return {
+        "cpu": cpu_name(),
+        "flags": flags,
+        "cores": cores,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def job_times(results):
@@ -66,19 +81,29 @@ def stale_report(results: Path) -> None:
     """Stop when a result the report reads is newer than the report: ferplus.json scored by hand after
     the study (without data.ferplus) left FER+ out of a committed report. Rerun `snakemake` first."""
     report = results / "report" / "report.md"
-    newer = [p for p in (results / "final" / "ferplus.json", results / "final" / "metrics.json",
-                         results / "tables" / "ablation.csv") if p.exists() and p.stat().st_mtime > report.stat().st_mtime]
+    newer = [
+        p
+        for p in (
+            results / "final" / "ferplus.json",
+            results / "final" / "metrics.json",
+            results / "tables" / "ablation.csv",
+        )
+        if p.exists() and p.stat().st_mtime > report.stat().st_mtime
+    ]
     if newer:
-        raise SystemExit(f"{report} is older than {', '.join(map(str, newer))}: rerun `snakemake` (the report "
-                         f"reads them) before collecting")
+        raise SystemExit(
+            f"{report} is older than {', '.join(map(str, newer))}: rerun `snakemake` (the report "
+            f"reads them) before collecting"
+        )
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study-dir", required=True, help="the study's working directory (holds results/)")
     p.add_argument("--out", required=True, help="e.g. docs/measurements/cpu_preset")
-    p.add_argument("--log", help="Snakemake log with the 'Elapsed time' line (default: the one results/cost/run.json "
-                                 "names)")
+    p.add_argument(
+        "--log", help="Snakemake log with the 'Elapsed time' line (default: the one results/cost/run.json names)"
+    )
     p.add_argument("--command", default="snakemake --cores 2", help="the command that ran the study")
     p.add_argument("--note", default="", help="what else ran on the machine meanwhile")
     args = p.parse_args(argv)
@@ -112,22 +137,36 @@ def main(argv=None):
     chosen = selection["architecture"]
     jobs = job_times(results)
     record = {
-        "wall_s": wall_s, "wall": f"{wall} (Snakemake's 'Elapsed time')", "command": args.command,
-        "started": run.get("started_at"), "snakemake_log": log_path.name, "machine": machine(), "note": args.note,
+        "wall_s": wall_s,
+        "wall": f"{wall} (Snakemake's 'Elapsed time')",
+        "command": args.command,
+        "started": run.get("started_at"),
+        "snakemake_log": log_path.name,
+        "machine": machine(),
+        "note": args.note,
         "predicted_s": pred["predicted_total_s"] + (pred.get("measure_s") or 0.0),
         "predicted_final_assumed": pred["final"]["architecture"],
         "predicted_final_s_for_chosen": pred["final"]["per_arch_s"].get(chosen),
-        "final": {"architecture": chosen, "seconds": jobs.get("train_final.tsv", {}).get("s"),
-                  "epochs": int(len(history)), "best_epoch": int(history["val_acc"].idxmax()) + 1,
-                  "precision": final_cfg.get("precision"), "precision_reason": final_cfg.get("precision_reason")},
-        "fold_precisions": fold_precisions, "jobs": jobs}
+        "final": {
+            "architecture": chosen,
+            "seconds": jobs.get("train_final.tsv", {}).get("s"),
+            "epochs": int(len(history)),
+            "best_epoch": int(history["val_acc"].idxmax()) + 1,
+            "precision": final_cfg.get("precision"),
+            "precision_reason": final_cfg.get("precision_reason"),
+        },
+        "fold_precisions": fold_precisions,
+        "jobs": jobs,
+    }
     # the prediction set against the run: what the chosen final network would have cost instead of the assumed one
     if record["predicted_final_s_for_chosen"] is not None:
         corrected = record["predicted_s"] - pred["final"]["predicted_job_s"] + record["predicted_final_s_for_chosen"]
         record["predicted_s_with_chosen_final"] = corrected
         record["prediction_error"] = corrected / wall_s - 1
     (out / "study_run.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"{out}: wall {wall} ({wall_s:.0f} s); final {chosen}; {len(fold_precisions)} fold histories", file=sys.stderr)
+    print(
+        f"{out}: wall {wall} ({wall_s:.0f} s); final {chosen}; {len(fold_precisions)} fold histories", file=sys.stderr
+    )
 
 
 if __name__ == "__main__":

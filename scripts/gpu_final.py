@@ -69,35 +69,74 @@ def main():
     data = load_h5(h5)
     probe_cfg = json.loads(json.dumps(run_cfg))
     probe_cfg["training"] = deep_merge(probe_cfg["training"], {**final_training, "epochs": 2})
-    train_idx = data.indices("Training")[:args.probe_images]
+    train_idx = data.indices("Training")[: args.probe_images]
     public = data.indices("PublicTest")
     _, state = fit(probe_cfg, data, train_idx, public, work / "probe.pt", select_best=False, progress=print)
     per_image = state["history"][-1]["seconds"] / len(train_idx)  # includes the PublicTest evaluation share
     eval_s = state["history"][-1]["seconds"] - len(train_idx) / state["history"][-1]["images_per_s"]
     epoch_s = len(data.indices("Training")) / state["history"][-1]["images_per_s"] + eval_s
     epochs = int(max(args.min_epochs, min(preset_epochs, args.budget_s // (epoch_s * 1.08))))
-    probe = {"probe_epoch_s": state["history"][-1]["seconds"], "predicted_epoch_s": epoch_s,
-             "per_image_s": per_image, "preset_epochs": preset_epochs, "epochs_run": epochs,
-             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    probe = {
+        "probe_epoch_s": state["history"][-1]["seconds"],
+        "predicted_epoch_s": epoch_s,
+        "per_image_s": per_image,
+        "preset_epochs": preset_epochs,
+        "epochs_run": epochs,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
     print(json.dumps(probe), flush=True)
     write_json(out / "probe.json", probe)
 
     cv = work / "cv"
     write_text(cv / args.arch / "run_config.yaml", __import__("yaml").safe_dump(run_cfg, sort_keys=False))
-    write_text(work / "final" / "final_config.yaml",
-               __import__("yaml").safe_dump({"architecture": args.arch, "training": {**final_training, "epochs": epochs}}))
-    cmd = [sys.executable, "-m", "ferstudy", "train-final", "--h5", str(h5),
-           "--run-config", str(cv / args.arch / "run_config.yaml"),
-           "--final-config", str(work / "final" / "final_config.yaml"),
-           "--out-dir", str(work / "final"), "--checkpoint", str(work / "ck.pt"), "--threads", "8"]
+    write_text(
+        work / "final" / "final_config.yaml",
+        __import__("yaml").safe_dump({"architecture": args.arch, "training": {**final_training, "epochs": epochs}}),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "ferstudy",
+        "train-final",
+        "--h5",
+        str(h5),
+        "--run-config",
+        str(cv / args.arch / "run_config.yaml"),
+        "--final-config",
+        str(work / "final" / "final_config.yaml"),
+        "--out-dir",
+        str(work / "final"),
+        "--checkpoint",
+        str(work / "ck.pt"),
+        "--threads",
+        "8",
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     train_s = time.perf_counter() - t0
-    subprocess.run([sys.executable, "-m", "ferstudy", "evaluate-final", "--public", str(work / "final" / "predictions_public.csv"),
-                    "--private", str(work / "final" / "predictions_private.csv"), "--out", str(out / "metrics.json")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferstudy",
+            "evaluate-final",
+            "--public",
+            str(work / "final" / "predictions_public.csv"),
+            "--private",
+            str(work / "final" / "predictions_private.csv"),
+            "--out",
+            str(out / "metrics.json"),
+        ],
+        check=True,
+    )
     metrics = json.loads((out / "metrics.json").read_text())
-    summary = {**probe, "train_final_s": train_s, "total_s": time.perf_counter() - t_start,
-               "public_acc": metrics["public"]["accuracy"], "private_acc": metrics["private"]["accuracy"]}
+    summary = {
+        **probe,
+        "train_final_s": train_s,
+        "total_s": time.perf_counter() - t_start,
+        "public_acc": metrics["public"]["accuracy"],
+        "private_acc": metrics["private"]["accuracy"],
+    }
     for name in ("history.csv", "config.yaml"):
         (out / name).write_bytes((work / "final" / name).read_bytes())
     write_json(out / "summary.json", summary)

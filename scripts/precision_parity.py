@@ -28,25 +28,56 @@ import yaml
 def train(args, precision):
     out = Path(args.out) / f"seed{args.seed}" / precision
     out.mkdir(parents=True, exist_ok=True)
-    final = {"training": {"epochs": args.epochs, "subsample": args.subsample, "eval_every": 1, "batch_size": args.batch_size,
-                          "lr": args.lr, "tta": "flip", "curve_images": 0, "amp": precision == "bf16",
-                          "seed": args.seed}}
+    final = {
+        "training": {
+            "epochs": args.epochs,
+            "subsample": args.subsample,
+            "eval_every": 1,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "tta": "flip",
+            "curve_images": 0,
+            "amp": precision == "bf16",
+            "seed": args.seed,
+        }
+    }
     (out / "final_config.yaml").write_text(yaml.safe_dump(final, sort_keys=False))
-    cmd = [sys.executable, "-m", "ferstudy", "train-final", "--h5", args.h5,
-           "--run-config", str(Path(args.cv_dir) / args.arch / "run_config.yaml"),
-           "--final-config", str(out / "final_config.yaml"), "--out-dir", str(out),
-           "--checkpoint", str(out / "checkpoint.pt"), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ferstudy",
+        "train-final",
+        "--h5",
+        args.h5,
+        "--run-config",
+        str(Path(args.cv_dir) / args.arch / "run_config.yaml"),
+        "--final-config",
+        str(out / "final_config.yaml"),
+        "--out-dir",
+        str(out),
+        "--checkpoint",
+        str(out / "checkpoint.pt"),
+        "--threads",
+        str(args.threads),
+    ]
     t0 = time.perf_counter()
     with open(out / "train.log", "w") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     history = pd.read_csv(out / "history.csv")
     result = yaml.safe_load((out / "config.yaml").read_text())
-    return {"precision": precision, "arch": args.arch, "epochs": args.epochs, "seed": args.seed,
-            "public_acc_last": float(history["val_acc"].iloc[-1]),
-            "public_acc_best": float(history["val_acc"].max()), "best_epoch": int(history["val_acc"].idxmax()) + 1,
-            "train_acc_last": float(history["train_acc"].iloc[-1]),
-            "seconds": time.perf_counter() - t0, "recorded_precision": result.get("precision"),
-            "threads": args.threads}
+    return {
+        "precision": precision,
+        "arch": args.arch,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "public_acc_last": float(history["val_acc"].iloc[-1]),
+        "public_acc_best": float(history["val_acc"].max()),
+        "best_epoch": int(history["val_acc"].idxmax()) + 1,
+        "train_acc_last": float(history["train_acc"].iloc[-1]),
+        "seconds": time.perf_counter() - t0,
+        "recorded_precision": result.get("precision"),
+        "threads": args.threads,
+    }
 
 
 def main(argv=None):
@@ -67,10 +98,20 @@ def main(argv=None):
     for r in runs:
         print(json.dumps(r))
     bf16, fp32 = runs
-    print(json.dumps({"name": "precision_parity", "arch": args.arch, "epochs": args.epochs, "seed": args.seed,
-                      "diff_last_pp": 100 * (bf16["public_acc_last"] - fp32["public_acc_last"]),
-                      "diff_best_pp": 100 * (bf16["public_acc_best"] - fp32["public_acc_best"]),
-                      "speedup": fp32["seconds"] / bf16["seconds"], "target": "|diff| <= 0.5 pp on PublicTest"}))
+    print(
+        json.dumps(
+            {
+                "name": "precision_parity",
+                "arch": args.arch,
+                "epochs": args.epochs,
+                "seed": args.seed,
+                "diff_last_pp": 100 * (bf16["public_acc_last"] - fp32["public_acc_last"]),
+                "diff_best_pp": 100 * (bf16["public_acc_best"] - fp32["public_acc_best"]),
+                "speedup": fp32["seconds"] / bf16["seconds"],
+                "target": "|diff| <= 0.5 pp on PublicTest",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

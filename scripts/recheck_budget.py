@@ -39,10 +39,24 @@ def train_longer(results, arch, factor, fold, threads):
     out.mkdir(parents=True, exist_ok=True)
     config = out.parent / "run_config.yaml"
     config.write_text(yaml.safe_dump(longer_run_config(run_cfg, factor, precision), sort_keys=False))
-    cmd = [sys.executable, "-m", "ferstudy", "train", "--h5", str(results / "data" / "dataset.h5"),
-           "--run-config", str(config), "--fold", str(fold), "--out-dir", str(out),
-           "--checkpoint", str(results / "checkpoints" / "recheck" / f"x{factor:g}" / arch / f"fold{fold}.pt"),
-           "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ferstudy",
+        "train",
+        "--h5",
+        str(results / "data" / "dataset.h5"),
+        "--run-config",
+        str(config),
+        "--fold",
+        str(fold),
+        "--out-dir",
+        str(out),
+        "--checkpoint",
+        str(results / "checkpoints" / "recheck" / f"x{factor:g}" / arch / f"fold{fold}.pt"),
+        "--threads",
+        str(threads),
+    ]
     with open(out / "train.log", "w") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     return out
@@ -65,16 +79,34 @@ def main(argv=None):
     for arch in args.pairs:
         row = ablation.loc[arch]
         for k in args.folds:
-            short = 100 * (fold_accuracy(results / "cv" / arch / f"fold{k}" / "predictions.csv")
-                           - fold_accuracy(results / "cv" / args.baseline / f"fold{k}" / "predictions.csv"))
-            longer = 100 * (fold_accuracy(outs[(arch, k)] / "predictions.csv")
-                            - fold_accuracy(outs[(args.baseline, k)] / "predictions.csv"))
-            label, reason = recheck_label(row["verdict"], row["diff_pp"], short, longer,
-                                          row.get("std_pooled_pp", row["std_pp"]), k, args.factor)
-            print(json.dumps({"arch": arch, "baseline": args.baseline, "fold": k, "factor": args.factor,
-                              "diff_pp_study": round(short, 2), "diff_pp_longer": round(longer, 2),
-                              "sign_kept": (short > 0) == (longer > 0), "verdict": row["verdict"],
-                              "label": label, "reason": reason, "study_label": row.get("stability")}))
+            short = 100 * (
+                fold_accuracy(results / "cv" / arch / f"fold{k}" / "predictions.csv")
+                - fold_accuracy(results / "cv" / args.baseline / f"fold{k}" / "predictions.csv")
+            )
+            longer = 100 * (
+                fold_accuracy(outs[(arch, k)] / "predictions.csv")
+                - fold_accuracy(outs[(args.baseline, k)] / "predictions.csv")
+            )
+            label, reason = recheck_label(
+                row["verdict"], row["diff_pp"], short, longer, row.get("std_pooled_pp", row["std_pp"]), k, args.factor
+            )
+            print(
+                json.dumps(
+                    {
+                        "arch": arch,
+                        "baseline": args.baseline,
+                        "fold": k,
+                        "factor": args.factor,
+                        "diff_pp_study": round(short, 2),
+                        "diff_pp_longer": round(longer, 2),
+                        "sign_kept": (short > 0) == (longer > 0),
+                        "verdict": row["verdict"],
+                        "label": label,
+                        "reason": reason,
+                        "study_label": row.get("stability"),
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

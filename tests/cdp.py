@@ -32,10 +32,17 @@ class Browser:
             os.dup2(high[0], 3)  # dup2 onto another number: inheritable
             os.dup2(high[1], 4)
 
-        cmd = chromium.command(binary, self.profile.name, "--remote-debugging-pipe", "--window-size=1400,1000",
-                               "about:blank")
-        self.proc = subprocess.Popen(cmd, preexec_fn=child_fds, close_fds=False, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, env={**os.environ, "HOME": self.profile.name})
+        cmd = chromium.command(
+            binary, self.profile.name, "--remote-debugging-pipe", "--window-size=1400,1000", "about:blank"
+        )
+        self.proc = subprocess.Popen(
+            cmd,
+            preexec_fn=child_fds,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "HOME": self.profile.name},
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
@@ -65,7 +72,9 @@ class Browser:
                 raise CDPError(f"no answer from the browser in {self.timeout} s")
             chunk = os.read(self._from_browser, 1 << 20)
             if not chunk:
-                raise CDPError("the browser closed the pipe: " + self.proc.stderr.read().decode(errors="replace")[-2000:])
+                raise CDPError(
+                    "the browser closed the pipe: " + self.proc.stderr.read().decode(errors="replace")[-2000:]
+                )
             self._buffer += chunk
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
@@ -89,8 +98,11 @@ class Browser:
         page = Page(self, session)
         self.call("Page.enable", session=session)
         self.call("Runtime.enable", session=session)
-        self.call("Target.setAutoAttach", {"autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True},
-                  session=session)  # frames in their own process (site isolation) become sessions too
+        self.call(
+            "Target.setAutoAttach",
+            {"autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True},
+            session=session,
+        )  # frames in their own process (site isolation) become sessions too
         self.call("Page.navigate", {"url": url}, session=session)
         self.wait_event("Page.loadEventFired", session)
         return page
@@ -130,7 +142,9 @@ class Page:
             params["contextId"] = self.context
         result = self.browser.call("Runtime.evaluate", params, session=self.session)
         if "exceptionDetails" in result:
-            raise CDPError(f"{expression[:80]}: {result['exceptionDetails'].get('exception', result['exceptionDetails'])}")
+            raise CDPError(
+                f"{expression[:80]}: {result['exceptionDetails'].get('exception', result['exceptionDetails'])}"
+            )
         return result["result"].get("value")
 
     def wait_for(self, expression, timeout=30, what=None):
@@ -152,8 +166,9 @@ class Page:
             for child in tree.get("childFrames", []):
                 frame = child["frame"]
                 if url_part in frame.get("url", ""):
-                    world = self.browser.call("Page.createIsolatedWorld", {"frameId": frame["id"]},
-                                              session=self.session)
+                    world = self.browser.call(
+                        "Page.createIsolatedWorld", {"frameId": frame["id"]}, session=self.session
+                    )
                     return Page(self.browser, self.session, world["executionContextId"])
             for event in list(self.browser.events):  # an out-of-process frame: its own session
                 info = event.get("params", {}).get("targetInfo", {})
@@ -174,8 +189,10 @@ def require_chromium():
 
     binary = chromium.find_chromium()
     if binary is None:
-        why = (f"no headless Chromium (${chromium.ENV_VAR} or one of {', '.join(chromium.CANDIDATES)} on PATH; "
-               "Debian: apt-get install chromium-headless-shell)")
+        why = (
+            f"no headless Chromium (${chromium.ENV_VAR} or one of {', '.join(chromium.CANDIDATES)} on PATH; "
+            "Debian: apt-get install chromium-headless-shell)"
+        )
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(f"{REQUIRE_ENV}=1 but {why}")
         pytest.skip(why)

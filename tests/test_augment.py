@@ -6,8 +6,17 @@ from ferstudy.errors import UserError
 
 torch.set_num_threads(1)
 
-FULL = {"crop": 44, "pad": 2, "flip": True, "rotate": 10, "scale": 0.1, "translate": 0.1,
-        "erase": 0.25, "brightness": 0.2, "contrast": 0.2}
+FULL = {
+    "crop": 44,
+    "pad": 2,
+    "flip": True,
+    "rotate": 10,
+    "scale": 0.1,
+    "translate": 0.1,
+    "erase": 0.25,
+    "brightness": 0.2,
+    "contrast": 0.2,
+}
 
 
 def faces(b=16, seed=0, size=48):
@@ -88,7 +97,7 @@ def test_crop_content_equals_source_window():
     out = aug.apply(x, p)
     for i in range(0, 64, 9):
         y0, x0 = int(oy[i]), int(ox[i])
-        assert torch.equal(out[i], normalize(x[i, :, y0:y0 + 40, x0:x0 + 40]))
+        assert torch.equal(out[i], normalize(x[i, :, y0 : y0 + 40, x0 : x0 + 40]))
 
 
 def test_pad_fills_mid_grey():
@@ -126,8 +135,13 @@ def test_affine_identity_params_match_the_plain_crop():
     plain = Augmenter({"crop": 40, "pad": 3, "flip": True})
     affine = Augmenter({"crop": 40, "pad": 3, "flip": True, "rotate": 15, "scale": 0.2, "translate": 0.1})
     p = plain.sample(32, gen(4))
-    q = dict(p, angle=torch.full((32,), 0.5), scale=torch.full((32,), 0.5),
-             tx=torch.full((32,), 0.5), ty=torch.full((32,), 0.5))
+    q = dict(
+        p,
+        angle=torch.full((32,), 0.5),
+        scale=torch.full((32,), 0.5),
+        tx=torch.full((32,), 0.5),
+        ty=torch.full((32,), 0.5),
+    )
     assert torch.allclose(affine.apply(x, q), plain.apply(x, p), atol=1e-4)
     assert not torch.allclose(affine.apply(x, p), plain.apply(x, p), atol=1e-2)
 
@@ -215,10 +229,15 @@ def test_eval_views():
 
 def test_config_errors():
     assert check_config({"crop": 44})["flip"] is False
-    for cfg, what in [({"flp": True}, "unknown option 'flp'"), ({"flip": 1}, "flip must be true or false"),
-                      ({"rotate": "10"}, "rotate must be a number"), ({"erase": 1.5}, "erase must be in [0, 1]"),
-                      ({"crop": 44.5}, "crop must be an integer"), ({"scale": True}, "scale must be a number"),
-                      ("yes", "must be a mapping")]:
+    for cfg, what in [
+        ({"flp": True}, "unknown option 'flp'"),
+        ({"flip": 1}, "flip must be true or false"),
+        ({"rotate": "10"}, "rotate must be a number"),
+        ({"erase": 1.5}, "erase must be in [0, 1]"),
+        ({"crop": 44.5}, "crop must be an integer"),
+        ({"scale": True}, "scale must be a number"),
+        ("yes", "must be a mapping"),
+    ]:
         with pytest.raises(UserError) as e:
             Augmenter(cfg)
         assert what in str(e.value), str(e.value)

@@ -17,8 +17,14 @@ NUMBERS = {  # name -> keys that must be positive numbers
     "matmul": ["gflops"],
     "train_step": ["img_per_s", "gflops", "fraction_of_matmul", "mflops_forward"],
     "train_pil": ["img_per_s"],
-    "train_vs_pil": ["ratio", "ratio_fp32", "project_img_per_s", "project_fp32_img_per_s", "pil_best_img_per_s",
-                     "target_ratio"],
+    "train_vs_pil": [
+        "ratio",
+        "ratio_fp32",
+        "project_img_per_s",
+        "project_fp32_img_per_s",
+        "pil_best_img_per_s",
+        "target_ratio",
+    ],
     "ingest": ["seconds", "rows", "cpu_s", "peak_rss_mb", "rss_after_import_mb"],
     "h5_load": ["seconds", "rows"],
     "inference": ["img_per_s"],
@@ -26,9 +32,30 @@ NUMBERS = {  # name -> keys that must be positive numbers
 }
 
 
-TINY = ["--config", str(REPO / "config" / "config.yaml"), "--archs", "baseline", "--threads", "1", "--batches", "1",
-        "--warmup", "1", "--trials", "1", "--batch-size", "8", "--matmul-size", "128", "--max-images", "64",
-        "--pil-workers", "0", "--pil-rounds", "2"]
+TINY = [
+    "--config",
+    str(REPO / "config" / "config.yaml"),
+    "--archs",
+    "baseline",
+    "--threads",
+    "1",
+    "--batches",
+    "1",
+    "--warmup",
+    "1",
+    "--trials",
+    "1",
+    "--batch-size",
+    "8",
+    "--matmul-size",
+    "128",
+    "--max-images",
+    "64",
+    "--pil-workers",
+    "0",
+    "--pil-rounds",
+    "2",
+]
 
 
 def run_tiny_bench(out, *extra):
@@ -60,8 +87,9 @@ def check_precisions(lines, native_bf16):
         assert any("FMA units" in a for a in peak["assumed"])
         assert "ASSUMED" in factors["fp32_flop_per_cycle_per_core"]["source"]
     if factors["clock_ghz"]["value"]:
-        assert peak["gflops_fp32"] == pytest.approx(factors["cores"]["value"] * factors["clock_ghz"]["value"]
-                                                    * factors["fp32_flop_per_cycle_per_core"]["value"])
+        assert peak["gflops_fp32"] == pytest.approx(
+            factors["cores"]["value"] * factors["clock_ghz"]["value"] * factors["fp32_flop_per_cycle_per_core"]["value"]
+        )
 
     def fraction_of_peak(r, p):
         return pytest.approx(r["gflops"] / peak[f"gflops_{p}"]) if peak[f"gflops_{p}"] else None
@@ -158,8 +186,9 @@ def test_cpu_peak_from_what_the_machine_reports(tmp_path):
     r = cpu_peak(2, CPUINFO_AVX2, "CPU max MHz:     2900.0000\n", no_sysfs, cpus=[0, 1])
     assert r["factors"]["fp32_flop_per_cycle_per_core"]["value"] == 32
     assert r["gflops_fp32"] == pytest.approx(2 * 32 * 2.9) and r["gflops_bf16"] is None
-    assert "lscpu" in r["factors"]["clock_ghz"]["source"] and "(physical id, core id)" in \
-        r["factors"]["cores"]["source"]
+    assert (
+        "lscpu" in r["factors"]["clock_ghz"]["source"] and "(physical id, core id)" in r["factors"]["cores"]["source"]
+    )
     assert "no native bf16" in r["factors"]["bf16_flop_per_cycle_per_core"]["source"]
     # no lscpu: the `cpu MHz` line, said to be assumed; one thread counts one core
     r = cpu_peak(1, CPUINFO_AVX2, "", no_sysfs, cpus=[0, 1])
@@ -210,17 +239,26 @@ localrule run_config:
 """
     assert parse_job_stats(text) == {"run_config": 1, "train_fold": 3, "evaluate_arch": 1}
     assert parse_job_stats("Nothing to be done (all requested files are present and up to date).") == {}
-    assert parse_dry_run_jobs(text) == ["train_fold[arch=kernel_5, fold=0]", "evaluate_arch[arch=kernel_5]",
-                                              "run_config"]
+    assert parse_dry_run_jobs(text) == [
+        "train_fold[arch=kernel_5, fold=0]",
+        "evaluate_arch[arch=kernel_5]",
+        "run_config",
+    ]
 
 
 def test_changed_archs_follows_extends():
-    archs = {"baseline": {"blocks": {"filters": [8, 16], "kernel": 3}},
-             "leaf": {"extends": "baseline", "blocks": {"filters": [8]}},
-             "own_kernel": {"extends": "baseline", "blocks": {"kernel": 5}},
-             "net": {"backbone": "resnet18"}}
-    cfg = {"architectures": archs, "training": {"epochs": 1, "augment": {"crop": 44}}, "data": {"folds": 3},
-           "study": {"architectures": list(archs), "baseline": "baseline"}}
+    archs = {
+        "baseline": {"blocks": {"filters": [8, 16], "kernel": 3}},
+        "leaf": {"extends": "baseline", "blocks": {"filters": [8]}},
+        "own_kernel": {"extends": "baseline", "blocks": {"kernel": 5}},
+        "net": {"backbone": "resnet18"},
+    }
+    cfg = {
+        "architectures": archs,
+        "training": {"epochs": 1, "augment": {"crop": 44}},
+        "data": {"folds": 3},
+        "study": {"architectures": list(archs), "baseline": "baseline"},
+    }
     change = {"blocks": {"kernel": 5}}
     assert changed_archs(cfg, "leaf", change) == ["leaf"]
     # variants that do not set their own kernel inherit the baseline's

@@ -32,14 +32,17 @@ def test_shipped_config_resolves_every_architecture(tmp_path):
         build_model(run["model"], input_size=run["training"]["augment"]["crop"], weights=False)
 
 
-@pytest.mark.parametrize("path,value,fragment", [
-    (("training", "lr"), "fast", "config key training.lr: 'fast' is not of type 'number'"),
-    (("training", "learning_rate"), 0.1, "unknown key training.learning_rate"),
-    (("data", "folds"), 1, "config key data.folds: 1 is less than the minimum of 2"),
-    (("training", "optimizer"), "rmsprop", "config key training.optimizer"),
-    (("architectures", "baseline", "blocks", "pool"), "median", "architectures.baseline.blocks.pool"),
-    (("colour",), "blue", "unknown key colour"),
-])
+@pytest.mark.parametrize(
+    "path,value,fragment",
+    [
+        (("training", "lr"), "fast", "config key training.lr: 'fast' is not of type 'number'"),
+        (("training", "learning_rate"), 0.1, "unknown key training.learning_rate"),
+        (("data", "folds"), 1, "config key data.folds: 1 is less than the minimum of 2"),
+        (("training", "optimizer"), "rmsprop", "config key training.optimizer"),
+        (("architectures", "baseline", "blocks", "pool"), "median", "architectures.baseline.blocks.pool"),
+        (("colour",), "blue", "unknown key colour"),
+    ],
+)
 def test_bad_config_names_the_key(path, value, fragment, tmp_path):
     with pytest.raises(UserError) as err:
         resolve_config(with_change(path, value), workdir=tmp_path)
@@ -86,9 +89,18 @@ def test_extends_merges_and_detects_cycles(tmp_path):
 
 
 def test_blocks_expand_to_a_layer_list():
-    layers = expand_blocks({"filters": [8, 16], "convs": 2, "pool": "none", "norm": "none", "activation": "elu",
-                            "head": [32], "head_dropout": 0.5})
-    convs = [l["conv"] for l in layers if isinstance(l, dict) and "conv" in l]
+    layers = expand_blocks(
+        {
+            "filters": [8, 16],
+            "convs": 2,
+            "pool": "none",
+            "norm": "none",
+            "activation": "elu",
+            "head": [32],
+            "head_dropout": 0.5,
+        }
+    )
+    convs = [layer["conv"] for layer in layers if isinstance(layer, dict) and "conv" in layer]
     assert [c["filters"] for c in convs] == [8, 8, 16, 16]
     assert [c["stride"] for c in convs] == [1, 2, 1, 2] and all(c["bias"] for c in convs)
     assert "batchnorm" not in layers and layers.count("elu") == 5
@@ -110,8 +122,7 @@ def test_final_retrain_settings_are_merged_one_way(tmp_path):
     architecture's run config) give the same settings."""
     from ferstudy.config import final_training
 
-    cfg = resolve_config(with_change(("final", "training"), {"lr": 0.01, "augment": {"flip": False}}),
-                         workdir=tmp_path)
+    cfg = resolve_config(with_change(("final", "training"), {"lr": 0.01, "augment": {"flip": False}}), workdir=tmp_path)
     arch = "no_augment"
     final = resolve_arch(cfg, arch, final=True)["training"]
     assert final == final_training(resolve_arch(cfg, arch)["training"], cfg["final"])
@@ -129,6 +140,7 @@ def test_final_plateau_schedule_needs_publictest_every_epoch(tmp_path):
 
 
 # ---------------------------------------------------------------- layers: defaults, preset, the user's own
+
 
 def real_data_dir(tmp_path):
     (tmp_path / "data").mkdir(exist_ok=True)
@@ -167,8 +179,11 @@ def test_the_defaults_alone_are_the_defaults_layer(tmp_path):
     assert ("training.epochs", 20, 8) in r.replaced
     assert ("data.folds", 5, 3) in r.replaced
     assert ("study.recheck_max", None, 1) in r.replaced  # the demo rechecks its riskiest pair only
-    assert not [key for key, _, _ in r.replaced if key.startswith("study.") and key != "study.recheck_max"
-                or key == "final.training.epochs"]
+    assert not [
+        key
+        for key, _, _ in r.replaced
+        if key.startswith("study.") and key != "study.recheck_max" or key == "final.training.epochs"
+    ]
     lines = preset_lines(r)
     assert "Preset 'demo' set 12 value(s)" in "\n".join(lines) and "  training.epochs: 20 -> 8" in lines
     assert not r.overridden and "Your config replaced" not in "\n".join(lines)
@@ -183,16 +198,20 @@ def test_an_architecture_the_user_adds_runs_under_every_preset(preset, tmp_path)
     mine = {"extends": "baseline", "blocks": {"kernel": 5}}
     workdir = real_data_dir(tmp_path)
     # added in the user's own file
-    r = resolve_layers(with_change(("preset",), preset), [("my.yaml", {"architectures": {"my_net": mine}})],
-                       workdir=workdir)
+    r = resolve_layers(
+        with_change(("preset",), preset), [("my.yaml", {"architectures": {"my_net": mine}})], workdir=workdir
+    )
     assert "my_net" in r.config["study"]["architectures"]
     # added to the defaults themselves
     cfg = resolve_config(with_change(("architectures", "my_net"), mine) | {"preset": preset}, workdir=workdir)
     assert "my_net" in cfg["study"]["architectures"]
     # ... unless the user leaves it out
     for study in ({"only": ["baseline"]}, {"skip": ["my_net"]}):
-        r = resolve_layers(with_change(("preset",), preset),
-                           [("my.yaml", {"architectures": {"my_net": mine}, "study": study})], workdir=workdir)
+        r = resolve_layers(
+            with_change(("preset",), preset),
+            [("my.yaml", {"architectures": {"my_net": mine}, "study": study})],
+            workdir=workdir,
+        )
         assert "my_net" not in r.config["study"]["architectures"]
 
 
@@ -203,13 +222,17 @@ def test_a_presets_only_list_takes_the_architectures_the_user_adds(tmp_path):
     raw["presets"]["small"] = {"study": {"only": ["baseline", "pool_avg"]}}
     raw["preset"] = "small"
     added = ("my.yaml", {"architectures": {"my_net": {"extends": "baseline", "blocks": {"kernel": 5}}}})
-    assert resolve_layers(raw, [added], workdir=tmp_path).config["study"]["architectures"] == \
-        ["baseline", "pool_avg", "my_net"]
+    assert resolve_layers(raw, [added], workdir=tmp_path).config["study"]["architectures"] == [
+        "baseline",
+        "pool_avg",
+        "my_net",
+    ]
     assert resolve_config(raw, workdir=tmp_path)["study"]["architectures"] == ["baseline", "pool_avg"]
     # the user's own only: exactly that, whatever the preset leaves out
     own = ("my.yaml", {"study": {"only": ["vgg_deep", "baseline"]}})
     assert resolve_layers(with_change(("preset",), "demo"), [own], workdir=tmp_path).config["study"][
-        "architectures"] == ["vgg_deep", "baseline"]
+        "architectures"
+    ] == ["vgg_deep", "baseline"]
     # a copy of the defaults' study section as the user's (its `only: []`) keeps the preset's skip; `skip: []` drops it
     copied = ("my.yaml", {"study": copy.deepcopy(BASE["study"])})
     assert "vgg_deep" not in resolve_layers(BASE, [copied], workdir=tmp_path).config["study"]["architectures"]
@@ -226,9 +249,17 @@ def test_the_flat_config_resolves_to_the_same_study(tmp_path):
     from ferstudy.config import load_study, resolve_layers
 
     workdir = real_data_dir(tmp_path)
-    user = [("my.yaml", {"study": {"only": ["baseline", "no_augment"]}, "training": {"epochs": 3},
-                         "architectures": {"my_net": {"extends": "baseline", "blocks": {"kernel": 5}}}}),
-            ("--config", {"preset": "cpu", "data": {"folds": 4}})]
+    user = [
+        (
+            "my.yaml",
+            {
+                "study": {"only": ["baseline", "no_augment"]},
+                "training": {"epochs": 3},
+                "architectures": {"my_net": {"extends": "baseline", "blocks": {"kernel": 5}}},
+            },
+        ),
+        ("--config", {"preset": "cpu", "data": {"folds": 4}}),
+    ]
     for layers in ([], user[:1], user):
         r = resolve_layers(BASE, layers, workdir=workdir)
         assert resolve_config(copy.deepcopy(r.flat), workdir=workdir) == r.config
@@ -273,18 +304,36 @@ def test_nested_config_values_get_the_schemas_types(tmp_path):
     from ferstudy.config import resolve_layers
     from ferstudy.validation import coerce_cli_config
 
-    given = {"preset": "none", "threads": 2,
-             "training": {"epochs": "6", "lr": "0.05", "label_smoothing": "0", "device": "cpu", "amp": "false",
-                          "channels_last": "auto", "augment": {"flip": "false", "crop": "40"}},
-             "data": {"csv": "demo", "folds": "3", "extra_test_sets": {"my set": "2013.csv"}},
-             "study": {"only": ["baseline"], "predict_cost": "false", "alpha": "1e-2"},
-             "final": {"architecture": "null", "training": {"epochs": "2"}},
-             "architectures": {"mine": {"layers": [{"conv": "16"}, "relu", {"maxpool": "2"}, "gap"],
-                                        "blocks_note": "kept"},
-                               "baseline": {"blocks": {"filters": ["8", "16"], "pool": "max"}}}}
+    given = {
+        "preset": "none",
+        "threads": 2,
+        "training": {
+            "epochs": "6",
+            "lr": "0.05",
+            "label_smoothing": "0",
+            "device": "cpu",
+            "amp": "false",
+            "channels_last": "auto",
+            "augment": {"flip": "false", "crop": "40"},
+        },
+        "data": {"csv": "demo", "folds": "3", "extra_test_sets": {"my set": "2013.csv"}},
+        "study": {"only": ["baseline"], "predict_cost": "false", "alpha": "1e-2"},
+        "final": {"architecture": "null", "training": {"epochs": "2"}},
+        "architectures": {
+            "mine": {"layers": [{"conv": "16"}, "relu", {"maxpool": "2"}, "gap"], "blocks_note": "kept"},
+            "baseline": {"blocks": {"filters": ["8", "16"], "pool": "max"}},
+        },
+    }
     got = coerce_cli_config(given)
-    assert got["training"] == {"epochs": 6, "lr": 0.05, "label_smoothing": 0, "device": "cpu", "amp": False,
-                               "channels_last": "auto", "augment": {"flip": False, "crop": 40}}
+    assert got["training"] == {
+        "epochs": 6,
+        "lr": 0.05,
+        "label_smoothing": 0,
+        "device": "cpu",
+        "amp": False,
+        "channels_last": "auto",
+        "augment": {"flip": False, "crop": 40},
+    }
     assert got["data"] == {"csv": "demo", "folds": 3, "extra_test_sets": {"my set": "2013.csv"}}
     assert got["study"] == {"only": ["baseline"], "predict_cost": False, "alpha": 0.01}
     assert got["final"] == {"architecture": None, "training": {"epochs": 2}}
@@ -323,40 +372,65 @@ def test_recheck_off_unquoted_and_a_list_of_variants(tmp_path):
 
 
 # ---------------------------------------------------------------- hostile and careless values (issue 24)
-@pytest.mark.parametrize("path,value,fragment", [
-    # integers that are integers: JSON Schema counts 2.0 as one, range() and tensor shapes do not
-    (("training", "epochs"), 2.0, "config key training.epochs: 2.0 is not an integer (write 2)"),
-    (("data", "folds"), 3.0, "config key data.folds: 3.0 is not an integer (write 3)"),
-    (("training", "batch_size"), 32.0, "config key training.batch_size: 32.0 is not an integer (write 32)"),
-    (("training", "epochs"), 1e8, "config key training.epochs: 100000000.0 is not an integer"),
-    (("training", "epochs"), 2.5, "config key training.epochs: 2.5 is not an integer"),
-    (("architectures", "baseline", "blocks", "filters"), [8.0, 16],
-     "config key architectures.baseline.blocks.filters.0: 8.0 is not an integer (write 8)"),
-    # values that size memory or time have a maximum
-    (("training", "epochs"), 99999999999999999999,
-     "config key training.epochs: 99999999999999999999 is greater than the maximum of 10000"),
-    (("training", "batch_size"), 10**9, "config key training.batch_size: 1000000000 is greater than the maximum"),
-    (("training", "curve_images"), 10**12, "config key training.curve_images: 1000000000000 is greater"),
-    (("data", "demo_images"), 10**10, "config key data.demo_images: 10000000000 is greater than the maximum"),
-    (("threads",), 10**7, "config key threads: 10000000 is greater than the maximum of 1024"),
-    (("architectures", "baseline", "blocks", "filters"), [8, 10**7], "blocks.filters.1: 10000000 is greater"),
-    # extra test sets: names stay inside results/, never replace FER2013's own test sets
-    (("data", "extra_test_sets"), {"../../../../../../tmp/x/ESCAPED": "x.csv"},
-     "config key data.extra_test_sets: the name '../../../../../../tmp/x/ESCAPED' is not allowed"),
-    (("data", "extra_test_sets"), {"a;b": "x.csv"}, "the name 'a;b' is not allowed"),
-    (("data", "extra_test_sets"), {"$(touch x)": "x.csv"}, "the name '$(touch x)' is not allowed"),
-    (("data", "extra_test_sets"), {"a/b": "x.csv"}, "the name 'a/b' is not allowed"),
-    (("data", "extra_test_sets"), {".hidden": "x.csv"}, "the name '.hidden' is not allowed"),
-    (("data", "extra_test_sets"), {"private": "x.csv"},
-     "config key data.extra_test_sets.private: the name is reserved for FER2013's PrivateTest"),
-    (("data", "extra_test_sets"), {"public": "x.csv"},
-     "config key data.extra_test_sets.public: the name is reserved for FER2013's PublicTest"),
-    (("data", "extra_test_sets"), {"Private": "x.csv"}, "data.extra_test_sets.Private: the name is reserved"),
-    (("data", "extra_test_sets"), {"ck": "ck.csv", "CK": "ck.csv"},
-     "config key data.extra_test_sets.CK: the name differs from 'ck' only in case"),
-    # a final architecture that is not studied fails here, not as a traceback in the DAG
-    (("final", "architecture"), "nope", "config key final.architecture: 'nope' is not among the architectures studied"),
-])
+@pytest.mark.parametrize(
+    "path,value,fragment",
+    [
+        # integers that are integers: JSON Schema counts 2.0 as one, range() and tensor shapes do not
+        (("training", "epochs"), 2.0, "config key training.epochs: 2.0 is not an integer (write 2)"),
+        (("data", "folds"), 3.0, "config key data.folds: 3.0 is not an integer (write 3)"),
+        (("training", "batch_size"), 32.0, "config key training.batch_size: 32.0 is not an integer (write 32)"),
+        (("training", "epochs"), 1e8, "config key training.epochs: 100000000.0 is not an integer"),
+        (("training", "epochs"), 2.5, "config key training.epochs: 2.5 is not an integer"),
+        (
+            ("architectures", "baseline", "blocks", "filters"),
+            [8.0, 16],
+            "config key architectures.baseline.blocks.filters.0: 8.0 is not an integer (write 8)",
+        ),
+        # values that size memory or time have a maximum
+        (
+            ("training", "epochs"),
+            99999999999999999999,
+            "config key training.epochs: 99999999999999999999 is greater than the maximum of 10000",
+        ),
+        (("training", "batch_size"), 10**9, "config key training.batch_size: 1000000000 is greater than the maximum"),
+        (("training", "curve_images"), 10**12, "config key training.curve_images: 1000000000000 is greater"),
+        (("data", "demo_images"), 10**10, "config key data.demo_images: 10000000000 is greater than the maximum"),
+        (("threads",), 10**7, "config key threads: 10000000 is greater than the maximum of 1024"),
+        (("architectures", "baseline", "blocks", "filters"), [8, 10**7], "blocks.filters.1: 10000000 is greater"),
+        # extra test sets: names stay inside results/, never replace FER2013's own test sets
+        (
+            ("data", "extra_test_sets"),
+            {"../../../../../../tmp/x/ESCAPED": "x.csv"},
+            "config key data.extra_test_sets: the name '../../../../../../tmp/x/ESCAPED' is not allowed",
+        ),
+        (("data", "extra_test_sets"), {"a;b": "x.csv"}, "the name 'a;b' is not allowed"),
+        (("data", "extra_test_sets"), {"$(touch x)": "x.csv"}, "the name '$(touch x)' is not allowed"),
+        (("data", "extra_test_sets"), {"a/b": "x.csv"}, "the name 'a/b' is not allowed"),
+        (("data", "extra_test_sets"), {".hidden": "x.csv"}, "the name '.hidden' is not allowed"),
+        (
+            ("data", "extra_test_sets"),
+            {"private": "x.csv"},
+            "config key data.extra_test_sets.private: the name is reserved for FER2013's PrivateTest",
+        ),
+        (
+            ("data", "extra_test_sets"),
+            {"public": "x.csv"},
+            "config key data.extra_test_sets.public: the name is reserved for FER2013's PublicTest",
+        ),
+        (("data", "extra_test_sets"), {"Private": "x.csv"}, "data.extra_test_sets.Private: the name is reserved"),
+        (
+            ("data", "extra_test_sets"),
+            {"ck": "ck.csv", "CK": "ck.csv"},
+            "config key data.extra_test_sets.CK: the name differs from 'ck' only in case",
+        ),
+        # a final architecture that is not studied fails here, not as a traceback in the DAG
+        (
+            ("final", "architecture"),
+            "nope",
+            "config key final.architecture: 'nope' is not among the architectures studied",
+        ),
+    ],
+)
 def test_hostile_values_fail_in_one_line_naming_the_key(path, value, fragment, tmp_path):
     (tmp_path / "ck.csv").write_text("emotion,pixels,Usage\n")
     with pytest.raises(UserError) as err:

@@ -9,8 +9,15 @@ from sklearn.model_selection import StratifiedKFold
 
 from ferstudy.config import load_yaml, resolve_arch, resolve_config
 from ferstudy.cost.predict import count_jobs, lpt_schedule, predict
-from ferstudy.cost.study import (PREDICTION, WHOLE_RUN, _read_json, clock, fingerprint, in_study_prediction,
-                                 predicted_vs_actual)
+from ferstudy.cost.study import (
+    PREDICTION,
+    WHOLE_RUN,
+    _read_json,
+    clock,
+    fingerprint,
+    in_study_prediction,
+    predicted_vs_actual,
+)
 from ferstudy.cost.workload import FER2013_COUNTS, cv_workload, data_counts, final_workload, fold_held_out_counts
 from ferstudy.train import subsample
 
@@ -23,10 +30,12 @@ ARCHS = {
     "wide": {"extends": "baseline", "blocks": {"filters": [16, 32]}},
     "half_data": {"extends": "baseline", "training": {"subsample": 0.5}},
 }
-DEMO = {"data": {"folds": 3, "demo_images": 2000},
-        "training": {"epochs": 10, "batch_size": 32, "tta": "none"},
-        "study": {"only": ["baseline", "wide", "half_data"]},
-        "final": {"training": {"epochs": 12}}}
+DEMO = {
+    "data": {"folds": 3, "demo_images": 2000},
+    "training": {"epochs": 10, "batch_size": 32, "tta": "none"},
+    "study": {"only": ["baseline", "wide", "half_data"]},
+    "final": {"training": {"epochs": 12}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +52,22 @@ def cfg(tmp_path_factory):
 def test_job_count_of_a_fresh_demo_study(cfg):
     jobs = count_jobs(cfg)
     # 3 architectures x 3 folds; demo data adds demo_csv
-    assert jobs == {"demo_csv": 1, "prepare": 1, "run_config": 3, "final_config": 1, "train_fold": 9,
-                    "evaluate_arch": 3, "aggregate": 1, "select": 1, "train_final": 1, "evaluate_final": 1,
-                    "figures": 1, "report": 1, "report_html": 1, "all": 1}
+    assert jobs == {
+        "demo_csv": 1,
+        "prepare": 1,
+        "run_config": 3,
+        "final_config": 1,
+        "train_fold": 9,
+        "evaluate_arch": 3,
+        "aggregate": 1,
+        "select": 1,
+        "train_final": 1,
+        "evaluate_final": 1,
+        "figures": 1,
+        "report": 1,
+        "report_html": 1,
+        "all": 1,
+    }
     assert sum(jobs.values()) == 26
 
 
@@ -114,11 +136,20 @@ def test_greedy_longest_first_schedule_by_hand():
 def made_up_measurements(cfg):
     counts, _ = data_counts(cfg)
     names = cfg["study"]["architectures"]
-    return {"data_source": "config", "counts": counts,
-            "constants": {"job_overhead_s": 3.0, "light_job_s": 2.0, "snakemake_job_s": 1.0,
-                          "snakemake_startup_s": 3.0, "demo_csv_s": 1.0, "prepare_s": 2.0},
-            "per_arch": {n: {"img_per_s": 1056.0, "eval_img_per_s": 533.0, "checkpoint_s": 0.0} for n in names},
-            "final": {"architecture": "baseline", "img_per_s": 1600.0, "eval_img_per_s": 200.0, "threads": 2}}
+    return {
+        "data_source": "config",
+        "counts": counts,
+        "constants": {
+            "job_overhead_s": 3.0,
+            "light_job_s": 2.0,
+            "snakemake_job_s": 1.0,
+            "snakemake_startup_s": 3.0,
+            "demo_csv_s": 1.0,
+            "prepare_s": 2.0,
+        },
+        "per_arch": {n: {"img_per_s": 1056.0, "eval_img_per_s": 533.0, "checkpoint_s": 0.0} for n in names},
+        "final": {"architecture": "baseline", "img_per_s": 1600.0, "eval_img_per_s": 200.0, "threads": 2},
+    }
 
 
 def test_prediction_arithmetic(cfg):
@@ -132,8 +163,12 @@ def test_prediction_arithmetic(cfg):
     # final: 4 + 12 x (1 s train + 1 s PublicTest) + 2 s (PublicTest + PrivateTest)
     assert p["final"]["predicted_job_s"] == pytest.approx(4 + 12 * 2 + 2)
     assert p["final"]["assumed"] is True
-    total = p["phases_s"]["startup_and_data"] + p["phases_s"]["cross_validation"] + p["final"]["predicted_job_s"] \
+    total = (
+        p["phases_s"]["startup_and_data"]
+        + p["phases_s"]["cross_validation"]
+        + p["final"]["predicted_job_s"]
         + p["phases_s"]["light_jobs_after"]
+    )
     assert p["predicted_total_s"] == pytest.approx(total)
     # start-up 3 + demo_csv (1 + light 3) + prepare (2 + light 3); after the final model:
     # aggregate, select, evaluate_final, figures, report, report_html: 6 light jobs of 3 s
@@ -145,8 +180,9 @@ def test_prediction_arithmetic(cfg):
     assert p["phases_s"]["cross_validation"] == pytest.approx(3 * 24 + 2 * 18.86, abs=0.1)
     # held-out evaluated only after the last epoch (eval_every 0): 9 evaluations fewer per job
     cfg0 = {**cfg, "training": {**cfg["training"], "eval_every": 0}}
-    cfg0["architectures"] = {n: {**a, "training": {**a.get("training", {}), "eval_every": 0}}
-                             for n, a in cfg["architectures"].items()}
+    cfg0["architectures"] = {
+        n: {**a, "training": {**a.get("training", {}), "eval_every": 0}} for n, a in cfg["architectures"].items()
+    }
     p0 = predict(cfg0, 2, m)
     assert p0["per_arch"]["baseline"]["predicted_job_s"] == pytest.approx(4 + 10 * 1 + 1, abs=0.05)
     for key in ("images_x_epochs", "img_per_s", "predicted_job_s"):
@@ -198,8 +234,17 @@ def test_in_study_prediction_reuses_a_matching_prediction_and_records_whole_runs
     assert "Predicted for the whole study on 2 cores" in lines[1] and "26 jobs, 9 cross-validation jobs" in lines[1]
     assert clock(pred["predicted_total_s"]) in lines[1] and "measured in" not in lines[1]  # nothing measured
     assert not (results / WHOLE_RUN).exists()  # partial run: nothing to compare with later
-    in_study_prediction({}, cfg, 2, jobs, 26, results=results, started_at=100.0,
-                             snakemake_log=["/x/.snakemake/log/a.snakemake.log"], say=lines.append)
+    in_study_prediction(
+        {},
+        cfg,
+        2,
+        jobs,
+        26,
+        results=results,
+        started_at=100.0,
+        snakemake_log=["/x/.snakemake/log/a.snakemake.log"],
+        say=lines.append,
+    )
     run = _read_json(results / WHOLE_RUN)
     assert run["started_at"] == 100.0 and run["fingerprint"] == fingerprint(cfg, 2)
     assert run["snakemake_log"] == "/x/.snakemake/log/a.snakemake.log" and run["measured_this_run"] is False
@@ -217,8 +262,9 @@ def test_in_study_prediction_reuses_a_matching_prediction_and_records_whole_runs
 def test_failed_measurement_does_not_stop_the_study(cfg, tmp_path):
     """predict-cost failing (here: a config it cannot read) is said and the study goes on."""
     lines = []
-    in_study_prediction({"not": "a study config"}, cfg, 2, count_jobs(cfg), 26,
-                             results=tmp_path / "results", say=lines.append)
+    in_study_prediction(
+        {"not": "a study config"}, cfg, 2, count_jobs(cfg), 26, results=tmp_path / "results", say=lines.append
+    )
     assert "Could not predict the study's cost" in lines[-1]
     assert not (tmp_path / "results" / WHOLE_RUN).exists()
 
@@ -236,8 +282,10 @@ def test_the_study_log_shows_the_measurements_progress(cfg, tmp_path, monkeypatc
     """in_study_prediction passes each network's line to the study's log as it comes, and the whole
     output of the measurement to its own log (here a stand-in that measures nothing and fails)."""
     fake = tmp_path / "fake_python"
-    fake.write_text("#!/bin/sh\necho 'loading'\necho 'measured network 1/2: a, 9 img/s' >&2\n"
-                    "echo 'measured network 2/2: b, 8 img/s' >&2\nexit 1\n")
+    fake.write_text(
+        "#!/bin/sh\necho 'loading'\necho 'measured network 1/2: a, 9 img/s' >&2\n"
+        "echo 'measured network 2/2: b, 8 img/s' >&2\nexit 1\n"
+    )
     fake.chmod(0o755)
     import ferstudy.cost.study as cost_study
 
@@ -267,14 +315,21 @@ def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
     logs = tmp_path / ".snakemake" / "log"
     logs.mkdir(parents=True)
     (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\n")  # the run, still going
-    write_json(results / WHOLE_RUN, {"started_at": 1000.0, "fingerprint": "f00", "measured_this_run": True,
-                                          "snakemake_log": str(logs / "2026-01-01T000000.snakemake.log")})
+    write_json(
+        results / WHOLE_RUN,
+        {
+            "started_at": 1000.0,
+            "fingerprint": "f00",
+            "measured_this_run": True,
+            "snakemake_log": str(logs / "2026-01-01T000000.snakemake.log"),
+        },
+    )
     _write_benchmarks(results, {"baseline": 20.0, "wide": 50.0})
     predicted = pred["predicted_total_s"] + 30.0  # the run measured for 30 s first
     cmp = predicted_vs_actual(results, now=1000.0 + predicted / 1.25)
     total = cmp["rows"][0]
     assert total["what"] == "whole study" and total["note"] == "up to the report"
-    assert cmp["total_error"] == pytest.approx(0.25)          # predicted 25% above the real time
+    assert cmp["total_error"] == pytest.approx(0.25)  # predicted 25% above the real time
     rows = {r["what"]: r for r in cmp["rows"]}
     base = pred["per_arch"]["baseline"]["predicted_job_s"]
     assert rows["baseline fold job (mean)"]["error"] == pytest.approx(base / 20.0 - 1)
@@ -288,7 +343,8 @@ def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
     assert predicted_vs_actual(results, now=1e9)["rows"][0]["actual_s"] == 100.0
     # ... unless it failed: then no total is compared
     (logs / "2026-01-01T000000.snakemake.log").write_text(
-        "Execute 25 jobs...\nExiting because a job execution failed.\nElapsed time: 0:01:40\n")
+        "Execute 25 jobs...\nExiting because a job execution failed.\nElapsed time: 0:01:40\n"
+    )
     failed = predicted_vs_actual(results)
     assert failed["total_error"] is None and failed["rows"][0]["note"] == "the run failed"
     (logs / "2026-01-01T000000.snakemake.log").write_text("Execute 25 jobs...\nElapsed time: 0:01:40\n")

@@ -88,7 +88,9 @@ def test_accepts_gzip_crlf_bom_and_icml_layout(real_slice_lines, real_slice_csv,
     crlf = tmp_path / "b.csv"
     crlf.write_bytes(b"\xef\xbb\xbf" + ("\r\n".join(real_slice_lines) + "\r\n").encode())
     icml = tmp_path / "icml_face_data.csv"
-    rows = ["emotion, Usage, pixels"] + [f"{e},{u},{p}" for e, p, u in (l.split(",") for l in real_slice_lines[1:])]
+    rows = ["emotion, Usage, pixels"] + [
+        f"{e},{u},{p}" for e, p, u in (line.split(",") for line in real_slice_lines[1:])
+    ]
     icml.write_text("\n".join(rows))  # no final newline either
     for path in (gz, crlf, icml):
         got = parse_fer_csv(path)
@@ -108,22 +110,38 @@ def _pixels(lines, i):
 
 MALFORMED = {
     # name: (function of real lines -> lines, expected fragment of the message)
-    "missing column": (lambda L: ["emotion,pixels"] + [",".join(l.split(",")[:2]) for l in L[1:]], "line 1"),
-    "too few pixels": (lambda L: _corrupt(L, 5, "3," + " ".join(_pixels(L, 5)[:-1]) + ",Training"),
-                       "line 6: expected 2304 pixels, found 2303"),
-    "too many pixels": (lambda L: _corrupt(L, 5, "3," + " ".join(_pixels(L, 5) + ["7"]) + ",Training"),
-                        "line 6: expected 2304 pixels, found 2305"),
-    "non-integer pixel": (lambda L: _corrupt(L, 9, "3," + " ".join(["12.5"] + _pixels(L, 9)[1:]) + ",Training"),
-                          "line 10: pixel 1 '12.5' is not an integer"),
-    "negative pixel": (lambda L: _corrupt(L, 9, "3," + " ".join(["-4"] + _pixels(L, 9)[1:]) + ",Training"),
-                       "line 10: pixel 1 '-4' is not an integer"),
-    "out-of-range pixel": (lambda L: _corrupt(L, 12, "3," + " ".join(_pixels(L, 12)[:7] + ["256"] + _pixels(L, 12)[8:]) + ",Training"),
-                           "line 13: pixel 8 = 256 is out of range 0-255"),
-    "label outside 0-6": (lambda L: _corrupt(L, 3, "7," + L[3].split(",", 1)[1]), "line 4: emotion '7' is not a label 0-6"),
-    "unknown usage": (lambda L: _corrupt(L, 4, L[4].rsplit(",", 1)[0] + ",Validation"), "line 5: unknown Usage 'Validation'"),
+    "missing column": (lambda L: ["emotion,pixels"] + [",".join(line.split(",")[:2]) for line in L[1:]], "line 1"),
+    "too few pixels": (
+        lambda L: _corrupt(L, 5, "3," + " ".join(_pixels(L, 5)[:-1]) + ",Training"),
+        "line 6: expected 2304 pixels, found 2303",
+    ),
+    "too many pixels": (
+        lambda L: _corrupt(L, 5, "3," + " ".join(_pixels(L, 5) + ["7"]) + ",Training"),
+        "line 6: expected 2304 pixels, found 2305",
+    ),
+    "non-integer pixel": (
+        lambda L: _corrupt(L, 9, "3," + " ".join(["12.5"] + _pixels(L, 9)[1:]) + ",Training"),
+        "line 10: pixel 1 '12.5' is not an integer",
+    ),
+    "negative pixel": (
+        lambda L: _corrupt(L, 9, "3," + " ".join(["-4"] + _pixels(L, 9)[1:]) + ",Training"),
+        "line 10: pixel 1 '-4' is not an integer",
+    ),
+    "out-of-range pixel": (
+        lambda L: _corrupt(L, 12, "3," + " ".join(_pixels(L, 12)[:7] + ["256"] + _pixels(L, 12)[8:]) + ",Training"),
+        "line 13: pixel 8 = 256 is out of range 0-255",
+    ),
+    "label outside 0-6": (
+        lambda L: _corrupt(L, 3, "7," + L[3].split(",", 1)[1]),
+        "line 4: emotion '7' is not a label 0-6",
+    ),
+    "unknown usage": (
+        lambda L: _corrupt(L, 4, L[4].rsplit(",", 1)[0] + ",Validation"),
+        "line 5: unknown Usage 'Validation'",
+    ),
     "empty file": (lambda L: [], "the file is empty"),
     "header only": (lambda L: L[:1], "no data rows"),
-    "no PrivateTest rows": (lambda L: [l for l in L if not l.endswith("PrivateTest")], "no PrivateTest rows"),
+    "no PrivateTest rows": (lambda L: [line for line in L if not line.endswith("PrivateTest")], "no PrivateTest rows"),
     "extra field": (lambda L: _corrupt(L, 2, L[2] + ",x"), "line 3: expected 3 comma-separated fields"),
 }
 
@@ -135,8 +153,11 @@ def test_malformed_input_fails_clearly_and_leaves_nothing(case, real_slice_lines
     lines = make(real_slice_lines)
     bad.write_text("\n".join(lines) + ("\n" if lines else ""))
     out = tmp_path / "out" / "d.h5"
-    result = subprocess.run([sys.executable, "-m", "ferstudy", "prepare", "--csv", str(bad), "--h5", str(out),
-                             "--folds", "3"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ferstudy", "prepare", "--csv", str(bad), "--h5", str(out), "--folds", "3"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2, result.stderr
     assert str(bad) in result.stderr and fragment in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -192,8 +213,10 @@ def test_bad_lines_in_later_chunks_keep_their_line_numbers(chunking, real_slice_
     with pytest.raises(UserError) as err:
         parse_with(bad, chunking)
     msg = str(err.value)
-    assert "2 malformed line(s): line 334: pixel 8 = 256 is out of range 0-255; " \
-           "line 778: unknown Usage 'Validation'" in msg, msg
+    assert (
+        "2 malformed line(s): line 334: pixel 8 = 256 is out of range 0-255; "
+        "line 778: unknown Usage 'Validation'" in msg
+    ), msg
     # more bad lines than are reported, in many chunks: the first five in order, all counted
     lines = list(real_slice_lines)
     for i in range(100, 800, 100):
@@ -210,16 +233,22 @@ def test_bad_lines_in_later_chunks_keep_their_line_numbers(chunking, real_slice_
 def test_gzip_members_padding_and_damage(background, real_slice_csv, real_slice_lines, tmp_path):
     text = ("\n".join(real_slice_lines) + "\n").encode()
     whole = gzip.compress(text)
-    cases = {"members.csv.gz": gzip.compress(text[:3_000_001]) + gzip.compress(text[3_000_001:]),
-             "padded.csv.gz": whole + b"\0" * 3000}
+    cases = {
+        "members.csv.gz": gzip.compress(text[:3_000_001]) + gzip.compress(text[3_000_001:]),
+        "padded.csv.gz": whole + b"\0" * 3000,
+    }
     for name, content in cases.items():  # read as gzip.decompress reads them
         (tmp_path / name).write_bytes(content)
         got = parse_fer_csv(tmp_path / name, read_bytes=4096, background=background)
         assert parse_digest(got) == OLD_PARSE_SHA256_SLICE, name
     damaged = bytearray(whole)
-    damaged[len(whole) // 2:len(whole) // 2 + 64] = bytes(64)
-    broken = {"truncated.csv.gz": whole[:-5000], "trailing.csv.gz": whole + b"not gzip",
-              "damaged.csv.gz": bytes(damaged), "no_trailer.csv.gz": whole[:-4]}
+    damaged[len(whole) // 2 : len(whole) // 2 + 64] = bytes(64)
+    broken = {
+        "truncated.csv.gz": whole[:-5000],
+        "trailing.csv.gz": whole + b"not gzip",
+        "damaged.csv.gz": bytes(damaged),
+        "no_trailer.csv.gz": whole[:-4],
+    }
     for name, content in broken.items():
         (tmp_path / name).write_bytes(content)
         with pytest.raises(UserError, match="not a readable gzip file"):
@@ -230,8 +259,11 @@ def test_broken_gzip_fails_clearly_and_leaves_nothing(real_slice_lines, tmp_path
     bad = tmp_path / "bad.csv.gz"
     bad.write_bytes(gzip.compress(("\n".join(real_slice_lines) + "\n").encode())[:-5000])
     out = tmp_path / "out" / "d.h5"
-    result = subprocess.run([sys.executable, "-m", "ferstudy", "prepare", "--csv", str(bad), "--h5", str(out),
-                             "--folds", "3"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ferstudy", "prepare", "--csv", str(bad), "--h5", str(out), "--folds", "3"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "not a readable gzip file" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
@@ -288,12 +320,14 @@ def _replace(name, **kw):
     def change(f):
         del f[name]
         f.create_dataset(name, **kw)
+
     return change
 
 
 def _set(name, index, value):
     def change(f):
         f[name][index] = value
+
     return change
 
 
@@ -312,15 +346,27 @@ CRAFTED_H5 = {
     "attribute folds missing": (lambda f: f.attrs.__delitem__("folds"), "attributes missing: folds"),
     "class names missing": (lambda f: f.attrs.__delitem__("class_names"), "attributes missing: class_names"),
     "class names not JSON": (lambda f: f.attrs.__setitem__("class_names", "{oops"), "attribute class_names is None"),
-    "1e9 images declared": (_replace("images", shape=(10**9, 48, 48), dtype=np.uint8),
-                            "dataset 'images': 1,000,000,000 rows declared, more than the 1,000,000"),
-    "float64 pixels x1000": (lambda f: _replace("images", data=f["images"][()] * 1000.0)(f),
-                             "dataset 'images': dtype float64, expected uint8 pixels"),
-    "32x32 images": (_replace("images", data=np.zeros((84, 32, 32), np.uint8)), "shape (84, 32, 32), expected (N, 48, 48)"),
-    "labels too short": (_replace("labels", data=np.zeros(10, np.uint8)), "dataset 'labels': 10 rows, but 'images' has 84"),
+    "1e9 images declared": (
+        _replace("images", shape=(10**9, 48, 48), dtype=np.uint8),
+        "dataset 'images': 1,000,000,000 rows declared, more than the 1,000,000",
+    ),
+    "float64 pixels x1000": (
+        lambda f: _replace("images", data=f["images"][()] * 1000.0)(f),
+        "dataset 'images': dtype float64, expected uint8 pixels",
+    ),
+    "32x32 images": (
+        _replace("images", data=np.zeros((84, 32, 32), np.uint8)),
+        "shape (84, 32, 32), expected (N, 48, 48)",
+    ),
+    "labels too short": (
+        _replace("labels", data=np.zeros(10, np.uint8)),
+        "dataset 'labels': 10 rows, but 'images' has 84",
+    ),
     "float labels": (_replace("labels", data=np.zeros(84)), "dataset 'labels': dtype float64, expected integers"),
-    "no PrivateTest": (lambda f: _replace("split", data=np.minimum(f["split"][()], 1))(f),
-                       "dataset 'split' has no PrivateTest rows"),
+    "no PrivateTest": (
+        lambda f: _replace("split", data=np.minimum(f["split"][()], 1))(f),
+        "dataset 'split' has no PrivateTest rows",
+    ),
 }
 
 
@@ -345,8 +391,13 @@ def test_a_crafted_hdf5_is_refused_in_one_line_naming_the_dataset(case, tmp_path
 
 def test_a_valid_hdf5_reads_back_with_the_contracts_dtypes(tmp_path):
     data = load_h5(_valid_h5(tmp_path / "d.h5"))
-    assert [a.dtype for a in (data.images, data.labels, data.split, data.row, data.fold)] == \
-        [np.uint8, np.uint8, np.uint8, np.int64, np.int8]
+    assert [a.dtype for a in (data.images, data.labels, data.split, data.row, data.fold)] == [
+        np.uint8,
+        np.uint8,
+        np.uint8,
+        np.int64,
+        np.int8,
+    ]
     assert data.attrs["folds"] == 3 and data.attrs["class_names"] == CLASS_NAMES
 
 
@@ -361,26 +412,54 @@ def test_every_command_that_reads_the_hdf5_refuses_a_crafted_one(command, tmp_pa
     from test_train import tiny_run_config
 
     (tmp_path / "rc.yaml").write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
-    args = {"train": ["--run-config", tmp_path / "rc.yaml", "--fold", "0", "--out-dir", tmp_path / "o",
-                      "--checkpoint", tmp_path / "c.pt"],
-            "figures": ["--results", tmp_path, "--archs", "x", "--baseline", "x", "--out-dir", tmp_path / "f"],
-            "aggregate": ["--metrics", tmp_path / "m.json", "--baseline", "x", "--summary", tmp_path / "s.csv",
-                          "--ablation", tmp_path / "a.csv", "--cost", tmp_path / "c.csv"]}[command]
-    proc = subprocess.run([sys.executable, "-m", "ferstudy", command, "--h5", path, *args], capture_output=True,
-                          text=True)
+    args = {
+        "train": [
+            "--run-config",
+            tmp_path / "rc.yaml",
+            "--fold",
+            "0",
+            "--out-dir",
+            tmp_path / "o",
+            "--checkpoint",
+            tmp_path / "c.pt",
+        ],
+        "figures": ["--results", tmp_path, "--archs", "x", "--baseline", "x", "--out-dir", tmp_path / "f"],
+        "aggregate": [
+            "--metrics",
+            tmp_path / "m.json",
+            "--baseline",
+            "x",
+            "--summary",
+            tmp_path / "s.csv",
+            "--ablation",
+            tmp_path / "a.csv",
+            "--cost",
+            tmp_path / "c.csv",
+        ],
+    }[command]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferstudy", command, "--h5", path, *args], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"ferstudy: error: {path}: dataset 'labels': value 200 at index 0" in proc.stderr
 
 
-@pytest.mark.parametrize("text, line", [(b"emotion,pixels,Usage\n0," + b"1 " * (1 << 20), 2),
-                                        (b"emotion,pixels,Usage\n" + b"0,1 2,Training\n" * 3 + b"9" * (3 << 20), 5),
-                                        (b"emotion" * (1 << 18), 1)])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        (b"emotion,pixels,Usage\n0," + b"1 " * (1 << 20), 2),
+        (b"emotion,pixels,Usage\n" + b"0,1 2,Training\n" * 3 + b"9" * (3 << 20), 5),
+        (b"emotion" * (1 << 18), 1),
+    ],
+)
 def test_a_line_without_end_is_refused_before_it_fills_memory(text, line, tmp_path):
     """A one-line 1.5 GB gzip made prepare read it whole (MemoryError); any text of more than
     MAX_LINE_BYTES without a line break is refused, naming its line."""
     path = tmp_path / "oneline.csv.gz"
     path.write_bytes(gzip.compress(text, compresslevel=1))
-    with pytest.raises(UserError, match=rf"oneline.csv.gz: line {line}: more than 1,048,576 bytes without a line break"):
+    with pytest.raises(
+        UserError, match=rf"oneline.csv.gz: line {line}: more than 1,048,576 bytes without a line break"
+    ):
         parse_fer_csv(path)
 
 
@@ -389,9 +468,12 @@ def test_prepare_under_a_file_size_limit_is_one_line_and_leaves_nothing(real_sli
     import resource
 
     out = tmp_path / "out" / "dataset.h5"
-    proc = subprocess.run([sys.executable, "-m", "ferstudy", "prepare", "--csv", str(real_slice_csv), "--h5", str(out),
-                           "--folds", "3"], capture_output=True, text=True,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferstudy", "prepare", "--csv", str(real_slice_csv), "--h5", str(out), "--folds", "3"],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000)),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"ferstudy: error: {out}: writing it failed (File too large); nothing was written" in proc.stderr
     assert list(out.parent.iterdir()) == []
@@ -404,7 +486,18 @@ def test_prepare_never_writes_over_its_csv(real_slice_csv, tmp_path):
     before = csv.read_bytes()
     for option in ("--h5", "--summary-csv"):
         args = {"--h5": tmp_path / "d.h5", option: csv}
-        proc = subprocess.run([sys.executable, "-m", "ferstudy", "prepare", "--csv", str(csv),
-                               *(str(a) for kv in args.items() for a in kv)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ferstudy",
+                "prepare",
+                "--csv",
+                str(csv),
+                *(str(a) for kv in args.items() for a in kv),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 2 and f"{csv}: this output would replace the input {csv}" in proc.stderr
     assert csv.read_bytes() == before

@@ -12,7 +12,8 @@ from ferstudy.demo import DEFAULT_CLASS_WEIGHTS, make_demo_faces, write_demo_csv
 
 N_CLASSES = len(CLASS_NAMES)
 ANGRY, FEAR, HAPPY, SAD, SURPRISE, NEUTRAL = (
-    CLASS_NAMES.index(c) for c in ("angry", "fear", "happy", "sad", "surprise", "neutral"))
+    CLASS_NAMES.index(c) for c in ("angry", "fear", "happy", "sad", "surprise", "neutral")
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,7 @@ def faces():
 def class_means(faces):
     images, labels, usage = faces
     train = usage == "Training"
-    return np.stack([images[train & (labels == c)].astype(float).mean(0)
-                     for c in range(N_CLASSES)])
+    return np.stack([images[train & (labels == c)].astype(float).mean(0) for c in range(N_CLASSES)])
 
 
 def read_rows(path):
@@ -36,6 +36,7 @@ def read_rows(path):
 
 
 # --- arrays -------------------------------------------------------------------------------------
+
 
 def test_arrays_have_fer_shapes_and_types(faces):
     images, labels, usage = faces
@@ -75,17 +76,21 @@ def test_class_weights_are_honoured():
     assert (usage == "PublicTest").sum() == (usage == "PrivateTest").sum() == 14
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"n_images": 10},                                          # too few for 3 splits x 7 classes
-    {"n_images": 100, "class_weights": [1, 0, 1, 1, 1, 1, 1]},  # a class could not appear
-    {"n_images": 100, "class_weights": [1, 1, 1]},             # wrong length
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_images": 10},  # too few for 3 splits x 7 classes
+        {"n_images": 100, "class_weights": [1, 0, 1, 1, 1, 1, 1]},  # a class could not appear
+        {"n_images": 100, "class_weights": [1, 1, 1]},  # wrong length
+    ],
+)
 def test_bad_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError):
         make_demo_faces(seed=0, **kwargs)
 
 
 # --- CSV ----------------------------------------------------------------------------------------
+
 
 def test_csv_is_fer2013_format(tmp_path):
     path = write_demo_csv(tmp_path / "demo.csv", n_images=210, seed=1)
@@ -120,6 +125,7 @@ def test_gzip_output_is_deterministic_and_holds_the_same_csv(tmp_path):
 
 # --- the expression drives the pixels -----------------------------------------------------------
 
+
 def test_linear_classifier_learns_emotions_but_not_trivially(faces):
     images, labels, usage = faces
     # 2x2 average pooling, per-image standardisation: a cheap pixel baseline (~0.1 s).
@@ -148,13 +154,13 @@ def test_surprise_and_fear_widen_the_eyes(class_means):
 def test_happy_smiles_and_sad_frowns(class_means):
     diff = class_means[HAPPY] - class_means[SAD]
     # A smile's lowest point is the middle of the mouth; a frown arches up there instead.
-    assert diff[36:40, 22:27].mean() < -5   # measured -10 to -16
-    assert diff[33:36, 22:27].mean() > 3    # measured 6 to 11
+    assert diff[36:40, 22:27].mean() < -5  # measured -10 to -16
+    assert diff[33:36, 22:27].mean() > 3  # measured 6 to 11
 
 
 def test_angry_brows_drop_and_sad_brows_lift_at_the_inner_ends(class_means):
     diff = class_means[ANGRY] - class_means[SAD]
     inner_low = np.r_[diff[16:19, 20:23], diff[16:19, 25:28]].mean()
     inner_high = np.r_[diff[11:14, 20:23], diff[11:14, 25:28]].mean()
-    assert inner_low < -4   # measured about -8 to -12: angry brows are there
-    assert inner_high > 8   # measured about +17 to +20: sad brows are there
+    assert inner_low < -4  # measured about -8 to -12: angry brows are there
+    assert inner_high > 8  # measured about +17 to +20: sad brows are there

@@ -23,20 +23,48 @@ from ferstudy.train import fit, predict
 
 
 def run_config(crop=44, tta="flip", layers=None):
-    t = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-         "schedule": "onecycle", "warmup_fraction": 0.2, "label_smoothing": 0.1, "seed": 3, "subsample": 1.0,
-         "tta": tta, "device": "cpu", "channels_last": "auto", "amp": False,
-         "augment": {"enabled": True, "crop": crop, "pad": 0, "flip": True}}
+    t = {
+        "epochs": 1,
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "warmup_fraction": 0.2,
+        "label_smoothing": 0.1,
+        "seed": 3,
+        "subsample": 1.0,
+        "tta": tta,
+        "device": "cpu",
+        "channels_last": "auto",
+        "amp": False,
+        "augment": {"enabled": True, "crop": crop, "pad": 0, "flip": True},
+    }
     layers = layers or expand_blocks({"filters": [8, 16], "convs": 1, "head_dropout": 0.3, "dropout": 0.1})
-    return {"name": "tiny", "description": "", "factor": "", "model": {"layers": layers}, "training": t,
-            "data": {"folds": 3, "fold_seed": 0}, "dataset": "fer2013"}
+    return {
+        "name": "tiny",
+        "description": "",
+        "factor": "",
+        "model": {"layers": layers},
+        "training": t,
+        "data": {"folds": 3, "fold_seed": 0},
+        "dataset": "fer2013",
+    }
 
 
 def torch_probs(model_path, faces):
     model, payload = load_model(model_path)
     t = payload["run_config"]["training"]
-    return predict(model, torch.from_numpy(faces).unsqueeze(1), torch.arange(len(faces)), payload["input_size"],
-                   t["tta"], channels_last=True, amp=False)
+    return predict(
+        model,
+        torch.from_numpy(faces).unsqueeze(1),
+        torch.arange(len(faces)),
+        payload["input_size"],
+        t["tta"],
+        channels_last=True,
+        amp=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +139,20 @@ def test_metadata_holds_the_preprocessing_contract(untrained, tmp_path):
 
 def test_every_layer_type_exports(tmp_path):
     """A `layers:` network with every layer type of the spec, untrained, on demo faces."""
-    layers = [{"conv": {"filters": 8, "kernel": 3}}, "batchnorm", "leakyrelu", {"maxpool": 2},
-              {"conv": {"filters": 8, "kernel": 5, "stride": 2}}, "elu", {"avgpool": 2}, {"dropout": 0.2},
-              "flatten", {"fc": 16}, "batchnorm", "gelu"]
+    layers = [
+        {"conv": {"filters": 8, "kernel": 3}},
+        "batchnorm",
+        "leakyrelu",
+        {"maxpool": 2},
+        {"conv": {"filters": 8, "kernel": 5, "stride": 2}},
+        "elu",
+        {"avgpool": 2},
+        {"dropout": 0.2},
+        "flatten",
+        {"fc": 16},
+        "batchnorm",
+        "gelu",
+    ]
     cfg = run_config(44, "flip", layers)
     torch.manual_seed(0)
     model = build_model(cfg["model"], input_size=44)

@@ -28,11 +28,19 @@ from ferstudy.report.text import pct, pp
 from ferstudy.train import write_predictions
 
 REAL_FERPLUS = Path(os.environ.get("FERSTUDY_REAL_FERPLUS", REAL_CSV_GZ.parent / "fer2013new.csv"))
-NAME_OF_VOTE = {"neutral": "neutral", "happiness": "happy", "surprise": "surprise", "sadness": "sad",
-                "anger": "angry", "disgust": "disgust", "fear": "fear"}
+NAME_OF_VOTE = {
+    "neutral": "neutral",
+    "happiness": "happy",
+    "surprise": "surprise",
+    "sadness": "sad",
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+}
 
 
 # ---------------------------------------------------------------- the majority rule on made-up votes
+
 
 def votes_row(**v):
     return [v.get(c, 0) for c in ferplus.VOTE_COLUMNS]
@@ -42,13 +50,13 @@ def test_majority_maps_every_emotion_and_excludes_ties_nf_unknown_contempt():
     rows = [votes_row(**{c: 10}) for c in NAME_OF_VOTE]  # one clear vote per FER+ emotion
     rows += [
         votes_row(neutral=3, sadness=2, anger=2, fear=2, unknown=1),  # a plurality, not a majority: neutral
-        votes_row(happiness=4, surprise=4, unknown=2),                # tie between two emotions
-        votes_row(anger=4, contempt=4, disgust=2),                    # tie with contempt: still a tie
-        votes_row(NF=6, neutral=4),                                   # not a face
-        votes_row(contempt=5, anger=3, disgust=2),                    # contempt
-        votes_row(unknown=7, fear=3),                                 # unknown
-        votes_row(NF=10),                                             # dropped by FER+ (empty image name)
-        votes_row(),                                                  # no votes at all: a tie of zeros
+        votes_row(happiness=4, surprise=4, unknown=2),  # tie between two emotions
+        votes_row(anger=4, contempt=4, disgust=2),  # tie with contempt: still a tie
+        votes_row(NF=6, neutral=4),  # not a face
+        votes_row(contempt=5, anger=3, disgust=2),  # contempt
+        votes_row(unknown=7, fear=3),  # unknown
+        votes_row(NF=10),  # dropped by FER+ (empty image name)
+        votes_row(),  # no votes at all: a tie of zeros
     ]
     dropped = np.zeros(len(rows), bool)
     dropped[-2] = True
@@ -62,6 +70,7 @@ def test_majority_maps_every_emotion_and_excludes_ties_nf_unknown_contempt():
 
 
 # ---------------------------------------------------------------- real slices
+
 
 def require_real_ferplus():
     require_real_file(REAL_FERPLUS, "FER+", "FERSTUDY_REAL_FERPLUS")
@@ -132,9 +141,10 @@ def test_scores_follow_the_crowd_line_by_line_and_align_by_source_row(sliced, fe
         write_split_predictions(files[key], rows, labels, preds, rng)  # rows shuffled: only `row` aligns them
     result = ferplus.score(h5, files["public"], files["private"], fp)
     for key, (lo, hi) in (("public", SLICE_RANGES["PublicTest"]), ("private", SLICE_RANGES["PrivateTest"])):
-        first = SLICE_RANGES["Training"][1] + (0 if key == "public" else SLICE_RANGES["PublicTest"][1]
-                                              - SLICE_RANGES["PublicTest"][0])
-        mine = crowd[first:first + hi - lo]
+        first = SLICE_RANGES["Training"][1] + (
+            0 if key == "public" else SLICE_RANGES["PublicTest"][1] - SLICE_RANGES["PublicTest"][0]
+        )
+        mine = crowd[first : first + hi - lo]
         s = result[key]
         scored = [(r, c) for r, (c, _) in enumerate(mine, start=first) if c >= 0]
         assert s["faces"] == hi - lo and s["scored"] == len(scored)
@@ -151,8 +161,18 @@ def test_scores_follow_the_crowd_line_by_line_and_align_by_source_row(sliced, fe
     # The same faces in another order in the HDF5 (row no longer = position) score the same.
     perm = np.random.default_rng(1).permutation(len(data.row))
     h5b = tmp_path / "permuted.h5"
-    write_h5(h5b, data.images[perm], data.labels[perm], data.split[perm], data.row[perm], 2, 0, "fer2013",
-             data.attrs["source_path"], data.attrs["source_sha256"])
+    write_h5(
+        h5b,
+        data.images[perm],
+        data.labels[perm],
+        data.split[perm],
+        data.row[perm],
+        2,
+        0,
+        "fer2013",
+        data.attrs["source_path"],
+        data.attrs["source_sha256"],
+    )
     again = ferplus.score(h5b, files["public"], files["private"], fp)
     assert {k: again[k] for k in ("public", "private")} == {k: result[k] for k in ("public", "private")}
 
@@ -175,20 +195,43 @@ def test_plain_and_gzip_paths_with_spaces_give_the_same_scores(sliced, tmp_path)
     assert s["errors"] == 0 and s["accuracy_fer2013"] == 1.0
     assert s["accuracy_ferplus"] == s["label_agreement"] < 0.95
     out = tmp_path / "out dir" / "ferplus.json"
-    assert main(["ferplus", "--h5", str(h5), "--public", str(files["public"]), "--private", str(files["private"]),
-                 "--ferplus", str(gz), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "ferplus",
+                "--h5",
+                str(h5),
+                "--public",
+                str(files["public"]),
+                "--private",
+                str(files["private"]),
+                "--ferplus",
+                str(gz),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     written = json.loads(out.read_text())
     assert written["private"] == s and written["ferplus"] == str(gz)
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("drop_last", r"fer plus bad\.csv: 899 data rows, but .*fer2013_slice\.csv has 900: FER\+"),
-    ("usage", r"fer plus bad\.csv: line 652: Usage 'Training', but line 652 of .*fer2013_slice\.csv is 'PublicTest'"),
-    ("header", r"fer plus bad\.csv: line 1: not a FER\+ header \(missing column\(s\) fear"),
-    ("votes", r"fer plus bad\.csv: line 5: anger votes 'x' is not a count"),
-])
-def test_a_misaligned_or_broken_ferplus_file_is_one_clear_error(sliced, ferplus_slice_lines, tmp_path, capsys,
-                                                                 damage, message):
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("drop_last", r"fer plus bad\.csv: 899 data rows, but .*fer2013_slice\.csv has 900: FER\+"),
+        (
+            "usage",
+            r"fer plus bad\.csv: line 652: Usage 'Training', but line 652 of .*fer2013_slice\.csv is 'PublicTest'",
+        ),
+        ("header", r"fer plus bad\.csv: line 1: not a FER\+ header \(missing column\(s\) fear"),
+        ("votes", r"fer plus bad\.csv: line 5: anger votes 'x' is not a count"),
+    ],
+)
+def test_a_misaligned_or_broken_ferplus_file_is_one_clear_error(
+    sliced, ferplus_slice_lines, tmp_path, capsys, damage, message
+):
     import re
 
     _, h5, _ = sliced
@@ -212,8 +255,24 @@ def test_a_misaligned_or_broken_ferplus_file_is_one_clear_error(sliced, ferplus_
     write_split_predictions(preds, data.row[idx], data.labels[idx], data.labels[idx].astype(int))
     with pytest.raises(UserError, match=message):
         ferplus.score(h5, preds, preds, bad)
-    assert main(["ferplus", "--h5", str(h5), "--public", str(preds), "--private", str(preds), "--ferplus", str(bad),
-                 "--out", str(tmp_path / "o.json")]) == 2
+    assert (
+        main(
+            [
+                "ferplus",
+                "--h5",
+                str(h5),
+                "--public",
+                str(preds),
+                "--private",
+                str(preds),
+                "--ferplus",
+                str(bad),
+                "--out",
+                str(tmp_path / "o.json"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ferstudy: error: ") and re.search(message, err[0])
     assert not (tmp_path / "o.json").exists()
@@ -248,8 +307,9 @@ def test_config_key_data_ferplus(tmp_path):
         resolve_config(raw, workdir=tmp_path)
     raw["data"]["ferplus"] = "My Data/fer plus.csv.gz"
     raw["data"]["csv"] = "demo"
-    with pytest.raises(UserError, match="config key data.ferplus: FER\\+ relabels FER2013, but this study runs on "
-                                        "the built-in demo"):
+    with pytest.raises(
+        UserError, match="config key data.ferplus: FER\\+ relabels FER2013, but this study runs on the built-in demo"
+    ):
         resolve_config(raw, workdir=tmp_path)
     raw["data"]["ferplus"] = 3
     with pytest.raises(UserError, match="data.ferplus"):
@@ -257,6 +317,7 @@ def test_config_key_data_ferplus(tmp_path):
 
 
 # ---------------------------------------------------------------- the report
+
 
 @pytest.fixture(scope="module")
 def report_results(tmp_path_factory):
@@ -329,30 +390,47 @@ def test_report_section_on_ferplus_carries_its_numbers(report_results, tmp_path)
     ctx, text, main_text = make_report(r, tmp_path)
     assert ctx["ferplus"] is None and "FER+" not in main_text and "Not scored: `data.ferplus`" in text
 
-    made_up_ferplus(r / "data" / "dataset.h5", tmp_path / "fer2013new.csv", np.random.default_rng(3),
-                    [f / "predictions_public.csv", f / "predictions_private.csv"])
-    scores = ferplus.score(r / "data" / "dataset.h5", f / "predictions_public.csv", f / "predictions_private.csv",
-                           tmp_path / "fer2013new.csv")
+    made_up_ferplus(
+        r / "data" / "dataset.h5",
+        tmp_path / "fer2013new.csv",
+        np.random.default_rng(3),
+        [f / "predictions_public.csv", f / "predictions_private.csv"],
+    )
+    scores = ferplus.score(
+        r / "data" / "dataset.h5",
+        f / "predictions_public.csv",
+        f / "predictions_private.csv",
+        tmp_path / "fer2013new.csv",
+    )
     write_json(f / "ferplus.json", scores)
     ctx, text, main_text = make_report(r, tmp_path)
     assert ctx["ferplus"] == json.loads((f / "ferplus.json").read_text())
     prv, pub = scores["private"], scores["public"]
     assert prv["errors"] > 0 and 0 < prv["crowd_agrees"] < prv["errors"] and sum(prv["excluded"].values()) > 0
     ex = prv["excluded"]
-    assert (f"| PrivateTest | {prv['faces']:,} | {prv['scored']:,} | {ex['dropped']} | {ex['tie']} | "
-            f"{ex['not_a_face']} | {ex['unknown']} | {ex['contempt']} | {pct(prv['accuracy_fer2013'])} | "
-            f"{pct(prv['accuracy_ferplus'])} | {pct(prv['label_agreement'])} |") in text
+    assert (
+        f"| PrivateTest | {prv['faces']:,} | {prv['scored']:,} | {ex['dropped']} | {ex['tie']} | "
+        f"{ex['not_a_face']} | {ex['unknown']} | {ex['contempt']} | {pct(prv['accuracy_fer2013'])} | "
+        f"{pct(prv['accuracy_ferplus'])} | {pct(prv['label_agreement'])} |"
+    ) in text
     for c in CLASS_NAMES:
         a, b = pub["per_class"][c], prv["per_class"][c]
-        cells = [f"{x['crowd_agrees']} of {x['errors']}" + (f" ({pct(x['crowd_agrees'] / x['errors'], 0)})"
-                                                            if x["errors"] else "") for x in (a, b)]
+        cells = [
+            f"{x['crowd_agrees']} of {x['errors']}"
+            + (f" ({pct(x['crowd_agrees'] / x['errors'], 0)})" if x["errors"] else "")
+            for x in (a, b)
+        ]
         assert f"| {c} | {cells[0]} | {cells[1]} |" in text
-    assert (f"Of its {prv['errors']:,} PrivateTest errors against FER2013 the crowd sides with the model on "
-            f"{prv['crowd_agrees']:,} ({pct(prv['crowd_agrees'] / prv['errors'], 0)})") in text
+    assert (
+        f"Of its {prv['errors']:,} PrivateTest errors against FER2013 the crowd sides with the model on "
+        f"{prv['crowd_agrees']:,} ({pct(prv['crowd_agrees'] / prv['errors'], 0)})"
+    ) in text
     more = "more" if prv["accuracy_ferplus"] > prv["label_agreement"] else "less"
-    assert (f"On the labelled PrivateTest faces the FER2013 label is the crowd's for {pct(prv['label_agreement'])} and "
-            f"the final model's prediction for {pct(prv['accuracy_ferplus'])}: the model agrees with the crowd {more} "
-            f"often than FER2013's own labels do.") in text
+    assert (
+        f"On the labelled PrivateTest faces the FER2013 label is the crowd's for {pct(prv['label_agreement'])} and "
+        f"the final model's prediction for {pct(prv['accuracy_ferplus'])}: the model agrees with the crowd {more} "
+        f"often than FER2013's own labels do."
+    ) in text
     assert f"the model agrees with the crowd on {pct(prv['accuracy_ferplus'])} of the" in main_text  # section 6
     assert "likely label noise" in text and "read only after PrivateTest had been predicted" in text
     assert "it learnt those labels" not in text
@@ -377,15 +455,21 @@ def test_report_tables_the_extra_test_sets_with_recall_per_emotion(report_result
     table.loc[happy, "p_sad"] = 2.0
     table.loc[happy, "pred"] = CLASS_NAMES.index("sad")
     table.to_csv(tmp_path / "other.csv", index=False)
-    write_json(f / "metrics.json", study.evaluate_final(f / "predictions_public.csv", f / "predictions_private.csv",
-                                                        extra={"other_faces": tmp_path / "other.csv"}))
+    write_json(
+        f / "metrics.json",
+        study.evaluate_final(
+            f / "predictions_public.csv", f / "predictions_private.csv", extra={"other_faces": tmp_path / "other.csv"}
+        ),
+    )
     ctx, text, _ = make_report(r, tmp_path)
     m, prv = ctx["final"]["extra"]["other_faces"], ctx["final"]["private"]
     assert m["per_class"]["disgust"]["support"] == 0 and m["accuracy"] < prv["accuracy"]
-    recalls = ["–" if m["per_class"][c]["support"] == 0 else pct(m["per_class"][c]["recall"], 0)
-               for c in CLASS_NAMES]
-    assert (f"| `other_faces` | {m['n']:,} | {pct(m['accuracy'])} | {pct(m['balanced_accuracy'])} | "
-            + " | ".join(recalls) + " |") in text
+    recalls = ["–" if m["per_class"][c]["support"] == 0 else pct(m["per_class"][c]["recall"], 0) for c in CLASS_NAMES]
+    assert (
+        f"| `other_faces` | {m['n']:,} | {pct(m['accuracy'])} | {pct(m['balanced_accuracy'])} | "
+        + " | ".join(recalls)
+        + " |"
+    ) in text
     assert "| PrivateTest (FER2013) | " + f"{prv['n']:,} | {pct(prv['accuracy'])}" in text
     drop = pp(100 * (m["accuracy"] - prv["accuracy"]))
     assert f"accuracy is lower on `other_faces` ({drop})" in text
@@ -395,6 +479,7 @@ def test_report_tables_the_extra_test_sets_with_recall_per_emotion(report_result
 
 
 # ---------------------------------------------------------------- the workflow
+
 
 def test_ferplus_scores_is_planned_only_when_configured(tmp_path):
     """With data.ferplus, rule ferplus_scores writes results/final/ferplus.json and the report reads it;
@@ -406,13 +491,22 @@ def test_ferplus_scores_is_planned_only_when_configured(tmp_path):
     (tmp_path / "FER plus" / "fer2013new.csv").write_text("Usage\n")
     mine = tmp_path / "mine.yaml"
     mine.write_text(yaml.safe_dump({"data": {"csv": "data/fer2013.csv", "ferplus": "FER plus/fer2013new.csv"}}))
-    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile",
-            str(REPO / "config" / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml")]
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        str(REPO / "tests" / "configs" / "tiny.yaml"),
+    ]
     runs = {}
     for name, files in (("with", [str(mine)]), ("without", [])):
         override = [] if files else ["--config", "data={csv: data/fer2013.csv}"]
-        out = subprocess.run(base + files + ["--cores", "1", "-n", "-p", *override], cwd=tmp_path,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            base + files + ["--cores", "1", "-n", "-p", *override], cwd=tmp_path, capture_output=True, text=True
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         runs[name] = out.stdout + out.stderr
     assert [r for r, _ in planned_jobs(runs["with"])].count("ferplus_scores") == 1

@@ -2,7 +2,6 @@
 commands, then every figure and the model-inspection functions on it."""
 
 import itertools
-import json
 
 import numpy as np
 import pandas as pd
@@ -22,8 +21,16 @@ from ferstudy.figures.final import plot_examples, rows_to_indices
 from ferstudy.figures.inside import plot_filters_deeper, plot_filters_layer1
 from ferstudy.figures.plot import batches_label, dataset_label
 from ferstudy.models import build_model
-from ferstudy.probe import (capture, channel_emotion_matrix, conv_layers, first_layer_filters, grad_cam, model_input,
-                            pick_faces, stage_taps)
+from ferstudy.probe import (
+    capture,
+    channel_emotion_matrix,
+    conv_layers,
+    first_layer_filters,
+    grad_cam,
+    model_input,
+    pick_faces,
+    stage_taps,
+)
 
 torch.set_num_threads(1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -31,17 +38,39 @@ CROP = 44
 
 
 def run_config(name, filters, factor):
-    training = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-                "weight_decay": 5e-4, "schedule": "onecycle", "warmup_fraction": 0.2, "label_smoothing": 0.1,
-                "seed": 0, "subsample": 1.0, "tta": "none", "device": "cpu",
-                "augment": {"enabled": True, "crop": CROP, "flip": True}}
+    training = {
+        "epochs": 1,
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "warmup_fraction": 0.2,
+        "label_smoothing": 0.1,
+        "seed": 0,
+        "subsample": 1.0,
+        "tta": "none",
+        "device": "cpu",
+        "augment": {"enabled": True, "crop": CROP, "flip": True},
+    }
     layers = []
     for f in filters:
-        layers += [{"conv": {"filters": f, "kernel": 3, "padding": 1, "bias": False}}, "batchnorm", "relu",
-                   {"maxpool": 2}]
-    return {"name": name, "description": f"filters {filters}", "factor": factor,
-            "model": {"layers": layers + ["gap"]}, "training": training, "data": {"folds": 2, "fold_seed": 0},
-            "dataset": "demo"}
+        layers += [
+            {"conv": {"filters": f, "kernel": 3, "padding": 1, "bias": False}},
+            "batchnorm",
+            "relu",
+            {"maxpool": 2},
+        ]
+    return {
+        "name": name,
+        "description": f"filters {filters}",
+        "factor": factor,
+        "model": {"layers": layers + ["gap"]},
+        "training": training,
+        "data": {"folds": 2, "fold_seed": 0},
+        "dataset": "demo",
+    }
 
 
 def assert_png(path):
@@ -64,8 +93,7 @@ def study(tmp_path_factory):
     r = root / "results"
     write_demo_csv(root / "demo.csv", n_images=700, seed=0)
     h5 = r / "data" / "dataset.h5"
-    assert main(["prepare", "--csv", str(root / "demo.csv"), "--h5", str(h5), "--dataset", "demo",
-                 "--folds", "2"]) == 0
+    assert main(["prepare", "--csv", str(root / "demo.csv"), "--h5", str(h5), "--dataset", "demo", "--folds", "2"]) == 0
     archs = {"tiny": ([8, 16, 16], "baseline"), "tiny_wide": ([12, 16, 24], "filters")}
     metrics = []
     for arch, (filters, factor) in archs.items():
@@ -73,26 +101,109 @@ def study(tmp_path_factory):
         cfg_path.parent.mkdir(parents=True)
         cfg_path.write_text(yaml.safe_dump(run_config(arch, filters, factor)))
         for k in range(2):
-            assert main(["train", "--h5", str(h5), "--run-config", str(cfg_path), "--fold", str(k),
-                         "--out-dir", str(r / "cv" / arch / f"fold{k}"),
-                         "--checkpoint", str(root / "ckpt" / f"{arch}{k}.pt")]) == 0
+            assert (
+                main(
+                    [
+                        "train",
+                        "--h5",
+                        str(h5),
+                        "--run-config",
+                        str(cfg_path),
+                        "--fold",
+                        str(k),
+                        "--out-dir",
+                        str(r / "cv" / arch / f"fold{k}"),
+                        "--checkpoint",
+                        str(root / "ckpt" / f"{arch}{k}.pt"),
+                    ]
+                )
+                == 0
+            )
         metrics.append(str(r / "cv" / arch / "metrics.json"))
-        assert main(["evaluate-arch", "--run-config", str(cfg_path), "--out", metrics[-1], "--predictions",
-                     *[str(r / "cv" / arch / f"fold{k}" / "predictions.csv") for k in range(2)]]) == 0
+        assert (
+            main(
+                [
+                    "evaluate-arch",
+                    "--run-config",
+                    str(cfg_path),
+                    "--out",
+                    metrics[-1],
+                    "--predictions",
+                    *[str(r / "cv" / arch / f"fold{k}" / "predictions.csv") for k in range(2)],
+                ]
+            )
+            == 0
+        )
     t = r / "tables"
-    assert main(["aggregate", "--h5", str(h5), "--metrics", *metrics, "--baseline", "tiny",
-                 "--summary", str(t / "cv_summary.csv"), "--ablation", str(t / "ablation.csv"),
-                 "--cost", str(t / "cost.csv")]) == 0
+    assert (
+        main(
+            [
+                "aggregate",
+                "--h5",
+                str(h5),
+                "--metrics",
+                *metrics,
+                "--baseline",
+                "tiny",
+                "--summary",
+                str(t / "cv_summary.csv"),
+                "--ablation",
+                str(t / "ablation.csv"),
+                "--cost",
+                str(t / "cost.csv"),
+            ]
+        )
+        == 0
+    )
     f = r / "final"
     f.mkdir()
     (f / "final_config.yaml").write_text(yaml.safe_dump({"architecture": "tiny_wide", "training": {"epochs": 2}}))
-    assert main(["select", "--summary", str(t / "cv_summary.csv"), "--final-config", str(f / "final_config.yaml"),
-                 "--out", str(f / "selection.json")]) == 0
-    assert main(["train-final", "--h5", str(h5), "--run-config", str(r / "cv" / "tiny_wide" / "run_config.yaml"),
-                 "--final-config", str(f / "final_config.yaml"), "--out-dir", str(f),
-                 "--checkpoint", str(root / "ckpt" / "final.pt")]) == 0
-    assert main(["evaluate-final", "--public", str(f / "predictions_public.csv"),
-                 "--private", str(f / "predictions_private.csv"), "--out", str(f / "metrics.json")]) == 0
+    assert (
+        main(
+            [
+                "select",
+                "--summary",
+                str(t / "cv_summary.csv"),
+                "--final-config",
+                str(f / "final_config.yaml"),
+                "--out",
+                str(f / "selection.json"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train-final",
+                "--h5",
+                str(h5),
+                "--run-config",
+                str(r / "cv" / "tiny_wide" / "run_config.yaml"),
+                "--final-config",
+                str(f / "final_config.yaml"),
+                "--out-dir",
+                str(f),
+                "--checkpoint",
+                str(root / "ckpt" / "final.pt"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate-final",
+                "--public",
+                str(f / "predictions_public.csv"),
+                "--private",
+                str(f / "predictions_private.csv"),
+                "--out",
+                str(f / "metrics.json"),
+            ]
+        )
+        == 0
+    )
     return {"root": root, "results": r, "h5": h5, "archs": list(archs), "data": load_h5(h5)}
 
 
@@ -105,8 +216,26 @@ def final_model(study):
 
 def test_cli_writes_every_figure(study):
     out = study["root"] / "figures"
-    assert main(["figures", "--h5", str(study["h5"]), "--results", str(study["results"]), "--archs",
-                 *study["archs"], "--baseline", "tiny", "--out-dir", str(out), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "figures",
+                "--h5",
+                str(study["h5"]),
+                "--results",
+                str(study["results"]),
+                "--archs",
+                *study["archs"],
+                "--baseline",
+                "tiny",
+                "--out-dir",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     for name in FIGURES:
         assert_png(out / f"{name}.png")
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in FIGURES)  # no temp files
@@ -159,10 +288,16 @@ def test_accuracy_vs_compute_points_at_true_x_and_labels_apart(study, monkeypatc
         cost, summary = pd.read_csv(d / "cost.csv"), pd.read_csv(d / "cv_summary.csv")
     else:
         names = [f"net_{i}" for i in range(11)]
-        cost = pd.DataFrame({"architecture": names, "mflops": [50.0] * 9 + [52.0, 12.0],
-                             "accuracy_mean": [0.540 + 0.0003 * i for i in range(9)] + [0.541, 0.5]})
-        summary = pd.DataFrame({"architecture": names, "factor": ["a", "b", "c"] * 3 + ["d", "e"],
-                                "accuracy_std": [0.01] * 11})
+        cost = pd.DataFrame(
+            {
+                "architecture": names,
+                "mflops": [50.0] * 9 + [52.0, 12.0],
+                "accuracy_mean": [0.540 + 0.0003 * i for i in range(9)] + [0.541, 0.5],
+            }
+        )
+        summary = pd.DataFrame(
+            {"architecture": names, "factor": ["a", "b", "c"] * 3 + ["d", "e"], "accuracy_std": [0.01] * 11}
+        )
     kwargs = {"baseline": cost["architecture"][0], "final": cost["architecture"][3]}
     fig, ax = accuracy_vs_compute_figure(monkeypatch, tmp_path, cost, summary, **kwargs)
     points = {(round(float(px), 9), round(float(py), 9)) for line in ax.lines for px, py in zip(*line.get_data())}
@@ -285,8 +420,9 @@ def test_training_batch_legend_says_whether_they_were_augmented(tmp_path):
     assert _augmented({"training": {"augment": {"enabled": False}}}) is False
     assert _augmented({"training": {"augment": {"crop": 44}}}) is True and _augmented({}) is None
     h = pd.DataFrame({"epoch": [1, 2], "train_acc": [0.3, 0.5], "val_acc": [np.nan, 0.4]})
-    plot_training_curves({"base": [h, h], "no_aug": [h, h]}, tmp_path / "c.png", "demo",
-                                 augmented={"base": True, "no_aug": False})
+    plot_training_curves(
+        {"base": [h, h], "no_aug": [h, h]}, tmp_path / "c.png", "demo", augmented={"base": True, "no_aug": False}
+    )
     assert_png(tmp_path / "c.png")
 
 
@@ -299,6 +435,10 @@ def test_training_curves_plot_the_learning_curve_when_the_folds_recorded_one(tmp
     assert [c for c, _, _ in curve_series([curve], True)] == ["curve_val_acc", "curve_train_acc", "val_acc"]
     assert [c for c, _, _ in curve_series([plain], True)] == ["val_acc", "train_acc"]
     assert not has_learning_curve([curve, plain])  # one fold without: the plain panel
-    plot_training_curves({"base": [curve, curve], "no_aug": [plain, plain]}, tmp_path / "c.png", "demo",
-                                 augmented={"base": True, "no_aug": False})
+    plot_training_curves(
+        {"base": [curve, curve], "no_aug": [plain, plain]},
+        tmp_path / "c.png",
+        "demo",
+        augmented={"base": True, "no_aug": False},
+    )
     assert_png(tmp_path / "c.png")

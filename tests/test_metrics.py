@@ -89,6 +89,7 @@ def test_confusion_matrix_counts_and_rows(case):
 
 def test_result_is_plain_json():
     import json
+
     result = M.classification_metrics(np.array(LABELS), make_probs(PREDS, SECOND))
     assert json.loads(json.dumps(result)) == result  # no numpy scalars, no NaN
 
@@ -96,7 +97,8 @@ def test_result_is_plain_json():
 def test_top2_agrees_with_sklearn_and_ties_follow_argmax():
     probs = make_probs(PREDS, SECOND)
     assert M.classification_metrics(np.array(LABELS), probs)["top2_accuracy"] == pytest.approx(
-        top_k_accuracy_score(LABELS, probs, k=2, labels=range(7)))
+        top_k_accuracy_score(LABELS, probs, k=2, labels=range(7))
+    )
     # all probabilities equal: argmax predicts class 0, so class 0 must be in the top 2 as well
     uniform = np.full((2, 7), 1 / 7)
     result = M.classification_metrics(np.array([ANGRY, DISGUST]), uniform)
@@ -113,6 +115,7 @@ def test_bad_shapes_rejected():
 
 # --------------------------------------------------------------------------- aggregation
 
+
 def test_aggregate_folds_by_hand(case):
     # fold B: 5 samples, 4 right (one happy -> sad); fold C: 5 samples, all right
     labels_b = [ANGRY, HAPPY, HAPPY, SAD, SAD]
@@ -127,8 +130,14 @@ def test_aggregate_folds_by_hand(case):
     assert acc["mean"] == pytest.approx(0.8)
     # sample std: sqrt(((0.6-0.8)^2 + 0 + (1.0-0.8)^2) / (3-1)) = 0.2
     assert acc["std"] == pytest.approx(0.2)
-    assert set(agg["metrics"]) == {"accuracy", "balanced_accuracy", "macro_precision", "macro_recall",
-                                   "macro_f1", "top2_accuracy"}
+    assert set(agg["metrics"]) == {
+        "accuracy",
+        "balanced_accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "top2_accuracy",
+    }
 
     # happy recall: 3/4, 1/2, 1 -> mean 3/4, std sqrt((0 + 1/16 + 1/16) / 2) = 1/4
     happy_recall = agg["per_class"]["happy"]["recall"]
@@ -157,9 +166,9 @@ DIFFS = [0.01, 0.02, 0.03, 0.00, 0.04]
 
 def test_corrected_ttest_by_hand():
     k, n_train, n_test = 5, 800, 200
-    mean = sum(DIFFS) / k                                          # 0.02
-    var = sum((d - mean) ** 2 for d in DIFFS) / (k - 1)            # 0.001 / 4 = 0.00025
-    t = mean / math.sqrt((1 / k + n_test / n_train) * var)        # 0.02 / sqrt(0.45 * 0.00025)
+    mean = sum(DIFFS) / k  # 0.02
+    var = sum((d - mean) ** 2 for d in DIFFS) / (k - 1)  # 0.001 / 4 = 0.00025
+    t = mean / math.sqrt((1 / k + n_test / n_train) * var)  # 0.02 / sqrt(0.45 * 0.00025)
     p = 2 * stats.t.sf(abs(t), k - 1)
     assert t == pytest.approx(1.885618, rel=1e-6)
 
@@ -172,7 +181,7 @@ def test_corrected_ttest_by_hand():
 
     # more conservative than the naive paired t-test on the same numbers
     naive = stats.ttest_rel(np.array(DIFFS) + 0.7, np.full(5, 0.7))
-    assert naive.statistic == pytest.approx(2.828427, rel=1e-5)     # mean / sqrt(var / k)
+    assert naive.statistic == pytest.approx(2.828427, rel=1e-5)  # mean / sqrt(var / k)
     assert abs(res["t"]) < abs(naive.statistic)
     assert res["p"] > naive.pvalue
     assert naive.pvalue < 0.05 < res["p"]  # the naive test would call this significant
@@ -208,18 +217,19 @@ def scores_plus(diffs):
 
 
 def test_compare_to_baseline_verdicts_flip_with_the_numbers():
-    small = scores_plus(DIFFS)                              # p ~ 0.13: not significant
-    big = scores_plus([0.05, 0.06, 0.07, 0.05, 0.06])       # consistent gain
+    small = scores_plus(DIFFS)  # p ~ 0.13: not significant
+    big = scores_plus([0.05, 0.06, 0.07, 0.05, 0.06])  # consistent gain
     worse = scores_plus([-0.05, -0.06, -0.07, -0.05, -0.06])
-    rows = M.compare_to_baseline({"base": BASE, "small": small, "big": big, "worse": worse},
-                                 "base", n_train=800, n_test=200)
+    rows = M.compare_to_baseline(
+        {"base": BASE, "small": small, "big": big, "worse": worse}, "base", n_train=800, n_test=200
+    )
     by_arch = {r["arch"]: r for r in rows}
     assert list(by_arch) == ["small", "big", "worse"]  # baseline not compared with itself
     assert by_arch["small"]["verdict"] == "no measurable difference"
     assert by_arch["big"]["verdict"] == "helped"
     assert by_arch["worse"]["verdict"] == "hurt"
 
-    assert by_arch["small"]["diff_pp"] == pytest.approx(2.0)       # 0.02 -> 2 percentage points
+    assert by_arch["small"]["diff_pp"] == pytest.approx(2.0)  # 0.02 -> 2 percentage points
     assert by_arch["small"]["p"] == pytest.approx(M.corrected_resampled_ttest(DIFFS, 800, 200)["p"])
     assert by_arch["big"]["diff_pp"] == pytest.approx(5.8)
     assert by_arch["worse"]["diff_pp"] == pytest.approx(-5.8)
@@ -245,6 +255,7 @@ def test_compare_requires_paired_folds_and_known_baseline():
 
 
 # --------------------------------------------------------------------------- predictions CSV
+
 
 def write_csv(path, labels, probs, columns=None):
     columns = columns or M.PREDICTION_COLUMNS
@@ -294,7 +305,7 @@ def test_read_predictions_other_errors(tmp_path):
 
     path = write_csv(tmp_path / "bad.csv", LABELS, make_probs(PREDS, SECOND))
     lines = path.read_text().splitlines()
-    lines[3] = lines[3].replace(",", ",x", 1)            # data row 2 -> file line 4, column `label`
+    lines[3] = lines[3].replace(",", ",x", 1)  # data row 2 -> file line 4, column `label`
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(UserError, match=r"bad\.csv, line 4: column 'label'"):
         M.read_predictions(path)
@@ -306,10 +317,12 @@ def test_read_predictions_other_errors(tmp_path):
 
 def test_module_does_not_import_torch():
     tree = ast.parse(Path(M.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert "torch" not in imported
 
 
@@ -318,8 +331,9 @@ def test_subsampled_training_widens_the_corrected_test():
     so the same fold differences are less significant; a pair uses the smaller of its two n_train."""
     small = scores_plus(DIFFS)
     full = M.compare_to_baseline({"base": BASE, "small": small}, "base", n_train=800, n_test=200)[0]
-    sub = M.compare_to_baseline({"base": BASE, "small": small}, "base",
-                                n_train={"base": 800, "small": 240}, n_test=200)[0]
+    sub = M.compare_to_baseline(
+        {"base": BASE, "small": small}, "base", n_train={"base": 800, "small": 240}, n_test=200
+    )[0]
     assert sub["p"] == pytest.approx(M.corrected_resampled_ttest(DIFFS, 240, 200)["p"])
     assert sub["p"] > full["p"]
 

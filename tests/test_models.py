@@ -3,8 +3,15 @@ import torch
 from torch import nn
 
 from ferstudy.errors import UserError
-from ferstudy.models import (BACKBONES, adapt_first_conv, build_model, count_parameters,
-                             forward_flops, plan_layers, validate_spec)
+from ferstudy.models import (
+    BACKBONES,
+    adapt_first_conv,
+    build_model,
+    count_parameters,
+    forward_flops,
+    plan_layers,
+    validate_spec,
+)
 
 torch.set_num_threads(1)
 
@@ -43,8 +50,20 @@ def test_every_layer_type_builds_and_runs():
     assert isinstance(model, nn.Sequential)
     assert forward(model).shape == (2, 7)
     kinds = {type(m) for m in model}
-    assert {nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU,
-            nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Flatten, nn.Linear} <= kinds
+    assert {
+        nn.Conv2d,
+        nn.BatchNorm2d,
+        nn.BatchNorm1d,
+        nn.ReLU,
+        nn.LeakyReLU,
+        nn.ELU,
+        nn.GELU,
+        nn.MaxPool2d,
+        nn.AvgPool2d,
+        nn.Dropout,
+        nn.Flatten,
+        nn.Linear,
+    } <= kinds
     names = list(dict(model.named_children()))
     assert names[:3] == ["conv0", "batchnorm1", "relu2"] and names[-1] == "head"
     assert model.conv0.bias is None and model.conv3.bias is not None
@@ -87,7 +106,7 @@ def test_input_size_and_channels():
 
 def test_twelve_conv_layers():
     layers = []
-    for stage, f in enumerate([32, 64, 128, 256]):
+    for _stage, f in enumerate([32, 64, 128, 256]):
         for _ in range(3):
             layers += [{"conv": {"filters": f, "bias": False}}, "batchnorm", "relu"]
         layers.append({"maxpool": 2})
@@ -112,42 +131,60 @@ def test_deterministic_init():
     assert torch.all(a.batchnorm1.weight == 1) and torch.all(a.fc3.bias == 0)
 
 
-@pytest.mark.parametrize("layers, where, what", [
-    ([{"conv": 8}, "relu", {"maxpool": 2}, {"conv": {"filter": 32}}], "layer 3 ({'conv': {'filter': 32}})",
-     "unknown option 'filter' (expected filters, kernel, stride, padding, bias)"),
-    ([{"conv": 8}, "relu", "softmax"], "layer 2 ('softmax')", "unknown layer type 'softmax'"),
-    ([{"conv": 8}, {"conv": 8, "relu": None}], "layer 1", "exactly one key"),
-    ([{"conv": 8}, 5], "layer 1 (5)", "type name or a one-key mapping"),
-    ([{"conv": {"kernel": 3}}], "layer 0", "missing 'filters'"),
-    ([{"conv": -4}], "layer 0", "filters must be an integer from 1 to 4096"),
-    ([{"conv": 8.5}], "layer 0", "filters must be an integer"),
-    ([{"conv": True}], "layer 0", "filters must be an integer"),
-    ([{"conv": {"filters": 8, "padding": "full"}}], "layer 0", "padding must be 'same', 'valid' or an integer"),
-    ([{"conv": {"filters": 8, "bias": "no"}}], "layer 0", "bias must be true or false"),
-    ([{"conv": {"filters": 8, "kernel": 4, "stride": 2}}], "layer 0", "even kernel"),
-    ([{"conv": 8}, "relu", {"maxpool": {"size": 2, "strid": 2}}], "layer 2", "unknown option 'strid' (expected size, stride, padding)"),
-    ([{"conv": 8}, {"maxpool": {"size": 2, "padding": 2}}], "layer 1", "padding must be at most"),
-    ([{"conv": 8}, {"dropout": 1.5}], "layer 1", "p must be a number in [0, 1)"),
-    ([{"conv": 8}, "dropout"], "layer 1", "give the drop probability"),
-    ([{"conv": 8}, {"leakyrelu": -1}], "layer 1", "slope must be a number >= 0"),
-    ([{"conv": 8}, {"relu": 3}], "layer 1", "takes no value"),
-    ([{"conv": 8}, {"batchnorm": {"momentum": 0.1}}], "layer 1", "unknown option 'momentum' (expected no options)"),
-    ([{"fc": 128}, {"conv": 8}], "layer 0 ({'fc': 128})", "fc before any conv layer"),
-    ([{"conv": 8}, "gap", {"conv": 8}], "layer 2", "already flattened at layer 1"),
-    ([{"conv": 8}, "flatten", {"maxpool": 2}], "layer 2", "already flattened at layer 1"),
-    ([{"conv": 8}, "gap", "flatten"], "layer 2", "already flattened"),
-    ([{"conv": 8}, {"fc": 0}], "layer 1", "units must be an integer from 1 to 65536"),
-    # widths that would size memory: refused before anything is allocated
-    ([{"conv": 8}, {"fc": 3_000_000_000}], "layer 1", "units must be an integer from 1 to 65536, got 3000000000"),
-    ([{"conv": 8}, {"fc": 3e9}], "layer 1", "units must be an integer"),
-    ([{"conv": 10**6}], "layer 0", "filters must be an integer from 1 to 4096"),
-    ([{"conv": {"filters": 8, "padding": 10**9}}], "layer 0", "padding must be 'same', 'valid' or an integer from 0 to 48"),
-    ([{"conv": {"filters": 8, "kernel": 10**6}}], "layer 0", "kernel must be an integer from 1 to 48"),
-    ([{"conv": 8}, {"maxpool": 10**9}], "layer 1", "size must be an integer from 1 to 48"),
-    ([{"conv": 4096}, "flatten", {"fc": 65536}], "layer 2", "more than 200,000,000"),
-    ([{"conv": 8}] + [{"maxpool": 2}] * 6, "after layer 6", "feature map is 0x0: too much pooling or striding for 48x48 input"),
-    ([{"conv": {"filters": 8, "kernel": 7, "padding": 0}}] * 8, "after layer 7", "feature map is 0x0"),
-])
+@pytest.mark.parametrize(
+    "layers, where, what",
+    [
+        (
+            [{"conv": 8}, "relu", {"maxpool": 2}, {"conv": {"filter": 32}}],
+            "layer 3 ({'conv': {'filter': 32}})",
+            "unknown option 'filter' (expected filters, kernel, stride, padding, bias)",
+        ),
+        ([{"conv": 8}, "relu", "softmax"], "layer 2 ('softmax')", "unknown layer type 'softmax'"),
+        ([{"conv": 8}, {"conv": 8, "relu": None}], "layer 1", "exactly one key"),
+        ([{"conv": 8}, 5], "layer 1 (5)", "type name or a one-key mapping"),
+        ([{"conv": {"kernel": 3}}], "layer 0", "missing 'filters'"),
+        ([{"conv": -4}], "layer 0", "filters must be an integer from 1 to 4096"),
+        ([{"conv": 8.5}], "layer 0", "filters must be an integer"),
+        ([{"conv": True}], "layer 0", "filters must be an integer"),
+        ([{"conv": {"filters": 8, "padding": "full"}}], "layer 0", "padding must be 'same', 'valid' or an integer"),
+        ([{"conv": {"filters": 8, "bias": "no"}}], "layer 0", "bias must be true or false"),
+        ([{"conv": {"filters": 8, "kernel": 4, "stride": 2}}], "layer 0", "even kernel"),
+        (
+            [{"conv": 8}, "relu", {"maxpool": {"size": 2, "strid": 2}}],
+            "layer 2",
+            "unknown option 'strid' (expected size, stride, padding)",
+        ),
+        ([{"conv": 8}, {"maxpool": {"size": 2, "padding": 2}}], "layer 1", "padding must be at most"),
+        ([{"conv": 8}, {"dropout": 1.5}], "layer 1", "p must be a number in [0, 1)"),
+        ([{"conv": 8}, "dropout"], "layer 1", "give the drop probability"),
+        ([{"conv": 8}, {"leakyrelu": -1}], "layer 1", "slope must be a number >= 0"),
+        ([{"conv": 8}, {"relu": 3}], "layer 1", "takes no value"),
+        ([{"conv": 8}, {"batchnorm": {"momentum": 0.1}}], "layer 1", "unknown option 'momentum' (expected no options)"),
+        ([{"fc": 128}, {"conv": 8}], "layer 0 ({'fc': 128})", "fc before any conv layer"),
+        ([{"conv": 8}, "gap", {"conv": 8}], "layer 2", "already flattened at layer 1"),
+        ([{"conv": 8}, "flatten", {"maxpool": 2}], "layer 2", "already flattened at layer 1"),
+        ([{"conv": 8}, "gap", "flatten"], "layer 2", "already flattened"),
+        ([{"conv": 8}, {"fc": 0}], "layer 1", "units must be an integer from 1 to 65536"),
+        # widths that would size memory: refused before anything is allocated
+        ([{"conv": 8}, {"fc": 3_000_000_000}], "layer 1", "units must be an integer from 1 to 65536, got 3000000000"),
+        ([{"conv": 8}, {"fc": 3e9}], "layer 1", "units must be an integer"),
+        ([{"conv": 10**6}], "layer 0", "filters must be an integer from 1 to 4096"),
+        (
+            [{"conv": {"filters": 8, "padding": 10**9}}],
+            "layer 0",
+            "padding must be 'same', 'valid' or an integer from 0 to 48",
+        ),
+        ([{"conv": {"filters": 8, "kernel": 10**6}}], "layer 0", "kernel must be an integer from 1 to 48"),
+        ([{"conv": 8}, {"maxpool": 10**9}], "layer 1", "size must be an integer from 1 to 48"),
+        ([{"conv": 4096}, "flatten", {"fc": 65536}], "layer 2", "more than 200,000,000"),
+        (
+            [{"conv": 8}] + [{"maxpool": 2}] * 6,
+            "after layer 6",
+            "feature map is 0x0: too much pooling or striding for 48x48 input",
+        ),
+        ([{"conv": {"filters": 8, "kernel": 7, "padding": 0}}] * 8, "after layer 7", "feature map is 0x0"),
+    ],
+)
 def test_invalid_layer_specs_name_the_layer(layers, where, what):
     for call in (lambda: validate_spec({"layers": layers}), lambda: build_model({"layers": layers})):
         with pytest.raises(UserError) as e:
@@ -185,10 +222,17 @@ def test_flops_and_params_by_hand():
     assert count_parameters(m) == (8 * 9 + 8) + (8 * 48 * 48 * 7 + 7)
     assert forward_flops(m, 48) == 2 * 8 * 9 * 48 * 48 + 2 * 8 * 48 * 48 * 7
 
-    spec = {"layers": [{"conv": {"filters": 16, "kernel": 5, "stride": 2, "bias": False}},  # 48 -> 24
-                       "batchnorm", "relu", {"maxpool": 2},  # 24 -> 12
-                       {"conv": {"filters": 32, "kernel": 3, "padding": 0}},  # 12 -> 10
-                       "gap", {"fc": 64}]}
+    spec = {
+        "layers": [
+            {"conv": {"filters": 16, "kernel": 5, "stride": 2, "bias": False}},  # 48 -> 24
+            "batchnorm",
+            "relu",
+            {"maxpool": 2},  # 24 -> 12
+            {"conv": {"filters": 32, "kernel": 3, "padding": 0}},  # 12 -> 10
+            "gap",
+            {"fc": 64},
+        ]
+    }
     m = build_model(spec)
     params = 16 * 25 + 2 * 16 + (16 * 9 * 32 + 32) + (32 * 64 + 64) + (64 * 7 + 7)
     assert count_parameters(m) == params
@@ -273,8 +317,11 @@ def test_pretrained_vgg11_bn_features(tmp_path):
     with torch.device("meta"):
         ref = torchvision.models.vgg11_bn(weights=None)
     g = torch.Generator().manual_seed(0)
-    state = {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else torch.zeros((), dtype=v.dtype)
-             for k, v in ref.state_dict().items() if not k.startswith("classifier.")}
+    state = {
+        k: torch.randn(v.shape, generator=g) if v.is_floating_point() else torch.zeros((), dtype=v.dtype)
+        for k, v in ref.state_dict().items()
+        if not k.startswith("classifier.")
+    }
     state["classifier.6.weight"] = torch.randn(1000, 4096, generator=g)
     path = tmp_path / "vgg.pth"
     torch.save(state, path)
@@ -308,9 +355,11 @@ def _imagenet_file(name, torch_home):
         with torch.device("meta"):
             ref = torchvision.models.vgg11_bn(weights=None)
         g = torch.Generator().manual_seed(3)
-        state = {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else torch.tensor(7)
-                 for k, v in ref.state_dict().items() if k not in
-                 ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")}
+        state = {
+            k: torch.randn(v.shape, generator=g) if v.is_floating_point() else torch.tensor(7)
+            for k, v in ref.state_dict().items()
+            if k not in ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")
+        }
     path.parent.mkdir(parents=True)
     torch.save(state, path)
     return state, path

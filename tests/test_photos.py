@@ -24,8 +24,12 @@ DEMO_FACES = (0, 1, 2, 3, 4, 5)
 
 def run_config(crop=44, tta="flip"):
     layers = expand_blocks({"filters": [8, 16], "convs": 1, "head_dropout": 0.3, "dropout": 0.1})
-    return {"name": "tiny", "model": {"layers": layers}, "dataset": "fer2013",
-            "training": {"tta": tta, "channels_last": "auto", "augment": {"crop": crop, "flip": True}}}
+    return {
+        "name": "tiny",
+        "model": {"layers": layers},
+        "dataset": "fer2013",
+        "training": {"tta": tta, "channels_last": "auto", "augment": {"crop": crop, "flip": True}},
+    }
 
 
 def write_model(path, crop=44, tta="flip", seed=0):
@@ -56,7 +60,7 @@ def background(h, w, seed=0):
 
 def paste(image, face, x, y, side, interpolation=cv2.INTER_CUBIC):
     big = cv2.resize(face, (side, side), interpolation=interpolation)
-    image[y:y + side, x:x + side] = big[..., None] if image.ndim == 3 else big
+    image[y : y + side, x : x + side] = big[..., None] if image.ndim == 3 else big
     return image
 
 
@@ -73,6 +77,7 @@ def match(found, pasted):
 
 
 # ---------------------------------------------------------------- detection
+
 
 @pytest.mark.parametrize("colour", [True, False])
 def test_demo_faces_found_at_their_boxes_scaled_and_shifted(demo_faces, colour):
@@ -95,6 +100,7 @@ def test_no_face_in_a_plain_picture():
 
 
 # ---------------------------------------------------------------- the crop is the training view
+
 
 @pytest.mark.parametrize("crop,tta", [(48, "none"), (44, "flip"), (40, "tencrop")])
 def test_a_48x48_face_with_the_whole_box_is_exactly_the_training_view(tmp_path, demo_faces, crop, tta):
@@ -159,8 +165,8 @@ def test_real_faces_are_framed_as_fer2013_frames_them(real_slice_csv):
 
 # ---------------------------------------------------------------- the command
 
-def test_predict_image_writes_one_row_per_face_and_names_bad_files(tmp_path, model_path, demo_faces, capsys,
-                                                                   caplog):
+
+def test_predict_image_writes_one_row_per_face_and_names_bad_files(tmp_path, model_path, demo_faces, capsys, caplog):
     two = background(480, 720)
     paste(two, demo_faces[0], 40, 60, 150)
     paste(two, demo_faces[1], 400, 200, 200)
@@ -206,15 +212,18 @@ def test_predict_image_samples_every_nth_video_frame(tmp_path, model_path, demo_
     with open(out / "faces.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["frame"]) for r in rows] == [0, 10, 20]
-    assert min(match([tuple(int(r[k]) for k in "xywh")], [(40 + 4 * int(r["frame"]), 40, 130, 130)])[0]
-               for r in rows) > 0.5
+    assert (
+        min(match([tuple(int(r[k]) for k in "xywh")], [(40 + 4 * int(r["frame"]), 40, 130, 130)])[0] for r in rows)
+        > 0.5
+    )
     assert sorted(p.name for p in out.glob("*.jpg")) == [f"clip_frame{k:06d}_annotated.jpg" for k in (0, 10, 20)]
 
 
 def test_predict_image_refuses_a_missing_model_in_one_line(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "a.png"), background(100, 100))
-    code = main(["predict-image", str(tmp_path / "a.png"), "--model", str(tmp_path / "nope.pt"),
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        ["predict-image", str(tmp_path / "a.png"), "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip() == f"ferstudy: error: {tmp_path / 'nope.pt'}: model file not found"
 
@@ -235,8 +244,12 @@ def huge_png(path, width, height):
 
     packer, row = zlib.compressobj(1), b"\0" + b"\x80" * width
     body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", body)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -298,8 +311,12 @@ def test_no_output_replaces_an_input(tmp_path, model_path, demo_faces, capsys):
     assert {p: p.read_bytes() for p in before} == before
     assert (tmp_path / "p-2_annotated.jpg").is_file() and (tmp_path / "p_annotated_annotated.jpg").is_file()
     assert [r["file"] for r in read_rows(tmp_path / "faces.csv")] == [str(photo), str(namesake)]
-    assert main(["predict-image", str(photo), "--model", str(model_path), "--out", str(tmp_path / "o"),
-                 "--csv", str(photo)]) == 2
+    assert (
+        main(
+            ["predict-image", str(photo), "--model", str(model_path), "--out", str(tmp_path / "o"), "--csv", str(photo)]
+        )
+        == 2
+    )
     assert f"{photo}: this output would replace the input {photo}" in capsys.readouterr().err
     assert photo.read_bytes() == before[photo]
 
@@ -308,8 +325,10 @@ def test_an_out_that_is_a_file_is_one_line(tmp_path, model_path, demo_faces, cap
     photo = one_face_photo(tmp_path / "p.jpg", demo_faces)
     (tmp_path / "taken").write_text("x")
     assert main(["predict-image", str(photo), "--model", str(model_path), "--out", str(tmp_path / "taken")]) == 2
-    assert capsys.readouterr().err.strip() == (f"ferstudy: error: --out {tmp_path / 'taken'}: a file, not a directory "
-                                               f"(the annotated images and faces.csv go there)")
+    assert capsys.readouterr().err.strip() == (
+        f"ferstudy: error: --out {tmp_path / 'taken'}: a file, not a directory "
+        f"(the annotated images and faces.csv go there)"
+    )
 
 
 def test_the_documented_example_input_is_a_clean_picture():
@@ -319,8 +338,9 @@ def test_the_documented_example_input_is_a_clean_picture():
     from ferstudy.photos import COLOURS
 
     images = REPO / "docs" / "images"
-    clean, annotated = (cv2.imread(str(images / name)) for name in ("predict_image_input.png",
-                                                                    "predict_image_example.png"))
+    clean, annotated = (
+        cv2.imread(str(images / name)) for name in ("predict_image_input.png", "predict_image_example.png")
+    )
     boxes = [c for c in COLOURS if len(set(c)) > 1]  # the emotions' box colours (a grey one is in any picture)
 
     def painted(image):

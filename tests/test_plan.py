@@ -28,18 +28,34 @@ def made_up(cfg, speed=1.0, measure_s=80.0):
     """A 2-core machine about as fast as the issue's Ice Lake without bf16, x `speed`: the baseline
     trains 150 img/s on one thread; wider networks slower; 1.6x that at 2 threads."""
     slow = {"filters_double": 3.0, "depth_2convs": 2.3, "kernel_5": 2.0, "depth_5blocks": 1.2}
-    per_arch = {a: {"img_per_s": speed * 150 / slow.get(a, 1.0), "eval_img_per_s": speed * 900 / slow.get(a, 1.0),
-                    "checkpoint_s": 0.05} for a in cfg["study"]["architectures"]}
+    per_arch = {
+        a: {
+            "img_per_s": speed * 150 / slow.get(a, 1.0),
+            "eval_img_per_s": speed * 900 / slow.get(a, 1.0),
+            "checkpoint_s": 0.05,
+        }
+        for a in cfg["study"]["architectures"]
+    }
     finals = {a: {k: (v * 1.6 if k != "checkpoint_s" else v) for k, v in r.items()} for a, r in per_arch.items()}
-    return {"data_source": "config", "counts": {k: list(v) for k, v in FER2013_COUNTS.items()},
-            "constants": {"job_overhead_s": 6.0, "light_job_s": 4.0, "snakemake_job_s": 1.0,
-                          "snakemake_startup_s": 3.0, "demo_csv_s": 0.0, "prepare_s": 25.0},
-            "per_arch": per_arch, "final": {"architecture": "baseline", **finals["baseline"], "threads": 2},
-            "final_per_arch": finals, "measure_s": measure_s}
+    return {
+        "data_source": "config",
+        "counts": {k: list(v) for k, v in FER2013_COUNTS.items()},
+        "constants": {
+            "job_overhead_s": 6.0,
+            "light_job_s": 4.0,
+            "snakemake_job_s": 1.0,
+            "snakemake_startup_s": 3.0,
+            "demo_csv_s": 0.0,
+            "prepare_s": 25.0,
+        },
+        "per_arch": per_arch,
+        "final": {"architecture": "baseline", **finals["baseline"], "threads": 2},
+        "final_per_arch": finals,
+        "measure_s": measure_s,
+    }
 
 
-@pytest.mark.parametrize("value, seconds", [("2h", 7200), (120, 7200), ("90min", 5400), ("1.5h", 5400),
-                                            (None, None)])
+@pytest.mark.parametrize("value, seconds", [("2h", 7200), (120, 7200), ("90min", 5400), ("1.5h", 5400), (None, None)])
 def test_budget_forms(value, seconds):
     assert planning.budget_seconds(value) == seconds
 
@@ -62,8 +78,10 @@ def test_the_plan_fits_the_budget_with_one_fold_budget_for_every_network(cpu_cfg
     e, f = plan["fold"]["epochs"], plan["fold"]["subsample"]
     assert e * f < 8 * 0.5
     planned = planning.apply_plan(cpu_cfg, plan)
-    budgets = {(resolve_arch(planned, a)["training"]["epochs"], resolve_arch(planned, a)["training"]["subsample"])
-               for a in cpu_cfg["study"]["architectures"]}
+    budgets = {
+        (resolve_arch(planned, a)["training"]["epochs"], resolve_arch(planned, a)["training"]["subsample"])
+        for a in cpu_cfg["study"]["architectures"]
+    }
     assert budgets == {(e, f)}
     # the prediction of the planned study agrees (measurement included), whichever network is final
     for arch, epochs in plan["final_epochs"].items():
@@ -96,8 +114,10 @@ def test_a_tight_budget_drops_rechecks_before_the_fold_budget_goes_below_its_flo
 def test_a_value_the_user_set_wins_and_is_named(cpu_cfg):
     layers = [("config/config.yaml", {"training": {"epochs": 8}}), ("--config", {"study": {"recheck_max": 2}})]
     user = planning.user_settings(layers)
-    assert user == {"training.epochs": {"value": 8, "layer": "config/config.yaml"},
-                    "study.recheck_max": {"value": 2, "layer": "--config"}}
+    assert user == {
+        "training.epochs": {"value": 8, "layer": "config/config.yaml"},
+        "study.recheck_max": {"value": 2, "layer": "--config"},
+    }
     plan, _ = planning.make_plan(cpu_cfg, made_up(cpu_cfg), 2, 2 * HOUR, user)
     assert plan["fold"]["epochs"] == 8 and plan["recheck_max"] == 2
     assert plan["fold"]["subsample"] < 0.5  # the plan fits the budget with what the user left to it
@@ -117,9 +137,11 @@ def test_a_busy_machine_is_detected_and_planned_conservatively(cpu_cfg):
     assert 0.0 < planning.reference_kernel_s() < 5.0
     m = made_up(cpu_cfg, speed=2.0)
     calm, _ = planning.make_plan(cpu_cfg, m, 2, 2 * HOUR)
-    careful, _ = planning.make_plan(cpu_cfg, planning.conservative(m, changing["factor"]), 2, 2 * HOUR,
-                                    busy=changing)
-    size = lambda p: (p["fold"]["epochs"] * p["fold"]["subsample"], p["recheck_max"], p["final_epochs"]["baseline"])
+    careful, _ = planning.make_plan(cpu_cfg, planning.conservative(m, changing["factor"]), 2, 2 * HOUR, busy=changing)
+
+    def size(p):
+        return (p["fold"]["epochs"] * p["fold"]["subsample"], p["recheck_max"], p["final_epochs"]["baseline"])
+
     assert size(careful) < size(calm)
     assert "busy while measured" in careful["sentence"] and "conservative" in careful["sentence"]
 
@@ -137,8 +159,9 @@ def test_a_rerun_reuses_the_plan_without_measuring(cpu_cfg, tmp_path, monkeypatc
     results.mkdir()
     (results / "plan.json").write_text(json.dumps(plan))
     said = []
-    cost_study.in_study_prediction({}, cpu_cfg, 2, {"all": 1, "train_fold": 3}, 4, results=results,
-                                   say=said.append, planned=True)
+    cost_study.in_study_prediction(
+        {}, cpu_cfg, 2, {"all": 1, "train_fold": 3}, 4, results=results, say=said.append, planned=True
+    )
     assert any("reused: no new measurement" in s and plan["sentence"] in s for s in said)
     assert json.loads((results / "cost" / "run.json").read_text())["measured_this_run"] is False
     assert planning.load_plan(results / "plan.json") == plan  # the same budgets
@@ -151,8 +174,12 @@ def test_status_uses_the_finished_jobs_pace(tmp_path):
     def job(name, state, seconds=None):
         return Job(name, Path("x"), state=state, seconds=seconds, predicted_s=1200.0)
 
-    jobs = [job("a fold 0", "done", 100.0), job("a fold 1", "done", 100.0), job("a fold 2", "not started"),
-            job("b fold 0", "not started")]
+    jobs = [
+        job("a fold 0", "done", 100.0),
+        job("a fold 1", "done", 100.0),
+        job("a fold 2", "not started"),
+        job("b fold 0", "not started"),
+    ]
     final = Job("final model", Path("y"), predicted_s=2400.0)
     left = time_left(jobs, final, {"phases_s": {}}, tmp_path, 1)
     assert left["pace"] == pytest.approx(100 / 1200)
@@ -168,8 +195,9 @@ def test_the_report_states_the_plan_with_the_chosen_network(cpu_cfg, tmp_path):
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     ctx = plan_context(tmp_path, "filters_double")
     n = plan["final_epochs"]["filters_double"]
-    assert ctx["sentence"].startswith(f"Each fold model trained {plan['fold']['epochs']} epochs on "
-                                      f"{plan['fold']['subsample']:.0%} of its faces")
+    assert ctx["sentence"].startswith(
+        f"Each fold model trained {plan['fold']['epochs']} epochs on {plan['fold']['subsample']:.0%} of its faces"
+    )
     assert f"the final model (filters_double) {n} epochs, so that the study fits 2 h 00 min" in ctx["sentence"]
 
 
@@ -182,9 +210,15 @@ def test_settings_that_change_no_budget_do_not_replan(cpu_cfg):
 def test_status_says_a_prediction_from_a_busy_machine(tmp_path):
     from ferstudy.status import format_status, study_status
 
-    pred = {"cores": 2, "predicted_total_s": 1000, "per_arch": {"a": {"jobs": 1, "predicted_job_s": 100.0}},
-            "final": {"architecture": "a", "predicted_job_s": 300.0, "per_arch_s": {"a": 300.0}},
-            "phases_s": {}, "data": {"preset": "cpu"}, "busy": planning.busy_check(6.8, 2, 0.1, 0.1)}
+    pred = {
+        "cores": 2,
+        "predicted_total_s": 1000,
+        "per_arch": {"a": {"jobs": 1, "predicted_job_s": 100.0}},
+        "final": {"architecture": "a", "predicted_job_s": 300.0, "per_arch_s": {"a": 300.0}},
+        "phases_s": {},
+        "data": {"preset": "cpu"},
+        "busy": planning.busy_check(6.8, 2, 0.1, 0.1),
+    }
     (tmp_path / "results" / "cost").mkdir(parents=True)
     (tmp_path / "results" / "cost" / "prediction.json").write_text(json.dumps(pred))
     text = format_status(study_status(tmp_path), tmp_path)

@@ -52,8 +52,9 @@ def test_forced_settings_win_over_the_measurement(monkeypatch):
 
 
 def test_time_precisions_leaves_model_and_rng_alone():
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
-                                torch.nn.LazyLinear(7))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.LazyLinear(7)
+    )
     model(torch.zeros(2, 1, 20, 20))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(5)
@@ -70,8 +71,10 @@ def test_bf16_same_seed_same_weights_bit_for_bit(real_h5, tmp_path):
     needs_bf16(True)
     data = load_h5(real_h5)
     tr, va = data.fold_indices(0)
-    runs = [train.fit(tiny_run_config(amp=True), data, tr, va, tmp_path / f"ck{i}.pt", progress=lambda s: None)
-            for i in range(2)]
+    runs = [
+        train.fit(tiny_run_config(amp=True), data, tr, va, tmp_path / f"ck{i}.pt", progress=lambda s: None)
+        for i in range(2)
+    ]
     (m1, s1), (m2, s2) = runs
     assert s1["amp"] is True and "config" in s1["precision_reason"]
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
@@ -107,15 +110,25 @@ def test_folds_of_one_architecture_share_one_precision_decision(real_h5, tmp_pat
     monkeypatch.setattr(precision, "time_precisions", lambda *a, **k: next(verdicts))
     memo = tmp_path / "arch"
     cfg = tiny_run_config(epochs=1, amp="auto")
-    states = [train.fit(cfg, data, *data.fold_indices(k), tmp_path / f"f{k}.pt", progress=lambda s: None,
-                        precision_memo=memo)[1] for k in range(2)]
+    states = [
+        train.fit(
+            cfg, data, *data.fold_indices(k), tmp_path / f"f{k}.pt", progress=lambda s: None, precision_memo=memo
+        )[1]
+        for k in range(2)
+    ]
     assert [s["amp"] for s in states] == [False, False]
     assert "0.50x" in states[1]["precision_reason"] and str(memo / "precision-") in states[1]["precision_reason"]
     assert [p.name.startswith("precision-") for p in memo.iterdir()] == [True]  # no temporary or lock file left
     # another run config (here: another learning rate) is another network's decision: measured anew
     monkeypatch.setattr(precision, "time_precisions", lambda *a, **k: (100.0, 200.0))
-    _, other = train.fit(tiny_run_config(epochs=1, amp="auto", lr=0.01), data, *data.fold_indices(0),
-                         tmp_path / "o.pt", progress=lambda s: None, precision_memo=memo)
+    _, other = train.fit(
+        tiny_run_config(epochs=1, amp="auto", lr=0.01),
+        data,
+        *data.fold_indices(0),
+        tmp_path / "o.pt",
+        progress=lambda s: None,
+        precision_memo=memo,
+    )
     assert other["amp"] is True and "2.00x" in other["precision_reason"]
 
 
@@ -138,8 +151,11 @@ def concurrent_verdicts(tmp_path, monkeypatch, rates, jobs=3):
     monkeypatch.setattr(precision, "time_precisions", slow_probe)
     cfg = {"training": {"amp": "auto", "batch_size": 8}, "model": {"layers": []}}
     with ThreadPoolExecutor(jobs) as pool:
-        verdicts = list(pool.map(lambda _: precision.shared_choose_amp(tmp_path, cfg, CPU, torch.nn.Linear(2, 2), 44, 1),
-                                 range(jobs)))
+        verdicts = list(
+            pool.map(
+                lambda _: precision.shared_choose_amp(tmp_path, cfg, CPU, torch.nn.Linear(2, 2), 44, 1), range(jobs)
+            )
+        )
     return verdicts, calls
 
 
@@ -167,8 +183,14 @@ def test_jobs_on_machines_without_a_shared_lock_still_agree(tmp_path, monkeypatc
 def test_learning_curve_recorded_every_epoch_on_fixed_subsets(real_h5, tmp_path):
     data = load_h5(real_h5)
     tr, va = data.fold_indices(0)
-    _, state = train.fit(tiny_run_config(epochs=3, eval_every=0, curve_images=60), data, tr, va, tmp_path / "c.pt",
-                         progress=lambda s: None)
+    _, state = train.fit(
+        tiny_run_config(epochs=3, eval_every=0, curve_images=60),
+        data,
+        tr,
+        va,
+        tmp_path / "c.pt",
+        progress=lambda s: None,
+    )
     hist = state["history"]
     assert [math.isnan(h["val_acc"]) for h in hist] == [True, True, False]
     for h in hist:

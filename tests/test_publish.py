@@ -19,8 +19,10 @@ from conftest import REPO
 from ferstudy import handin, htmlreport
 from ferstudy.errors import UserError
 
-TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
-                         "0000000a4944415478da63600000000200015d0e1c2c0000000049454e44ae426082")
+TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
+    "0000000a4944415478da63600000000200015d0e1c2c0000000049454e44ae426082"
+)
 REPORT_MD = """# A study & its <results>
 
 **In short.** The final model scores 61.2% on PrivateTest.
@@ -49,9 +51,15 @@ The [main report](report.md) argues from these numbers.
 
 ![Training curves](../figures/training_curves.png)
 """
-METRIC = {"n": 100, "accuracy": 0.612, "balanced_accuracy": 0.5, "macro_f1": 0.45, "top2_accuracy": 0.8,
-          "class_names": ["angry", "happy"],
-          "per_class": {"angry": {"recall": 0.4, "f1": 0.41}, "happy": {"recall": 0.9, "f1": 0.88}}}
+METRIC = {
+    "n": 100,
+    "accuracy": 0.612,
+    "balanced_accuracy": 0.5,
+    "macro_f1": 0.45,
+    "top2_accuracy": 0.8,
+    "class_names": ["angry", "happy"],
+    "per_class": {"angry": {"recall": 0.4, "f1": 0.41}, "happy": {"recall": 0.9, "f1": 0.88}},
+}
 
 
 def fake_results(root):
@@ -64,8 +72,9 @@ def fake_results(root):
     (r / "report" / "report.md").write_text(REPORT_MD)
     (r / "report" / "appendix.md").write_text(APPENDIX_MD)
     (r / "tables").mkdir()
-    (r / "tables" / "cv_summary.csv").write_text("architecture,accuracy_mean,note\nbaseline,0.61234567,<b>x</b>\n"
-                                                 "pool_avg,0.5,\n")
+    (r / "tables" / "cv_summary.csv").write_text(
+        "architecture,accuracy_mean,note\nbaseline,0.61234567,<b>x</b>\npool_avg,0.5,\n"
+    )
     (r / "final").mkdir()
     metrics = {"public": {**METRIC, "accuracy": 0.633}, "private": METRIC, "my set": {**METRIC, "accuracy": 0.25}}
     (r / "final" / "metrics.json").write_text(json.dumps(metrics))
@@ -77,14 +86,20 @@ def fake_results(root):
 
 # ---------------------------------------------------------------- HTML pages
 
+
 def test_the_markdown_report_becomes_a_page_with_its_figures_beside_it(tmp_path):
     r = fake_results(tmp_path)
     out = tmp_path / "my page"
     images = htmlreport.write_report_folder(r / "report" / "report.md", out)
-    assert images == [((r / "figures" / "cv_accuracy.png").resolve(), "figures/cv_accuracy.png"),
-                      ((r / "data" / "faces.png").resolve(), "data/faces.png")]
+    assert images == [
+        ((r / "figures" / "cv_accuracy.png").resolve(), "figures/cv_accuracy.png"),
+        ((r / "data" / "faces.png").resolve(), "data/faces.png"),
+    ]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "data/faces.png", "figures/cv_accuracy.png", "index.html"]
+        "data/faces.png",
+        "figures/cv_accuracy.png",
+        "index.html",
+    ]
     assert (out / "figures" / "cv_accuracy.png").read_bytes() == TINY_PNG
     text = (out / "index.html").read_text()
     assert "../" not in text and 'src="figures/cv_accuracy.png"' in text and 'src="data/faces.png"' in text
@@ -98,7 +113,12 @@ def test_the_appendix_is_a_page_beside_the_report_and_the_links_between_them_fol
     out = tmp_path / "html"
     images = htmlreport.write_report_folder(r / "report" / "report.md", out, [r / "report" / "appendix.md"])
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "appendix.html", "data/faces.png", "figures/cv_accuracy.png", "figures/training_curves.png", "index.html"]
+        "appendix.html",
+        "data/faces.png",
+        "figures/cv_accuracy.png",
+        "figures/training_curves.png",
+        "index.html",
+    ]
     assert len(images) == 3
     index, appendix = (out / "index.html").read_text(), (out / "appendix.html").read_text()
     assert 'href="appendix.html#a1-every-verdict"' in index and "appendix.md" not in index
@@ -135,10 +155,24 @@ def test_the_cli_writes_every_page(tmp_path):
 
     r = fake_results(tmp_path)
     out = tmp_path / "my pages"
-    assert main(["report-html", "--markdown", str(r / "report" / "report.md"), "--out-dir", str(out / "html"),
-                 "--table", f"{r / 'tables' / 'cv_summary.csv'}={out / 'cv_summary.html'}",
-                 "--final-metrics", f"{r / 'final' / 'metrics.json'}={out / 'final_metrics.html'}",
-                 "--selection", str(r / "final" / "selection.json")]) == 0
+    assert (
+        main(
+            [
+                "report-html",
+                "--markdown",
+                str(r / "report" / "report.md"),
+                "--out-dir",
+                str(out / "html"),
+                "--table",
+                f"{r / 'tables' / 'cv_summary.csv'}={out / 'cv_summary.html'}",
+                "--final-metrics",
+                f"{r / 'final' / 'metrics.json'}={out / 'final_metrics.html'}",
+                "--selection",
+                str(r / "final" / "selection.json"),
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["cv_summary.html", "final_metrics.html", "html"]
     assert (out / "html" / "index.html").is_file() and (out / "html" / "figures" / "cv_accuracy.png").is_file()
     assert "Cross-validation summary" in (out / "cv_summary.html").read_text()
@@ -146,11 +180,19 @@ def test_the_cli_writes_every_page(tmp_path):
 
 # ---------------------------------------------------------------- the hand-in zip
 
+
 def git_checkout(path):
     """A small git repository with the code layout and, committed by mistake, data and weights."""
-    for rel, text in {"workflow/Snakefile": "rule all:\n", "README.md": "# readme\n", "ferstudy/__init__.py": "",
-                      "workflow/rules/a.smk": "", "config/config.yaml": "seed: 0\n", "data/fer2013.csv": "emotion\n",
-                      "weights/model.pt": "w", "docs/x.h5": "h"}.items():
+    for rel, text in {
+        "workflow/Snakefile": "rule all:\n",
+        "README.md": "# readme\n",
+        "ferstudy/__init__.py": "",
+        "workflow/rules/a.smk": "",
+        "config/config.yaml": "seed: 0\n",
+        "data/fer2013.csv": "emotion\n",
+        "weights/model.pt": "w",
+        "docs/x.h5": "h",
+    }.items():
         (path / rel).parent.mkdir(parents=True, exist_ok=True)
         (path / rel).write_text(text)
     git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
@@ -169,10 +211,26 @@ def make_handin(study, source, monkeypatch=None, chromium=True):
     html = r / "report" / "html"
     htmlreport.write_report_folder(r / "report" / "report.md", html, [r / "report" / "appendix.md"])
     out = r / "handin.zip"
-    args = ["handin", "--out", str(out), "--source", str(source), "--readme", str(source / "README.md"),
-            "--report-md", str(r / "report" / "report.md"), "--appendix-md", str(r / "report" / "appendix.md"),
-            "--report-html-dir", str(html), "--results", str(r),
-            "--files", str(r / "final" / "metrics.json"), str(r / "tables" / "cv_summary.csv")]
+    args = [
+        "handin",
+        "--out",
+        str(out),
+        "--source",
+        str(source),
+        "--readme",
+        str(source / "README.md"),
+        "--report-md",
+        str(r / "report" / "report.md"),
+        "--appendix-md",
+        str(r / "report" / "appendix.md"),
+        "--report-html-dir",
+        str(html),
+        "--results",
+        str(r),
+        "--files",
+        str(r / "final" / "metrics.json"),
+        str(r / "tables" / "cv_summary.csv"),
+    ]
     from ferstudy.cli import main
 
     assert main(args) == 0
@@ -189,15 +247,29 @@ def test_handin_zip_has_the_committed_code_and_no_data(tmp_path, monkeypatch, ca
     names = zipfile.ZipFile(out).namelist()
     root = "ferstudy-handin/"
     assert all(n.startswith(root) for n in names)
-    names = [n[len(root):] for n in names]
-    assert {"code/workflow/Snakefile", "code/ferstudy/__init__.py", "code/workflow/rules/a.smk",
-            "code/config/config.yaml",
-            "code/README.md", "README.md", "MANIFEST.txt", "results/report/report.md", "results/report/html/index.html",
-            "results/report/appendix.md", "results/report/html/appendix.html",
-            "results/report/html/figures/cv_accuracy.png", "results/report/html/data/faces.png",
-            "results/report/html/figures/training_curves.png", "results/figures/training_curves.png",
-            "results/figures/cv_accuracy.png", "results/data/faces.png", "results/final/metrics.json",
-            "results/tables/cv_summary.csv", "results/report/PDF_NOT_INCLUDED.txt"} == set(names)
+    names = [n[len(root) :] for n in names]
+    assert {
+        "code/workflow/Snakefile",
+        "code/ferstudy/__init__.py",
+        "code/workflow/rules/a.smk",
+        "code/config/config.yaml",
+        "code/README.md",
+        "README.md",
+        "MANIFEST.txt",
+        "results/report/report.md",
+        "results/report/html/index.html",
+        "results/report/appendix.md",
+        "results/report/html/appendix.html",
+        "results/report/html/figures/cv_accuracy.png",
+        "results/report/html/data/faces.png",
+        "results/report/html/figures/training_curves.png",
+        "results/figures/training_curves.png",
+        "results/figures/cv_accuracy.png",
+        "results/data/faces.png",
+        "results/final/metrics.json",
+        "results/tables/cv_summary.csv",
+        "results/report/PDF_NOT_INCLUDED.txt",
+    } == set(names)
     assert not [n for n in names if n.endswith((".pt", ".h5", ".pth")) or "fer2013" in n or "untracked" in n]
     zf = zipfile.ZipFile(out)
     assert zf.read(root + "code/config/config.yaml") == b"seed: 0\n"  # as committed
@@ -206,22 +278,46 @@ def test_handin_zip_has_the_committed_code_and_no_data(tmp_path, monkeypatch, ca
     assert "data/fer2013.csv, docs/x.h5, weights/model.pt" in manifest
     assert "PDF skipped: no Chromium found" in zf.read(root + "results/report/PDF_NOT_INCLUDED.txt").decode()
     assert sum(r.message.startswith("PDF skipped") for r in caplog.records) == 1  # one clear line
-    assert sorted(p.name for p in out.parent.iterdir()) == ["data", "figures", "final", "handin.zip", "report", "tables"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "data",
+        "figures",
+        "final",
+        "handin.zip",
+        "report",
+        "tables",
+    ]
 
 
 def test_handin_without_git_takes_the_code_files(tmp_path, monkeypatch):
     study, source = tmp_path / "study", tmp_path / "code"
-    for rel in ("workflow/Snakefile", "README.md", "ferstudy/cli.py", "ferstudy/__pycache__/cli.pyc",
-                "workflow/x.smk", "workflow/.snakemake/x", "config/config.yaml", "LICENSE",
-                ".snakemake-workflow-catalog.yml", "data/fer2013.csv", "results/final/model.pt", "notes.txt"):
+    for rel in (
+        "workflow/Snakefile",
+        "README.md",
+        "ferstudy/cli.py",
+        "ferstudy/__pycache__/cli.pyc",
+        "workflow/x.smk",
+        "workflow/.snakemake/x",
+        "config/config.yaml",
+        "LICENSE",
+        ".snakemake-workflow-catalog.yml",
+        "data/fer2013.csv",
+        "results/final/model.pt",
+        "notes.txt",
+    ):
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         (source / rel).write_text("x")
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above tmp_path counts
     fake_results(study)
     names = {n.split("/", 1)[1] for n in zipfile.ZipFile(make_handin(study, source, monkeypatch, False)).namelist()}
     assert {n for n in names if n.startswith("code/")} == {
-        "code/workflow/Snakefile", "code/README.md", "code/ferstudy/cli.py", "code/workflow/x.smk",
-        "code/config/config.yaml", "code/LICENSE", "code/.snakemake-workflow-catalog.yml"}
+        "code/workflow/Snakefile",
+        "code/README.md",
+        "code/ferstudy/cli.py",
+        "code/workflow/x.smk",
+        "code/config/config.yaml",
+        "code/LICENSE",
+        "code/.snakemake-workflow-catalog.yml",
+    }
 
 
 def test_handin_pdf_is_printed_by_chromium(tmp_path):
@@ -259,8 +355,9 @@ def test_snakemake_handin_writes_the_authors_zip(tmp_path):
 
     mine = tmp_path / "mine.yaml"
     mine.write_text(yaml.safe_dump({"handin": {"authors": ["Doe", "Roe"]}}))
-    dry = subprocess.run(SNAKEMAKE + [str(mine), "--cores", "1", "-n", "handin"], cwd=tmp_path, capture_output=True,
-                         text=True)
+    dry = subprocess.run(
+        SNAKEMAKE + [str(mine), "--cores", "1", "-n", "handin"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert dry.returncode == 0, dry.stderr[-3000:]
     job = (dry.stdout + dry.stderr).split("rule handin:")[1]
     assert re.search(r"output: results/Doe_Roe_Second_Assignment\.zip", job), job[:800]
@@ -278,10 +375,33 @@ def test_a_skipped_pdf_is_said_on_the_console_not_only_in_the_log(tmp_path):
     htmlreport.write_report_folder(r / "report" / "report.md", html, [r / "report" / "appendix.md"])
     log = tmp_path / "handin.log"
     env = {**os.environ, "FERSTUDY_CHROMIUM": "no-such-chromium", "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-m", "ferstudy", "handin", "--out", str(r / "handin.zip"), "--source",
-                          str(source), "--readme", str(source / "README.md"), "--report-md", str(r / "report" / "report.md"),
-                          "--appendix-md", str(r / "report" / "appendix.md"), "--report-html-dir", str(html),
-                          "--results", str(r), "--log", str(log)], capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferstudy",
+            "handin",
+            "--out",
+            str(r / "handin.zip"),
+            "--source",
+            str(source),
+            "--readme",
+            str(source / "README.md"),
+            "--report-md",
+            str(r / "report" / "report.md"),
+            "--appendix-md",
+            str(r / "report" / "appendix.md"),
+            "--report-html-dir",
+            str(html),
+            "--results",
+            str(r),
+            "--log",
+            str(log),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("PDF skipped: no Chromium found") == 1 and "WARNING" in run.stderr
     assert "wrote " not in run.stderr  # info lines go to the log only
@@ -291,13 +411,22 @@ def test_a_skipped_pdf_is_said_on_the_console_not_only_in_the_log(tmp_path):
 
 # ---------------------------------------------------------------- end to end: Snakemake's report in a browser
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile",
-             str(REPO / "config" / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml")]
+SNAKEMAKE = [
+    sys.executable,
+    "-m",
+    "snakemake",
+    "--snakefile",
+    str(REPO / "workflow" / "Snakefile"),
+    "--configfile",
+    str(REPO / "config" / "config.yaml"),
+    str(REPO / "tests" / "configs" / "tiny.yaml"),
+]
 
 
 def snakemake(study, *args):
-    result = subprocess.run(SNAKEMAKE + [str(study / "extra.yaml"), "--cores", "2", *args], cwd=study,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        SNAKEMAKE + [str(study / "extra.yaml"), "--cores", "2", *args], cwd=study, capture_output=True, text=True
+    )
     assert result.returncode == 0, f"snakemake {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
 
@@ -311,8 +440,11 @@ def tiny_study(tmp_path_factory):
     study = tmp_path_factory.mktemp("publish") / "my study"
     (study / "extra sets").mkdir(parents=True)
     write_demo_csv(study / "extra sets" / "demo 5.csv", n_images=140, seed=5)
-    (study / "extra.yaml").write_text(yaml.safe_dump({"data": {"extra_test_sets": {"demo_seed5": "extra sets/demo 5.csv"}},
-                                                      "study": {"predict_cost": False}}))
+    (study / "extra.yaml").write_text(
+        yaml.safe_dump(
+            {"data": {"extra_test_sets": {"demo_seed5": "extra sets/demo 5.csv"}}, "study": {"predict_cost": False}}
+        )
+    )
     run = snakemake(study, "all", "handin")
     (study / "console.txt").write_text(run.stdout + run.stderr)  # what Snakemake's console showed
     snakemake(study, "--report", "report.zip")
@@ -336,15 +468,21 @@ def test_snakemake_report_shows_the_study_report_and_the_tables_in_a_browser(tin
 
         def load():
             page = browser.open(url)
-            page.wait_for("!!document.querySelector('#app') && document.querySelector('#app').innerText.length > 100",
-                          what="the report app to render")
+            page.wait_for(
+                "!!document.querySelector('#app') && document.querySelector('#app').innerText.length > 100",
+                what="the report app to render",
+            )
             return page
 
         def click(page, text):
             """Click the menu entry reading `text`, as a reader does."""
-            page.wait_for(f"[...document.querySelectorAll('a')].some(a => a.textContent.trim() === {json.dumps(text)})",
-                          what=f"a menu entry {text!r}")
-            page.js(f"[...document.querySelectorAll('a')].find(a => a.textContent.trim() === {json.dumps(text)}).click()")
+            page.wait_for(
+                f"[...document.querySelectorAll('a')].some(a => a.textContent.trim() === {json.dumps(text)})",
+                what=f"a menu entry {text!r}",
+            )
+            page.js(
+                f"[...document.querySelectorAll('a')].find(a => a.textContent.trim() === {json.dumps(text)}).click()"
+            )
 
         def open_result(category, subcategory, label):
             """In a fresh tab: the category, the subcategory, then the eye button of the result labelled
@@ -356,8 +494,9 @@ def test_snakemake_report_shows_the_study_report_and_the_tables_in_a_browser(tin
             row = f"[...document.querySelectorAll('tr')].find(tr => tr.textContent.includes({json.dumps(label)}))"
             page.wait_for(f"!!{row}", what=f"{label} listed in {category}")
             page.js(f"{row}.querySelector('a').click()")
-            src = page.wait_for("document.querySelector('iframe') && document.querySelector('iframe').src",
-                                what=f"{label} shown")
+            src = page.wait_for(
+                "document.querySelector('iframe') && document.querySelector('iframe').src", what=f"{label} shown"
+            )
             frame = page.frame(src)  # the result's page, shown in a frame
             frame.wait_for("document.readyState === 'complete' && [...document.images].every(i => i.complete)")
             return frame

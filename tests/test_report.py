@@ -27,8 +27,16 @@ from ferstudy.errors import UserError
 from ferstudy.figures import FIGURES
 from ferstudy.io import write_json, write_text
 from ferstudy.models import build_model
-from ferstudy.probe import (CHANNEL_FACES_PER_CLASS, PICK_SEED, capture, channel_emotion_matrix, eta_squared,
-                            model_input, pick_faces, stage_taps)
+from ferstudy.probe import (
+    CHANNEL_FACES_PER_CLASS,
+    PICK_SEED,
+    capture,
+    channel_emotion_matrix,
+    eta_squared,
+    model_input,
+    pick_faces,
+    stage_taps,
+)
 from ferstudy.report.load import collect
 from ferstudy.report.model_facts import inspect_model, kernel_shapes
 from ferstudy.report.cli import SKELETON_NAMES
@@ -41,7 +49,6 @@ from ferstudy.report.sections.per_class import top_confusions
 from ferstudy.report.sections.reproducibility import precision_text
 from ferstudy.report.text import PROSE_WORDS, image_links, num, pct, prose_words, pval, repeated_skeletons
 from ferstudy.report.verdicts import counts_text, label_counts
-from ferstudy.checkpoint import save_model
 from ferstudy.train import write_history, write_predictions
 
 torch.set_num_threads(1)
@@ -50,11 +57,22 @@ TEMPLATE_DIR = REPO / "report"
 # FER2013 Training counts per class, scaled down; PublicTest and PrivateTest an eighth of that.
 FER_TRAIN = np.array([3995, 436, 4097, 7215, 4830, 3171, 4965])
 EASE = np.array([0.9, 0.5, 0.7, 1.6, 0.9, 1.3, 1.0])  # how easy each emotion is in the fake predictions
-TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
-                         "0000000a4944415478da63600000000200015d0e1c2c0000000049454e44ae426082")
-ENV = {"ferstudy": "0.1.0", "python": "3.11.7", "platform": "Linux-test", "processor": "x86_64",
-       "torch": "2.14.1", "numpy": "2.4.6", "sklearn": "1.9.1", "pandas": "3.1.1", "snakemake": "9.27.1",
-       "cuda": None}
+TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
+    "0000000a4944415478da63600000000200015d0e1c2c0000000049454e44ae426082"
+)
+ENV = {
+    "ferstudy": "0.1.0",
+    "python": "3.11.7",
+    "platform": "Linux-test",
+    "processor": "x86_64",
+    "torch": "2.14.1",
+    "numpy": "2.4.6",
+    "sklearn": "1.9.1",
+    "pandas": "3.1.1",
+    "snakemake": "9.27.1",
+    "cuda": None,
+}
 
 
 def study_config(preset):
@@ -83,8 +101,9 @@ def _params_flops(spec_json, crop):
 def cached_model_cost(run_config, model_file=None, benchmark_files=()):
     """study.model_cost, with the (slow for resnet18) params and FLOPs computed once per spec."""
     cost = _REAL_MODEL_COST({**run_config, "model": _TINY_SPEC}, model_file, benchmark_files)
-    cost["params"], cost["mflops"] = _params_flops(json.dumps(run_config["model"], sort_keys=True),
-                                                   run_config["training"]["augment"].get("crop", 48))
+    cost["params"], cost["mflops"] = _params_flops(
+        json.dumps(run_config["model"], sort_keys=True), run_config["training"]["augment"].get("crop", 48)
+    )
     return cost
 
 
@@ -123,13 +142,34 @@ def fold_history(epochs, score, gap_pp, lift=0.15):
     for e in range(1, epochs + 1):
         val = score - lift * (epochs - e) / epochs
         last = e == epochs
-        rows.append([e, 0.05, 1.5 - e / epochs, val + (gap_pp - 4) / 100, 1.6 - e / epochs if last else np.nan,
-                     score if last else np.nan, val + gap_pp / 100, val, 10.0, 300.0])
+        rows.append(
+            [
+                e,
+                0.05,
+                1.5 - e / epochs,
+                val + (gap_pp - 4) / 100,
+                1.6 - e / epochs if last else np.nan,
+                score if last else np.nan,
+                val + gap_pp / 100,
+                val,
+                10.0,
+                300.0,
+            ]
+        )
     return rows
 
 
-def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", seed=0, gaps=None,
-                  precision=("fp32", "this CPU has no native bf16"), faces=None):
+def build_results(
+    root,
+    cfg,
+    scores,
+    final_acc=(0.62, 0.60),
+    dataset="demo",
+    seed=0,
+    gaps=None,
+    precision=("fp32", "this CPU has no native bf16"),
+    faces=None,
+):
     """results/ under `root`: per-fold accuracies `scores[arch]` (list, one per fold) for every
     architecture of `cfg`, learning curves ending `gaps[arch]` pp (default 3) below the trained-on
     curve; every file the report reads, written by the project's own writers. `faces`: a FerData
@@ -148,8 +188,18 @@ def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", see
     else:
         images, labels, split, rows = faces.images, faces.labels, faces.split, faces.row
         train_n = np.bincount(labels[split == 0], minlength=7)
-    data = write_h5(r / "data" / "dataset.h5", images, labels, split, rows, k, 0, dataset,
-                    "data/fer2013.csv" if dataset == "fer2013" else "results/data/demo.csv", "ab" * 32)
+    data = write_h5(
+        r / "data" / "dataset.h5",
+        images,
+        labels,
+        split,
+        rows,
+        k,
+        0,
+        dataset,
+        "data/fer2013.csv" if dataset == "fer2013" else "results/data/demo.csv",
+        "ab" * 32,
+    )
     (r / "data" / "faces.png").write_bytes(TINY_PNG)
     write_text(r / "benchmarks" / "prepare.tsv", "s\th:m:s\tmax_rss\n7.5\t0:00:07\t220.3\n")
     metrics = []
@@ -160,21 +210,36 @@ def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", see
         for fold in range(k):
             _, held = data.fold_indices(fold)
             preds.append(r / "cv" / arch / f"fold{fold}" / "predictions.csv")
-            write_predictions(preds[-1], data.row[held], data.labels[held],
-                              fake_predictions(data.labels[held].astype(int), scores[arch][fold], rng))
-            write_history(preds[-1].with_name("history.csv"),
-                          fold_history(run_cfg["training"]["epochs"], scores[arch][fold], (gaps or {}).get(arch, 3.0)))
-            write_text(preds[-1].with_name("config.yaml"), yaml.safe_dump(
-                {"fold": fold, "init_seed": run_cfg["training"]["seed"] + fold, "precision": precision[0],
-                 "precision_reason": precision[1]}))
+            write_predictions(
+                preds[-1],
+                data.row[held],
+                data.labels[held],
+                fake_predictions(data.labels[held].astype(int), scores[arch][fold], rng),
+            )
+            write_history(
+                preds[-1].with_name("history.csv"),
+                fold_history(run_cfg["training"]["epochs"], scores[arch][fold], (gaps or {}).get(arch, 3.0)),
+            )
+            write_text(
+                preds[-1].with_name("config.yaml"),
+                yaml.safe_dump(
+                    {
+                        "fold": fold,
+                        "init_seed": run_cfg["training"]["seed"] + fold,
+                        "precision": precision[0],
+                        "precision_reason": precision[1],
+                    }
+                ),
+            )
             benches.append(r / "benchmarks" / "train" / arch / f"fold{fold}.tsv")
             write_text(benches[-1], f"s\th:m:s\tmax_rss\n{20 + 5 * fold}\t0:00:20\t{300 + fold}\n")
         result = study.evaluate_arch(preds, run_cfg, benchmark_files=benches)
         metrics.append(r / "cv" / arch / "metrics.json")
         write_json(metrics[-1], result)
     n_train = int(train_n.sum())
-    summary, ablation, cost = study.aggregate(metrics, cfg["study"]["baseline"], cfg["study"]["alpha"],
-                                              n_train=n_train * (k - 1) // k, n_test=n_train // k)
+    summary, ablation, cost = study.aggregate(
+        metrics, cfg["study"]["baseline"], cfg["study"]["alpha"], n_train=n_train * (k - 1) // k, n_test=n_train // k
+    )
     for name, df in (("cv_summary", summary), ("ablation", ablation), ("cost", cost)):
         study.write_csv(df, r / "tables" / f"{name}.csv")
     selection = study.select(summary, cfg["study"]["select_metric"], cfg["final"].get("architecture"))
@@ -184,18 +249,48 @@ def build_results(root, cfg, scores, final_acc=(0.62, 0.60), dataset="demo", see
     torch.manual_seed(seed)
     save_model(r / "final" / "model.pt", build_model(run_cfg["model"], input_size=44), run_cfg, {"best_epoch": 9})
     epochs = run_cfg["training"]["epochs"]
-    write_history(r / "final" / "history.csv",
-                  [[e, 0.1, 1.5 - e / epochs, 0.4 + 0.4 * e / epochs, 1.6 - e / epochs, 0.4 + 0.02 * min(e, 9),
-                    np.nan, np.nan, 10.0, 300.0]
-                   for e in range(1, epochs + 1)])
-    for name, idx, acc in (("public", np.flatnonzero(split == 1), final_acc[0]),
-                           ("private", np.flatnonzero(split == 2), final_acc[1])):
-        write_predictions(r / "final" / f"predictions_{name}.csv", data.row[idx], data.labels[idx],
-                          fake_predictions(data.labels[idx].astype(int), acc, rng))
-    write_json(r / "final" / "metrics.json", study.evaluate_final(r / "final" / "predictions_public.csv",
-                                                                    r / "final" / "predictions_private.csv"))
-    extra = {"selection": selection, "best_epoch": 9, "best_public_acc": final_acc[0], "n_train": n_train,
-             "threads": 2, "seconds": 321.0, "precision": precision[0], "precision_reason": precision[1]}
+    write_history(
+        r / "final" / "history.csv",
+        [
+            [
+                e,
+                0.1,
+                1.5 - e / epochs,
+                0.4 + 0.4 * e / epochs,
+                1.6 - e / epochs,
+                0.4 + 0.02 * min(e, 9),
+                np.nan,
+                np.nan,
+                10.0,
+                300.0,
+            ]
+            for e in range(1, epochs + 1)
+        ],
+    )
+    for name, idx, acc in (
+        ("public", np.flatnonzero(split == 1), final_acc[0]),
+        ("private", np.flatnonzero(split == 2), final_acc[1]),
+    ):
+        write_predictions(
+            r / "final" / f"predictions_{name}.csv",
+            data.row[idx],
+            data.labels[idx],
+            fake_predictions(data.labels[idx].astype(int), acc, rng),
+        )
+    write_json(
+        r / "final" / "metrics.json",
+        study.evaluate_final(r / "final" / "predictions_public.csv", r / "final" / "predictions_private.csv"),
+    )
+    extra = {
+        "selection": selection,
+        "best_epoch": 9,
+        "best_public_acc": final_acc[0],
+        "n_train": n_train,
+        "threads": 2,
+        "seconds": 321.0,
+        "precision": precision[0],
+        "precision_reason": precision[1],
+    }
     write_text(r / "final" / "config.yaml", yaml.safe_dump(_result_config(run_cfg, data, extra), sort_keys=False))
     write_text(r / "benchmarks" / "train_final.tsv", "s\th:m:s\tmax_rss\n321.0\t0:05:21\t900\n")
     for name in FIGURES:
@@ -255,13 +350,17 @@ def assert_hand_in_shape(text):
 
 # ---------------------------------------------------------------- word counting
 
+
 def test_prose_words_leaves_out_tables_code_images_and_headings():
-    md = ("# A heading with words\n\nOne two three, [four](x.md) `five_5`.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
-          "```\nnot counted here\n```\n\n![alt text](../figures/x.png)\n<!-- hidden words -->\n- six seven\n---\n")
+    md = (
+        "# A heading with words\n\nOne two three, [four](x.md) `five_5`.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+        "```\nnot counted here\n```\n\n![alt text](../figures/x.png)\n<!-- hidden words -->\n- six seven\n---\n"
+    )
     assert prose_words(md) == 7
 
 
 # ---------------------------------------------------------------- the three required properties
+
 
 def test_word_count_in_range_and_every_image_exists(demo_results, tmp_path):
     ctx, text, out = make_report(demo_results, tmp_path, preset="demo")
@@ -295,7 +394,10 @@ def test_significance_follows_the_numbers(demo_cfg, tmp_path):
     assert factor_b.startswith("5x5 kernels (`kernel_5`) made no measurable difference."), factor_b
     assert "pp" not in factor_a and "p =" not in factor_a  # the numbers are the table's
     # 5x5 kernels cost 2.8x the baseline's compute: named once among the verdicts that change compute
-    assert "`kernel_5` (2.8x)" in f_a["effects_intro"] and "on the operation and its compute together" in f_a["effects_intro"]
+    assert (
+        "`kernel_5` (2.8x)" in f_a["effects_intro"]
+        and "on the operation and its compute together" in f_a["effects_intro"]
+    )
     row = next(r for r in f_a["verdict_rows"] if r[0] == "`kernel_5`")
     kernel = next(r for r in ctx_a["ablation"] if r["arch"] == "kernel_5")
     assert row[5].startswith("helped") and row[7] == "2.8x" and row[3] == pval(kernel["p"]).removeprefix("p = ")
@@ -305,8 +407,9 @@ def test_significance_follows_the_numbers(demo_cfg, tmp_path):
 
 def test_the_chosen_architecture_follows_the_numbers(demo_cfg, tmp_path):
     win_pool = default_scores(demo_cfg, overrides={"pool_avg": [0.70, 0.72, 0.71]})
-    win_base = default_scores(demo_cfg, overrides={a: [0.50, 0.52, 0.51] for a in demo_cfg["study"]["architectures"]
-                                                   if a != "baseline"})
+    win_base = default_scores(
+        demo_cfg, overrides={a: [0.50, 0.52, 0.51] for a in demo_cfg["study"]["architectures"] if a != "baseline"}
+    )
     f_pool = findings(collect(build_results(tmp_path / "p", demo_cfg, win_pool)))
     f_base = findings(collect(build_results(tmp_path / "b", demo_cfg, win_base)))
     assert f_pool["selection"].startswith("Cross-validation chose `pool_avg` (average pooling): ")
@@ -325,8 +428,12 @@ def runner_up_expectation(ctx):
 
     rows = {r["architecture"]: r for r in ctx["archs"]}
     a, b = ctx["selection"]["architecture"], ctx["selection"]["runner_up"]["architecture"]
-    scores = {name: json.loads((Path(ctx["results_dir"]) / "cv" / name / "metrics.json").read_text())
-              ["aggregate"]["metrics"]["accuracy"]["folds"] for name in (a, b)}
+    scores = {
+        name: json.loads((Path(ctx["results_dir"]) / "cv" / name / "metrics.json").read_text())["aggregate"]["metrics"][
+            "accuracy"
+        ]["folds"]
+        for name in (a, b)
+    }
     n_train = min(max(1, round(ctx["data"]["fold_train"] * rows[n]["subsample"])) for n in (a, b))
     return b, corrected_resampled_ttest(np.subtract(scores[a], scores[b]), n_train, ctx["data"]["fold_test"])
 
@@ -344,7 +451,7 @@ def test_the_runner_up_is_compared_by_a_paired_test(demo_cfg, tmp_path):
         assert (test["p"] < ctx["alpha"]) == settled
         assert ("a measurable lead" in f["selection"]) == settled
         assert ("these folds do not separate the two" in f["selection"]) == (not settled)
-        assert f"`act_elu` (" in f["short_selection"] and f"paired t-test {pval(test['p'])}" in f["short_selection"]
+        assert "`act_elu` (" in f["short_selection"] and f"paired t-test {pval(test['p'])}" in f["short_selection"]
 
 
 def test_an_architecture_named_in_the_config_is_not_called_the_cv_choice(demo_cfg, tmp_path):
@@ -361,6 +468,7 @@ def test_an_architecture_named_in_the_config_is_not_called_the_cv_choice(demo_cf
 
 
 # ---------------------------------------------------------------- banner, per-class facts, CLI, errors
+
 
 def test_demo_banner_at_the_top_only_for_demo_data(demo_results, tmp_path):
     _, text, _ = make_report(demo_results, tmp_path)
@@ -384,8 +492,14 @@ def test_extra_test_sets_are_reported(demo_results, tmp_path):
     r = tmp_path / "results"
     shutil.copytree(demo_results, r)
     f = r / "final"
-    write_json(f / "metrics.json", study.evaluate_final(f / "predictions_public.csv", f / "predictions_private.csv",
-                                                        extra={"other_faces": f / "predictions_public.csv"}))
+    write_json(
+        f / "metrics.json",
+        study.evaluate_final(
+            f / "predictions_public.csv",
+            f / "predictions_private.csv",
+            extra={"other_faces": f / "predictions_public.csv"},
+        ),
+    )
     ctx, text, out = make_report(r, tmp_path)
     acc = pct(ctx["final"]["public"]["accuracy"])
     assert f"On the extra test set it scores {acc} on `other_faces` (appendix A7)" in text
@@ -438,11 +552,30 @@ def test_rule_report_declares_every_file_the_report_reads(demo_results, tmp_path
         opened, _OPENED = _OPENED, None
     root = demo_results.parent.resolve()
     read = {p.relative_to(root).as_posix() for p in opened if root in p.parents}
-    assert {"results/cv/baseline/fold0/config.yaml", "results/benchmarks/train/baseline/fold0.tsv",
-            "results/final/model.pt"} <= read  # what the tracing sees
-    dry = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                          "--configfile", str(REPO / "config" / "config.yaml"), "--cores", "1", "-n", "--forceall", "results/report/report.md"],
-                         cwd=tmp_path, capture_output=True, text=True)  # no data/ here: the demo study, as demo_cfg
+    assert {
+        "results/cv/baseline/fold0/config.yaml",
+        "results/benchmarks/train/baseline/fold0.tsv",
+        "results/final/model.pt",
+    } <= read  # what the tracing sees
+    dry = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            "--cores",
+            "1",
+            "-n",
+            "--forceall",
+            "results/report/report.md",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )  # no data/ here: the demo study, as demo_cfg
     assert dry.returncode == 0, dry.stderr[-3000:]
     job = (dry.stdout + dry.stderr).split("rule report:")[1]
     declared = set(re.search(r"input: (.*)", job).group(1).split(", "))
@@ -452,24 +585,76 @@ def test_rule_report_declares_every_file_the_report_reads(demo_results, tmp_path
 
 def test_cli_writes_the_report_and_names_missing_files(demo_results, tmp_path, capsys):
     out = tmp_path / "r" / "report.md"
-    assert main(["report", "--results", str(demo_results), "--out", str(out),
-                 "--template", str(TEMPLATE_DIR / "report.md.j2"), "--preset", "demo"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(demo_results),
+                "--out",
+                str(out),
+                "--template",
+                str(TEMPLATE_DIR / "report.md.j2"),
+                "--preset",
+                "demo",
+            ]
+        )
+        == 0
+    )
     assert "--config preset=demo" in out.with_name("appendix.md").read_text()  # the rebuild command: A9
     assert "[appendix](appendix.md)" in out.read_text()
     broken = tmp_path / "broken"
     shutil.copytree(demo_results, broken)
     (broken / "final" / "metrics.json").unlink()
     (broken / "figures" / "saliency.png").unlink()
-    assert main(["report", "--results", str(broken), "--out", str(tmp_path / "x.md"),
-                 "--template", str(TEMPLATE_DIR / "report.md.j2")]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(broken),
+                "--out",
+                str(tmp_path / "x.md"),
+                "--template",
+                str(TEMPLATE_DIR / "report.md.j2"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "final/metrics.json" in err and "figures/saliency.png" in err
     out = tmp_path / "partial" / "report.md"
-    assert main(["report", "--results", str(broken), "--out", str(out), "--allow-missing-figures",
-                 "--template", str(TEMPLATE_DIR / "report.md.j2")]) == 2  # metrics.json is still required
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(broken),
+                "--out",
+                str(out),
+                "--allow-missing-figures",
+                "--template",
+                str(TEMPLATE_DIR / "report.md.j2"),
+            ]
+        )
+        == 2
+    )  # metrics.json is still required
     shutil.copy(demo_results / "final" / "metrics.json", broken / "final" / "metrics.json")
-    assert main(["report", "--results", str(broken), "--out", str(out), "--allow-missing-figures",
-                 "--template", str(TEMPLATE_DIR / "report.md.j2")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(broken),
+                "--out",
+                str(out),
+                "--allow-missing-figures",
+                "--template",
+                str(TEMPLATE_DIR / "report.md.j2"),
+            ]
+        )
+        == 0
+    )
     links = image_links(out.read_text())
     assert len(links) == len(FIGURES) and not any("saliency" in link for link in links)
     assert all((out.parent / link).is_file() for link in links)
@@ -479,17 +664,27 @@ def test_cli_writes_the_report_and_names_missing_files(demo_results, tmp_path, c
 
 # ---------------------------------------------------------------- verdicts, budget, fit, per class
 
+
 @pytest.fixture(scope="module")
 def mixed_results(tmp_path_factory, demo_cfg):
     """A study with one strong, stable verdict (`depth_3blocks` hurt on every fold), a regularizer
     that lost before anything over-fit (`no_augment` helped with a 4 pp gap, the baseline's 3 pp)
     and two networks that do over-fit (`kernel_5` 7 pp, `filters_double` 15 pp)."""
     base = [0.60, 0.63, 0.61]
-    scores = default_scores(demo_cfg, overrides={"depth_3blocks": [b - 0.20 for b in base],
-                                                 "no_augment": [b + d for b, d in zip(base, (0.05, 0.07, 0.06))]})
+    scores = default_scores(
+        demo_cfg,
+        overrides={
+            "depth_3blocks": [b - 0.20 for b in base],
+            "no_augment": [b + d for b, d in zip(base, (0.05, 0.07, 0.06))],
+        },
+    )
     with fast_writers():
-        return build_results(tmp_path_factory.mktemp("mixed"), demo_cfg, scores,
-                             gaps={"filters_double": 15.0, "kernel_5": 7.0, "no_augment": 4.0})
+        return build_results(
+            tmp_path_factory.mktemp("mixed"),
+            demo_cfg,
+            scores,
+            gaps={"filters_double": 15.0, "kernel_5": 7.0, "no_augment": 4.0},
+        )
 
 
 def test_every_verdict_carries_its_stability_label_and_reason(mixed_results, tmp_path):
@@ -502,19 +697,24 @@ def test_every_verdict_carries_its_stability_label_and_reason(mixed_results, tmp
     assert rows["no_augment"]["stability"] == "budget-dependent"
     for arch, row in rows.items():
         # the main table: verdict and label; the appendix: the label with ablation.csv's reason
-        assert re.search(rf"\| `{arch}` \|.*\| {re.escape(row['verdict'])}( \(fragile\))? \| {row['stability']} \|",
-                         text), arch
+        assert re.search(
+            rf"\| `{arch}` \|.*\| {re.escape(row['verdict'])}( \(fragile\))? \| {row['stability']} \|", text
+        ), arch
         assert f"| `{arch}` | {row['stability']} | {row['stability_reason']} |" in appendix, arch
         factor = next(fac["sentence"] for fac in f["factors"] if fac["factor"] == row["factor"])
         assert f"(`{arch}`)" in factor or f"`{arch}`" in factor, (arch, factor)
     assert "the regularizer lost while the less regularized network" in rows["no_augment"]["stability_reason"]
     augmentation = next(fac["sentence"] for fac in f["factors"] if fac["factor"] == "augmentation")
     assert "No data augmentation (`no_augment`) helped at this budget only" in augmentation
-    assert ("Without augmentation the network fit its training faces 4.0 pp better than new ones, against the "
-            "baseline's 3.0 pp: augmentation holds over-fitting down yet cost accuracy at this budget.") in augmentation
+    assert (
+        "Without augmentation the network fit its training faces 4.0 pp better than new ones, against the "
+        "baseline's 3.0 pp: augmentation holds over-fitting down yet cost accuracy at this budget."
+    ) in augmentation
     # the In-short line: what survives Holm with its numbers, the rest counted, not listed
     short = f["short_ablation"]
-    assert short.startswith("Surviving the Holm correction for 13 tests, ") and "`depth_3blocks` hurt (-20.0 pp)" in short
+    assert (
+        short.startswith("Surviving the Holm correction for 13 tests, ") and "`depth_3blocks` hurt (-20.0 pp)" in short
+    )
     assert short.endswith("1 more variant differed before the correction (section 3).") and "`no_augment`" not in short
     assert f"**In short.** {f['short_study']} {short}" in text
     # the final architecture's rationale states the same verdict in words
@@ -536,7 +736,7 @@ def test_budget_section_states_the_budget_the_counts_and_the_rule(mixed_results)
     assert counts_text(label_counts(ctx["ablation"])) in f["budget"]
     assert "The rule: a rechecked verdict holds when its difference at twice the epochs keeps its sign" in f["budget"]
     assert "No verdict was retrained at a longer budget (`study.recheck`), so every label is a heuristic" in f["budget"]
-    assert f"the whole study fits the preset's time budget" in f["final_budget"]
+    assert "the whole study fits the preset's time budget" in f["final_budget"]
     assert f"`final.training` in the config: {fw['epochs']} epochs on all {num(fw['n_train'])}" in f["final_budget"]
     assert fw["epochs"] == ctx["final"]["training"]["epochs"] and fw["n_train"] == ctx["data"]["n_train"]
 
@@ -559,8 +759,10 @@ def test_a_small_fit_gap_is_not_called_under_fitting(mixed_results, tmp_path):
     # the late gain of the held-out curve: fold_history lifts it 15 pp over 8 epochs, from epoch 5 (the last
     # half) 3/8 of that
     assert fits["baseline"]["late_gain_pp"] == pytest.approx(15 * 3 / 8)
-    assert "All 14 networks still gained over 1 pp of held-out accuracy in the last half of their 8 epochs" in (
-        f["reflections"])
+    assert (
+        "All 14 networks still gained over 1 pp of held-out accuracy in the last half of their 8 epochs"
+        in (f["reflections"])
+    )
     assert "the budget more than the architecture" not in f["reflections"]
 
 
@@ -589,17 +791,25 @@ def test_per_class_effects_and_top_confusions(mixed_results):
     ctx = collect(mixed_results)
     f = findings(ctx)
     r = Path(ctx["results_dir"])
-    recall = {a: json.loads((r / "cv" / a / "metrics.json").read_text())["aggregate"]["per_class"]
-              for a in ("baseline", "no_augment")}
+    recall = {
+        a: json.loads((r / "cv" / a / "metrics.json").read_text())["aggregate"]["per_class"]
+        for a in ("baseline", "no_augment")
+    }
     row = next(row for row in f["class_effect_rows"] if row[0] == "`no_augment`")
     fear = CLASS_NAMES.index("fear") + 2
-    assert row[fear] == f"{100 * (recall['no_augment']['fear']['recall']['mean'] - recall['baseline']['fear']['recall']['mean']):+.1f}"
+    assert (
+        row[fear]
+        == f"{100 * (recall['no_augment']['fear']['recall']['mean'] - recall['baseline']['fear']['recall']['mean']):+.1f}"
+    )
     assert len(f["class_effect_rows"]) == len(ctx["ablation"]) + 1
     assert "Does augmentation lift the hard classes? `no_augment` moved fear by" in f["class_effects"]
     assert "disgust (baseline recall" in f["class_effects"] and "not tested" in f["class_effects"]
     assert f["per_class"].count(" taken for ") == 3 and "fear taken for sad" in f["per_class"]
     assert top_confusions([[5, 1, 0], [4, 9, 2], [0, 0, 3]], n=5) == [  # rows: the true class
-        ("disgust", "angry", 4, 4 / 15), ("disgust", "fear", 2, 2 / 15), ("angry", "disgust", 1, 1 / 6)]
+        ("disgust", "angry", 4, 4 / 15),
+        ("disgust", "fear", 2, 2 / 15),
+        ("angry", "disgust", 1, 1 / 6),
+    ]
 
 
 def test_activation_paragraph_names_only_the_activations_that_ran(demo_results):
@@ -621,26 +831,34 @@ def test_reflections_and_limitations_follow_the_numbers(mixed_results, demo_resu
     assert "judge regularizers at a budget at which the baseline over-fits" in f_mixed["lessons"]
     assert "regularizers" not in f_demo["lessons"] or any(
         r["factor"] in ("dropout", "augmentation") and r["verdict"] != "no measurable difference"
-        for r in collect(demo_results)["ablation"])
+        for r in collect(demo_results)["ablation"]
+    )
     assert "not corrected for multiple comparisons" not in f_mixed["limitations"]
     assert "survive the Holm correction" in f_mixed["limitations"] or "survives the Holm" in f_mixed["limitations"]
 
 
 def test_precision_is_summarized_from_the_results(demo_results):
     ctx = collect(demo_results)
-    assert precision_text(ctx) == ("The final model trained in fp32 (this CPU has no native bf16); "
-                                          f"so did all {len(ctx['precision']['folds'])} fold jobs.")
+    assert precision_text(ctx) == (
+        "The final model trained in fp32 (this CPU has no native bf16); "
+        f"so did all {len(ctx['precision']['folds'])} fold jobs."
+    )
     mixed = copy.deepcopy(ctx)
     mixed["precision"] = {
         "final": {"precision": "bf16", "reason": "native bf16 CPU, measured 1.50x fp32 for this network"},
-        "folds": [{"arch": "a", "fold": 0, "precision": "bf16", "reason": "native bf16 CPU, measured 1.42x fp32 for x"},
-                  {"arch": "a", "fold": 1, "precision": "bf16", "reason": "native bf16 CPU, measured 1.30x fp32 for x"},
-                  {"arch": "b", "fold": 0, "precision": "fp32", "reason": "bf16 measured 0.90x fp32: fp32"},
-                  {"arch": "c", "fold": 0, "precision": "fp32", "reason": "amp: false in the config"}]}
+        "folds": [
+            {"arch": "a", "fold": 0, "precision": "bf16", "reason": "native bf16 CPU, measured 1.42x fp32 for x"},
+            {"arch": "a", "fold": 1, "precision": "bf16", "reason": "native bf16 CPU, measured 1.30x fp32 for x"},
+            {"arch": "b", "fold": 0, "precision": "fp32", "reason": "bf16 measured 0.90x fp32: fp32"},
+            {"arch": "c", "fold": 0, "precision": "fp32", "reason": "amp: false in the config"},
+        ],
+    }
     text = precision_text(mixed)
     assert text.startswith("The final model trained in bf16 autocast (native bf16 CPU, measured 1.50x")
-    assert ("of the 4 fold jobs, 2 in bf16 autocast (`a`) (native bf16 CPU; bf16 measured 1.30x-1.42x fp32, "
-            "network by network)") in text
+    assert (
+        "of the 4 fold jobs, 2 in bf16 autocast (`a`) (native bf16 CPU; bf16 measured 1.30x-1.42x fp32, "
+        "network by network)"
+    ) in text
     assert "2 in fp32 (`b` and `c`) (reasons per network, e.g. bf16 measured 0.90x fp32: fp32)" in text
     assert "stay fp32" in text
 
@@ -654,8 +872,25 @@ def test_an_older_ablation_table_still_renders(demo_results, tmp_path):
     r = tmp_path / "results"
     shutil.copytree(demo_results, r)
     new = pd.read_csv(r / "tables" / "ablation.csv").set_index("arch")
-    old = new.reset_index()[["arch", "factor", "baseline", "metric", "k", "mean", "baseline_mean", "diff_pp", "std_pp",
-                             "t", "p", "df", "alpha", "verdict", "note"]]
+    old = new.reset_index()[
+        [
+            "arch",
+            "factor",
+            "baseline",
+            "metric",
+            "k",
+            "mean",
+            "baseline_mean",
+            "diff_pp",
+            "std_pp",
+            "t",
+            "p",
+            "df",
+            "alpha",
+            "verdict",
+            "note",
+        ]
+    ]
     study.write_csv(old, r / "tables" / "ablation.csv")
     ctx, text, out = make_report(r, tmp_path)
     assert all(row["stability"] == "unchecked" and np.isfinite(row["p_holm"]) for row in ctx["ablation"])
@@ -676,22 +911,29 @@ def test_the_report_names_the_rechecked_the_unchecked_and_the_fragile_verdicts(d
     r = tmp_path / "results"
     shutil.copytree(demo_results, r)
     abl = pd.read_csv(r / "tables" / "ablation.csv")
-    abl.loc[abl["arch"] == "no_dropout", ["stability_basis", "recheck_status", "stability", "recheck_1x_pp",
-                                          "recheck_2x_pp"]] = ["measured", "rechecked", "holds", 2.0, 1.6]
+    abl.loc[
+        abl["arch"] == "no_dropout",
+        ["stability_basis", "recheck_status", "stability", "recheck_1x_pp", "recheck_2x_pp"],
+    ] = ["measured", "rechecked", "holds", 2.0, 1.6]
     abl.loc[abl["arch"] == "no_augment", "recheck_status"] = "at risk, not rechecked (study.recheck_max)"
     abl["fragile"] = abl["arch"] == "pool_avg"
     abl.loc[abl["arch"] == "pool_avg", "p_pooled"] = 0.061
     study.write_csv(abl, r / "tables" / "ablation.csv")
     ctx, text, out = make_report(r, tmp_path)
     f = findings(ctx)
-    assert ("The study retrained `no_dropout` and the baseline at twice the epochs on one fold, so its label is "
-            "measured; at risk but not rechecked: `no_augment`. Labels:") in f["budget"]
+    assert (
+        "The study retrained `no_dropout` and the baseline at twice the epochs on one fold, so its label is "
+        "measured; at risk but not rechecked: `no_augment`. Labels:"
+    ) in f["budget"]
     assert "Stability is measured for `no_dropout` (retrained with the baseline at twice the epochs" in text
     power = float(np.median(abl["detectable_pp"]))
     assert f"At the spread pooled over all pairs a true difference of {power:.1f} pp is found with 80% power" in text
     pool_avg = next(row for row in ctx["ablation"] if row["arch"] == "pool_avg")
-    said = "does not confirm `pool_avg`" if pool_avg["verdict"] != "no measurable difference" else \
-        "would call `pool_avg` significant"
+    said = (
+        "does not confirm `pool_avg`"
+        if pool_avg["verdict"] != "no measurable difference"
+        else "would call `pool_avg` significant"
+    )
     assert f"With that pooled variance the same test {said}, so this verdict is fragile." in text
     assert "| `pool_avg` |" in appendix_of(out) and "| 0.061 | yes |" in appendix_of(out)
     assert "| +2.0 → +1.6 |" in appendix_of(out)

@@ -47,20 +47,27 @@ def _fast_writers():
 
 # ---------------------------------------------------------------- the two rules of the text
 
+
 def test_a_verdict_formula_repeated_is_found_and_a_varied_text_is_not():
-    formula = "".join(f"`v{i}` hurt (-{i}.{i} pp, p = 0.0{i}, Holm p = 0.{i}; holds: the sign held over epochs 5-8). "
-                      for i in range(1, 5))
-    assert repeated_skeletons(formula) == {"c hurt ( n pp, p = n , holm p = n ; holds: the sign held over epochs n n ).": 4}
+    formula = "".join(
+        f"`v{i}` hurt (-{i}.{i} pp, p = 0.0{i}, Holm p = 0.{i}; holds: the sign held over epochs 5-8). "
+        for i in range(1, 5)
+    )
+    assert repeated_skeletons(formula) == {
+        "c hurt ( n pp, p = n , holm p = n ; holds: the sign held over epochs n n ).": 4
+    }
     assert not repeated_skeletons(formula, limit=4)
     three = formula.rsplit("`v4`", 1)[0]
     assert not repeated_skeletons(three)  # three times is allowed
     # emotion and test-set names count as names: "happy ..." and "sad ..." are one skeleton
-    emotions = " ".join(f"On PrivateTest {c} is recognised at F1 0.{i}." for i, c in enumerate(("happy", "sad", "fear",
-                                                                                                 "angry")))
+    emotions = " ".join(
+        f"On PrivateTest {c} is recognised at F1 0.{i}." for i, c in enumerate(("happy", "sad", "fear", "angry"))
+    )
     assert len(repeated_skeletons(emotions, SKELETON_NAMES)) == 1 and not repeated_skeletons(emotions)
     # tables, code and image lines are no sentences
     assert sentence_skeletons("| a | b |\n|---|---|\n```\nx. y. z.\n```\n![a. b.](x.png)\nOne sentence.") == [
-        "one sentence."]
+        "one sentence."
+    ]
 
 
 def test_the_committed_real_report_breaks_both_rules():
@@ -80,6 +87,7 @@ def test_the_demo_report_fits_the_hand_in(tmp_path):
 
 
 # ---------------------------------------------------------------- a real-data report (a slice of FER2013)
+
 
 def real_faces(tmp_path):
     """A slice of the real FER2013 (600 Training, 150 PublicTest, 150 PrivateTest faces), prepared."""
@@ -113,19 +121,28 @@ def real_results(tmp_path_factory):
     with fast_writers():
         cfg = study_config("cpu")
         scores, gaps = committed_scores(cfg)
-        return build_results(root, cfg, scores, final_acc=(0.676, 0.686), dataset="fer2013", gaps=gaps,
-                             faces=real_faces(root))
+        return build_results(
+            root, cfg, scores, final_acc=(0.676, 0.686), dataset="fer2013", gaps=gaps, faces=real_faces(root)
+        )
 
 
 def score_ferplus(results, tmp_path):
     """results/final/ferplus.json from the real FER+ lines of the slice's rows."""
     require_real_file(REAL_FERPLUS, "FER+", "FERSTUDY_REAL_FERPLUS")
     lines = REAL_FERPLUS.read_text().splitlines()
-    (tmp_path / "fer plus.csv").write_text("\n".join(
-        [lines[0], *(line for lo, hi in SLICE_RANGES.values() for line in lines[1:][lo:hi])]) + "\n")
+    (tmp_path / "fer plus.csv").write_text(
+        "\n".join([lines[0], *(line for lo, hi in SLICE_RANGES.values() for line in lines[1:][lo:hi])]) + "\n"
+    )
     f = results / "final"
-    write_json(f / "ferplus.json", ferplus.score(results / "data" / "dataset.h5", f / "predictions_public.csv",
-                                                 f / "predictions_private.csv", tmp_path / "fer plus.csv"))
+    write_json(
+        f / "ferplus.json",
+        ferplus.score(
+            results / "data" / "dataset.h5",
+            f / "predictions_public.csv",
+            f / "predictions_private.csv",
+            tmp_path / "fer plus.csv",
+        ),
+    )
     return f / "ferplus.json"
 
 
@@ -141,9 +158,11 @@ def test_a_real_data_report_fits_the_hand_in_with_and_without_ferplus(real_resul
     ctx, text, out = make_report(r, tmp_path / "with", preset="cpu")
     assert_hand_in_shape(text)
     prv = ctx["ferplus"]["private"]
-    assert (f"the model agrees with the crowd on {pct(prv['accuracy_ferplus'])} of the {num(prv['scored'])} "
-            f"PrivateTest faces the crowd labels, {'more' if prv['accuracy_ferplus'] > prv['label_agreement'] else 'less'}"
-            f" often than FER2013's own labels do ({pct(prv['label_agreement'])})") in text
+    assert (
+        f"the model agrees with the crowd on {pct(prv['accuracy_ferplus'])} of the {num(prv['scored'])} "
+        f"PrivateTest faces the crowd labels, {'more' if prv['accuracy_ferplus'] > prv['label_agreement'] else 'less'}"
+        f" often than FER2013's own labels do ({pct(prv['label_agreement'])})"
+    ) in text
     appendix = appendix_of(out)
     assert "## A6. FER+ as a second opinion" in appendix and "| PrivateTest | 150 |" in appendix
     assert "it learnt those labels" not in text + appendix  # the model never saw a test label
@@ -165,6 +184,7 @@ def test_ferplus_is_read_whenever_its_file_exists_and_scores_these_predictions(r
 
 # ---------------------------------------------------------------- the confidence interval
 
+
 def test_the_wilson_interval_matches_a_hand_computation():
     """81 right of 100 at 95%: z = 1.959964, z^2 = 3.841459; centre (0.81 + z^2/200) / (1 + z^2/100) =
     0.8292073 / 1.0384146 = 0.798532; half width z sqrt(0.81 * 0.19 / 100 + z^2 / 40000) / 1.0384146 =
@@ -184,14 +204,17 @@ def test_privatetest_accuracy_is_given_with_its_interval_precision_recall_and_f1
     lo, hi = wilson_interval(round(prv["accuracy"] * prv["n"]), prv["n"])
     precision = np.mean([v["precision"] for v in prv["per_class"].values()])
     recall = np.mean([v["recall"] for v in prv["per_class"].values()])
-    assert (f"the final model scores {pct(prv['accuracy'])} (95% confidence interval {100 * lo:.1f}-{100 * hi:.1f}%, "
-            f"Wilson score interval over {prv['n']} faces); averaged over the 7 emotions, precision is "
-            f"{precision:.2f}, recall {recall:.2f} and F1 {prv['macro_f1']:.3f}") in text
+    assert (
+        f"the final model scores {pct(prv['accuracy'])} (95% confidence interval {100 * lo:.1f}-{100 * hi:.1f}%, "
+        f"Wilson score interval over {prv['n']} faces); averaged over the 7 emotions, precision is "
+        f"{precision:.2f}, recall {recall:.2f} and F1 {prv['macro_f1']:.3f}"
+    ) in text
     assert f"95% CI {100 * lo:.1f}-{100 * hi:.1f}%" in text.split("## 1.")[0]  # in the summary too
     assert "| emotion | Training faces | cross-validation F1 | PrivateTest precision | recall | F1 | faces |" in text
 
 
 # ---------------------------------------------------------------- the defects, each at its source
+
 
 def test_the_fold_spread_is_said_to_hold_what_the_fold_seeds_put_in_it(real_results, tmp_path):
     """Folds that start from seed s + k (each fold's config.yaml records `init_seed`) sample
@@ -231,8 +254,10 @@ def test_a_class_that_ranks_worst_only_in_cross_validation_is_explained(real_res
     assert "is not stable across these evaluations" not in text
     if cv_worst != worst:
         train = ctx["data"]["counts"]["Training"][cv_worst]
-        assert (f"In cross-validation {cv_worst} ranks worst (F1 {cvpc[cv_worst]['f1']['mean']:.2f}): each fold model "
-                f"trained on about {num(train * 2 / 3 * 0.5)} {cv_worst} faces") in text
+        assert (
+            f"In cross-validation {cv_worst} ranks worst (F1 {cvpc[cv_worst]['f1']['mean']:.2f}): each fold model "
+            f"trained on about {num(train * 2 / 3 * 0.5)} {cv_worst} faces"
+        ) in text
         assert f"the final model trained on {num(train)}" in text
 
 
@@ -243,8 +268,10 @@ def test_compute_is_named_and_the_choice_compared_at_equal_compute(real_results,
     f = findings(ctx)
     assert ctx["selection"]["architecture"] == "depth_2convs"
     assert "At about equal compute, `filters_double` (204 MFLOPs, 1.1x) reached" in f["final_compute"]
-    assert re.search(r"spent on depth rather than filters, the same compute bought 2\.\d pp \(paired t-test p = 0\.0\d+\)",
-                     f["final_compute"]), f["final_compute"]
+    assert re.search(
+        r"spent on depth rather than filters, the same compute bought 2\.\d pp \(paired t-test p = 0\.0\d+\)",
+        f["final_compute"],
+    ), f["final_compute"]
     assert "3.6x the baseline's compute" in f["final_compute"]
     for arch, ratio in (("pool_strided", "0.3x"), ("depth_2convs", "3.6x"), ("filters_double", "4.0x")):
         assert f"`{arch}` ({ratio})" in f["effects_intro"]

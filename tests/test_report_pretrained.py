@@ -50,14 +50,20 @@ def results_with(tmp_path, pretrained, twin=(0.58, 0.61, 0.59), only=PAIR):
 
 
 def expected_test(ctx, a="vgg11_bn_imagenet", b="vgg11_bn"):
-    scores = {n: json.loads((Path(ctx["results_dir"]) / "cv" / n / "metrics.json").read_text())
-              ["aggregate"]["metrics"]["accuracy"]["folds"] for n in (a, b)}
-    return corrected_resampled_ttest(np.subtract(scores[a], scores[b]), ctx["data"]["fold_train"],
-                                     ctx["data"]["fold_test"])
+    scores = {
+        n: json.loads((Path(ctx["results_dir"]) / "cv" / n / "metrics.json").read_text())["aggregate"]["metrics"][
+            "accuracy"
+        ]["folds"]
+        for n in (a, b)
+    }
+    return corrected_resampled_ttest(
+        np.subtract(scores[a], scores[b]), ctx["data"]["fold_train"], ctx["data"]["fold_test"]
+    )
 
 
-@pytest.mark.parametrize("pretrained,verdict", [((0.66, 0.70, 0.67), "helped"),
-                                                 ((0.55, 0.66, 0.58), "made no measurable difference")])
+@pytest.mark.parametrize(
+    "pretrained,verdict", [((0.66, 0.70, 0.67), "helped"), ((0.55, 0.66, 0.58), "made no measurable difference")]
+)
 def test_the_pretrained_variant_is_set_against_its_twin(tmp_path, pretrained, verdict):
     ctx = collect(results_with(tmp_path, pretrained))
     [pair] = ctx["pretrained_pairs"]
@@ -68,9 +74,11 @@ def test_the_pretrained_variant_is_set_against_its_twin(tmp_path, pretrained, ve
     assert row["stability"] in LABELS and row["stability_reason"]
     f = findings(ctx)
     sentence = f["pretrained"]["vgg11_bn_imagenet"]
-    assert sentence.startswith("Against its from-scratch twin `vgg11_bn` (the same network and training), "
-                               "`vgg11_bn_imagenet` reached "
-                               f"{pct(row['mean'])} against {pct(row['baseline_mean'])}: "), sentence
+    assert sentence.startswith(
+        "Against its from-scratch twin `vgg11_bn` (the same network and training), "
+        "`vgg11_bn_imagenet` reached "
+        f"{pct(row['mean'])} against {pct(row['baseline_mean'])}: "
+    ), sentence
     # the verdict phrased as every verdict of the report is, without a Holm p (one planned comparison)
     assert f"ImageNet pretraining {verdict_clause(row)}" in sentence
     assert f"ImageNet pretraining {verdict} ({pp(row['diff_pp'])}, {pval(row['p'])}; {row['stability']})" in sentence
@@ -84,7 +92,8 @@ def test_the_pretrained_variant_is_set_against_its_twin(tmp_path, pretrained, ve
     assert (f"| `vgg11_bn_imagenet` | `vgg11_bn` | {pp(row['diff_pp'])} ± {row['std_pp']:.1f} | ") in appendix
     assert f"| {row['stability']} | {row['stability_reason']} |" in appendix
     assert "torchvision vgg11_bn (ImageNet-pretrained)" == next(
-        a["layers"] for a in ctx["archs"] if a["architecture"] == "vgg11_bn_imagenet")
+        a["layers"] for a in ctx["archs"] if a["architecture"] == "vgg11_bn_imagenet"
+    )
 
 
 def test_without_its_twin_the_report_says_so(tmp_path):
@@ -92,8 +101,10 @@ def test_without_its_twin_the_report_says_so(tmp_path):
     [pair] = ctx["pretrained_pairs"]
     assert pair["twin"] is None
     sentence = findings(ctx)["pretrained"]["vgg11_bn_imagenet"]
-    assert sentence == ("`vgg11_bn_imagenet` has no from-scratch twin in this study (`vgg11_bn` with "
-                        "`pretrained: null`), so only its comparison with the baseline is reported.")
+    assert sentence == (
+        "`vgg11_bn_imagenet` has no from-scratch twin in this study (`vgg11_bn` with "
+        "`pretrained: null`), so only its comparison with the baseline is reported."
+    )
     assert sentence in render(ctx, TEMPLATE_DIR)
 
 

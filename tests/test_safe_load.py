@@ -41,8 +41,7 @@ def evil(tmp_path):
 
 
 def ferstudy(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ferstudy", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "ferstudy", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def assert_refused(proc, path, marker):
@@ -71,8 +70,21 @@ def test_train_refuses_a_checkpoint_that_would_run_code(evil, real_h5, tmp_path)
     path, marker = evil
     rc = tmp_path / "run_config.yaml"
     rc.write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
-    proc = ferstudy("train", "--h5", real_h5, "--run-config", rc, "--fold", "0", "--out-dir", tmp_path / "out",
-                    "--checkpoint", path, "--threads", "1")
+    proc = ferstudy(
+        "train",
+        "--h5",
+        real_h5,
+        "--run-config",
+        rc,
+        "--fold",
+        "0",
+        "--out-dir",
+        tmp_path / "out",
+        "--checkpoint",
+        path,
+        "--threads",
+        "1",
+    )
     assert_refused(proc, path, marker)
     assert not (tmp_path / "out" / "model.pt").exists()
 
@@ -82,9 +94,21 @@ def test_train_final_refuses_a_checkpoint_that_would_run_code(evil, real_h5, tmp
     (tmp_path / "cv" / "tiny").mkdir(parents=True)
     (tmp_path / "cv" / "tiny" / "run_config.yaml").write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
     (tmp_path / "final.yaml").write_text(yaml.safe_dump({"training": {}}))
-    proc = ferstudy("train-final", "--h5", real_h5, "--run-config", tmp_path / "cv" / "tiny" / "run_config.yaml",
-                    "--final-config", tmp_path / "final.yaml", "--out-dir", tmp_path / "final",
-                    "--checkpoint", path, "--threads", "1")
+    proc = ferstudy(
+        "train-final",
+        "--h5",
+        real_h5,
+        "--run-config",
+        tmp_path / "cv" / "tiny" / "run_config.yaml",
+        "--final-config",
+        tmp_path / "final.yaml",
+        "--out-dir",
+        tmp_path / "final",
+        "--checkpoint",
+        path,
+        "--threads",
+        "1",
+    )
     assert_refused(proc, path, marker)
 
 
@@ -95,11 +119,14 @@ def test_the_figures_and_report_loader_refuses_it_too(evil):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content,problem", [
-    (b"\x00not a torch file" * 50, "not a PyTorch file"),
-    (b"junk", "not a ferstudy model file"),
-    (None, "without model, spec"),
-])
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        (b"\x00not a torch file" * 50, "not a PyTorch file"),
+        (b"junk", "not a ferstudy model file"),
+        (None, "without model, spec"),
+    ],
+)
 def test_files_that_are_not_ferstudy_models_get_one_line(tmp_path, content, problem):
     path = tmp_path / "other.pt"
     if content is None:
@@ -200,9 +227,11 @@ MODEL_CHANGES = {  # the data-only model files of issue 24: each made a KeyError
     "input_size 100000": (lambda p: p.__setitem__("input_size", 100000), "input_size 100000 is not an evaluation crop"),
     "input_size text": (lambda p: p.__setitem__("input_size", "44"), "input_size '44' is not an evaluation crop"),
     "tta bogus": (lambda p: p["run_config"]["training"].__setitem__("tta", "bogus"), "training.tta 'bogus' is not one"),
-    "fc 3e9": (lambda p: p["spec"]["layers"].append({"fc": 3_000_000_000}),
-               "its layer spec is not one ferstudy builds (layer 12 ({'fc': 3000000000}): units must be an integer "
-               "from 1 to 65536"),
+    "fc 3e9": (
+        lambda p: p["spec"]["layers"].append({"fc": 3_000_000_000}),
+        "its layer spec is not one ferstudy builds (layer 12 ({'fc': 3000000000}): units must be an integer "
+        "from 1 to 65536",
+    ),
     "spec a string": (lambda p: p.__setitem__("spec", "vgg"), "its spec is a str, not a mapping"),
     "weights a string": (lambda p: p.__setitem__("model", "w"), "its weights do not fit its own layer spec"),
 }
@@ -231,29 +260,50 @@ def test_every_command_that_reads_a_model_names_its_bad_contents(command, saved_
     payload["run_config"]["training"]["tta"] = "bogus"
     path = tmp_path / "edited.pt"
     torch.save(payload, path)
-    args = {"predict": ["predict", "--model", path, "--csv", real_slice_csv, "--out", tmp_path / "p.csv"],
-            "predict-image": ["predict-image", "--model", path, real_slice_csv, "--out", tmp_path / "o"],
-            "export": ["export", path, tmp_path / "m.onnx"]}[command]
+    args = {
+        "predict": ["predict", "--model", path, "--csv", real_slice_csv, "--out", tmp_path / "p.csv"],
+        "predict-image": ["predict-image", "--model", path, real_slice_csv, "--out", tmp_path / "o"],
+        "export": ["export", path, tmp_path / "m.onnx"],
+    }[command]
     proc = ferstudy(*args)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"ferstudy: error: {path}: not a ferstudy model: training.tta 'bogus'" in proc.stderr
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda rc: rc.pop("training"), "not a run config (a mapping with name, model and training"),
-    (lambda rc: rc["training"].pop("seed"), "missing key seed under training"),
-    (lambda rc: rc["training"].__setitem__("batch_size", 32.0), "config key training.batch_size: 32.0 is not an integer"),
-    (lambda rc: rc["training"].__setitem__("epochs", 10**20), "config key training.epochs: 100000000000000000000 is "
-                                                             "greater than the maximum"),
-    (lambda rc: rc["model"]["layers"].append({"fc": 3e9}), "model: layer 12 ({'fc': 3000000000.0}): units must be"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda rc: rc.pop("training"), "not a run config (a mapping with name, model and training"),
+        (lambda rc: rc["training"].pop("seed"), "missing key seed under training"),
+        (
+            lambda rc: rc["training"].__setitem__("batch_size", 32.0),
+            "config key training.batch_size: 32.0 is not an integer",
+        ),
+        (
+            lambda rc: rc["training"].__setitem__("epochs", 10**20),
+            "config key training.epochs: 100000000000000000000 is greater than the maximum",
+        ),
+        (lambda rc: rc["model"]["layers"].append({"fc": 3e9}), "model: layer 12 ({'fc': 3000000000.0}): units must be"),
+    ],
+)
 def test_train_names_a_bad_run_config_in_one_line(change, fragment, real_h5, tmp_path):
     run_cfg = tiny_run_config(epochs=1)
     change(run_cfg)
     rc = tmp_path / "run_config.yaml"
     rc.write_text(yaml.safe_dump(run_cfg))
-    proc = ferstudy("train", "--h5", real_h5, "--run-config", rc, "--fold", "0", "--out-dir", tmp_path / "out",
-                    "--checkpoint", tmp_path / "ck.pt")
+    proc = ferstudy(
+        "train",
+        "--h5",
+        real_h5,
+        "--run-config",
+        rc,
+        "--fold",
+        "0",
+        "--out-dir",
+        tmp_path / "out",
+        "--checkpoint",
+        tmp_path / "ck.pt",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"ferstudy: error: {rc}: {fragment}" in proc.stderr
 
@@ -277,10 +327,27 @@ def test_training_under_a_file_size_limit_is_one_line(real_h5, tmp_path):
 
     rc = tmp_path / "run_config.yaml"
     rc.write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
-    proc = subprocess.run([sys.executable, "-m", "ferstudy", "train", "--h5", str(real_h5), "--run-config", str(rc),
-                           "--fold", "0", "--out-dir", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "ck.pt")],
-                          capture_output=True, text=True,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferstudy",
+            "train",
+            "--h5",
+            str(real_h5),
+            "--run-config",
+            str(rc),
+            "--fold",
+            "0",
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--checkpoint",
+            str(tmp_path / "ck.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"ferstudy: error: {tmp_path / 'ck.pt'}: writing it failed (File too large)" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_config.yaml"]

@@ -87,8 +87,15 @@ def _copy_workflow(dest):
 def _start_snakemake(workdir, args, env):
     log = open(workdir / "snakemake.out", "w")
     cmd = [sys.executable, "-m", "snakemake", "--configfile", "test_config.yaml", *args]
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
     return proc
 
@@ -154,22 +161,36 @@ def test_study_runs_through_slurm_and_matches_a_local_run(slurm_root):
     # Both at once: the Slurm run mostly waits (job start-up, status polling), the local run fills
     # those gaps. The results do not depend on the load.
     local = _start_snakemake(local_dir, ["--cores", str(threads), "--set-threads", f"train_final={threads}"], env)
-    slurm = _start_snakemake(slurm_dir, [
-        "--profile", "profiles/slurm",
-        # This cluster has no accounting database: status from squeue (MinJobAge=300 keeps
-        # finished jobs there), no account; a short first status check keeps the run short.
-        "--slurm-status-command", "squeue", "--slurm-no-account",
-        "--slurm-init-seconds-before-status-checks", "2",
-        "--latency-wait", "5", "--retries", "0",
-        "--set-threads", f"train_final={threads}",
-    ], env)
+    slurm = _start_snakemake(
+        slurm_dir,
+        [
+            "--profile",
+            "profiles/slurm",
+            # This cluster has no accounting database: status from squeue (MinJobAge=300 keeps
+            # finished jobs there), no account; a short first status check keeps the run short.
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-no-account",
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            "--latency-wait",
+            "5",
+            "--retries",
+            "0",
+            "--set-threads",
+            f"train_final={threads}",
+        ],
+        env,
+    )
     done = _wait_all({"slurm": slurm, "local": local}, deadline)
     (rc_slurm, slurm_s), (rc_local, local_s) = done["slurm"], done["local"]
     print(f"\nSlurm run {slurm_s:.0f} s, local run {local_s:.0f} s (side by side)")
 
     out = (slurm_dir / "snakemake.out").read_text(errors="replace")
-    context = (f"\n--- Slurm run (rc {rc_slurm}):\n{_tail(slurm_dir / 'snakemake.out')}\n--- local run (rc {rc_local}):\n"
-               f"{_tail(local_dir / 'snakemake.out')}\n--- cluster:\n{cluster.logs_tail()}")
+    context = (
+        f"\n--- Slurm run (rc {rc_slurm}):\n{_tail(slurm_dir / 'snakemake.out')}\n--- local run (rc {rc_local}):\n"
+        f"{_tail(local_dir / 'snakemake.out')}\n--- cluster:\n{cluster.logs_tail()}"
+    )
     assert rc_slurm == 0, "the Slurm run failed" + context
     assert rc_local == 0, "the local run failed" + context
     assert (slurm_dir / "results/final/metrics.json").is_file(), context
@@ -181,8 +202,9 @@ def test_study_runs_through_slurm_and_matches_a_local_run(slurm_root):
     slurm_logs = {p.stem: p for p in (slurm_dir / ".snakemake/slurm_logs").rglob("*.log")}
     by_rule = {}
     for jobid, path in slurm_logs.items():
-        rule = next(part[5:] for part in path.relative_to(slurm_dir / ".snakemake/slurm_logs").parts
-                    if part.startswith("rule_"))
+        rule = next(
+            part[5:] for part in path.relative_to(slurm_dir / ".snakemake/slurm_logs").parts if part.startswith("rule_")
+        )
         by_rule.setdefault(rule, set()).add(jobid)
     import yaml
 
@@ -190,8 +212,10 @@ def test_study_runs_through_slurm_and_matches_a_local_run(slurm_root):
     n_archs, n_folds = len(study["study"]["only"]), study["data"]["folds"]
     assert len(by_rule.get("train_fold", ())) == n_archs * n_folds, f"{by_rule}{context}"
     assert len(by_rule.get("train_final", ())) == 1, f"{by_rule}{context}"
-    assert set(by_rule) <= SLURM_RULES, (f"light rules were submitted to Slurm: {set(by_rule) - SLURM_RULES} "
-                                       "(add them to a `localrules:` line in their .smk file)")
+    assert set(by_rule) <= SLURM_RULES, (
+        f"light rules were submitted to Slurm: {set(by_rule) - SLURM_RULES} "
+        "(add them to a `localrules:` line in their .smk file)"
+    )
     all_jobs = set().union(*by_rule.values())
     assert all_jobs == set(submitted.values()), f"{all_jobs} vs {submitted}{context}"
     records = {r["JobId"]: r for r in cluster.jobcomp_records()}
@@ -234,8 +258,14 @@ def test_study_runs_through_slurm_and_matches_a_local_run(slurm_root):
 
 def _dry_run_resources(workdir, args):
     """{(rule, wildcards): {resource: value}} of a dry run (no cluster needed)."""
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "test_config.yaml", *args],
-                          cwd=workdir, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", "test_config.yaml", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = {}
     for block in re.split(r"\n(?=rule \w+:)", proc.stdout):

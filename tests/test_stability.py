@@ -2,11 +2,19 @@
 
 import math
 
-import numpy as np
 import pytest
 
-from ferstudy.stability import (MIN_OVERFIT_GAP_PP, curve_from_histories, gap_curve_pp, heuristic_stability,
-                                holm_adjusted, last_gap_pp, paired_curve_pp, recheck_label, regularization_amount)
+from ferstudy.stability import (
+    MIN_OVERFIT_GAP_PP,
+    curve_from_histories,
+    gap_curve_pp,
+    heuristic_stability,
+    holm_adjusted,
+    last_gap_pp,
+    paired_curve_pp,
+    recheck_label,
+    regularization_amount,
+)
 
 stability = heuristic_stability
 
@@ -52,8 +60,12 @@ def test_a_regularizer_that_lost_before_over_fitting_is_budget_dependent():
     # the same numbers for a factor that is no regularizer: the curve decides
     assert label(steady_win, factor="depth", variant_gap_pp=1.0, baseline_gap_pp=0.5) == "holds"
     # dropout that hurt (variant more regularized: smaller gap) while the baseline does not over-fit
-    assert label([-2.0, -3.0, -3.0, -3.5, -3.6, -3.4, -3.5, -3.6], factor="dropout",
-                 variant_gap_pp=-1.0, baseline_gap_pp=2.0) == "budget-dependent"
+    assert (
+        label(
+            [-2.0, -3.0, -3.0, -3.5, -3.6, -3.4, -3.5, -3.6], factor="dropout", variant_gap_pp=-1.0, baseline_gap_pp=2.0
+        )
+        == "budget-dependent"
+    )
 
 
 def test_noise_band_follows_the_fold_spread():
@@ -69,8 +81,18 @@ def test_holm_adjusted_p_values():
 
 
 def test_curves_from_fold_histories_and_the_gap():
-    hist = [[{"epoch": e, "train_acc": 0.3 + 0.05 * e, "curve_train_acc": 0.3 + 0.06 * e,
-              "curve_val_acc": 0.3 + 0.04 * e + 0.01 * f} for e in range(1, 5)] for f in range(3)]
+    hist = [
+        [
+            {
+                "epoch": e,
+                "train_acc": 0.3 + 0.05 * e,
+                "curve_train_acc": 0.3 + 0.06 * e,
+                "curve_val_acc": 0.3 + 0.04 * e + 0.01 * f,
+            }
+            for e in range(1, 5)
+        ]
+        for f in range(3)
+    ]
     curve = curve_from_histories(hist)
     assert curve["epochs"] == [1, 2, 3, 4] and len(curve["val_acc"]) == 3
     assert last_gap_pp(curve) == pytest.approx(100 * (0.54 - 0.46 - 0.01))
@@ -90,7 +112,10 @@ def test_the_more_regularized_network_comes_from_the_configs():
     assert label(lost, **kw) == "holds"  # inferred from the gaps: the variant looks less regularized
     assert label(lost, variant_more_regularized=True, **kw) == "budget-dependent"
     crop_flip = {"model": {"layers": [{"dropout": 0.3}]}, "training": {"augment": {"crop": 44, "flip": True}}}
-    full = {"model": crop_flip["model"], "training": {"augment": {"crop": 44, "flip": True, "rotate": 10, "erase": 0.25}}}
+    full = {
+        "model": crop_flip["model"],
+        "training": {"augment": {"crop": 44, "flip": True, "rotate": 10, "erase": 0.25}},
+    }
     none = {"model": crop_flip["model"], "training": {"augment": {"enabled": False, "crop": 44, "flip": True}}}
     assert regularization_amount(full) > regularization_amount(crop_flip) > regularization_amount(none)
     no_dropout = {"model": {"layers": []}, "training": crop_flip["training"]}
@@ -130,16 +155,25 @@ def test_the_regularizer_rule_works_both_ways():
     won = [-3.0, -3.5, -4.0, -4.2, -4.5, -4.8, -5.0, -5.2]
     assert stability(EPOCHS, won, -5.2, True, 0.5, 3, variant_gaps=growing, baseline_gaps=steady, **kw)[0] == "holds"
     # both gaps grow alike: the regularizer prevents nothing more
-    assert stability(EPOCHS, flat, -0.2, False, 0.5, 3, variant_gaps=growing, baseline_gaps=growing,
-                     **kw)[0] == "undecided"
+    assert (
+        stability(EPOCHS, flat, -0.2, False, 0.5, 3, variant_gaps=growing, baseline_gaps=growing, **kw)[0]
+        == "undecided"
+    )
     # not a regularizer factor: no such rule
-    assert stability(EPOCHS, flat, -0.2, False, 0.5, 3, variant_gaps=growing, baseline_gaps=steady,
-                     **{**kw, "factor": "depth"})[0] == "undecided"
+    assert (
+        stability(
+            EPOCHS, flat, -0.2, False, 0.5, 3, variant_gaps=growing, baseline_gaps=steady, **{**kw, "factor": "depth"}
+        )[0]
+        == "undecided"
+    )
 
 
 def test_gap_curve_is_the_mean_over_folds():
-    curve = {"epochs": [1, 2, 3], "train_acc": [[0.5, 0.6, 0.7], [0.5, 0.62, 0.74]],
-             "val_acc": [[0.45, 0.5, 0.5], [0.45, float("nan"), 0.5]]}
+    curve = {
+        "epochs": [1, 2, 3],
+        "train_acc": [[0.5, 0.6, 0.7], [0.5, 0.62, 0.74]],
+        "val_acc": [[0.45, 0.5, 0.5], [0.45, float("nan"), 0.5]],
+    }
     epochs, g = gap_curve_pp(curve)
     assert epochs == [1, 2, 3] and g == pytest.approx([5.0, 10.0, 22.0])
     assert gap_curve_pp(None) == ([], [])
@@ -153,8 +187,10 @@ def test_a_difference_that_halves_at_twice_the_budget_is_budget_dependent():
     assert recheck_label("helped", 2.0, 2.0, 1.1, 0.45)[0] == "holds"  # more than half kept
     assert recheck_label("hurt", -6.8, -7.1, -6.1, 0.45)[0] == "holds"  # dropout_blocks, measured at 2x
     assert recheck_label("hurt", -2.5, -2.8, 0.3, 0.45) == (
-        "budget-dependent", "at 2x the epochs on fold 0 (measured) the difference went from -2.8 to +0.3 pp: it "
-        "flipped its sign, so the verdict depends on the budget")
+        "budget-dependent",
+        "at 2x the epochs on fold 0 (measured) the difference went from -2.8 to +0.3 pp: it "
+        "flipped its sign, so the verdict depends on the budget",
+    )
     # that fold disagreed with the verdict at 1x: the verdict's own difference is the reference
     assert recheck_label("helped", 1.0, -0.2, 0.6, 0.45)[0] == "holds"
     assert recheck_label("helped", 1.0, -0.2, 0.4, 0.45)[0] == "budget-dependent"

@@ -27,8 +27,10 @@ def processes(monkeypatch):
 
 def epoch_line(clock, e, n, acc, left, val=None):
     val_part = f"val loss 1.2 acc {val}" if val is not None else "val not evaluated"
-    return (f"{clock} INFO epoch {e}/{n} lr 0.0400 train loss 1.500 acc {acc} | {val_part} | 500 img/s | "
-            f"30.0 s/epoch, ~{left} s left")
+    return (
+        f"{clock} INFO epoch {e}/{n} lr 0.0400 train loss 1.500 acc {acc} | {val_part} | 500 img/s | "
+        f"30.0 s/epoch, ~{left} s left"
+    )
 
 
 def write(path, lines, age):
@@ -40,25 +42,59 @@ def write(path, lines, age):
 def make_study(root, prediction=True):
     r = root / "results"
     if prediction:
-        write(r / "cost" / "prediction.json", [json.dumps({
-            "cores": 2, "predicted_total_s": 1000,
-            "per_arch": {"a": {"jobs": 2, "predicted_job_s": 100.0}, "b": {"jobs": 2, "predicted_job_s": 200.0}},
-            "final": {"architecture": "a", "predicted_job_s": 300.0, "per_arch_s": {"a": 300.0, "b": 600.0}},
-            "phases_s": {"startup_and_data": 10.0, "light_jobs_after": 20.0}, "data": {"preset": "cpu"}})], 2000)
+        write(
+            r / "cost" / "prediction.json",
+            [
+                json.dumps(
+                    {
+                        "cores": 2,
+                        "predicted_total_s": 1000,
+                        "per_arch": {
+                            "a": {"jobs": 2, "predicted_job_s": 100.0},
+                            "b": {"jobs": 2, "predicted_job_s": 200.0},
+                        },
+                        "final": {
+                            "architecture": "a",
+                            "predicted_job_s": 300.0,
+                            "per_arch_s": {"a": 300.0, "b": 600.0},
+                        },
+                        "phases_s": {"startup_and_data": 10.0, "light_jobs_after": 20.0},
+                        "data": {"preset": "cpu"},
+                    }
+                )
+            ],
+            2000,
+        )
         write(r / "cost" / "run.json", [json.dumps({"started_at": NOW - 1500})], 1500)
     write(root / ".snakemake" / "locks" / "0.input.lock", ["x"], 1000)
     write(r / "data" / "dataset.h5", ["h5"], 1400)
-    write(r / "logs" / "train" / "a" / "fold0.log", [
-        "09:00:00 INFO training a on fold 0 of fer2013 data: 100 train / 50 held-out images, 1 thread(s), device cpu",
-        epoch_line("09:01:00", 1, 2, "0.300", 60), epoch_line("09:02:00", 2, 2, "0.500", 0, val="0.480"),
-        "09:02:30 INFO held-out accuracy 0.4800 (a fold 0), 150 s"], 900)
+    write(
+        r / "logs" / "train" / "a" / "fold0.log",
+        [
+            "09:00:00 INFO training a on fold 0 of fer2013 data: 100 train / 50 held-out images, 1 thread(s), device cpu",
+            epoch_line("09:01:00", 1, 2, "0.300", 60),
+            epoch_line("09:02:00", 2, 2, "0.500", 0, val="0.480"),
+            "09:02:30 INFO held-out accuracy 0.4800 (a fold 0), 150 s",
+        ],
+        900,
+    )
     write(r / "cv" / "a" / "fold0" / "predictions.csv", ["row,label"], 900)
-    write(r / "logs" / "train" / "a" / "fold1.log", [
-        "09:03:00 INFO training a on fold 1 of fer2013 data: 100 train / 50 held-out images, 1 thread(s), device cpu",
-        epoch_line("09:04:00", 3, 8, "0.400", 90)], 30)
-    write(r / "logs" / "train" / "b" / "fold0.log", [  # from an earlier run, killed after epoch 2
-        "08:00:00 INFO training b on fold 0 of fer2013 data: 100 train / 50 held-out images, 1 thread(s), device cpu",
-        epoch_line("08:01:00", 2, 8, "0.350", 300)], 4000)
+    write(
+        r / "logs" / "train" / "a" / "fold1.log",
+        [
+            "09:03:00 INFO training a on fold 1 of fer2013 data: 100 train / 50 held-out images, 1 thread(s), device cpu",
+            epoch_line("09:04:00", 3, 8, "0.400", 90),
+        ],
+        30,
+    )
+    write(
+        r / "logs" / "train" / "b" / "fold0.log",
+        [  # from an earlier run, killed after epoch 2
+            "08:00:00 INFO training b on fold 0 of fer2013 data: 100 train / 50 held-out images, 1 thread(s), device cpu",
+            epoch_line("08:01:00", 2, 8, "0.350", 300),
+        ],
+        4000,
+    )
     for arch in ("a", "b"):
         write(r / "cv" / arch / "run_config.yaml", ["name: x", "data: {folds: 2, fold_seed: 0}"], 1400)
     return root
@@ -77,10 +113,16 @@ def test_status_lists_each_job_and_predicts_the_time_left(tmp_path, processes):
     text = format_status(st, tmp_path)
     assert "1 done, 1 running, 1 stopped, 1 not started (4 jobs)" in text
     lines = text.splitlines()
-    assert any(l.split()[:7] == ["a", "fold", "0", "done", "epoch", "2/2", "held-out"] and l.endswith("2 min 30 s")
-               for l in lines), text
-    assert any("a fold 1" in l and "running" in l and "3/8" in l and "~1 min 00 s left" in l for l in lines), text
-    assert any("b fold 0" in l and "stopped" in l and "resumes from its checkpoint" in l for l in lines), text
+    assert any(
+        line.split()[:7] == ["a", "fold", "0", "done", "epoch", "2/2", "held-out"] and line.endswith("2 min 30 s")
+        for line in lines
+    ), text
+    assert any(
+        "a fold 1" in line and "running" in line and "3/8" in line and "~1 min 00 s left" in line for line in lines
+    ), text
+    assert any("b fold 0" in line and "stopped" in line and "resumes from its checkpoint" in line for line in lines), (
+        text
+    )
     assert "b fold 1" not in text  # not started: counted, not listed
     assert "final model (chosen by cross-validation): not started (predicted 5 min 00 s)" in text
     assert "Time left (predicted): ~13 min 50 s (the prediction x 1.50, the pace of the 1 finished job(s))" in text
@@ -91,13 +133,20 @@ def test_status_lists_each_job_and_predicts_the_time_left(tmp_path, processes):
 def test_status_of_the_final_model(tmp_path, processes):
     root = make_study(tmp_path)
     log = root / "results" / "logs" / "train_final.log"
-    head = ["10:00:00 INFO final model b: 300 Training images, checkpoint chosen on 50 PublicTest images",
-            epoch_line("10:01:00", 4, 10, "0.600", 120, val="0.612")]
+    head = [
+        "10:00:00 INFO final model b: 300 Training images, checkpoint chosen on 50 PublicTest images",
+        epoch_line("10:01:00", 4, 10, "0.600", 120, val="0.612"),
+    ]
     write(log, head, 10)
     write(root / "results" / "final" / "selection.json", [json.dumps({"architecture": "b"})], 100)
     final = study_status(root, now=NOW)["final"]
-    assert (final.name, final.state, final.epoch, final.accuracy, final.left_s) == \
-        ("final model (b)", "running", 4, "val acc 0.612", 110)
+    assert (final.name, final.state, final.epoch, final.accuracy, final.left_s) == (
+        "final model (b)",
+        "running",
+        4,
+        "val acc 0.612",
+        110,
+    )
     assert final.predicted_s == 600.0
     write(log, head + ["10:09:00 INFO final model: best PublicTest accuracy 0.6300 at epoch 9; 540 s"], 5)
     write(root / "results" / "final" / "model.pt", ["pt"], 5)
@@ -133,7 +182,9 @@ def test_a_killed_snakemake_leaves_a_stale_lock_and_stopped_jobs(tmp_path, proce
     text = format_status(st, root)
     assert "no Snakemake running here (a stale lock in .snakemake/locks" in text and "snakemake --unlock" in text
     assert "Running for" not in text and "Follow a job" not in text
-    assert any("a fold 1" in l and "stopped" in l and "resumes from its checkpoint" in l for l in text.splitlines())
+    assert any(
+        "a fold 1" in line and "stopped" in line and "resumes from its checkpoint" in line for line in text.splitlines()
+    )
     (root / ".snakemake" / "locks" / "0.input.lock").unlink()  # snakemake --unlock
     st = study_status(root, now=NOW)
     assert {j.name: j.state for j in st["jobs"]}["a fold 1"] == "stopped" and not st["stale_lock"]
@@ -141,8 +192,22 @@ def test_a_killed_snakemake_leaves_a_stale_lock_and_stopped_jobs(tmp_path, proce
 
 def test_a_training_process_left_running_counts_as_running(tmp_path, processes):
     root = make_study(tmp_path)
-    processes[:] = [["python3", "-m", "ferstudy", "train", "--h5", "results/data/dataset.h5", "--run-config",
-                     "results/cv/b/run_config.yaml", "--fold", "0", "--out-dir", "results/cv/b/fold0"]]
+    processes[:] = [
+        [
+            "python3",
+            "-m",
+            "ferstudy",
+            "train",
+            "--h5",
+            "results/data/dataset.h5",
+            "--run-config",
+            "results/cv/b/run_config.yaml",
+            "--fold",
+            "0",
+            "--out-dir",
+            "results/cv/b/fold0",
+        ]
+    ]
     jobs = {j.name: j for j in study_status(root, now=NOW)["jobs"]}
     assert jobs["b fold 0"].state == "running" and jobs["a fold 1"].state == "stopped"  # b fold 0's log: 4000 s old
 
@@ -157,7 +222,7 @@ def test_outputs_older_than_their_run_config_are_outdated(tmp_path, processes):
     assert st["left"]["finished"] == 0  # its seconds no longer set the pace
     text = format_status(st, root)
     assert "0 done" not in text and "1 running, 1 stopped, 1 outdated, 1 not started (4 jobs)" in text
-    assert any("a fold 0" in l and "outdated" in l and "runs again" in l for l in text.splitlines()), text
+    assert any("a fold 0" in line and "outdated" in line and "runs again" in line for line in text.splitlines()), text
     write(root / "results" / "data" / "dataset.h5", ["new data"], 50)
     assert {j.name: j.state for j in study_status(root, now=NOW)["jobs"]}["a fold 0"] == "outdated"
 
@@ -186,5 +251,7 @@ def test_processes_are_read_from_this_machine(tmp_path):
 
 def test_status_of_a_directory_that_does_not_exist_fails(tmp_path, capsys):
     assert main(["status", "--dir", str(tmp_path / "nonexistent")]) == 2
-    assert capsys.readouterr().err.strip() == (f"ferstudy: error: --dir {tmp_path / 'nonexistent'}: no such directory "
-                                               f"(the study directory is where snakemake runs)")
+    assert capsys.readouterr().err.strip() == (
+        f"ferstudy: error: --dir {tmp_path / 'nonexistent'}: no such directory "
+        f"(the study directory is where snakemake runs)"
+    )

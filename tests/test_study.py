@@ -11,8 +11,12 @@ from ferstudy.study import aggregate, select
 
 
 def summary(means):
-    return pd.DataFrame([{"architecture": a, "accuracy_mean": m, "accuracy_std": 0.01, "macro_f1_mean": 1 - m,
-                          "macro_f1_std": 0.02} for a, m in means.items()])
+    return pd.DataFrame(
+        [
+            {"architecture": a, "accuracy_mean": m, "accuracy_std": 0.01, "macro_f1_mean": 1 - m, "macro_f1_std": 0.02}
+            for a, m in means.items()
+        ]
+    )
 
 
 def test_select_takes_best_cv_mean_and_reports_runner_up():
@@ -35,16 +39,29 @@ def _metrics_file(tmp_path, name, fold_accuracies, rng, subsample=1.0):
         preds = np.where(rng.random(200) < acc, labels, (labels + 1) % 7)
         folds.append(classification_metrics(labels, np.eye(7)[preds]))
     path = tmp_path / f"{name}.json"
-    write_json(path, {"architecture": name, "dataset": "demo", "factor": "f", "description": name, "folds": folds,
-                      "subsample": subsample, "aggregate": aggregate_folds(folds), "cost": {"params": 10, "mflops": 1.0}})
+    write_json(
+        path,
+        {
+            "architecture": name,
+            "dataset": "demo",
+            "factor": "f",
+            "description": name,
+            "folds": folds,
+            "subsample": subsample,
+            "aggregate": aggregate_folds(folds),
+            "cost": {"params": 10, "mflops": 1.0},
+        },
+    )
     return path
 
 
 def test_aggregate_tables_and_verdicts(tmp_path):
     rng = np.random.default_rng(0)
-    files = [_metrics_file(tmp_path, "base", [0.50, 0.52, 0.51], rng),
-             _metrics_file(tmp_path, "better", [0.70, 0.71, 0.72], rng),
-             _metrics_file(tmp_path, "same", [0.50, 0.53, 0.50], rng)]
+    files = [
+        _metrics_file(tmp_path, "base", [0.50, 0.52, 0.51], rng),
+        _metrics_file(tmp_path, "better", [0.70, 0.71, 0.72], rng),
+        _metrics_file(tmp_path, "same", [0.50, 0.53, 0.50], rng),
+    ]
     summary_df, ablation, cost = aggregate(files, "base", 0.05, n_train=400, n_test=200)
     assert list(summary_df["architecture"]) == ["base", "better", "same"]
     verdicts = dict(zip(ablation["arch"], ablation["verdict"]))
@@ -57,18 +74,33 @@ def test_aggregate_uses_the_subsampled_training_size(tmp_path):
     rng = np.random.default_rng(0)
     accs = [0.50, 0.56, 0.51]
     base = _metrics_file(tmp_path, "base", [0.50, 0.52, 0.51], rng)
-    full = aggregate([base, _metrics_file(tmp_path, "other", accs, np.random.default_rng(1))],
-                     "base", 0.05, n_train=4000, n_test=2000)[1]
-    sub = aggregate([base, _metrics_file(tmp_path, "other", accs, np.random.default_rng(1), subsample=0.1)],
-                    "base", 0.05, n_train=4000, n_test=2000)[1]
+    full = aggregate(
+        [base, _metrics_file(tmp_path, "other", accs, np.random.default_rng(1))],
+        "base",
+        0.05,
+        n_train=4000,
+        n_test=2000,
+    )[1]
+    sub = aggregate(
+        [base, _metrics_file(tmp_path, "other", accs, np.random.default_rng(1), subsample=0.1)],
+        "base",
+        0.05,
+        n_train=4000,
+        n_test=2000,
+    )[1]
     assert sub["p"].iloc[0] > full["p"].iloc[0]
     assert sub["diff_pp"].iloc[0] == pytest.approx(full["diff_pp"].iloc[0])
 
 
 def _result(folds, factor="f", mflops=50.0, subsample=0.5):
     """A metrics.json as evaluate_arch writes it, reduced to what the comparisons read."""
-    return {"aggregate": {"metrics": {"accuracy": {"folds": list(folds)}}}, "factor": factor,
-            "subsample": subsample, "cost": {"mflops": mflops}, "epochs": 8}
+    return {
+        "aggregate": {"metrics": {"accuracy": {"folds": list(folds)}}},
+        "factor": factor,
+        "subsample": subsample,
+        "cost": {"mflops": mflops},
+        "epochs": 8,
+    }
 
 
 def made_up_study():
@@ -114,8 +146,9 @@ def test_a_rechecked_verdict_takes_its_label_from_the_longer_run(tmp_path):
     from ferstudy.study import budget_checked, comparisons_with_pooled
 
     results = made_up_study()
-    results["no_dropout"] = _result(results["baseline"]["aggregate"]["metrics"]["accuracy"]["folds"]
-                                    + np.array([1.4, 1.5, 1.6]) / 100, "dropout")
+    results["no_dropout"] = _result(
+        results["baseline"]["aggregate"]["metrics"]["accuracy"]["folds"] + np.array([1.4, 1.5, 1.6]) / 100, "dropout"
+    )
     for m in results.values():
         m["curve"], m["regularization"] = None, 0.0
     rows, trained = comparisons_with_pooled(results, "baseline", 0.05, n_train=19140, n_test=9569)
@@ -140,12 +173,19 @@ def test_the_recheck_plan_takes_the_riskiest_first():
     from ferstudy.recheck import plan
 
     se = 0.524
-    rows = [dict(arch=a, factor=f, verdict=v, diff_pp=d, se_pooled_pp=se) for a, f, v, d in (
-        ("depth_2convs", "depth", "helped", 4.68), ("kernel_5", "kernel size", "helped", 1.02),
-        ("pool_avg", "pooling", "hurt", -1.15), ("filters_half", "filters", "no measurable difference", -1.30),
-        ("no_dropout", "dropout", "helped", 1.04), ("dropout_blocks", "dropout", "hurt", -6.83),
-        ("no_augment", "augmentation", "no measurable difference", -0.20),
-        ("augment_full", "augmentation", "hurt", -2.53))]
+    rows = [
+        dict(arch=a, factor=f, verdict=v, diff_pp=d, se_pooled_pp=se)
+        for a, f, v, d in (
+            ("depth_2convs", "depth", "helped", 4.68),
+            ("kernel_5", "kernel size", "helped", 1.02),
+            ("pool_avg", "pooling", "hurt", -1.15),
+            ("filters_half", "filters", "no measurable difference", -1.30),
+            ("no_dropout", "dropout", "helped", 1.04),
+            ("dropout_blocks", "dropout", "hurt", -6.83),
+            ("no_augment", "augmentation", "no measurable difference", -0.20),
+            ("augment_full", "augmentation", "hurt", -2.53),
+        )
+    ]
     full = plan(rows, "baseline", "auto")
     assert full["rechecked"] == ["kernel_5", "no_dropout", "augment_full", "dropout_blocks", "no_augment"]
     assert full["runs"][0] == "baseline" and not full["unchecked"]

@@ -19,15 +19,46 @@ from ferstudy.train import fit, subsample
 
 
 def tiny_run_config(epochs=2, **training):
-    t = {"epochs": epochs, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-         "weight_decay": 5e-4, "schedule": "onecycle", "warmup_fraction": 0.2, "label_smoothing": 0.1,
-         "seed": 3, "subsample": 1.0, "tta": "flip", "device": "cpu", "channels_last": "auto", "amp": False,
-         "augment": {"enabled": True, "crop": 44, "pad": 0, "flip": True, "rotate": 10, "scale": 0.1,
-                     "translate": 0.05, "erase": 0.25, "brightness": 0.2, "contrast": 0.2}}
+    t = {
+        "epochs": epochs,
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "warmup_fraction": 0.2,
+        "label_smoothing": 0.1,
+        "seed": 3,
+        "subsample": 1.0,
+        "tta": "flip",
+        "device": "cpu",
+        "channels_last": "auto",
+        "amp": False,
+        "augment": {
+            "enabled": True,
+            "crop": 44,
+            "pad": 0,
+            "flip": True,
+            "rotate": 10,
+            "scale": 0.1,
+            "translate": 0.05,
+            "erase": 0.25,
+            "brightness": 0.2,
+            "contrast": 0.2,
+        },
+    }
     t.update(training)
     layers = expand_blocks({"filters": [8, 16], "convs": 1, "head_dropout": 0.3, "dropout": 0.1})
-    return {"name": "tiny", "description": "", "factor": "", "model": {"layers": layers}, "training": t,
-            "data": {"folds": 3, "fold_seed": 0}, "dataset": "fer2013"}
+    return {
+        "name": "tiny",
+        "description": "",
+        "factor": "",
+        "model": {"layers": layers},
+        "training": t,
+        "data": {"folds": 3, "fold_seed": 0},
+        "dataset": "fer2013",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +92,9 @@ def test_held_out_evaluated_every_n_epochs_and_after_the_last(real_h5, tmp_path)
 
     data = load_h5(real_h5)
     tr, va = data.fold_indices(0)
-    sparse_model, sparse = fit(tiny_run_config(epochs=3, eval_every=2), data, tr, va, tmp_path / "a.pt",
-                               progress=lambda s: None)
+    sparse_model, sparse = fit(
+        tiny_run_config(epochs=3, eval_every=2), data, tr, va, tmp_path / "a.pt", progress=lambda s: None
+    )
     dense_model, dense = fit(tiny_run_config(epochs=3), data, tr, va, tmp_path / "b.pt", progress=lambda s: None)
     assert [math.isnan(h["val_acc"]) for h in sparse["history"]] == [True, False, False]
     assert sparse["history"][-1]["val_loss"] == dense["history"][-1]["val_loss"]
@@ -74,8 +106,14 @@ def test_held_out_evaluated_every_n_epochs_and_after_the_last(real_h5, tmp_path)
 def test_training_learns_on_real_faces(real_h5, tmp_path):
     data = load_h5(real_h5)
     tr, va = data.fold_indices(1)
-    _, state = fit(tiny_run_config(epochs=4, augment={"enabled": False, "crop": 44}), data, tr, va,
-                   tmp_path / "ck.pt", progress=lambda s: None)
+    _, state = fit(
+        tiny_run_config(epochs=4, augment={"enabled": False, "crop": 44}),
+        data,
+        tr,
+        va,
+        tmp_path / "ck.pt",
+        progress=lambda s: None,
+    )
     losses = [h["train_loss"] for h in state["history"]]
     assert losses[-1] < losses[0] - 0.05, losses
     assert state["history"][-1]["train_acc"] > 1 / 7  # above uniform chance
@@ -91,8 +129,24 @@ def test_subsample_is_stratified_and_seeded():
 
 
 def _train_cmd(h5, run_config, out, ckpt, fold=0):
-    return [sys.executable, "-m", "ferstudy", "train", "--h5", str(h5), "--run-config", str(run_config),
-            "--fold", str(fold), "--out-dir", str(out), "--checkpoint", str(ckpt), "--threads", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "ferstudy",
+        "train",
+        "--h5",
+        str(h5),
+        "--run-config",
+        str(run_config),
+        "--fold",
+        str(fold),
+        "--out-dir",
+        str(out),
+        "--checkpoint",
+        str(ckpt),
+        "--threads",
+        "1",
+    ]
 
 
 def needs_bf16(amp):
@@ -112,8 +166,9 @@ def test_killed_job_resumes_to_identical_result(real_h5, tmp_path, amp):
     subprocess.run(_train_cmd(real_h5, rc, tmp_path / "ref", tmp_path / "ref.pt"), check=True, capture_output=True)
     # Interrupted run: SIGKILL once the checkpoint of an early epoch exists, then start it again.
     ckpt = tmp_path / "ck" / "run.pt"
-    proc = subprocess.Popen(_train_cmd(real_h5, rc, tmp_path / "out", ckpt), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(real_h5, rc, tmp_path / "out", ckpt), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline:
         time.sleep(0.02)
@@ -140,8 +195,9 @@ def test_killed_job_resumes_to_identical_result(real_h5, tmp_path, amp):
 def test_train_outputs_record_config_and_versions(real_h5, tmp_path):
     rc = tmp_path / "run_config.yaml"
     rc.write_text(yaml.safe_dump(tiny_run_config(epochs=1)))
-    subprocess.run(_train_cmd(real_h5, rc, tmp_path / "out", tmp_path / "ck.pt", fold=1), check=True,
-                   capture_output=True)
+    subprocess.run(
+        _train_cmd(real_h5, rc, tmp_path / "out", tmp_path / "ck.pt", fold=1), check=True, capture_output=True
+    )
     cfg = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     # fold 1 starts from seed 3 + 1 (every architecture of fold 1 alike)
     assert cfg["run_config"]["training"]["seed"] == 3 and cfg["fold"] == 1 and cfg["init_seed"] == 4
@@ -163,8 +219,22 @@ def test_predict_command_on_an_extra_test_set(real_h5, real_slice_csv, tmp_path)
     model, _ = fit(run_cfg, data, tr, va, tmp_path / "ck.pt", progress=lambda s: None)
     save_model(tmp_path / "model.pt", model, run_cfg)
     out = tmp_path / "extra.csv"
-    subprocess.run([sys.executable, "-m", "ferstudy", "predict", "--model", str(tmp_path / "model.pt"),
-                    "--csv", str(real_slice_csv), "--out", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferstudy",
+            "predict",
+            "--model",
+            str(tmp_path / "model.pt"),
+            "--csv",
+            str(real_slice_csv),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     pred = pd.read_csv(out)
     assert len(pred) == 900 and (pred["label"].to_numpy() == data.labels).all()
     assert np.allclose(pred.filter(like="p_").sum(axis=1), 1.0, atol=1e-4)

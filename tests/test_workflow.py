@@ -14,8 +14,16 @@ import yaml
 from conftest import REPO
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-             "--configfile", str(REPO / "config" / "config.yaml"), str(TINY)]
+SNAKEMAKE = [
+    sys.executable,
+    "-m",
+    "snakemake",
+    "--snakefile",
+    str(REPO / "workflow" / "Snakefile"),
+    "--configfile",
+    str(REPO / "config" / "config.yaml"),
+    str(TINY),
+]
 
 
 def snakemake(workdir, *args, extra_configs=(), check=True):
@@ -58,14 +66,24 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     log = snakemake(tmp_path).stderr
     results = tmp_path / "results"
     # The first lines of the log: the jobs and the wall time predicted by measuring this machine.
-    head = log[:log.index("rule ")] if "rule " in log else log
+    head = log[: log.index("rule ")] if "rule " in log else log
     assert "This run: " in head and "Predicted for the whole study on 2 cores" in head, head[-3000:]
     assert head.count("\n  measured network ") == 2  # one line per network while it measures
     assert (results / "cost" / "prediction.json").is_file() and (results / "cost" / "run.json").is_file()
-    for path in ("data/dataset.h5", "data/faces.png", "tables/cv_summary.csv", "tables/ablation.csv",
-                 "final/selection.json", "final/metrics.json", "final/predictions_private.csv",
-                 "cv/pool_avg/fold1/history.csv", "benchmarks/train/baseline/fold0.tsv",
-                 "figures/saliency.png", "figures/training_curves.png", "report/report.md"):
+    for path in (
+        "data/dataset.h5",
+        "data/faces.png",
+        "tables/cv_summary.csv",
+        "tables/ablation.csv",
+        "final/selection.json",
+        "final/metrics.json",
+        "final/predictions_private.csv",
+        "cv/pool_avg/fold1/history.csv",
+        "benchmarks/train/baseline/fold0.tsv",
+        "figures/saliency.png",
+        "figures/training_curves.png",
+        "report/report.md",
+    ):
         assert (results / path).is_file(), path
     assert "DEMO DATA" in (results / "logs" / "demo_csv.log").read_text()
     # One log per job, none empty; a benchmark for every rule that computes (not run_config, final_config:
@@ -73,9 +91,19 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     logs = sorted((results / "logs").rglob("*.log"))
     assert len(logs) >= 18 and not [str(p) for p in logs if p.stat().st_size == 0]
     benchmarks = {p.relative_to(results / "benchmarks").as_posix() for p in (results / "benchmarks").rglob("*.tsv")}
-    assert {"demo_csv.tsv", "prepare.tsv", "train/pool_avg/fold1.tsv", "evaluate/baseline.tsv", "aggregate.tsv",
-            "select.tsv", "train_final.tsv", "evaluate_final.tsv", "figures.tsv", "report/report.tsv",
-            "report/report_html.tsv"} <= benchmarks, sorted(benchmarks)
+    assert {
+        "demo_csv.tsv",
+        "prepare.tsv",
+        "train/pool_avg/fold1.tsv",
+        "evaluate/baseline.tsv",
+        "aggregate.tsv",
+        "select.tsv",
+        "train_final.tsv",
+        "evaluate_final.tsv",
+        "figures.tsv",
+        "report/report.tsv",
+        "report/report_html.tsv",
+    } <= benchmarks, sorted(benchmarks)
     # Nothing to do when nothing changed.
     assert not [j for j in planned_jobs(snakemake(tmp_path, "-n").stdout) if j[0] != "all"]
     report_md = (results / "report" / "report.md").read_text()
@@ -119,9 +147,14 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
     # A new architecture that ties the chosen one (its twin, same precision) and wins the tie by its name:
     # the dry run cannot know that and plans no final model; the run finds it at the checkpoint and retrains.
     precision = yaml.safe_load((results / "cv" / chosen / "fold0" / "config.yaml").read_text())["precision"]
-    change.write_text(yaml.safe_dump({"architectures": {"aaa_twin": {"extends": chosen,
-                                                                     "training": {"amp": precision == "bf16"}}},
-                                      "study": {"only": ["baseline", "pool_avg", "aaa_twin"]}}))
+    change.write_text(
+        yaml.safe_dump(
+            {
+                "architectures": {"aaa_twin": {"extends": chosen, "training": {"amp": precision == "bf16"}}},
+                "study": {"only": ["baseline", "pool_avg", "aaa_twin"]},
+            }
+        )
+    )
     rules = {r for r, _ in planned_jobs(snakemake(tmp_path, "-n", extra_configs=[change]).stdout)}
     assert {"train_fold", "select"} <= rules and "train_final" not in rules
     ran = snakemake(tmp_path, extra_configs=[change]).stderr
@@ -131,6 +164,7 @@ def test_tiny_study_runs_and_reruns_only_what_changed(tmp_path):
 
 
 # ---------------------------------------------------------------- the user's config, paths, environments
+
 
 def fake_real_data(workdir, name="data/fer2013.csv"):
     path = workdir / name
@@ -144,20 +178,34 @@ def test_the_users_overlay_wins_over_the_auto_preset(tmp_path):
     the preset, and the first lines of the run list what the preset set and what the user's replaced."""
     overlay = tmp_path / "mine.yaml"
     overlay.write_text("study: {only: [baseline, no_augment]}\ntraining: {epochs: 20}\n")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile",
-           str(REPO / "config" / "config.yaml"), str(overlay), "--cores", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        str(overlay),
+        "--cores",
+        "1",
+    ]
     dry = subprocess.run(cmd + ["-n"], cwd=tmp_path, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr[-3000:]
     log = dry.stdout + dry.stderr
     train = sorted(w for r, w in planned_jobs(log) if r == "train_fold")
     assert train == [f"arch={a}, fold={k}" for a in ("baseline", "no_augment") for k in range(3)]
-    head = log[:log.index("Building DAG")]
+    head = log[: log.index("Building DAG")]
     assert "Preset 'demo' set" in head and "  data.folds: 5 -> 3" in head
     assert "  training.epochs: 20 (" in head and "mine.yaml; the preset's: 8)" in head  # the user's 20 won
     assert "training.epochs: 30 -> 8" not in head
     # --config with a nested value, over the overlay; the run config is what training jobs read
-    run = subprocess.run(cmd + ["results/cv/baseline/run_config.yaml", "--config", "training={epochs: 6, lr: 0.02}",
-                                "data={folds: 4}"], cwd=tmp_path, capture_output=True, text=True)
+    run = subprocess.run(
+        cmd + ["results/cv/baseline/run_config.yaml", "--config", "training={epochs: 6, lr: 0.02}", "data={folds: 4}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     spec = yaml.safe_load((tmp_path / "results/cv/baseline/run_config.yaml").read_text())
     assert spec["training"]["epochs"] == 6 and spec["training"]["lr"] == 0.02 and spec["data"]["folds"] == 4
@@ -175,10 +223,22 @@ def test_an_edit_to_the_config_file_takes_effect_under_the_demo_preset(tmp_path)
     edited = edited.replace("#   epochs: 30", "  epochs: 3", 1)
     assert edited.count("\ntraining:") == 1 and "\n  epochs: 3\n" in edited
     (tmp_path / "config" / "config.yaml").write_text(edited)
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "results/cv/baseline/run_config.yaml",
-                          "results/final/final_config.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "1",
+            "results/cv/baseline/run_config.yaml",
+            "results/final/final_config.yaml",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    head = run.stderr[:run.stderr.index("Building DAG")]
+    head = run.stderr[: run.stderr.index("Building DAG")]
     assert "  training.epochs: 3 (config/config.yaml; the preset's: 8)" in head
     assert "Preset 'demo' set" in head and "  training.epochs: 30 -> 8" not in head
     spec = yaml.safe_load((tmp_path / "results/cv/baseline/run_config.yaml").read_text())
@@ -200,16 +260,32 @@ def test_the_submitting_hosts_preset_reaches_every_job(tmp_path):
         "import sys\n"
         "if '--mode' in sys.argv:  # a job spawned by Snakemake: this 'node' has a GPU\n"
         "    import ferstudy.config\n"
-        "    ferstudy.config._cuda_available = lambda: True\n")
+        "    ferstudy.config._cuda_available = lambda: True\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.pop("FERSTUDY_PRESET", None)
     no_budget = tmp_path / "no_budget.yaml"  # the cpu preset's time budget would measure first (the plan)
     no_budget.write_text("study: {time_budget: null}\n")
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                             "--configfile", str(REPO / "config" / "config.yaml"), str(no_budget), "--cores", "1",
-                             "results/cv/baseline/run_config.yaml"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            str(no_budget),
+            "--cores",
+            "1",
+            "results/cv/baseline/run_config.yaml",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     spec = yaml.safe_load((tmp_path / "results/cv/baseline/run_config.yaml").read_text())
     assert spec["data"]["folds"] == 3 and spec["training"]["epochs"] == 8  # the cpu preset's
@@ -224,11 +300,17 @@ def test_data_paths_with_spaces_and_shell_characters(tmp_path, real_slice_csv):
     csv.parent.mkdir(parents=True)
     shutil.copy(real_slice_csv, csv)
     mine = study / "my config.yaml"
-    mine.write_text(yaml.safe_dump({
-        "preset": "none", "data": {"csv": str(csv.relative_to(study)), "folds": 2},
-        "training": {"epochs": 1, "batch_size": 32, "tta": "none", "curve_images": 0},
-        "architectures": {"baseline": {"blocks": {"filters": [8, 16]}}},
-        "study": {"only": ["baseline"], "predict_cost": False}}))
+    mine.write_text(
+        yaml.safe_dump(
+            {
+                "preset": "none",
+                "data": {"csv": str(csv.relative_to(study)), "folds": 2},
+                "training": {"epochs": 1, "batch_size": 32, "tta": "none", "curve_images": 0},
+                "architectures": {"baseline": {"blocks": {"filters": [8, 16]}}},
+                "study": {"only": ["baseline"], "predict_cost": False},
+            }
+        )
+    )
     result = snakemake(study, "results/cv/baseline/fold0/predictions.csv", extra_configs=[mine])
     assert "ferstudy: error" not in result.stderr
     assert (study / "results/data/dataset.h5").is_file() and (study / "results/cv/baseline/fold0/model.pt").is_file()
@@ -252,12 +334,30 @@ def test_every_job_runs_the_workflows_own_package(tmp_path):
     base = Path(sys._base_executable).resolve()
     (venv / "bin" / "python").symlink_to(base)
     (venv / "bin" / "python3").write_text(
-        f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site_packages}" exec {base} -S "$@"\n')
+        f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site_packages}" exec {base} -S "$@"\n'
+    )
     (venv / "bin" / "python3").chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    run = subprocess.run([str(venv / "bin" / "python"), "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                          "--configfile", str(REPO / "config" / "config.yaml"), str(TINY), "--cores", "1", "-p",
-                          "results/data/demo.csv"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            str(TINY),
+            "--cores",
+            "1",
+            "-p",
+            "results/data/demo.csv",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     log = tmp_path / "results" / "logs" / "demo_csv.log"
     assert run.returncode == 0, (run.stderr[-3000:], log.read_text() if log.is_file() else "")
     assert "python3 -m ferstudy demo --out results/data/demo.csv " in run.stdout + run.stderr
@@ -332,18 +432,23 @@ def test_new_data_with_the_old_mtime_reruns_prepare(tmp_path):
     assert [r for r, _ in planned_jobs(dry)] == ["prepare"] and "params have changed" in dry.lower(), dry
 
 
-@pytest.mark.parametrize("given, message", [
-    ("data={extra_test_sets: {private: x.csv}}", "config key data.extra_test_sets.private: the name is reserved"),
-    ("data={extra_test_sets: {'../../../../../../tmp/x/ESCAPED': x.csv}}",
-     "config key data.extra_test_sets: the name '../../../../../../tmp/x/ESCAPED' is not allowed"),
-    ("training={epochs: 99999999999999999999}", "config key training.epochs: 99999999999999999999 is greater than"),
-    ("training={epochs: 1e8}", "config key training.epochs: 100000000.0 is not an integer"),
-    ("training={batch_size: 32.0}", "config key training.batch_size: 32.0 is not an integer (write 32)"),
-    ("data={folds: 3.0}", "config key data.folds: 3.0 is not an integer (write 3)"),
-    ("training={epochs: -3}", "config key training.epochs: -3 is less than the minimum of 1"),
-    ("training={epochs: [}", "--config training='{epochs: [}': not valid YAML"),
-    ("final={architecture: nope}", "config key final.architecture: 'nope' is not among the architectures studied"),
-])
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ("data={extra_test_sets: {private: x.csv}}", "config key data.extra_test_sets.private: the name is reserved"),
+        (
+            "data={extra_test_sets: {'../../../../../../tmp/x/ESCAPED': x.csv}}",
+            "config key data.extra_test_sets: the name '../../../../../../tmp/x/ESCAPED' is not allowed",
+        ),
+        ("training={epochs: 99999999999999999999}", "config key training.epochs: 99999999999999999999 is greater than"),
+        ("training={epochs: 1e8}", "config key training.epochs: 100000000.0 is not an integer"),
+        ("training={batch_size: 32.0}", "config key training.batch_size: 32.0 is not an integer (write 32)"),
+        ("data={folds: 3.0}", "config key data.folds: 3.0 is not an integer (write 3)"),
+        ("training={epochs: -3}", "config key training.epochs: -3 is less than the minimum of 1"),
+        ("training={epochs: [}", "--config training='{epochs: [}': not valid YAML"),
+        ("final={architecture: nope}", "config key final.architecture: 'nope' is not among the architectures studied"),
+    ],
+)
 def test_hostile_config_values_stop_the_dry_run_in_one_line(given, message, tmp_path):
     """Each made a traceback, an out-of-memory dry run (21.8 GB for 1e20 epochs) or a crash in every
     training job; now the dry run stops before any job with one line naming the key."""
@@ -351,8 +456,14 @@ def test_hostile_config_values_stop_the_dry_run_in_one_line(given, message, tmp_
 
     (tmp_path / "x.csv").write_text("emotion,pixels,Usage\n")
     cmd = SNAKEMAKE + ["--cores", "1", "-n", "--config", given]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)))
+    result = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)),
+    )
     out = result.stdout + result.stderr
     assert result.returncode != 0 and message in out and "Traceback" not in out, out[-3000:]
     assert not (tmp_path / "results").exists() and not Path("/tmp/x/ESCAPED").exists()
@@ -371,7 +482,10 @@ def test_a_time_budget_puts_the_plan_before_training(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("study: {time_budget: 2 hours}\n")
     result = snakemake(tmp_path, "-n", extra_configs=[bad], check=False)
-    assert result.returncode != 0 and "config key study.time_budget: '2 hours' is not a time" in result.stdout + result.stderr
+    assert (
+        result.returncode != 0
+        and "config key study.time_budget: '2 hours' is not a time" in result.stdout + result.stderr
+    )
 
 
 @pytest.mark.slow
@@ -380,8 +494,9 @@ def test_the_plan_reaches_the_training_jobs_and_a_rerun_reuses_it(tmp_path):
     rerun (also with other --cores) plans no new measurement; the user's epochs win and are named."""
     mine = tmp_path / "budget.yaml"
     mine.write_text("study: {time_budget: 6min, predict_cost: true}\ntraining: {epochs: 1}\n")
-    snakemake(tmp_path, "results/cv/baseline/run_config.yaml", "results/cv/pool_avg/run_config.yaml",
-              extra_configs=[mine])
+    snakemake(
+        tmp_path, "results/cv/baseline/run_config.yaml", "results/cv/pool_avg/run_config.yaml", extra_configs=[mine]
+    )
     plan = json.loads((tmp_path / "results" / "plan.json").read_text())
     assert plan["user_set"]["training.epochs"]["value"] == 1 and "training.epochs 1" in plan["sentence"]
     assert plan["measurement"]["per_arch"].keys() == {"baseline", "pool_avg"}
@@ -391,8 +506,12 @@ def test_the_plan_reaches_the_training_jobs_and_a_rerun_reuses_it(tmp_path):
     pred = json.loads((tmp_path / "results" / "cost" / "prediction.json").read_text())
     assert pred["planned"] and pred["final"]["per_arch_s"].keys() == {"baseline", "pool_avg"}
     for cores in ("2", "1"):
-        rerun = subprocess.run(SNAKEMAKE + [str(mine), "--cores", cores, "-n", "results/cv/baseline/run_config.yaml"],
-                               cwd=tmp_path, capture_output=True, text=True)
+        rerun = subprocess.run(
+            SNAKEMAKE + [str(mine), "--cores", cores, "-n", "results/cv/baseline/run_config.yaml"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
         assert "Nothing to be done" in rerun.stdout + rerun.stderr, rerun.stdout[-2000:]
     # after select, train_final's settings: tiny.yaml's final epochs (a user layer) win over the plan
     snakemake(tmp_path, "results/final/final_config_planned.yaml", extra_configs=[mine])

@@ -26,24 +26,50 @@ from ferstudy.faces import cascade, detect_faces, to_grey
 from ferstudy.photos import TorchPredictor, annotate, predict_faces
 from ferstudy.train import fit
 
-INPUT = Path(__file__).with_name("predict_image_input.png")   # feed this one to `ferstudy predict-image`
-OUT = Path(__file__).with_name("predict_image_example.png")   # its output: boxes and labels drawn
+INPUT = Path(__file__).with_name("predict_image_input.png")  # feed this one to `ferstudy predict-image`
+OUT = Path(__file__).with_name("predict_image_example.png")  # its output: boxes and labels drawn
 
 
 def train_demo_model(path):
     images, labels, usage = make_demo_faces(3000, seed=0)
     split = np.select([usage == "Training", usage == "PublicTest"], [0, 1], 2).astype(np.uint8)
-    data = FerData(images, labels, split, np.arange(len(labels)), np.full(len(labels), -1, np.int8),
-                   {"dataset": "demo"})
-    t = {"epochs": 10, "batch_size": 32, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-         "schedule": "onecycle", "warmup_fraction": 0.2, "label_smoothing": 0.1, "seed": 0, "subsample": 1.0,
-         "tta": "flip", "device": "cpu", "channels_last": "auto", "amp": False, "eval_every": 0,
-         "augment": {"enabled": True, "crop": 48, "pad": 0, "flip": True, "scale": 0.15}}
-    cfg = {"name": "demo_example", "model": {"layers": expand_blocks({"filters": [16, 32, 64, 128], "convs": 1,
-                                                                      "head_dropout": 0.3})},
-           "training": t, "dataset": "demo"}
-    model, state = fit(cfg, data, data.indices("Training"), data.indices("PublicTest"), Path(path).with_suffix(".ck"),
-                       threads=1, progress=lambda s: None)
+    data = FerData(
+        images, labels, split, np.arange(len(labels)), np.full(len(labels), -1, np.int8), {"dataset": "demo"}
+    )
+    t = {
+        "epochs": 10,
+        "batch_size": 32,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "warmup_fraction": 0.2,
+        "label_smoothing": 0.1,
+        "seed": 0,
+        "subsample": 1.0,
+        "tta": "flip",
+        "device": "cpu",
+        "channels_last": "auto",
+        "amp": False,
+        "eval_every": 0,
+        "augment": {"enabled": True, "crop": 48, "pad": 0, "flip": True, "scale": 0.15},
+    }
+    cfg = {
+        "name": "demo_example",
+        "model": {"layers": expand_blocks({"filters": [16, 32, 64, 128], "convs": 1, "head_dropout": 0.3})},
+        "training": t,
+        "dataset": "demo",
+    }
+    model, state = fit(
+        cfg,
+        data,
+        data.indices("Training"),
+        data.indices("PublicTest"),
+        Path(path).with_suffix(".ck"),
+        threads=1,
+        progress=lambda s: None,
+    )
     print(f"demo model: PublicTest accuracy {state['history'][-1]['val_acc']:.3f}", file=sys.stderr)
     save_model(path, model, cfg)
 
@@ -57,7 +83,7 @@ def background(h=300, w=560):
 
 
 def paste(img, face, x, y, s):
-    img[y:y + s, x:x + s] = cv2.resize(face, (s, s), interpolation=cv2.INTER_CUBIC)[..., None]
+    img[y : y + s, x : x + s] = cv2.resize(face, (s, s), interpolation=cv2.INTER_CUBIC)[..., None]
     return img
 
 
@@ -86,8 +112,10 @@ def main():
         boxes = detect_faces(grey, detector)
         _, probs = predict_faces(grey, boxes, predictor)
     drawn = [CLASS_NAMES[int(p.argmax())] for _, p in sorted(zip([b[0] for b in boxes], probs), key=lambda t: t[0])]
-    print(f"{len(boxes)} faces detected; left to right, drawn {drawn}, true {[CLASS_NAMES[labels[i]] for i in picks]}",
-          file=sys.stderr)
+    print(
+        f"{len(boxes)} faces detected; left to right, drawn {drawn}, true {[CLASS_NAMES[labels[i]] for i in picks]}",
+        file=sys.stderr,
+    )
     cv2.imwrite(str(INPUT), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     cv2.imwrite(str(OUT), annotate(img, boxes, probs), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     for path in (INPUT, OUT):

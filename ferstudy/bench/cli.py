@@ -55,8 +55,12 @@ def run_bench(args: argparse.Namespace, emit: Callable[[dict], dict] | None = No
     cfg = load_config(args.config, args.configfile, args.preset, args.study_dir)
     archs = _bench_archs(args, cfg)
     pil_archs = args.pil_archs if args.pil_archs is not None else [cfg["study"]["baseline"]]
-    ctx = {**base_context(threads), "preset": cfg["preset"], "dataset": cfg["dataset"]["name"],
-           "data": f"HDF5 {args.h5}" if args.h5 else "demo faces"}
+    ctx = {
+        **base_context(threads),
+        "preset": cfg["preset"],
+        "dataset": cfg["dataset"]["name"],
+        "data": f"HDF5 {args.h5}" if args.h5 else "demo faces",
+    }
     records = []
 
     def out(record):
@@ -92,6 +96,7 @@ def _bench_archs(args, cfg):
     for name in archs:
         if name not in cfg["architectures"]:
             from ..errors import UserError
+
             raise UserError(f"--archs: unknown architecture {name!r} (config has {', '.join(cfg['architectures'])})")
     return archs
 
@@ -113,10 +118,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups of measurements "
-                                                             "(default: all; train implies matmul)")
-    p.add_argument("--config", help="the study's config file, over the shipped defaults (default: "
-                                    "config/config.yaml of the study directory, if there is one)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        help="run only these groups of measurements (default: all; train implies matmul)",
+    )
+    p.add_argument(
+        "--config",
+        help="the study's config file, over the shipped defaults (default: "
+        "config/config.yaml of the study directory, if there is one)",
+    )
     p.add_argument("--configfile", nargs="*", default=[], help="YAML files merged over --config, as Snakemake does")
     p.add_argument("--preset", help="override the config's preset (e.g. cpu: full-width networks, batch 128)")
     p.add_argument("--archs", nargs="*", help="architectures to time (default: every one in the config)")
@@ -125,13 +137,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", type=int, default=8, help="timed batches per trial (default 8)")
     p.add_argument("--warmup", type=int, default=1, help="untimed batches first (default 1)")
     p.add_argument("--trials", type=int, default=3, help="repetitions; the best is reported (default 3)")
-    p.add_argument("--channels-last", choices=["auto", "on", "off", "both"], default="auto",
-                   help="memory format of the training step (auto: as the config says)")
-    p.add_argument("--pil-archs", nargs="*", help="architectures for the PIL+DataLoader comparison "
-                                                  "(default: the study baseline; the option without names skips it)")
+    p.add_argument(
+        "--channels-last",
+        choices=["auto", "on", "off", "both"],
+        default="auto",
+        help="memory format of the training step (auto: as the config says)",
+    )
+    p.add_argument(
+        "--pil-archs",
+        nargs="*",
+        help="architectures for the PIL+DataLoader comparison "
+        "(default: the study baseline; the option without names skips it)",
+    )
     p.add_argument("--pil-workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers to try")
-    p.add_argument("--pil-rounds", type=int, default=3, help="alternating rounds of project and PIL loop; "
-                                                             "train_vs_pil is the median of their ratios (default 3)")
+    p.add_argument(
+        "--pil-rounds",
+        type=int,
+        default=3,
+        help="alternating rounds of project and PIL loop; train_vs_pil is the median of their ratios (default 3)",
+    )
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--max-images", type=int, default=2048, help="distinct images generated or read")
     p.add_argument("--h5", help="prepared HDF5 to train on (default: demo faces)")
@@ -145,8 +169,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("bench", help="benchmark harness: one JSON line per measurement",
-                              description=bench_doc.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "bench", help="benchmark harness: one JSON line per measurement", description=bench_doc.split("\n\n")[0]
+    )
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
     return p

@@ -13,8 +13,12 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def load_config(config_path: Path | str | None = None, configfiles: Sequence[Path | str] = (),
-                preset: str | None = None, workdir: Path | str | None = None) -> dict:
+def load_config(
+    config_path: Path | str | None = None,
+    configfiles: Sequence[Path | str] = (),
+    preset: str | None = None,
+    workdir: Path | str | None = None,
+) -> dict:
     """The resolved study config, layered as the workflow layers it (`config.load_study`: the
     shipped defaults, the preset, then the study's config file, default config/config.yaml, each
     `--configfile` and the `--preset` choice); resolved relative to `workdir` (the study
@@ -37,9 +41,14 @@ def base_context(threads: int) -> dict[str, Any]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     from ..config import cpu_name
 
-    return {"threads": threads, "torch": torch.__version__, "cpu": cpu_name(), "cores": all_cores(),
-            "loadavg_1m": round(load, 2) if load is not None else None,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    return {
+        "threads": threads,
+        "torch": torch.__version__,
+        "cpu": cpu_name(),
+        "cores": all_cores(),
+        "loadavg_1m": round(load, 2) if load is not None else None,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
 
 
 def set_threads(threads: int) -> None:

@@ -29,8 +29,9 @@ def run_snakemake(study_dir: Path | str, args: Sequence[str], timeout: float = 6
     """(seconds, combined output) of `snakemake <args>` run in `study_dir`."""
     env = dict(os.environ)
     t0 = time.perf_counter()
-    proc = subprocess.run(snakemake_command() + list(args), cwd=study_dir, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        snakemake_command() + list(args), cwd=study_dir, capture_output=True, text=True, timeout=timeout, env=env
+    )
     seconds = time.perf_counter() - t0
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
@@ -74,7 +75,7 @@ def parse_dry_run_jobs(text: str) -> list[str]:
             rule = m.group(1)
             continue
         if rule is not None and line.strip().startswith("wildcards:"):
-            jobs.append(f"{rule}[{line.strip()[len('wildcards:'):].strip()}]")
+            jobs.append(f"{rule}[{line.strip()[len('wildcards:') :].strip()}]")
             rule = None
     if rule is not None:
         jobs.append(rule)
@@ -106,8 +107,9 @@ def changed_archs(cfg: dict, arch: str, change: dict) -> list[str]:
     return [n for n in cfg["study"]["architectures"] if resolve_arch(cfg, n) != resolve_arch(changed, n)]
 
 
-def snakemake_times(study_dir: Path | str, cfg: dict, arch: str | None = None, change: dict | None = None,
-                    trials: int = 3) -> tuple[dict, dict | None]:
+def snakemake_times(
+    study_dir: Path | str, cfg: dict, arch: str | None = None, change: dict | None = None, trials: int = 3
+) -> tuple[dict, dict | None]:
     """Dry-run time of a finished study and the jobs one architecture change triggers."""
     import yaml
 
@@ -118,8 +120,13 @@ def snakemake_times(study_dir: Path | str, cfg: dict, arch: str | None = None, c
         times.append(seconds)
     pending = parse_job_stats(out)
     arch = arch or default_change_arch(cfg, change)
-    result = {"dry_run_s": min(times), "dry_run_s_median": statistics.median(times), "trials": trials,
-              "pending_jobs": sum(pending.values()), "pending_by_rule": pending}
+    result = {
+        "dry_run_s": min(times),
+        "dry_run_s_median": statistics.median(times),
+        "trials": trials,
+        "pending_jobs": sum(pending.values()),
+        "pending_by_rule": pending,
+    }
     if arch is None:
         return result, None
     expected = changed_archs(cfg, arch, change)
@@ -132,11 +139,20 @@ def snakemake_times(study_dir: Path | str, cfg: dict, arch: str | None = None, c
         os.unlink(override)
     jobs = parse_dry_run_jobs(out)
     by_rule = parse_job_stats(out)
-    trained = sorted({m.group(1) for j in jobs for m in [re.search(r"arch=([\w-]+)", j)] if m
-                      and j.startswith("train_fold")})
-    change_line = {"arch": arch, "change": change, "dry_run_s": seconds, "jobs": sum(by_rule.values()),
-                   "jobs_by_rule": by_rule, "job_list": jobs, "expected_archs": expected,
-                   "retrained_archs": trained, "only_expected": trained == sorted(expected)}
+    trained = sorted(
+        {m.group(1) for j in jobs for m in [re.search(r"arch=([\w-]+)", j)] if m and j.startswith("train_fold")}
+    )
+    change_line = {
+        "arch": arch,
+        "change": change,
+        "dry_run_s": seconds,
+        "jobs": sum(by_rule.values()),
+        "jobs_by_rule": by_rule,
+        "job_list": jobs,
+        "expected_archs": expected,
+        "retrained_archs": trained,
+        "only_expected": trained == sorted(expected),
+    }
     return result, change_line
 
 
@@ -149,14 +165,28 @@ def snakemake_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg
 
     change = yaml.safe_load(args.change) if args.change else None
     dry, chg = snakemake_times(args.study_dir, cfg, args.change_arch, change, trials=args.trials)
-    out({"name": "snakemake_dry_run", "seconds": dry["dry_run_s"], "seconds_median": dry["dry_run_s_median"],
-         "pending_jobs": dry["pending_jobs"], "pending_by_rule": dry["pending_by_rule"],
-         "units": {"seconds": "s wall of `snakemake -n`, best trial"},
-         "context": {"study_dir": str(args.study_dir), "trials": dry["trials"]}})
+    out(
+        {
+            "name": "snakemake_dry_run",
+            "seconds": dry["dry_run_s"],
+            "seconds_median": dry["dry_run_s_median"],
+            "pending_jobs": dry["pending_jobs"],
+            "pending_by_rule": dry["pending_by_rule"],
+            "units": {"seconds": "s wall of `snakemake -n`, best trial"},
+            "context": {"study_dir": str(args.study_dir), "trials": dry["trials"]},
+        }
+    )
     if chg is None:
         out({"name": "snakemake_change", "skipped": "no architecture that the change alters alone", "context": {}})
     else:
-        out({"name": "snakemake_change", **{k: v for k, v in chg.items()},
-             "units": {"dry_run_s": "s wall of `snakemake -n --configfile <override>`",
-                       "jobs": "jobs the change triggers"},
-             "context": {"study_dir": str(args.study_dir)}})
+        out(
+            {
+                "name": "snakemake_change",
+                **{k: v for k, v in chg.items()},
+                "units": {
+                    "dry_run_s": "s wall of `snakemake -n --configfile <override>`",
+                    "jobs": "jobs the change triggers",
+                },
+                "context": {"study_dir": str(args.study_dir)},
+            }
+        )

@@ -54,15 +54,21 @@ print(json.dumps({"rows": int(len(d.labels)), "seconds": seconds,
 """
 
 
-def ingest_in_subprocess(csv: Path | str, h5: Path | str, folds: int = 5, fold_seed: int = 0,
-                         timeout: float = 600) -> dict:
+def ingest_in_subprocess(
+    csv: Path | str, h5: Path | str, folds: int = 5, fold_seed: int = 0, timeout: float = 600
+) -> dict:
     """`data.prepare(csv, h5)` in a fresh Python process, as `ferstudy prepare` runs it: {rows,
     seconds, cpu_s (user + system of all its threads), peak_rss_mb (the process's high-water mark,
     MiB), rss_after_import_mb (before the ingest: Python, numpy, h5py), chunk_bytes}."""
     from ..errors import UserError
 
-    proc = subprocess.run([sys.executable, "-c", _INGEST_CHILD, str(csv), str(h5), str(folds), str(fold_seed)],
-                          capture_output=True, text=True, timeout=timeout, env=child_env())
+    proc = subprocess.run(
+        [sys.executable, "-c", _INGEST_CHILD, str(csv), str(h5), str(folds), str(fold_seed)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+    )
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
         raise UserError(f"ingest of {csv} failed: {last}")
@@ -81,8 +87,13 @@ def ingest_times(csv: Path | str, folds: int = 5, fold_seed: int = 0, trials: in
             load_h5(h5)
             loads.append(time.perf_counter() - t0)
         h5_bytes = h5.stat().st_size
-    return {**child, "csv_bytes": Path(csv).stat().st_size,
-            "h5_load_s": min(loads), "h5_load_s_median": statistics.median(loads), "h5_bytes": h5_bytes}
+    return {
+        **child,
+        "csv_bytes": Path(csv).stat().st_size,
+        "h5_load_s": min(loads),
+        "h5_load_s_median": statistics.median(loads),
+        "h5_bytes": h5_bytes,
+    }
 
 
 def ingest_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: dict) -> None:
@@ -91,19 +102,44 @@ def ingest_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: d
         out({"name": "ingest", "skipped": f"no CSV ({args.csv or 'give --csv'} not found)", "context": {}})
     else:
         r = ingest_times(args.csv, cfg["data"]["folds"], cfg["data"]["fold_seed"])
-        out({"name": "ingest", "csv": str(args.csv), "rows": r["rows"], "seconds": r["seconds"],
-             "rows_per_s": r["rows"] / r["seconds"], "mb_per_s": r["csv_bytes"] / 1e6 / r["seconds"],
-             "cpu_s": r["cpu_s"], "peak_rss_mb": r["peak_rss_mb"], "rss_after_import_mb": r["rss_after_import_mb"],
-             "units": {"seconds": "s for ferstudy.data.prepare (parse, validate, folds, sha256, HDF5 write)",
-                       "mb_per_s": "MB of the CSV file (as stored, compressed or not) per s",
-                       "cpu_s": "CPU s (user + system, all threads) of the same; above `seconds`: a second core worked",
-                       "peak_rss_mb": "MiB, the ingest process's peak resident memory (its high-water mark)",
-                       "rss_after_import_mb": "MiB resident before the ingest (Python, numpy, h5py imported)"},
-             "context": {"csv_bytes": r["csv_bytes"], "chunk_bytes": r["chunk_bytes"], "rss_source": r["rss_source"],
-                         "process": "a fresh Python process running ferstudy.data.prepare"}})
-        out({"name": "h5_load", "path": "(written by ingest)", "rows": r["rows"], "seconds": r["h5_load_s"],
-             "seconds_median": r["h5_load_s_median"], "mb_per_s": r["h5_bytes"] / 1e6 / r["h5_load_s"],
-             "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"}, "context": {"h5_bytes": r["h5_bytes"]}})
+        out(
+            {
+                "name": "ingest",
+                "csv": str(args.csv),
+                "rows": r["rows"],
+                "seconds": r["seconds"],
+                "rows_per_s": r["rows"] / r["seconds"],
+                "mb_per_s": r["csv_bytes"] / 1e6 / r["seconds"],
+                "cpu_s": r["cpu_s"],
+                "peak_rss_mb": r["peak_rss_mb"],
+                "rss_after_import_mb": r["rss_after_import_mb"],
+                "units": {
+                    "seconds": "s for ferstudy.data.prepare (parse, validate, folds, sha256, HDF5 write)",
+                    "mb_per_s": "MB of the CSV file (as stored, compressed or not) per s",
+                    "cpu_s": "CPU s (user + system, all threads) of the same; above `seconds`: a second core worked",
+                    "peak_rss_mb": "MiB, the ingest process's peak resident memory (its high-water mark)",
+                    "rss_after_import_mb": "MiB resident before the ingest (Python, numpy, h5py imported)",
+                },
+                "context": {
+                    "csv_bytes": r["csv_bytes"],
+                    "chunk_bytes": r["chunk_bytes"],
+                    "rss_source": r["rss_source"],
+                    "process": "a fresh Python process running ferstudy.data.prepare",
+                },
+            }
+        )
+        out(
+            {
+                "name": "h5_load",
+                "path": "(written by ingest)",
+                "rows": r["rows"],
+                "seconds": r["h5_load_s"],
+                "seconds_median": r["h5_load_s_median"],
+                "mb_per_s": r["h5_bytes"] / 1e6 / r["h5_load_s"],
+                "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"},
+                "context": {"h5_bytes": r["h5_bytes"]},
+            }
+        )
     if args.h5:
         from ..data import load_h5
 
@@ -112,6 +148,14 @@ def ingest_records(out: Callable[[dict], dict], args: argparse.Namespace, cfg: d
             t0 = time.perf_counter()
             data = load_h5(args.h5)
             loads.append(time.perf_counter() - t0)
-        out({"name": "h5_load", "path": str(args.h5), "rows": int(len(data.labels)), "seconds": min(loads),
-             "seconds_median": statistics.median(loads), "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"},
-             "context": {"h5_bytes": Path(args.h5).stat().st_size}})
+        out(
+            {
+                "name": "h5_load",
+                "path": str(args.h5),
+                "rows": int(len(data.labels)),
+                "seconds": min(loads),
+                "seconds_median": statistics.median(loads),
+                "units": {"seconds": "s for ferstudy.data.load_h5, best of 3"},
+                "context": {"h5_bytes": Path(args.h5).stat().st_size},
+            }
+        )

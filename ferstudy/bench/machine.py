@@ -40,11 +40,18 @@ def matmul_rate(threads: int, n: int = 2048, reps: int = 3, trials: int = 5, pre
         t0 = time.perf_counter()
         for _ in range(reps):
             torch.mm(a, b, out=c)
-        rates.append(2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
-    return {"name": "matmul", "precision": precision, "gflops": max(rates), "gflops_median": statistics.median(rates),
-            "n": n, "reps": reps, "trials": trials,
-            "units": {"gflops": f"GFLOP/s {precision} (2 n^3 per n x n matmul), best trial"},
-            "context": base_context(threads)}
+        rates.append(2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+    return {
+        "name": "matmul",
+        "precision": precision,
+        "gflops": max(rates),
+        "gflops_median": statistics.median(rates),
+        "n": n,
+        "reps": reps,
+        "trials": trials,
+        "units": {"gflops": f"GFLOP/s {precision} (2 n^3 per n x n matmul), best trial"},
+        "context": base_context(threads),
+    }
 
 
 def _read(path):
@@ -95,16 +102,23 @@ def _clock_ghz(cpuinfo, lscpu, sysfs):
         return float(m.group(1)) / 1e3, "lscpu `CPU max MHz`"
     mhz = [float(v) for v in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo or "", re.M)]
     if mhz:
-        return max(mhz) / 1e3, ("/proc/cpuinfo `cpu MHz` (the clock now; under a hypervisor usually the "
-                                "nominal clock: turbo may run higher, AVX-512/AMX code lower)")
+        return max(mhz) / 1e3, (
+            "/proc/cpuinfo `cpu MHz` (the clock now; under a hypervisor usually the "
+            "nominal clock: turbo may run higher, AVX-512/AMX code lower)"
+        )
     m = re.search(r"@\s*([\d.]+)\s*GHz", cpuinfo or "")
     if m:
         return float(m.group(1)), "the model name's nominal clock in /proc/cpuinfo"
     return None, "no clock reported (no cpufreq in sysfs, no `CPU max MHz` in lscpu, no `cpu MHz` in /proc/cpuinfo)"
 
 
-def cpu_peak(threads: int, cpuinfo: str | None = None, lscpu: str | None = None,
-             sysfs: Path | str = "/sys/devices/system/cpu", cpus: Iterable[int] | None = None) -> dict[str, Any]:
+def cpu_peak(
+    threads: int,
+    cpuinfo: str | None = None,
+    lscpu: str | None = None,
+    sysfs: Path | str = "/sys/devices/system/cpu",
+    cpus: Iterable[int] | None = None,
+) -> dict[str, Any]:
     """The processor's theoretical peak GFLOP/s per precision for `threads` threads:
     cores x FLOP/cycle/core x clock, each factor from what the machine reports (the texts can be
     given, for tests). Returns the `cpu_peak` record: gflops_fp32, gflops_bf16 (None without
@@ -133,18 +147,30 @@ def cpu_peak(threads: int, cpuinfo: str | None = None, lscpu: str | None = None,
     def peak(per_cycle):
         return cores * per_cycle * clock if per_cycle and clock else None
 
-    return {"name": "cpu_peak", "gflops_fp32": peak(fp32), "gflops_bf16": peak(bf16),
-            "factors": {"cores": {"value": cores, "source": f"{physical} physical cores from {cores_source}; "
-                                                          f"the peak counts min(threads {threads}, that)"},
-                        "clock_ghz": {"value": clock, "source": clock_source},
-                        "fp32_flop_per_cycle_per_core": {"value": fp32, "source": fp32_source},
-                        "bf16_flop_per_cycle_per_core": {"value": bf16, "source": bf16_source}},
-            "assumed": assumed,
-            "flags": sorted(flags & {"sse2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
-                                     "asimd", "bf16"}),
-            "units": {"gflops_fp32": "GFLOP/s, cores x fp32 FLOP/cycle/core x clock GHz (theoretical)",
-                      "gflops_bf16": "GFLOP/s, cores x bf16 FLOP/cycle/core x clock GHz (theoretical)"},
-            "context": {"threads": threads}}
+    return {
+        "name": "cpu_peak",
+        "gflops_fp32": peak(fp32),
+        "gflops_bf16": peak(bf16),
+        "factors": {
+            "cores": {
+                "value": cores,
+                "source": f"{physical} physical cores from {cores_source}; "
+                f"the peak counts min(threads {threads}, that)",
+            },
+            "clock_ghz": {"value": clock, "source": clock_source},
+            "fp32_flop_per_cycle_per_core": {"value": fp32, "source": fp32_source},
+            "bf16_flop_per_cycle_per_core": {"value": bf16, "source": bf16_source},
+        },
+        "assumed": assumed,
+        "flags": sorted(
+            flags & {"sse2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "bf16"}
+        ),
+        "units": {
+            "gflops_fp32": "GFLOP/s, cores x fp32 FLOP/cycle/core x clock GHz (theoretical)",
+            "gflops_bf16": "GFLOP/s, cores x bf16 FLOP/cycle/core x clock GHz (theoretical)",
+        },
+        "context": {"threads": threads},
+    }
 
 
 def _fp32_per_cycle(flags, fma_units, assumed):
@@ -160,10 +186,16 @@ def _fp32_per_cycle(flags, fma_units, assumed):
         lanes, isa = None, "no known vector extension in the flags"
     fma = "fma" in flags or "avx512f" in flags or "asimd" in flags
     fp32 = lanes * (2 if fma else 1) * fma_units if lanes else None
-    fp32_source = (f"{isa} x {'2 (fused multiply-add: the fma flag)' if fma else '1 (no fma flag)'} x "
-                   f"{fma_units} FMA units per core (ASSUMED: no file reports it; most server cores since "
-                   f"Skylake-SP and Zen 2 have 2; some Xeon Silver/Bronze have one 512-bit unit, and AMD Zen 4 "
-                   f"runs 512-bit FMAs on 256-bit units: halve it there)") if lanes else isa
+    fp32_source = (
+        (
+            f"{isa} x {'2 (fused multiply-add: the fma flag)' if fma else '1 (no fma flag)'} x "
+            f"{fma_units} FMA units per core (ASSUMED: no file reports it; most server cores since "
+            f"Skylake-SP and Zen 2 have 2; some Xeon Silver/Bronze have one 512-bit unit, and AMD Zen 4 "
+            f"runs 512-bit FMAs on 256-bit units: halve it there)"
+        )
+        if lanes
+        else isa
+    )
     if lanes:
         assumed.append(f"{fma_units} FMA units per core")
     return fp32, fp32_source
@@ -173,12 +205,22 @@ def _bf16_per_cycle(flags, fp32, fma_units, assumed):
     """(bf16 FLOP/cycle/core or None without native bf16, its source) of `cpu_peak`; what no file
     reports is appended to `assumed`."""
     if "amx_bf16" in flags:
-        bf16, bf16_source = 1024, ("amx_bf16: Intel AMX, one tile multiply unit per core, 1024 bf16 FLOP/cycle "
-                                   "(Intel's figure for Sapphire Rapids; ASSUMED the same here)")
+        bf16, bf16_source = (
+            1024,
+            (
+                "amx_bf16: Intel AMX, one tile multiply unit per core, 1024 bf16 FLOP/cycle "
+                "(Intel's figure for Sapphire Rapids; ASSUMED the same here)"
+            ),
+        )
         assumed.append("AMX: 1024 bf16 FLOP/cycle/core")
     elif "avx512_bf16" in flags and fp32:
-        bf16, bf16_source = 2 * fp32, ("avx512_bf16: VDPBF16PS does 2 bf16 products per fp32 lane per FMA, "
-                                       f"2 x the fp32 rate ({fma_units} FMA units ASSUMED as above)")
+        bf16, bf16_source = (
+            2 * fp32,
+            (
+                "avx512_bf16: VDPBF16PS does 2 bf16 products per fp32 lane per FMA, "
+                f"2 x the fp32 rate ({fma_units} FMA units ASSUMED as above)"
+            ),
+        )
     else:
         bf16, bf16_source = None, "no native bf16 (neither amx_bf16 nor avx512_bf16 in the flags)"
     return bf16, bf16_source
@@ -188,8 +230,9 @@ def _fraction(value, of):
     return value / of if of else None
 
 
-def matmul_records(out: Callable[[dict], dict], args: argparse.Namespace, threads: int,
-                   precisions: Sequence[str]) -> tuple[dict[str, float], dict[str, float | None]]:
+def matmul_records(
+    out: Callable[[dict], dict], args: argparse.Namespace, threads: int, precisions: Sequence[str]
+) -> tuple[dict[str, float], dict[str, float | None]]:
     """The machine's attainable rate in each precision training uses, and the theoretical peak:
     ({precision: matmul GFLOP/s}, {precision: peak GFLOP/s})."""
     matmul = {}

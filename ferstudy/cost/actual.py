@@ -23,9 +23,12 @@ def actual_times(study_dir: Path | str) -> dict:
     for tsv in sorted(d.glob("results/benchmarks/train/*/fold*.tsv")):
         per_arch.setdefault(tsv.parent.name, []).append(float(pd.read_csv(tsv, sep="\t")["s"].iloc[0]))
     final = d / "results/benchmarks/train_final.tsv"
-    out: dict[str, Any] = {"per_arch_job_s": {a: float(np.mean(v)) for a, v in per_arch.items()},
-           "final_job_s": float(pd.read_csv(final, sep="\t")["s"].iloc[0]) if final.is_file() else None,
-           "total_s": None, "log": None}
+    out: dict[str, Any] = {
+        "per_arch_job_s": {a: float(np.mean(v)) for a, v in per_arch.items()},
+        "final_job_s": float(pd.read_csv(final, sep="\t")["s"].iloc[0]) if final.is_file() else None,
+        "total_s": None,
+        "log": None,
+    }
     selection = d / "results/final/selection.json"
     if selection.is_file():
         out["final_architecture"] = json.loads(selection.read_text()).get("architecture")
@@ -46,21 +49,30 @@ def actual_times(study_dir: Path | str) -> dict:
         # a study that failed and was resumed: the runs since the last complete one count too
         last_ok_before = [i for i, r in enumerate(runs[:-1]) if r["ok"] and r is not ok[-1]]
         start = (last_ok_before[-1] + 1) if last_ok_before else 0
-        out["total_s_with_resumed_runs"] = sum(r["elapsed_s"] for r in runs[start:runs.index(ok[-1]) + 1])
+        out["total_s_with_resumed_runs"] = sum(r["elapsed_s"] for r in runs[start : runs.index(ok[-1]) + 1])
     return out
 
 
 def compare(prediction: dict, actual: dict) -> dict:
-    rows = {a: {"predicted_job_s": p["predicted_job_s"], "actual_job_s": actual["per_arch_job_s"].get(a)}
-            for a, p in prediction["per_arch"].items()}
+    rows = {
+        a: {"predicted_job_s": p["predicted_job_s"], "actual_job_s": actual["per_arch_job_s"].get(a)}
+        for a, p in prediction["per_arch"].items()
+    }
     for r in rows.values():
         r["ratio"] = r["predicted_job_s"] / r["actual_job_s"] if r["actual_job_s"] else None
     total = actual.get("total_s")
     chosen = actual.get("final_architecture")
-    return {"per_arch": rows, "final": {"predicted_job_s": prediction["final"]["predicted_job_s"],
-                                        "actual_job_s": actual.get("final_job_s"),
-                                        "actual_architecture": chosen,
-                                        "predicted_job_s_for_actual_architecture":
-                                            prediction["final"]["per_arch_s"].get(chosen)},
-            "total": {"predicted_s": prediction["predicted_total_s"], "actual_s": total,
-                      "ratio": prediction["predicted_total_s"] / total if total else None}}
+    return {
+        "per_arch": rows,
+        "final": {
+            "predicted_job_s": prediction["final"]["predicted_job_s"],
+            "actual_job_s": actual.get("final_job_s"),
+            "actual_architecture": chosen,
+            "predicted_job_s_for_actual_architecture": prediction["final"]["per_arch_s"].get(chosen),
+        },
+        "total": {
+            "predicted_s": prediction["predicted_total_s"],
+            "actual_s": total,
+            "ratio": prediction["predicted_total_s"] / total if total else None,
+        },
+    }

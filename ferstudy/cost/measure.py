@@ -29,15 +29,18 @@ log = logging.getLogger("ferstudy.cost")
 def run_side_by_side(commands: Sequence[Sequence[str]], cwd: Path | str | None = None) -> float:
     """Start every command at once (as Snakemake starts jobs on free cores); mean wall seconds."""
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(c, cwd=cwd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for c in commands]
+    procs = [
+        subprocess.Popen(c, cwd=cwd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for c in commands
+    ]
     ends = []
     for proc, cmd in zip(procs, commands):
         _, err = proc.communicate()
         ends.append(time.perf_counter() - t0)
         if proc.returncode:
-            raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... failed: "
-                               f"{err.decode(errors='replace').strip()[-400:]}")
+            raise RuntimeError(
+                f"{' '.join(map(str, cmd[:4]))} ... failed: {err.decode(errors='replace').strip()[-400:]}"
+            )
     return float(np.mean(ends))
 
 
@@ -71,11 +74,39 @@ def probe_jobs(cfg: dict, run_cfg: dict, parallel: int, tmp: Path | str) -> dict
     rc = tmp / "probe_run_config.yaml"
     rc.write_text(yaml.safe_dump(probe_cfg, sort_keys=False))
     py = [sys.executable, "-m", "ferstudy"]
-    train = [py + ["train", "--h5", str(h5), "--run-config", str(rc), "--fold", "0", "--out-dir", str(tmp / f"o{i}"),
-                   "--checkpoint", str(tmp / f"ck{i}.pt"), "--threads", "1"] for i in range(parallel)]
+    train = [
+        py
+        + [
+            "train",
+            "--h5",
+            str(h5),
+            "--run-config",
+            str(rc),
+            "--fold",
+            "0",
+            "--out-dir",
+            str(tmp / f"o{i}"),
+            "--checkpoint",
+            str(tmp / f"ck{i}.pt"),
+            "--threads",
+            "1",
+        ]
+        for i in range(parallel)
+    ]
     train_s = run_side_by_side(train, cwd=tmp)
-    light = [py + ["evaluate-arch", "--run-config", str(rc), "--predictions", str(tmp / f"o{i}" / "predictions.csv"),
-                   "--out", str(tmp / f"m{i}.json")] for i in range(parallel)]
+    light = [
+        py
+        + [
+            "evaluate-arch",
+            "--run-config",
+            str(rc),
+            "--predictions",
+            str(tmp / f"o{i}" / "predictions.csv"),
+            "--out",
+            str(tmp / f"m{i}.json"),
+        ]
+        for i in range(parallel)
+    ]
     light_s = run_side_by_side(light, cwd=tmp)
     data = load_h5(h5)
     tr, va = data.fold_indices(0)
@@ -83,8 +114,9 @@ def probe_jobs(cfg: dict, run_cfg: dict, parallel: int, tmp: Path | str) -> dict
     return {"train_job_s": train_s, "light_job_s": light_s, "n_train": len(tr) // bs * bs, "n_val": len(va)}
 
 
-def measure_snakemake(config_path: Path | str | None, workdir: Path | str, jobs: int = 6,
-                      repeats: int = 2) -> tuple[float, float]:
+def measure_snakemake(
+    config_path: Path | str | None, workdir: Path | str, jobs: int = 6, repeats: int = 2
+) -> tuple[float, float]:
     """(start-up s, per-job s) of Snakemake here: a dry run of a workflow that resolves this config
     as common.smk does, and a real run of `jobs` no-op shell jobs."""
     snakefile = textwrap.dedent(f"""
@@ -125,8 +157,9 @@ def checkpoint_seconds(model: nn.Module) -> float:
         return time.perf_counter() - t0
 
 
-def measure_data_jobs(cfg: dict, counts: dict[str, list[int]]) -> tuple[float, float, Path,
-                                                                 tempfile.TemporaryDirectory[str]]:
+def measure_data_jobs(
+    cfg: dict, counts: dict[str, list[int]]
+) -> tuple[float, float, Path, tempfile.TemporaryDirectory[str]]:
     """(demo_csv s or 0, prepare s, path of a temporary HDF5 of the right size, tmpdir) measured
     by doing the work: the demo CSV (demo data) and `data.prepare` + `data.write_summary`."""
     from ..data import prepare, write_h5, write_summary
@@ -147,8 +180,9 @@ def measure_data_jobs(cfg: dict, counts: dict[str, list[int]]) -> tuple[float, f
         csv = Path(cfg.get("_workdir", ".")) / csv
     if Path(csv).is_file():
         t0 = time.perf_counter()
-        data = prepare(csv, h5, folds=cfg["data"]["folds"], fold_seed=cfg["data"]["fold_seed"],
-                       dataset=cfg["dataset"]["name"])
+        data = prepare(
+            csv, h5, folds=cfg["data"]["folds"], fold_seed=cfg["data"]["fold_seed"], dataset=cfg["dataset"]["name"]
+        )
         write_summary(data, d / "s.csv", d / "s.md", d / "faces.png")
         prepare_s = time.perf_counter() - t0
     else:  # cannot time the ingest: write an HDF5 of the right size for the load time
@@ -168,9 +202,18 @@ MEASURE_MIN_S = 1.0  # seconds of timed training per network: 3 batches alone we
 QUICK = {"min_seconds": 0.5, "eval_images": 256, "final_min_seconds": 0.3}
 
 
-def measure_arch(run_cfg: dict, images: np.ndarray, labels: np.ndarray, threads: int, batches: int, warmup: int,
-                 trials: int = 1, min_seconds: float | None = None, eval_images: int = 512,
-                 amp: bool | None = None) -> dict[str, float]:
+def measure_arch(
+    run_cfg: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    threads: int,
+    batches: int,
+    warmup: int,
+    trials: int = 1,
+    min_seconds: float | None = None,
+    eval_images: int = 512,
+    amp: bool | None = None,
+) -> dict[str, float]:
     """{img_per_s (training), eval_img_per_s (with the arch's TTA), checkpoint_s, mflops_forward}
     at `threads` threads. The training rate is all timed images over all timed seconds of at least
     `MEASURE_MIN_S` (not the best trial: a job's epochs run at their mean rate)."""
@@ -179,15 +222,37 @@ def measure_arch(run_cfg: dict, images: np.ndarray, labels: np.ndarray, threads:
     from ..bench.training import eval_throughput, train_throughput
     from ..train import use_channels_last
 
-    r = train_throughput(run_cfg, images, labels, threads, batches=batches, warmup=warmup, trials=trials,
-                         min_seconds=MEASURE_MIN_S if min_seconds is None else min_seconds, amp=amp)
+    r = train_throughput(
+        run_cfg,
+        images,
+        labels,
+        threads,
+        batches=batches,
+        warmup=warmup,
+        trials=trials,
+        min_seconds=MEASURE_MIN_S if min_seconds is None else min_seconds,
+        amp=amp,
+    )
     t = run_cfg["training"]
     crop = t["augment"].get("crop", 48)
-    ev, _ = eval_throughput(r["model"], images, threads, crop, t.get("tta", "none"),
-                            use_channels_last(t, torch.device("cpu")), trials=trials, n_images=eval_images,
-                            amp=r["amp"])
-    return {"img_per_s": r["img_per_s_mean"], "eval_img_per_s": ev, "checkpoint_s": checkpoint_seconds(r["model"]),
-            "mflops_forward": r["forward_flops"] / 1e6, "bf16": float(r["amp"])}
+    ev, _ = eval_throughput(
+        r["model"],
+        images,
+        threads,
+        crop,
+        t.get("tta", "none"),
+        use_channels_last(t, torch.device("cpu")),
+        trials=trials,
+        n_images=eval_images,
+        amp=r["amp"],
+    )
+    return {
+        "img_per_s": r["img_per_s_mean"],
+        "eval_img_per_s": ev,
+        "checkpoint_s": checkpoint_seconds(r["model"]),
+        "mflops_forward": r["forward_flops"] / 1e6,
+        "bf16": float(r["amp"]),
+    }
 
 
 PROGRESS = "measured network"  # starts the line printed per network (in_study_prediction shows it)
@@ -207,13 +272,17 @@ def _measure_worker(cfg, names, batches, warmup, h5, report=False, quick=False):
     for i, name in enumerate(names, 1):
         rates[name] = measure_arch(resolve_arch(cfg, name), images, labels, 1, batches, warmup, **short)
         if report:
-            print(f"{PROGRESS} {i}/{len(names)}: {name}, {rates[name]['img_per_s']:.0f} img/s training (1 thread)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{PROGRESS} {i}/{len(names)}: {name}, {rates[name]['img_per_s']:.0f} img/s training (1 thread)",
+                file=sys.stderr,
+                flush=True,
+            )
     return rates
 
 
-def measure_side_by_side(cfg: dict, names: Sequence[str], batches: int, warmup: int, h5: str | None,
-                         parallel: int, quick: bool = False) -> dict[str, dict[str, float]]:
+def measure_side_by_side(
+    cfg: dict, names: Sequence[str], batches: int, warmup: int, h5: str | None, parallel: int, quick: bool = False
+) -> dict[str, dict[str, float]]:
     """Per-architecture 1-thread rates measured in `parallel` fresh processes side by side, as
     the fold jobs run (they share caches, memory bandwidth and whatever else loads the machine);
     each process measures every architecture in the same order; rates are averaged."""
@@ -222,12 +291,24 @@ def measure_side_by_side(cfg: dict, names: Sequence[str], batches: int, warmup: 
 
     clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
     with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_measure_worker, *zip(*[(clean, names, batches, warmup, h5, i == 0, quick)
-                                                         for i in range(parallel)])))
+        results = list(
+            pool.map(
+                _measure_worker, *zip(*[(clean, names, batches, warmup, h5, i == 0, quick) for i in range(parallel)])
+            )
+        )
     return {name: {k: float(np.mean([r[name][k] for r in results])) for k in results[0][name]} for name in names}
 
 
-def measure_finals(cfg, names, cores, batches, warmup, h5, quick=False, amps=None):
+def measure_finals(
+    cfg: dict,
+    names: Sequence[str],
+    cores: int,
+    batches: int,
+    warmup: int,
+    h5: Path | str | None,
+    quick: bool = False,
+    amps: dict[str, bool] | None = None,
+) -> dict[str, dict[str, float]]:
     """{arch: rates} of every candidate of the final model at the final's `cores` threads, its final
     settings (the prediction of the final model used to scale one network's thread speed-up to the
     others: off by -43% for depth_2convs). Briefly timed: QUICK's seconds per network. `amps`:
@@ -239,14 +320,27 @@ def measure_finals(cfg, names, cores, batches, warmup, h5, quick=False, amps=Non
     configs = {name: resolve_arch(cfg, name, final=True) for name in names}
     bs = max(c["training"]["batch_size"] for c in configs.values())
     images, labels = bench_images(min(bs * (batches + warmup), 2048), h5)
-    eval_images = QUICK["eval_images"] if quick else 512
+    eval_images = int(QUICK["eval_images"]) if quick else 512
     out = {}
     for name, final_cfg in configs.items():
-        out[name] = measure_arch(final_cfg, images, labels, cores, batches, warmup,
-                                 min_seconds=QUICK["final_min_seconds"], eval_images=eval_images,
-                                 amp=_final_amp(final_cfg, (amps or {}).get(name)))
-        log.info("final candidate %s: %.0f img/s training, %.0f img/s evaluation (%d threads)", name,
-                 out[name]["img_per_s"], out[name]["eval_img_per_s"], cores)
+        out[name] = measure_arch(
+            final_cfg,
+            images,
+            labels,
+            cores,
+            batches,
+            warmup,
+            min_seconds=QUICK["final_min_seconds"],
+            eval_images=eval_images,
+            amp=_final_amp(final_cfg, (amps or {}).get(name)),
+        )
+        log.info(
+            "final candidate %s: %.0f img/s training, %.0f img/s evaluation (%d threads)",
+            name,
+            out[name]["img_per_s"],
+            out[name]["eval_img_per_s"],
+            cores,
+        )
     return out
 
 
@@ -256,7 +350,15 @@ def _final_amp(final_cfg, decided):
     return pinned if isinstance(pinned, bool) else decided
 
 
-def measure(cfg, cores, batches=3, warmup=1, h5=None, final_arch=None, quick=False):
+def measure(
+    cfg: dict,
+    cores: int,
+    batches: int = 3,
+    warmup: int = 1,
+    h5: Path | str | None = None,
+    final_arch: str | None = None,
+    quick: bool = False,
+) -> dict:
     """Every measured input of `predict` (see the module docstring): a few seconds per
     architecture on the demo preset, more for wide networks at batch 128. `quick` (the plan's:
     the study's HDF5 exists, so its prepare job is not timed again): QUICK's shorter timings."""
@@ -269,11 +371,16 @@ def measure(cfg, cores, batches=3, warmup=1, h5=None, final_arch=None, quick=Fal
     h5_data = str(h5) if h5 and Path(h5).is_file() and source.startswith("HDF5") else None
     per_arch = measure_side_by_side(cfg, archs, batches, warmup, h5_data, parallel=cores, quick=quick)
     for name, r in per_arch.items():
-        log.info("%s: %.0f img/s training, %.0f img/s evaluation (1 thread, %d side by side)", name,
-                 r["img_per_s"], r["eval_img_per_s"], cores)
+        log.info(
+            "%s: %.0f img/s training, %.0f img/s evaluation (1 thread, %d side by side)",
+            name,
+            r["img_per_s"],
+            r["eval_img_per_s"],
+            cores,
+        )
     if quick and h5_data:  # the study's own prepare made this HDF5: nothing left to time there
         demo_s = prepare_s = 0.0
-        full_h5, tmp = h5_data, tempfile.TemporaryDirectory(prefix="ferstudy-cost-")
+        full_h5, tmp = Path(h5_data), tempfile.TemporaryDirectory(prefix="ferstudy-cost-")
     else:
         demo_s, prepare_s, full_h5, tmp = measure_data_jobs(cfg, counts)
     try:
@@ -282,28 +389,49 @@ def measure(cfg, cores, batches=3, warmup=1, h5=None, final_arch=None, quick=Fal
         h5_s = time.perf_counter() - t1
         baseline = cfg["study"]["baseline"]
         probe = probe_jobs(cfg, resolve_arch(cfg, baseline), cores, tmp.name)
-        startup_s, smk_job_s = measure_snakemake(cfg["_config_path"], cfg.get("_workdir", "."),
-                                                 repeats=1 if quick else 2)
+        startup_s, smk_job_s = measure_snakemake(
+            cfg["_config_path"], cfg.get("_workdir", "."), repeats=1 if quick else 2
+        )
     finally:
         tmp.cleanup()
     b = per_arch[baseline]
-    probe_compute = (probe["n_train"] / b["img_per_s"] + 2 * probe["n_val"] / b["eval_img_per_s"]
-                     + b["checkpoint_s"])
+    probe_compute = probe["n_train"] / b["img_per_s"] + 2 * probe["n_val"] / b["eval_img_per_s"] + b["checkpoint_s"]
     final_name = final_arch or cfg["final"].get("architecture") or baseline
-    finals = measure_finals(cfg, [final_name] + [a for a in archs if a != final_name] if not cfg["final"].get(
-        "architecture") else [final_name], cores, batches, warmup, h5_data, quick,
-        amps={name: r["bf16"] >= 0.5 for name, r in per_arch.items() if "bf16" in r})
+    finals = measure_finals(
+        cfg,
+        [final_name] + [a for a in archs if a != final_name] if not cfg["final"].get("architecture") else [final_name],
+        cores,
+        batches,
+        warmup,
+        h5_data,
+        quick,
+        amps={name: r["bf16"] >= 0.5 for name, r in per_arch.items() if "bf16" in r},
+    )
     f = finals[final_name]
-    return {"data_source": source, "counts": counts,
-            "constants": {"job_probe_s": probe["train_job_s"], "job_probe_compute_s": probe_compute,
-                          "h5_load_s": h5_s,
-                          "job_overhead_s": max(0.0, probe["train_job_s"] - probe_compute) + h5_s,
-                          "light_job_s": probe["light_job_s"],
-                          "snakemake_job_s": smk_job_s, "snakemake_startup_s": startup_s,
-                          "demo_csv_s": demo_s, "prepare_s": prepare_s},
-            "per_arch": per_arch,
-            "final": {"architecture": final_name, "img_per_s": f["img_per_s"], "eval_img_per_s": f["eval_img_per_s"],
-                      "checkpoint_s": f["checkpoint_s"], "threads": cores},
-            "final_per_arch": {name: {k: r[k] for k in ("img_per_s", "eval_img_per_s", "checkpoint_s")}
-                               for name, r in finals.items()},
-            "measure_s": time.perf_counter() - t0}
+    return {
+        "data_source": source,
+        "counts": counts,
+        "constants": {
+            "job_probe_s": probe["train_job_s"],
+            "job_probe_compute_s": probe_compute,
+            "h5_load_s": h5_s,
+            "job_overhead_s": max(0.0, probe["train_job_s"] - probe_compute) + h5_s,
+            "light_job_s": probe["light_job_s"],
+            "snakemake_job_s": smk_job_s,
+            "snakemake_startup_s": startup_s,
+            "demo_csv_s": demo_s,
+            "prepare_s": prepare_s,
+        },
+        "per_arch": per_arch,
+        "final": {
+            "architecture": final_name,
+            "img_per_s": f["img_per_s"],
+            "eval_img_per_s": f["eval_img_per_s"],
+            "checkpoint_s": f["checkpoint_s"],
+            "threads": cores,
+        },
+        "final_per_arch": {
+            name: {k: r[k] for k in ("img_per_s", "eval_img_per_s", "checkpoint_s")} for name, r in finals.items()
+        },
+        "measure_s": time.perf_counter() - t0,
+    }

@@ -12,34 +12,70 @@ import numpy as np
 
 from .workload import cv_workload, final_workload
 
+
 def count_jobs(cfg: dict) -> dict[str, int]:
     """Jobs of a fresh study, by rule, as workflow/rules/*.smk define them (the `all` target
     included). Keep in step with the workflow; `predict-cost` compares it with
     `snakemake -n --forceall` and uses Snakemake's table when they differ."""
     a, k = len(cfg["study"]["architectures"]), cfg["data"]["folds"]
-    jobs = {"demo_csv": 1 if cfg["dataset"]["name"] == "demo" else 0, "prepare": 1, "run_config": a,
-            "final_config": 1, "train_fold": a * k, "evaluate_arch": a, "aggregate": 1, "select": 1,
-            "train_final": 1, "evaluate_final": 1, "figures": 1, "report": 1, "report_html": 1, "all": 1,
-            # the checkpoint; its recheck jobs join the DAG only after it ran (`recheck_prediction`)
-            "recheck_plan": int(cfg["study"].get("recheck", "auto") not in ("off", [])),
-            # study.time_budget (workflow/rules/plan.smk): the plan's inputs and the plan (its measurement)
-            "plan_config": int(cfg["study"].get("time_budget") is not None),
-            "plan": int(cfg["study"].get("time_budget") is not None),
-            "final_planned_config": int(cfg["study"].get("time_budget") is not None)}
+    jobs = {
+        "demo_csv": 1 if cfg["dataset"]["name"] == "demo" else 0,
+        "prepare": 1,
+        "run_config": a,
+        "final_config": 1,
+        "train_fold": a * k,
+        "evaluate_arch": a,
+        "aggregate": 1,
+        "select": 1,
+        "train_final": 1,
+        "evaluate_final": 1,
+        "figures": 1,
+        "report": 1,
+        "report_html": 1,
+        "all": 1,
+        # the checkpoint; its recheck jobs join the DAG only after it ran (`recheck_prediction`)
+        "recheck_plan": int(cfg["study"].get("recheck", "auto") not in ("off", [])),
+        # study.time_budget (workflow/rules/plan.smk): the plan's inputs and the plan (its measurement)
+        "plan_config": int(cfg["study"].get("time_budget") is not None),
+        "plan": int(cfg["study"].get("time_budget") is not None),
+        "final_planned_config": int(cfg["study"].get("time_budget") is not None),
+    }
     return {rule: n for rule, n in jobs.items() if n}
 
 
 # Rules timed by their own model; every other rule (aggregate, select, evaluate_final, figures,
 # report, report_html, and any rule added later) runs after the final model and costs one measured light job
 # (figures renders a dozen plots and takes longer: an underestimate of some seconds).
-OWN_MODEL_RULES = ("demo_csv", "prepare", "run_config", "final_config", "train_fold", "evaluate_arch",
-                   "train_final", "all", "plan_config", "plan", "final_planned_config")  # plan: the measurement (measure_s)
-KNOWN_RULES = OWN_MODEL_RULES + ("aggregate", "select", "evaluate_final", "figures", "report", "report_html",
-                                  "recheck_plan")
+OWN_MODEL_RULES = (
+    "demo_csv",
+    "prepare",
+    "run_config",
+    "final_config",
+    "train_fold",
+    "evaluate_arch",
+    "train_final",
+    "all",
+    "plan_config",
+    "plan",
+    "final_planned_config",
+)  # plan: the measurement (measure_s)
+KNOWN_RULES = OWN_MODEL_RULES + (
+    "aggregate",
+    "select",
+    "evaluate_final",
+    "figures",
+    "report",
+    "report_html",
+    "recheck_plan",
+)
 
 
-def dry_run_jobs(study_dir: Path | str, config_path: Path | str | None = None,
-                 configfiles: Sequence[Path | str] | None = (), preset: str | None = None) -> dict[str, int]:
+def dry_run_jobs(
+    study_dir: Path | str,
+    config_path: Path | str | None = None,
+    configfiles: Sequence[Path | str] | None = (),
+    preset: str | None = None,
+) -> dict[str, int]:
     """{rule: count} of a fresh study from Snakemake itself: `snakemake -n --forceall --nolock`
     in the study directory (writes nothing but Snakemake's log; takes a few seconds)."""
     from ..bench.dryrun import parse_job_stats, run_snakemake
@@ -87,16 +123,20 @@ def fold_job_seconds(w: dict, job: dict, rates: dict[str, float], overhead: floa
     eval_s = job["n_val"] / rates["eval_img_per_s"]
     train_s = job["steps"] * job["batch_size"] / rates["img_per_s"]
     curve_s = min(w.get("curve_images", 0), job["n_train"] + job["n_val"]) / rates["eval_img_per_s"]
-    return (overhead + w["epochs"] * (train_s + curve_s + rates.get("checkpoint_s", 0.0))
-            + w["evaluations"] * eval_s)
+    return overhead + w["epochs"] * (train_s + curve_s + rates.get("checkpoint_s", 0.0)) + w["evaluations"] * eval_s
 
 
-def final_job_seconds(w: dict, train_rate: float, eval_rate: float, overhead: float,
-                      checkpoint_s: float = 0.0) -> float:
+def final_job_seconds(
+    w: dict, train_rate: float, eval_rate: float, overhead: float, checkpoint_s: float = 0.0
+) -> float:
     train_s = w["steps"] * w["batch_size"] / train_rate
     public_s = w["n_public"] / eval_rate
-    return (overhead + w["epochs"] * (train_s + checkpoint_s) + w["evaluations"] * public_s
-            + (w["n_public"] + w["n_private"]) / eval_rate)
+    return (
+        overhead
+        + w["epochs"] * (train_s + checkpoint_s)
+        + w["evaluations"] * public_s
+        + (w["n_public"] + w["n_private"]) / eval_rate
+    )
 
 
 def predict(cfg: dict, cores: int, m: dict) -> dict:
@@ -117,10 +157,16 @@ def predict(cfg: dict, cores: int, m: dict) -> dict:
         for j, s in zip(w["jobs"], times):
             durations[f"train_fold[{name},{j['fold']}]"] = s
         durations[f"evaluate_arch[{name}]"] = light_job
-        per_arch[name] = {"jobs": folds, "epochs": w["epochs"], "train_images": [j["n_train"] for j in w["jobs"]],
-                          "images_x_epochs": w["images_x_epochs"], "img_per_s": rates["img_per_s"],
-                          "eval_img_per_s": rates["eval_img_per_s"], "predicted_job_s": float(np.mean(times)),
-                          "predicted_arch_s": float(sum(times))}
+        per_arch[name] = {
+            "jobs": folds,
+            "epochs": w["epochs"],
+            "train_images": [j["n_train"] for j in w["jobs"]],
+            "images_x_epochs": w["images_x_epochs"],
+            "img_per_s": rates["img_per_s"],
+            "eval_img_per_s": rates["eval_img_per_s"],
+            "predicted_job_s": float(np.mean(times)),
+            "predicted_arch_s": float(sum(times)),
+        }
     cv_s, _ = lpt_schedule(durations, cores)
     cv_in_order_s = in_order_schedule(durations, cores)
 
@@ -137,31 +183,58 @@ def predict(cfg: dict, cores: int, m: dict) -> dict:
     for name, r in m["per_arch"].items():
         w = final_workload(resolve_arch(cfg, name, final=True), counts)
         own = at_final_threads.get(name)
-        train_rate, eval_rate = ((own["img_per_s"], own["eval_img_per_s"]) if own else
-                                 (r["img_per_s"] * speed_train, r["eval_img_per_s"] * speed_eval))
+        train_rate, eval_rate = (
+            (own["img_per_s"], own["eval_img_per_s"])
+            if own
+            else (r["img_per_s"] * speed_train, r["eval_img_per_s"] * speed_eval)
+        )
         per_arch_final[name] = final_job_seconds(w, train_rate, eval_rate, job_overhead, r.get("checkpoint_s", 0.0))
-    pre_s = c["snakemake_startup_s"] + (c["demo_csv_s"] + light_job if "demo_csv" in jobs else 0.0) \
-        + c["prepare_s"] + light_job
+    pre_s = (
+        c["snakemake_startup_s"]
+        + (c["demo_csv_s"] + light_job if "demo_csv" in jobs else 0.0)
+        + c["prepare_s"]
+        + light_job
+    )
     post_s = light_job * sum(n for r, n in jobs.items() if r not in OWN_MODEL_RULES)
     recheck = recheck_prediction(cfg, counts, folds, m["per_arch"], job_overhead, cores)
     total = pre_s + cv_s + recheck["predicted_s"] + final_s + post_s
     return {
-        "cores": cores, "jobs": sum(jobs.values()), "jobs_by_rule": jobs,
+        "cores": cores,
+        "jobs": sum(jobs.values()),
+        "jobs_by_rule": jobs,
         "jobs_from": m.get("jobs_from", "config (the rule table of cost.count_jobs)"),
         "unmodelled_rules": unmodelled,
         "predicted_total_s": total,
         "per_arch": per_arch,
-        "final": {"architecture": final_name, "assumed": not cfg["final"].get("architecture"),
-                  "threads": cores, "epochs": fw["epochs"], "train_images": fw["n_train"],
-                  "images_x_epochs": fw["images_x_epochs"], "img_per_s": f["img_per_s"],
-                  "eval_img_per_s": f["eval_img_per_s"], "predicted_job_s": final_s,
-                  "per_arch_s": per_arch_final},
-        "phases_s": {"startup_and_data": pre_s, "cross_validation": cv_s, "cross_validation_in_order": cv_in_order_s,
-                     "recheck": recheck["predicted_s"], "final": final_s, "light_jobs_after": post_s},
+        "final": {
+            "architecture": final_name,
+            "assumed": not cfg["final"].get("architecture"),
+            "threads": cores,
+            "epochs": fw["epochs"],
+            "train_images": fw["n_train"],
+            "images_x_epochs": fw["images_x_epochs"],
+            "img_per_s": f["img_per_s"],
+            "eval_img_per_s": f["eval_img_per_s"],
+            "predicted_job_s": final_s,
+            "per_arch_s": per_arch_final,
+        },
+        "phases_s": {
+            "startup_and_data": pre_s,
+            "cross_validation": cv_s,
+            "cross_validation_in_order": cv_in_order_s,
+            "recheck": recheck["predicted_s"],
+            "final": final_s,
+            "light_jobs_after": post_s,
+        },
         "recheck": recheck,
         "constants": {**c, "job_overhead_with_snakemake_s": job_overhead, "light_job_with_snakemake_s": light_job},
-        "data": {"source": m["data_source"], "counts": counts, "folds": folds,
-                 "dataset": cfg["dataset"]["name"], "preset": cfg["preset"]},
+        "data": {
+            "source": m["data_source"],
+            "counts": counts,
+            "folds": folds,
+            "dataset": cfg["dataset"]["name"],
+            "preset": cfg["preset"],
+        },
         "measure_s": m.get("measure_s"),
     }
 
@@ -181,6 +254,11 @@ def recheck_prediction(cfg: dict, counts: dict, folds: int, rates: dict, job_ove
         w = cv_workload(longer_run_config(resolve_arch(cfg, name), RECHECK_FACTOR), counts, folds)
         per_job[name] = fold_job_seconds(w, w["jobs"][RECHECK_FOLD], rates[name], job_overhead)
     span, _ = lpt_schedule(per_job, cores) if per_job else (0.0, {})
-    return {"variants": variants, "bound": bound, "jobs": 2 * len(runs), "per_job_s": per_job,
-            "per_variant_s": float(np.mean([per_job[v] for v in variants])) if variants else 0.0,
-            "predicted_s": span}
+    return {
+        "variants": variants,
+        "bound": bound,
+        "jobs": 2 * len(runs),
+        "per_job_s": per_job,
+        "per_variant_s": float(np.mean([per_job[v] for v in variants])) if variants else 0.0,
+        "predicted_s": span,
+    }

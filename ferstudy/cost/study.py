@@ -17,8 +17,8 @@ from ..bench.context import child_env
 from .actual import actual_times, compare
 from .measure import PROGRESS
 
-PREDICTION = Path("cost/prediction.json")   # under the study's results directory
-WHOLE_RUN = Path("cost/run.json")           # the last run that built the whole study
+PREDICTION = Path("cost/prediction.json")  # under the study's results directory
+WHOLE_RUN = Path("cost/run.json")  # the last run that built the whole study
 
 
 def fingerprint(study_cfg: dict, cores: int) -> str:
@@ -31,10 +31,19 @@ def fingerprint(study_cfg: dict, cores: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def in_study_prediction(raw_config: dict, study_cfg: dict, cores: int, jobs_by_rule: dict[str, int], jobs_to_run: int,
-                        results: Path | str = "results", started_at: float | None = None,
-                        snakemake_log: str | list[str] | None = None, enabled: bool = True,
-                        say: Callable[[str], Any] = print, planned: bool = False) -> None:
+def in_study_prediction(
+    raw_config: dict,
+    study_cfg: dict,
+    cores: int,
+    jobs_by_rule: dict[str, int],
+    jobs_to_run: int,
+    results: Path | str = "results",
+    started_at: float | None = None,
+    snakemake_log: str | list[str] | None = None,
+    enabled: bool = True,
+    say: Callable[[str], Any] = print,
+    planned: bool = False,
+) -> None:
     """Called by the Snakefile's onstart: `say`s the jobs to do and the predicted wall time.
 
     A run that builds the whole study (every job of the DAG to do, `all` among them) measures this
@@ -73,13 +82,33 @@ def in_study_prediction(raw_config: dict, study_cfg: dict, cores: int, jobs_by_r
             write_text(config_path, yaml.safe_dump(raw_config, sort_keys=False))
             log_path = results / "logs" / "predict_cost.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            say(f"Measuring every network on this machine to predict the study's wall time "
-                f"(log: {log_path}; `study: {{predict_cost: false}}` skips this)...")
-            cmd = [sys.executable, "-m", "ferstudy", "predict-cost", "--config", str(config_path),
-                   "--study-dir", os.getcwd(), "--cores", str(cores), "--no-dry-run",
-                   "--jobs-by-rule", json.dumps(jobs_by_rule), "--out", str(pred_path)]
-            with open(log_path, "w") as log_file, subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), text=True) as done:
+            say(
+                f"Measuring every network on this machine to predict the study's wall time "
+                f"(log: {log_path}; `study: {{predict_cost: false}}` skips this)..."
+            )
+            cmd = [
+                sys.executable,
+                "-m",
+                "ferstudy",
+                "predict-cost",
+                "--config",
+                str(config_path),
+                "--study-dir",
+                os.getcwd(),
+                "--cores",
+                str(cores),
+                "--no-dry-run",
+                "--jobs-by-rule",
+                json.dumps(jobs_by_rule),
+                "--out",
+                str(pred_path),
+            ]
+            with (
+                open(log_path, "w") as log_file,
+                subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), text=True
+                ) as done,
+            ):
                 for line in done.stdout or ():  # the log gets every line; the study's log each network's progress
                     log_file.write(line)
                     if line.startswith(PROGRESS):
@@ -93,8 +122,17 @@ def in_study_prediction(raw_config: dict, study_cfg: dict, cores: int, jobs_by_r
     if whole and pred:
         if isinstance(snakemake_log, (list, tuple)):  # Snakemake hands onstart a list of log files
             snakemake_log = snakemake_log[0] if snakemake_log else None
-        write_json(run_path, {"started_at": started_at or time.time(), "snakemake_log": snakemake_log,
-                              "fingerprint": fp, "jobs": total, "cores": cores, "measured_this_run": measured})
+        write_json(
+            run_path,
+            {
+                "started_at": started_at or time.time(),
+                "snakemake_log": snakemake_log,
+                "fingerprint": fp,
+                "jobs": total,
+                "cores": cores,
+                "measured_this_run": measured,
+            },
+        )
     if pred:
         say(prediction_line(pred, measured))
     elif not whole:
@@ -109,13 +147,24 @@ def _planned_study(results, run_path, fp, whole, total, cores, started_at, snake
     if whole:
         if isinstance(snakemake_log, (list, tuple)):
             snakemake_log = snakemake_log[0] if snakemake_log else None
-        write_json(run_path, {"started_at": started_at or time.time(), "snakemake_log": snakemake_log,
-                              "fingerprint": fp, "jobs": total, "cores": cores, "measured_this_run": plan is None})
+        write_json(
+            run_path,
+            {
+                "started_at": started_at or time.time(),
+                "snakemake_log": snakemake_log,
+                "fingerprint": fp,
+                "jobs": total,
+                "cores": cores,
+                "measured_this_run": plan is None,
+            },
+        )
     if plan:
         say(f"The plan (results/plan.json, reused: no new measurement): {plan['sentence']}")
     else:
-        say("study.time_budget: the job `plan` measures this machine first and plans the budgets to fit it "
-            "(results/plan.json; its progress: results/logs/plan.log).")
+        say(
+            "study.time_budget: the job `plan` measures this machine first and plans the budgets to fit it "
+            "(results/plan.json; its progress: results/logs/plan.log)."
+        )
 
 
 def _read_json(path):
@@ -136,12 +185,14 @@ def prediction_line(pred: dict, measured_this_run: bool) -> str:
     f = pred["final"]
     per_arch = sorted(f["per_arch_s"].values())
     measured = f" (this machine measured in {pred['measure_s']:.0f} s)" if measured_this_run else ""
-    return (f"Predicted for the whole study on {pred['cores']} cores: "
-            f"{clock(predicted_study_s(pred, measured_this_run))}{measured}: "
-            f"{pred['jobs']} jobs, {fold_jobs} cross-validation jobs, {images:,} training images x epochs; "
-            f"final model {f['architecture']}{' (assumed)' if f['assumed'] else ''} {clock(f['predicted_job_s'])}, "
-            f"{clock(per_arch[0])}-{clock(per_arch[-1])} whichever architecture wins. Details: "
-            f"results/{PREDICTION}.")
+    return (
+        f"Predicted for the whole study on {pred['cores']} cores: "
+        f"{clock(predicted_study_s(pred, measured_this_run))}{measured}: "
+        f"{pred['jobs']} jobs, {fold_jobs} cross-validation jobs, {images:,} training images x epochs; "
+        f"final model {f['architecture']}{' (assumed)' if f['assumed'] else ''} {clock(f['predicted_job_s'])}, "
+        f"{clock(per_arch[0])}-{clock(per_arch[-1])} whichever architecture wins. Details: "
+        f"results/{PREDICTION}."
+    )
 
 
 def clock(seconds: float) -> str:
@@ -180,13 +231,32 @@ def predicted_vs_actual(results: Path | str, now: float | None = None) -> dict |
         predicted += f["per_arch_s"][chosen] - f["predicted_job_s"]
     rows: list[dict[str, Any]] = [{"what": "whole study", "predicted_s": predicted, "actual_s": total, "note": note}]
     jobs = compare(pred, actual)
-    rows += [{"what": f"{name} fold job (mean)", "predicted_s": r["predicted_job_s"], "actual_s": r["actual_job_s"],
-              "note": ""} for name, r in jobs["per_arch"].items() if r["actual_job_s"] is not None]
+    rows += [
+        {
+            "what": f"{name} fold job (mean)",
+            "predicted_s": r["predicted_job_s"],
+            "actual_s": r["actual_job_s"],
+            "note": "",
+        }
+        for name, r in jobs["per_arch"].items()
+        if r["actual_job_s"] is not None
+    ]
     final = jobs["final"]
     if final["actual_job_s"] and final["predicted_job_s_for_actual_architecture"] is not None:
-        rows.append({"what": f"final model ({chosen})", "predicted_s": final["predicted_job_s_for_actual_architecture"],
-                     "actual_s": final["actual_job_s"], "note": ""})
+        rows.append(
+            {
+                "what": f"final model ({chosen})",
+                "predicted_s": final["predicted_job_s_for_actual_architecture"],
+                "actual_s": final["actual_job_s"],
+                "note": "",
+            }
+        )
     for r in rows:
         r["error"] = r["predicted_s"] / r["actual_s"] - 1 if r["actual_s"] else None
-    return {"rows": rows, "cores": pred["cores"], "measure_s": pred.get("measure_s"),
-            "total_error": rows[0]["error"], "measured_in_study": bool(run.get("measured_this_run"))}
+    return {
+        "rows": rows,
+        "cores": pred["cores"],
+        "measure_s": pred.get("measure_s"),
+        "total_error": rows[0]["error"],
+        "measured_in_study": bool(run.get("measured_this_run")),
+    }

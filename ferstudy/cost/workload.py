@@ -17,9 +17,11 @@ log = logging.getLogger("ferstudy.cost")
 N_CLASSES = 7
 # Per-class row counts of the real FER2013 (angry, disgust, fear, happy, sad, surprise, neutral),
 # counted from fer2013.csv.
-FER2013_COUNTS = {"Training": [3995, 436, 4097, 7215, 4830, 3171, 4965],
-                  "PublicTest": [467, 56, 496, 895, 653, 415, 607],
-                  "PrivateTest": [491, 55, 528, 879, 594, 416, 626]}
+FER2013_COUNTS = {
+    "Training": [3995, 436, 4097, 7215, 4830, 3171, 4965],
+    "PublicTest": [467, 56, 496, 895, 653, 415, 607],
+    "PrivateTest": [491, 55, 528, 879, 594, 416, 626],
+}
 
 
 def demo_counts(n_images: int, class_weights: Sequence[float] | None = None) -> dict[str, list[int]]:
@@ -48,13 +50,21 @@ def data_counts(cfg: dict, h5: Path | str | None = None) -> tuple[dict[str, list
 
         data = load_h5(h5)
         same = data.attrs.get("dataset") == dataset and (
-            dataset != "demo" or len(data.labels) == cfg["data"]["demo_images"])
+            dataset != "demo" or len(data.labels) == cfg["data"]["demo_images"]
+        )
         if same:
-            counts = {name: np.bincount(data.labels[data.split == s], minlength=N_CLASSES).tolist()
-                      for s, name in enumerate(SPLIT_NAMES)}
+            counts = {
+                name: np.bincount(data.labels[data.split == s], minlength=N_CLASSES).tolist()
+                for s, name in enumerate(SPLIT_NAMES)
+            }
             return counts, f"HDF5 {h5}"
-        log.warning("%s holds %s data (%d rows), not what the config uses (%s): sizes from the config",
-                    h5, data.attrs.get("dataset"), len(data.labels), dataset)
+        log.warning(
+            "%s holds %s data (%d rows), not what the config uses (%s): sizes from the config",
+            h5,
+            data.attrs.get("dataset"),
+            len(data.labels),
+            dataset,
+        )
     if dataset == "demo":
         return demo_counts(cfg["data"]["demo_images"]), f"config (demo_images {cfg['data']['demo_images']})"
     return {k: list(v) for k, v in FER2013_COUNTS.items()}, "config (FER2013 row counts)"
@@ -83,16 +93,28 @@ def cv_workload(run_cfg: dict, counts: dict[str, list[int]], folds: int) -> dict
         n = subsampled(train_counts - held[k], t.get("subsample", 1.0))
         bs = min(t["batch_size"], n)
         jobs.append({"fold": k, "n_train": n, "n_val": int(held[k].sum()), "steps": n // bs, "batch_size": bs})
-    return {"epochs": t["epochs"], "evaluations": len(evaluation_epochs(t)), "tta": t.get("tta", "none"),
-            "curve_images": 2 * int(t.get("curve_images", 0)),  # per epoch: held-out + trained-on subsets
-            "jobs": jobs, "images_x_epochs": sum(j["n_train"] for j in jobs) * t["epochs"]}
+    return {
+        "epochs": t["epochs"],
+        "evaluations": len(evaluation_epochs(t)),
+        "tta": t.get("tta", "none"),
+        "curve_images": 2 * int(t.get("curve_images", 0)),  # per epoch: held-out + trained-on subsets
+        "jobs": jobs,
+        "images_x_epochs": sum(j["n_train"] for j in jobs) * t["epochs"],
+    }
 
 
 def final_workload(final_cfg: dict, counts: dict[str, list[int]]) -> dict:
     t = final_cfg["training"]
     n = subsampled(counts["Training"], t.get("subsample", 1.0))
     bs = min(t["batch_size"], n)
-    return {"epochs": t["epochs"], "evaluations": len(evaluation_epochs(t)), "tta": t.get("tta", "none"),
-            "n_train": n, "steps": n // bs, "batch_size": bs,
-            "n_public": int(sum(counts["PublicTest"])), "n_private": int(sum(counts["PrivateTest"])),
-            "images_x_epochs": n * t["epochs"]}
+    return {
+        "epochs": t["epochs"],
+        "evaluations": len(evaluation_epochs(t)),
+        "tta": t.get("tta", "none"),
+        "n_train": n,
+        "steps": n // bs,
+        "batch_size": bs,
+        "n_public": int(sum(counts["PublicTest"])),
+        "n_private": int(sum(counts["PrivateTest"])),
+        "images_x_epochs": n * t["epochs"],
+    }

@@ -16,6 +16,17 @@ This module imports nothing: the workflow (workflow/rules/common.smk) and the re
 `FIGURES` from it.
 """
 
-FIGURES = ("training_curves", "cv_accuracy", "accuracy_vs_compute", "confusion_cv", "confusion_final",
-           "final_history", "filters_layer1", "filters_deeper", "activations", "channel_emotion",
-           "saliency", "examples")
+FIGURES = (
+    "training_curves",
+    "cv_accuracy",
+    "accuracy_vs_compute",
+    "confusion_cv",
+    "confusion_final",
+    "final_history",
+    "filters_layer1",
+    "filters_deeper",
+    "activations",
+    "channel_emotion",
+    "saliency",
+    "examples",
+)

@@ -22,9 +22,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("ferstudy.figures")
 
 
-def make_all(h5: Path | str, results: Path | str, out_dir: Path | str, archs: Sequence[str] | None = None,
-             final_arch: str | None = None, baseline: str | None = None, threads: int = 1, seed: int = PICK_SEED,
-             only: Sequence[str] | None = None) -> list[Path]:
+def make_all(
+    h5: Path | str,
+    results: Path | str,
+    out_dir: Path | str,
+    archs: Sequence[str] | None = None,
+    final_arch: str | None = None,
+    baseline: str | None = None,
+    threads: int = 1,
+    seed: int = PICK_SEED,
+    only: Sequence[str] | None = None,
+) -> list[Path]:
     """Every figure of FIGURES (or those in `only`) from the results under `results`. Returns paths."""
     import pandas as pd
     import torch
@@ -62,15 +70,17 @@ def make_all(h5: Path | str, results: Path | str, out_dir: Path | str, archs: Se
     makers = {
         **_cv_makers(results, summary, archs, folds, dataset, baseline, final_arch),
         "confusion_final": lambda p: plot_confusion_final(_read_json(final / "metrics.json"), p, dataset, final_arch),
-        "final_history": lambda p: plot_final_history(pd.read_csv(_need(final / "history.csv")), p, dataset,
-                                                      final_arch, best_epoch, final_augmented),
+        "final_history": lambda p: plot_final_history(
+            pd.read_csv(_need(final / "history.csv")), p, dataset, final_arch, best_epoch, final_augmented
+        ),
         "filters_layer1": lambda p: plot_filters_layer1(model, p, dataset, final_arch),
         "filters_deeper": lambda p: plot_filters_deeper(model, p, dataset, final_arch),
         "activations": lambda p: plot_activations(model, data, crop, p, dataset, final_arch, seed),
         "channel_emotion": lambda p: plot_channel_emotion(model, data, crop, p, dataset, final_arch, seed=seed),
         "saliency": lambda p: plot_saliency(model, data, crop, p, dataset, final_arch, seed=seed),
-        "examples": lambda p: plot_examples(data, _need(final / "predictions_public.csv"), p, dataset,
-                                            final_arch, seed=seed),
+        "examples": lambda p: plot_examples(
+            data, _need(final / "predictions_public.csv"), p, dataset, final_arch, seed=seed
+        ),
     }
     written = []
     for name in wanted:
@@ -97,14 +107,32 @@ def _cv_makers(results, summary, archs, folds, dataset, baseline, final_arch):
 
     return {
         "training_curves": lambda p: plot_training_curves(
-            {a: [pd.read_csv(_need(results / "cv" / a / f"fold{k}" / "history.csv")) for k in range(folds)]
-             for a in archs}, p, dataset, baseline, final_arch, augmented=cv_augmented()),
+            {
+                a: [pd.read_csv(_need(results / "cv" / a / f"fold{k}" / "history.csv")) for k in range(folds)]
+                for a in archs
+            },
+            p,
+            dataset,
+            baseline,
+            final_arch,
+            augmented=cv_augmented(),
+        ),
         "cv_accuracy": lambda p: plot_cv_accuracy(
-            summary[summary["architecture"].isin(archs)], p, dataset, baseline, final_arch,
-            {a: arch_metrics(a)["aggregate"]["metrics"]["accuracy"]["folds"] for a in archs}),
+            summary[summary["architecture"].isin(archs)],
+            p,
+            dataset,
+            baseline,
+            final_arch,
+            {a: arch_metrics(a)["aggregate"]["metrics"]["accuracy"]["folds"] for a in archs},
+        ),
         "accuracy_vs_compute": lambda p: plot_accuracy_vs_compute(
             (lambda c: c[c["architecture"].isin(archs)])(pd.read_csv(_need(results / "tables" / "cost.csv"))),
-            p, dataset, baseline, final_arch, summary),
+            p,
+            dataset,
+            baseline,
+            final_arch,
+            summary,
+        ),
         "confusion_cv": lambda p: plot_confusion_cv(arch_metrics(final_arch), p, dataset),
     }
 
@@ -116,8 +144,17 @@ def _augmented(run_cfg):
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    written = make_all(args.h5, args.results, args.out_dir, archs=args.archs, final_arch=args.final_arch,
-                       baseline=args.baseline, threads=args.threads, seed=args.seed, only=args.only)
+    written = make_all(
+        args.h5,
+        args.results,
+        args.out_dir,
+        archs=args.archs,
+        final_arch=args.final_arch,
+        baseline=args.baseline,
+        threads=args.threads,
+        seed=args.seed,
+        only=args.only,
+    )
     log.info("wrote %d figures to %s", len(written), args.out_dir)
 
 

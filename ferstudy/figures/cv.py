@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .plot import (BASELINE_COLOR, _arch_color, _confusion_panel, _plt, _role, batches_label, dataset_label,
-                   save)
+from .plot import BASELINE_COLOR, _arch_color, _confusion_panel, _plt, _role, batches_label, dataset_label, save
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,22 +32,31 @@ def has_learning_curve(histories: Sequence[pd.DataFrame]) -> bool:
     return all("curve_val_acc" in h and h["curve_val_acc"].notna().any() for h in histories)
 
 
-def curve_series(histories: Sequence[pd.DataFrame],
-                 augmented: bool | dict[str, bool] | None) -> tuple[tuple[str, str, str], ...]:
+def curve_series(
+    histories: Sequence[pd.DataFrame], augmented: bool | dict[str, bool] | None
+) -> tuple[tuple[str, str, str], ...]:
     """(column, colour, legend label) of the lines of one training-curves panel. With a learning
     curve: the fixed held-out and trained-on subsets (both un-augmented, so their gap is the
     over-fitting gap) and the whole held-out fold as points; without: the held-out fold and the
     running accuracy of the training batches."""
     if has_learning_curve(histories):
-        return (("curve_val_acc", "C0", "held-out subset"),
-                ("curve_train_acc", "C1", "trained-on subset (not augmented)"),
-                ("val_acc", "C0", "whole held-out fold"))
+        return (
+            ("curve_val_acc", "C0", "held-out subset"),
+            ("curve_train_acc", "C1", "trained-on subset (not augmented)"),
+            ("val_acc", "C0", "whole held-out fold"),
+        )
     return (("val_acc", "C0", "held-out fold"), ("train_acc", "C1", batches_label(augmented)))
 
 
-def plot_training_curves(histories: dict[str, list[pd.DataFrame]], path: Path | str, dataset: str,
-                         baseline: str | None = None, final: str | None = None, ncols: int = 5,
-                         augmented: dict[str, bool] | None = None) -> Path:
+def plot_training_curves(
+    histories: dict[str, list[pd.DataFrame]],
+    path: Path | str,
+    dataset: str,
+    baseline: str | None = None,
+    final: str | None = None,
+    ncols: int = 5,
+    augmented: dict[str, bool] | None = None,
+) -> Path:
     """Small multiples, one panel per architecture: held-out and training accuracy per epoch,
     mean over folds with a +-1 std band. histories: {arch: [history DataFrame per fold]};
     augmented: {arch: whether its training faces were augmented} (for the legend)."""
@@ -60,19 +68,30 @@ def plot_training_curves(histories: dict[str, list[pd.DataFrame]], path: Path | 
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, height), sharey=True, squeeze=False)
     for ax, arch in zip(axes.flat, archs):
         _curve_panel(ax, arch, histories, augmented, baseline, final)
-    for ax in axes.flat[len(archs):]:
+    for ax in axes.flat[len(archs) :]:
         ax.axis("off")
-    for i, ax in enumerate(axes.flat[:len(archs)]):
+    for i, ax in enumerate(axes.flat[: len(archs)]):
         if i + ncols >= len(archs):  # the lowest panel of its column
             ax.set_xlabel("epoch", fontsize=9)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy", fontsize=9)
     k = len(next(iter(histories.values())))
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, [f"{lab} (mean ± std over {k} folds)" for lab in labels], loc="upper center",
-               ncol=len(labels), fontsize=9, bbox_to_anchor=(0.5, 1.0 - 0.3 / height), frameon=False)
-    fig.suptitle(f"Training curves per architecture, {k}-fold cross-validation ({dataset_label(dataset)})",
-                 fontsize=12, y=1 - 0.08 / height, va="top")
+    fig.legend(
+        handles,
+        [f"{lab} (mean ± std over {k} folds)" for lab in labels],
+        loc="upper center",
+        ncol=len(labels),
+        fontsize=9,
+        bbox_to_anchor=(0.5, 1.0 - 0.3 / height),
+        frameon=False,
+    )
+    fig.suptitle(
+        f"Training curves per architecture, {k}-fold cross-validation ({dataset_label(dataset)})",
+        fontsize=12,
+        y=1 - 0.08 / height,
+        va="top",
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))
     return save(fig, path)
 
@@ -88,17 +107,39 @@ def _curve_panel(ax, arch, histories, augmented, baseline, final):
             continue
         ax.plot(epochs, mean, color=color, lw=1.8, marker="o", ms=2.5, label=label)
         ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.25, lw=0)
-    if (not has_learning_curve(histories[arch]) and isinstance(augmented, dict)
-            and len(set(augmented.values())) > 1 and augmented.get(arch) is False):
-        ax.text(0.03, 0.95, "training faces not augmented", transform=ax.transAxes, ha="left", va="top",
-                fontsize=7.5, color="C1")
+    if (
+        not has_learning_curve(histories[arch])
+        and isinstance(augmented, dict)
+        and len(set(augmented.values())) > 1
+        and augmented.get(arch) is False
+    ):
+        ax.text(
+            0.03,
+            0.95,
+            "training faces not augmented",
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=7.5,
+            color="C1",
+        )
     _, val, val_std = mean_std_by_epoch(histories[arch], "val_acc")
-    ax.text(0.97, 0.05, f"last {val[-1]:.3f} ± {val_std[-1]:.3f}", transform=ax.transAxes, ha="right",
-            fontsize=8, color="C0")
+    ax.text(
+        0.97,
+        0.05,
+        f"last {val[-1]:.3f} ± {val_std[-1]:.3f}",
+        transform=ax.transAxes,
+        ha="right",
+        fontsize=8,
+        color="C0",
+    )
     role = _role(arch, baseline, final)
-    ax.set_title(arch + (f"  ({role})" if role else ""), fontsize=10,
-                 color=_arch_color(arch, baseline, final) if role else "black",
-                 fontweight="bold" if role else "normal")
+    ax.set_title(
+        arch + (f"  ({role})" if role else ""),
+        fontsize=10,
+        color=_arch_color(arch, baseline, final) if role else "black",
+        fontweight="bold" if role else "normal",
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     all_epochs = [e for h in histories[arch] for e in h["epoch"]]
     ax.set_xlim(min(all_epochs) - 0.5, max(all_epochs) + 0.5)
@@ -106,8 +147,14 @@ def _curve_panel(ax, arch, histories, augmented, baseline, final):
     ax.tick_params(labelsize=8)
 
 
-def plot_cv_accuracy(summary: pd.DataFrame, path: Path | str, dataset: str, baseline: str | None = None,
-                     final: str | None = None, fold_scores: dict[str, list[float]] | None = None) -> Path:
+def plot_cv_accuracy(
+    summary: pd.DataFrame,
+    path: Path | str,
+    dataset: str,
+    baseline: str | None = None,
+    final: str | None = None,
+    fold_scores: dict[str, list[float]] | None = None,
+) -> Path:
     """Mean +- std held-out accuracy per architecture, sorted (best on top), with fold values.
 
     summary: cv_summary.csv DataFrame; fold_scores: optional {arch: [accuracy per fold]}.
@@ -119,20 +166,43 @@ def plot_cv_accuracy(summary: pd.DataFrame, path: Path | str, dataset: str, base
     for i, row in s.iterrows():
         arch = row["architecture"]
         color = _arch_color(arch, baseline, final)
-        ax.errorbar(row["accuracy_mean"], i, xerr=row["accuracy_std"], fmt="o", color=color, ms=7, capsize=4,
-                    lw=1.8, zorder=3)
+        ax.errorbar(
+            row["accuracy_mean"], i, xerr=row["accuracy_std"], fmt="o", color=color, ms=7, capsize=4, lw=1.8, zorder=3
+        )
         if fold_scores and arch in fold_scores:
-            ax.plot(fold_scores[arch], [i - 0.25] * len(fold_scores[arch]), "o", mfc="none", mec="0.45", ms=4,
-                    mew=1, zorder=2)
-        ax.annotate(f"{row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f}",
-                    (row["accuracy_mean"] + row["accuracy_std"], i), xytext=(7, 0), textcoords="offset points",
-                    va="center", fontsize=8.5, color=color)
+            ax.plot(
+                fold_scores[arch],
+                [i - 0.25] * len(fold_scores[arch]),
+                "o",
+                mfc="none",
+                mec="0.45",
+                ms=4,
+                mew=1,
+                zorder=2,
+            )
+        ax.annotate(
+            f"{row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f}",
+            (row["accuracy_mean"] + row["accuracy_std"], i),
+            xytext=(7, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8.5,
+            color=color,
+        )
     if baseline in set(s["architecture"]):
-        ax.axvline(float(s.loc[s["architecture"] == baseline, "accuracy_mean"].iloc[0]), color=BASELINE_COLOR,
-                   ls="--", lw=1, alpha=0.6, zorder=1)
+        ax.axvline(
+            float(s.loc[s["architecture"] == baseline, "accuracy_mean"].iloc[0]),
+            color=BASELINE_COLOR,
+            ls="--",
+            lw=1,
+            alpha=0.6,
+            zorder=1,
+        )
     ax.set_yticks(y)
-    ax.set_yticklabels([a + (f"  ({_role(a, baseline, final)})" if _role(a, baseline, final) else "")
-                        for a in s["architecture"]], fontsize=9.5)
+    ax.set_yticklabels(
+        [a + (f"  ({_role(a, baseline, final)})" if _role(a, baseline, final) else "") for a in s["architecture"]],
+        fontsize=9.5,
+    )
     for label, arch in zip(ax.get_yticklabels(), s["architecture"]):
         if _role(arch, baseline, final):
             label.set_color(_arch_color(arch, baseline, final))
@@ -148,8 +218,9 @@ def plot_cv_accuracy(summary: pd.DataFrame, path: Path | str, dataset: str, base
     k = int(s["folds"].max()) if "folds" in s else None
     ax.set_xlabel(f"held-out accuracy (mean ± std over {k} folds; small circles: single folds)")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(f"Cross-validation accuracy per architecture\n({dataset_label(dataset)}; "
-                 f"dashed: baseline mean)", fontsize=11)
+    ax.set_title(
+        f"Cross-validation accuracy per architecture\n({dataset_label(dataset)}; dashed: baseline mean)", fontsize=11
+    )
     fig.tight_layout()
     return save(fig, path)
 
@@ -215,14 +286,20 @@ def _place_labels(ax, xs, ys, texts, yerr=None, ringed=(), fontsize=8.5, color="
         best = None
         for extra in (0, 16, 32, 56, 88, 128):
             for side in (1, -1):
-                edge = ((pts[group, 0] + radius[group]).max() + 4 + extra if side > 0
-                        else (pts[group, 0] - radius[group]).min() - 4 - extra)
-                cand = {i: (edge, y, edge + sizes[i][0], y) if side > 0 else (edge - sizes[i][0], y, edge, y)
-                        for i, y in zip(group, heights)}
+                edge = (
+                    (pts[group, 0] + radius[group]).max() + 4 + extra
+                    if side > 0
+                    else (pts[group, 0] - radius[group]).min() - 4 - extra
+                )
+                cand = {
+                    i: (edge, y, edge + sizes[i][0], y) if side > 0 else (edge - sizes[i][0], y, edge, y)
+                    for i, y in zip(group, heights)
+                }
                 cand = {i: (b[0], b[1] - sizes[i][1] / 2, b[2], b[3] + sizes[i][1] / 2) for i, b in cand.items()}
                 cost = sum(_overlap(b, t) for b in cand.values() for t in taken)
-                cost += 1e6 * sum(b[0] < axbox.x0 or b[2] > axbox.x1 or b[1] < axbox.y0 or b[3] > axbox.y1
-                                  for b in cand.values())
+                cost += 1e6 * sum(
+                    b[0] < axbox.x0 or b[2] > axbox.x1 or b[1] < axbox.y0 or b[3] > axbox.y1 for b in cand.values()
+                )
                 if best is None or cost < best[0]:
                     best = (cost, side, extra, cand)
                 if cost == 0:
@@ -234,11 +311,19 @@ def _place_labels(ax, xs, ys, texts, yerr=None, ringed=(), fontsize=8.5, color="
             x0 = b[0] if side > 0 else b[2]
             y0 = (b[1] + b[3]) / 2
             moved = extra > 0 or abs(y0 - pts[i, 1]) > gap / 2
-            ax.annotate(texts[i], (xs[i], ys[i]), xytext=((x0 - pts[i, 0]) * px, (y0 - pts[i, 1]) * px),
-                        textcoords="offset points", ha="left" if side > 0 else "right", va="center",
-                        fontsize=fontsize, color=color,
-                        arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.5", "shrinkA": 1, "shrinkB": 5}
-                        if moved else None)
+            ax.annotate(
+                texts[i],
+                (xs[i], ys[i]),
+                xytext=((x0 - pts[i, 0]) * px, (y0 - pts[i, 1]) * px),
+                textcoords="offset points",
+                ha="left" if side > 0 else "right",
+                va="center",
+                fontsize=fontsize,
+                color=color,
+                arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.5", "shrinkA": 1, "shrinkB": 5}
+                if moved
+                else None,
+            )
             boxes[i] = b
             taken.append(b)
     return [boxes[i] for i in range(len(texts))]
@@ -268,8 +353,14 @@ def _x_groups(pts):
     return groups
 
 
-def plot_accuracy_vs_compute(cost: pd.DataFrame, path: Path | str, dataset: str, baseline: str | None = None,
-                             final: str | None = None, summary: pd.DataFrame | None = None) -> Path:
+def plot_accuracy_vs_compute(
+    cost: pd.DataFrame,
+    path: Path | str,
+    dataset: str,
+    baseline: str | None = None,
+    final: str | None = None,
+    summary: pd.DataFrame | None = None,
+) -> Path:
     """Mean held-out accuracy against forward MFLOPs per image (log x), one labelled point per
     architecture at its true compute, coloured by the factor it varies, with the Pareto front.
     Architectures of equal compute share an x: their labels stand in a column beside them."""
@@ -289,12 +380,23 @@ def plot_accuracy_vs_compute(cost: pd.DataFrame, path: Path | str, dataset: str,
     for f_i, factor in enumerate(factors):
         sel = (df["factor"].fillna("") == factor).to_numpy() if "factor" in df else np.ones(len(df), bool)
         yerr = df.loc[sel, "accuracy_std"] if "accuracy_std" in df else None
-        ax.errorbar(x[sel], y[sel], yerr=yerr, fmt="o", ms=7, capsize=3, color=cmap(f_i % cmap.N),
-                    label=factor or "architectures", zorder=3, alpha=0.85)
+        ax.errorbar(
+            x[sel],
+            y[sel],
+            yerr=yerr,
+            fmt="o",
+            ms=7,
+            capsize=3,
+            color=cmap(f_i % cmap.N),
+            label=factor or "architectures",
+            zorder=3,
+            alpha=0.85,
+        )
     for i, arch in enumerate(df["architecture"]):
         if arch in (final, baseline):  # rings in black: the factor colours may include red and blue
-            ax.plot(x[i], y[i], "o", ms=15, mfc="none", mec="black", mew=2 if arch == final else 1.2,
-                    ls="none", zorder=4)
+            ax.plot(
+                x[i], y[i], "o", ms=15, mfc="none", mec="black", mew=2 if arch == final else 1.2, ls="none", zorder=4
+            )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
@@ -303,15 +405,23 @@ def plot_accuracy_vs_compute(cost: pd.DataFrame, path: Path | str, dataset: str,
     ax.set_ylabel("held-out accuracy (mean ± std over folds)")
     ax.grid(alpha=0.3, which="both")
     span = max(x.max() / x.min(), 1.5) if len(x) else 2
-    ax.set_xlim(x.min() / span ** 0.25, x.max() * span ** 0.25)  # room for a column of labels either side
+    ax.set_xlim(x.min() / span**0.25, x.max() * span**0.25)  # room for a column of labels either side
     err = df["accuracy_std"].fillna(0).to_numpy(float) if "accuracy_std" in df else np.zeros_like(y)
     lo, hi = (y - err).min(), (y + err).max()
     yr = max(hi - lo, 0.02)
     ax.set_ylim(lo - 0.08 * yr, hi + 0.08 * yr)
-    ax.legend(title="factor varied", fontsize=8, title_fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5),
-              frameon=False)
-    ax.set_title(f"Accuracy against compute (ringed: the final architecture and the baseline)\n"
-                 f"({dataset_label(dataset)})", fontsize=11)
+    ax.legend(
+        title="factor varied",
+        fontsize=8,
+        title_fontsize=9,
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        frameon=False,
+    )
+    ax.set_title(
+        f"Accuracy against compute (ringed: the final architecture and the baseline)\n({dataset_label(dataset)})",
+        fontsize=11,
+    )
     fig.tight_layout()
     labels = [a + (f" ({_role(a, baseline, final)})" if _role(a, baseline, final) else "") for a in df["architecture"]]
     ringed = [i for i, a in enumerate(df["architecture"]) if a in (final, baseline)]
@@ -325,11 +435,16 @@ def plot_confusion_cv(arch_metrics: dict, path: Path | str, dataset: str) -> Pat
     agg = arch_metrics["aggregate"]
     acc = agg["metrics"]["accuracy"]
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    im = _confusion_panel(ax, agg["confusion_matrix"],
-                          f"{agg['k']} held-out folds summed, n = {agg['n']}; "
-                          f"accuracy {acc['mean']:.3f} ± {acc['std']:.3f}")
+    im = _confusion_panel(
+        ax,
+        agg["confusion_matrix"],
+        f"{agg['k']} held-out folds summed, n = {agg['n']}; accuracy {acc['mean']:.3f} ± {acc['std']:.3f}",
+    )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    fig.suptitle(f"Cross-validation confusion matrix of {arch_metrics['architecture']} (rows sum to 1)\n"
-                 f"({dataset_label(dataset)})", fontsize=11)
+    fig.suptitle(
+        f"Cross-validation confusion matrix of {arch_metrics['architecture']} (rows sum to 1)\n"
+        f"({dataset_label(dataset)})",
+        fontsize=11,
+    )
     fig.tight_layout()
     return save(fig, path)

@@ -107,8 +107,16 @@ def _confusion_panel(ax, counts, title):
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
     for i in range(norm.shape[0]):
         for j in range(norm.shape[1]):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8.5,
-                    color="white" if norm[i, j] > 0.55 else "black", fontweight="bold" if i == j else "normal")
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8.5,
+                color="white" if norm[i, j] > 0.55 else "black",
+                fontweight="bold" if i == j else "normal",
+            )
     n = len(CLASS_NAMES)
     ax.set_xticks(range(n))
     ax.set_xticklabels(CLASS_NAMES, rotation=40, ha="right", fontsize=9)

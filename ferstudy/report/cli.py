@@ -20,7 +20,8 @@ def check_text(path: str, text: str, demo: bool) -> None:
     words = prose_words(text)
     lo, hi = PROSE_WORDS
     (log.info if lo <= words <= hi else log.warning)(
-        "wrote %s: %d prose words (target %d-%d)%s", path, words, lo, hi, " -- DEMO DATA" if demo else "")
+        "wrote %s: %d prose words (target %d-%d)%s", path, words, lo, hi, " -- DEMO DATA" if demo else ""
+    )
     for skeleton, n in repeated_skeletons(text, SKELETON_NAMES).items():
         log.warning("%s: one sentence skeleton %d times (at most %d): %s", path, n, MAX_SKELETON_REPEATS, skeleton)
 
@@ -30,9 +31,17 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     template = Path(args.template)
     appendix_out = Path(args.appendix_out) if args.appendix_out else Path(args.out).with_name("appendix.md")
-    appendix_template = Path(args.appendix_template) if args.appendix_template else template.with_name(APPENDIX_TEMPLATE)
-    ctx = collect(args.results, report_path=args.out, preset=args.preset, threads=args.threads,
-                  allow_missing_figures=args.allow_missing_figures, appendix_path=appendix_out)
+    appendix_template = (
+        Path(args.appendix_template) if args.appendix_template else template.with_name(APPENDIX_TEMPLATE)
+    )
+    ctx = collect(
+        args.results,
+        report_path=args.out,
+        preset=args.preset,
+        threads=args.threads,
+        allow_missing_figures=args.allow_missing_figures,
+        appendix_path=appendix_out,
+    )
     if appendix_template.parent != template.parent:
         from .render import render
 
@@ -52,10 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="results/report/report.md", help="markdown file to write (the main report)")
     p.add_argument("--appendix-out", help="the appendix's markdown file (default: appendix.md beside --out)")
     p.add_argument("--template", default="report/report.md.j2", help="Jinja2 template of the main report")
-    p.add_argument("--appendix-template",
-                   help=f"Jinja2 template of the appendix (default: {APPENDIX_TEMPLATE} beside --template)")
+    p.add_argument(
+        "--appendix-template", help=f"Jinja2 template of the appendix (default: {APPENDIX_TEMPLATE} beside --template)"
+    )
     p.add_argument("--preset", help="preset the study ran with (shown in the rebuild command)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the look inside the final model")
-    p.add_argument("--allow-missing-figures", action="store_true",
-                   help="write the report without the figures that do not exist (default: they are required)")
+    p.add_argument(
+        "--allow-missing-figures",
+        action="store_true",
+        help="write the report without the figures that do not exist (default: they are required)",
+    )
     p.set_defaults(func=cmd_report)

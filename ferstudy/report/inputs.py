@@ -12,12 +12,23 @@ from pathlib import Path
 from ..figures import FIGURES
 
 # The report's required files that are one per study, in the order a missing-files message names them.
-SINGLE_FILES = ("h5", "faces", "summary", "ablation", "cost", "selection", "final_metrics", "final_config", "history",
-                "model")
+SINGLE_FILES = (
+    "h5",
+    "faces",
+    "summary",
+    "ablation",
+    "cost",
+    "selection",
+    "final_metrics",
+    "final_config",
+    "history",
+    "model",
+)
 
 
-def report_inputs(results: str | Path, archs: list[str], folds: int, ferplus: bool = False,
-                  figures: bool = True, plan: bool = False) -> dict:
+def report_inputs(
+    results: str | Path, archs: list[str], folds: int, ferplus: bool = False, figures: bool = True, plan: bool = False
+) -> dict:
     """{name: path or [paths]}: every file the report reads under `results` for a study of `archs`
     with `folds` folds; results/final/ferplus.json when `ferplus` (`data.ferplus`), results/plan.json
     when `plan` (`study.time_budget`), the figures unless `figures` is False."""

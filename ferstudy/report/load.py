@@ -59,13 +59,28 @@ def plan_context(results: Path, chosen: str | None = None) -> dict | None:
     plan = load_plan(path) if path.is_file() else None  # opened only where rule report declares it
     if not plan:
         return None
-    keys = ("fold", "recheck_max", "final_epochs", "time_budget_s", "predicted_s", "fits", "user_set", "busy",
-            "phases_s")
+    keys = (
+        "fold",
+        "recheck_max",
+        "final_epochs",
+        "time_budget_s",
+        "predicted_s",
+        "fits",
+        "user_set",
+        "busy",
+        "phases_s",
+    )
     return {**{k: plan.get(k) for k in keys}, "sentence": plan_sentence(plan, chosen)}
 
 
-def collect(results_dir: str | Path, report_path: str | Path | None = None, preset: str | None = None, threads: int = 1,
-            allow_missing_figures: bool = False, appendix_path: str | Path | None = None) -> dict:
+def collect(
+    results_dir: str | Path,
+    report_path: str | Path | None = None,
+    preset: str | None = None,
+    threads: int = 1,
+    allow_missing_figures: bool = False,
+    appendix_path: str | Path | None = None,
+) -> dict:
     """All numbers the report needs, from the files under `results_dir` (`inputs.report_inputs`).
 
     Every figure must exist unless `allow_missing_figures` (then missing ones are not linked).
@@ -97,8 +112,9 @@ def collect(results_dir: str | Path, report_path: str | Path | None = None, pres
     n_train = int(counts.loc["Training", "total"])
     k = int(data.attrs.get("folds", summary["folds"].max()))
     class_counts = {s: [int(counts.loc[s, c]) for c in CLASS_NAMES] for s in SPLIT_NAMES}
-    rows = [arch_row(rec, cost, cv[rec["architecture"]], run_cfgs, baseline, class_counts, k)
-            for rec in _records(summary)]
+    rows = [
+        arch_row(rec, cost, cv[rec["architecture"]], run_cfgs, baseline, class_counts, k) for rec in _records(summary)
+    ]
     desc = {row["architecture"]: row["description"] for row in rows}
     abl = ablation_rows(_records(ablation), desc)
     alpha = float(ablation["alpha"].iloc[0]) if len(ablation) else 0.05
@@ -123,11 +139,15 @@ def collect(results_dir: str | Path, report_path: str | Path | None = None, pres
         "cv_chosen": cv[chosen]["aggregate"],
         "cv_training": run_cfgs[baseline]["training"],
         "chosen_training": run_cfgs[chosen]["training"],
-        "runner_up_test": runner_up_test(selection, by_name, selection.get("metric", "accuracy"), fold_train, fold_test),
+        "runner_up_test": runner_up_test(
+            selection, by_name, selection.get("metric", "accuracy"), fold_train, fold_test
+        ),
         "chosen_vs": paired_against(chosen, by_name, selection.get("metric", "accuracy"), fold_train, fold_test),
         "final": final_context(final_metrics, final_cfg, history, class_counts),
-        "precision": {"final": {"precision": final_cfg.get("precision"), "reason": final_cfg.get("precision_reason")},
-                      "folds": folds},
+        "precision": {
+            "final": {"precision": final_cfg.get("precision"), "reason": final_cfg.get("precision_reason")},
+            "folds": folds,
+        },
         "environment": final_cfg.get("environment", {}),
         "config_hash": final_cfg.get("config_hash"),
         "threads": final_cfg.get("threads"),
@@ -141,8 +161,9 @@ def collect(results_dir: str | Path, report_path: str | Path | None = None, pres
         **document_links(r, report_path, appendix_path),
         "results_dir": r.as_posix(),
     }
-    ctx["pretrained_pairs"] = pretrained_pairs(cv, run_cfgs, ctx["data"]["fold_train"], ctx["data"]["fold_test"],
-                                               ctx["alpha"])
+    ctx["pretrained_pairs"] = pretrained_pairs(
+        cv, run_cfgs, ctx["data"]["fold_train"], ctx["data"]["fold_test"], ctx["alpha"]
+    )
     return ctx
 
 
@@ -155,55 +176,88 @@ def document_links(r: Path, report_path: str | Path | None, appendix_path: str |
     def link(path, start=report.parent):
         return Path(os.path.relpath(path, start)).as_posix()
 
-    figures = {name: link(r / "figures" / f"{name}.png") if (r / "figures" / f"{name}.png").is_file() else None
-               for name in FIGURES}
-    return {"figures": figures, "faces": link(r / "data" / "faces.png"), "appendix": link(appendix),
-            "report_link": link(report, appendix.parent)}
+    figures = {
+        name: link(r / "figures" / f"{name}.png") if (r / "figures" / f"{name}.png").is_file() else None
+        for name in FIGURES
+    }
+    return {
+        "figures": figures,
+        "faces": link(r / "data" / "faces.png"),
+        "appendix": link(appendix),
+        "report_link": link(report, appendix.parent),
+    }
 
 
 def final_context(final_metrics: dict, final_cfg: dict, history: list[dict], class_counts: dict) -> dict:
     """The final model's section: its PublicTest, PrivateTest and extra test-set metrics, training
     settings and workload, the epoch PublicTest chose, time and history."""
     training = final_cfg.get("run_config", {}).get("training", {})
-    return {"public": final_metrics["public"], "private": final_metrics["private"],
-            "extra": {name: m for name, m in final_metrics.items()  # extra test sets, if any
-                      if name not in ("public", "private") and isinstance(m, dict) and "accuracy" in m},
-            "training": training, "model": final_cfg.get("run_config", {}).get("model", {}),
-            "workload": final_workload_of(training, class_counts),
-            "best_epoch": final_cfg.get("best_epoch"), "best_public_acc": final_cfg.get("best_public_acc"),
-            "seconds": final_cfg.get("seconds"), "history": history, "n_train": final_cfg.get("n_train")}
+    return {
+        "public": final_metrics["public"],
+        "private": final_metrics["private"],
+        "extra": {
+            name: m
+            for name, m in final_metrics.items()  # extra test sets, if any
+            if name not in ("public", "private") and isinstance(m, dict) and "accuracy" in m
+        },
+        "training": training,
+        "model": final_cfg.get("run_config", {}).get("model", {}),
+        "workload": final_workload_of(training, class_counts),
+        "best_epoch": final_cfg.get("best_epoch"),
+        "best_public_acc": final_cfg.get("best_public_acc"),
+        "seconds": final_cfg.get("seconds"),
+        "history": history,
+        "n_train": final_cfg.get("n_train"),
+    }
 
 
 def data_context(data: "FerData", counts: "pd.DataFrame", k: int) -> dict:
     """The data section's numbers: counts per split and class, source, folds and fold sizes."""
     n_train = int(counts.loc["Training", "total"])
-    return {"counts": {s: {c: int(counts.loc[s, c]) for c in [*CLASS_NAMES, "total"]} for s in [*SPLIT_NAMES, "total"]},
-            "n_train": n_train, "n_public": int(counts.loc["PublicTest", "total"]),
-            "n_private": int(counts.loc["PrivateTest", "total"]),
-            "source_path": data.attrs.get("source_path"), "source_sha256": data.attrs.get("source_sha256"),
-            "folds": k, "fold_seed": data.attrs.get("fold_seed"),
-            "fold_train": n_train * (k - 1) // k, "fold_test": n_train // k}
+    return {
+        "counts": {s: {c: int(counts.loc[s, c]) for c in [*CLASS_NAMES, "total"]} for s in [*SPLIT_NAMES, "total"]},
+        "n_train": n_train,
+        "n_public": int(counts.loc["PublicTest", "total"]),
+        "n_private": int(counts.loc["PrivateTest", "total"]),
+        "source_path": data.attrs.get("source_path"),
+        "source_sha256": data.attrs.get("source_sha256"),
+        "folds": k,
+        "fold_seed": data.attrs.get("fold_seed"),
+        "fold_train": n_train * (k - 1) // k,
+        "fold_test": n_train // k,
+    }
 
 
-def arch_row(rec: dict, cost: "pd.DataFrame", cv_metrics: dict, run_cfgs: dict, baseline: str, class_counts: dict,
-             k: int) -> dict:
+def arch_row(
+    rec: dict, cost: "pd.DataFrame", cv_metrics: dict, run_cfgs: dict, baseline: str, class_counts: dict, k: int
+) -> dict:
     """One architecture's row of the report: its cv_summary.csv record with its cost, fold scores,
     layers, training settings, per-class recall, fit and what differs from the baseline's training."""
     a = rec["architecture"]
     c = cost.loc[a].to_dict() if a in cost.index else {}
     model, training, agg = run_cfgs[a]["model"], run_cfgs[a]["training"], cv_metrics["aggregate"]
-    return {**rec, "params": c.get("params"), "mflops": c.get("mflops"),
-            "train_seconds_per_fold": c.get("train_seconds_per_fold"), "peak_rss_mb": c.get("peak_rss_mb"),
-            "fold_scores": agg["metrics"], "fold_accuracy": agg["metrics"]["accuracy"]["folds"],
-            "layers": layer_summary(model), "conv_filters": conv_filters(model), "activations": activations(model),
-            "subsample": float(training.get("subsample", 1.0)), "dropout": has_dropout(model),
-            "augmented": bool(training.get("augment", {}).get("enabled", True)),
-            "recall": {cl: v["recall"]["mean"] for cl, v in agg["per_class"].items()},
-            "support": {cl: v["support"]["mean"] for cl, v in agg["per_class"].items()},
-            "fit": curve_fit(cv_metrics.get("curve")),
-            "workload": fold_workload(run_cfgs[a], class_counts, k),
-            "training_changes": training_changes(run_cfgs[baseline]["training"], training)
-            if a != baseline and baseline in run_cfgs else []}
+    return {
+        **rec,
+        "params": c.get("params"),
+        "mflops": c.get("mflops"),
+        "train_seconds_per_fold": c.get("train_seconds_per_fold"),
+        "peak_rss_mb": c.get("peak_rss_mb"),
+        "fold_scores": agg["metrics"],
+        "fold_accuracy": agg["metrics"]["accuracy"]["folds"],
+        "layers": layer_summary(model),
+        "conv_filters": conv_filters(model),
+        "activations": activations(model),
+        "subsample": float(training.get("subsample", 1.0)),
+        "dropout": has_dropout(model),
+        "augmented": bool(training.get("augment", {}).get("enabled", True)),
+        "recall": {cl: v["recall"]["mean"] for cl, v in agg["per_class"].items()},
+        "support": {cl: v["support"]["mean"] for cl, v in agg["per_class"].items()},
+        "fit": curve_fit(cv_metrics.get("curve")),
+        "workload": fold_workload(run_cfgs[a], class_counts, k),
+        "training_changes": training_changes(run_cfgs[baseline]["training"], training)
+        if a != baseline and baseline in run_cfgs
+        else [],
+    }
 
 
 def pretrained_pairs(cv: dict, run_cfgs: dict, fold_train: int, fold_test: int, alpha: float) -> list[dict]:
@@ -222,9 +276,10 @@ def pretrained_pairs(cv: dict, run_cfgs: dict, fold_train: int, fold_test: int, 
         spec = rc.get("model") or {}
         if "backbone" not in spec or not spec.get("pretrained"):
             continue
-        twins = sorted((b for b, rb in run_cfgs.items() if rb.get("model") == {"backbone": spec["backbone"],
-                                                                                "pretrained": None}),
-                       key=lambda b: run_cfgs[b]["training"] != rc["training"])
+        twins = sorted(
+            (b for b, rb in run_cfgs.items() if rb.get("model") == {"backbone": spec["backbone"], "pretrained": None}),
+            key=lambda b: run_cfgs[b]["training"] != rc["training"],
+        )
         scores = {n: cv[n]["aggregate"]["metrics"]["accuracy"]["folds"] for n in [a, *twins[:1]]}
         if not twins or len(scores[a]) != len(scores[twins[0]]):
             out.append({"arch": a, "twin": None, "backbone": spec["backbone"], "row": None, "changes": []})
@@ -234,8 +289,15 @@ def pretrained_pairs(cv: dict, run_cfgs: dict, fold_train: int, fold_test: int, 
         comparison = compare_to_baseline({b: scores[b], a: scores[a]}, b, trained, fold_test, alpha=alpha)
         row = budget_checked(comparison, cv, b, trained, fold_test)[0]
         row = ablation_rows([{**row, "factor": cv[a].get("factor", ""), "p_holm": math.nan, "holm": False}], {})[0]
-        out.append({"arch": a, "twin": b, "backbone": spec["backbone"], "row": row,
-                    "changes": training_changes(run_cfgs[b]["training"], rc["training"])})
+        out.append(
+            {
+                "arch": a,
+                "twin": b,
+                "backbone": spec["backbone"],
+                "row": row,
+                "changes": training_changes(run_cfgs[b]["training"], rc["training"]),
+            }
+        )
     return out
 
 
@@ -250,20 +312,51 @@ def read_ferplus_scores(r: Path) -> dict | None:
     scores = json.loads(path.read_text())
     now = {key: sha256_of(r / "final" / f"predictions_{key}.csv") for key in ("public", "private")}
     if scores.get("predictions_sha256") != now:
-        log.warning("%s scores other predictions than results/final/ (an earlier final model): left out of the "
-                    "report", path)
+        log.warning(
+            "%s scores other predictions than results/final/ (an earlier final model): left out of the report", path
+        )
         return None
     return scores
 
 
-ABLATION_DEFAULTS = {"factor": "", "p_holm": math.nan, "holm": False, "n_train": None, "n_test": None, "gap_pp": math.nan,
-                     "baseline_gap_pp": math.nan, "stability": "unchecked", "stability_rule": "",
-                     "stability_reason": "ablation.csv has no stability label (written by an older ferstudy)",
-                     "stability_basis": "", "p_pooled": math.nan, "fragile": False, "detectable_pp": math.nan,
-                     "compute_ratio": math.nan, "compute_mixed": False, "recheck_status": "", "recheck_reason": "",
-                     "recheck_1x_pp": math.nan, "recheck_2x_pp": math.nan}
-ABLATION_FLOATS = ("p", "p_holm", "diff_pp", "std_pp", "t", "gap_pp", "baseline_gap_pp", "mean", "baseline_mean",
-                   "p_pooled", "detectable_pp", "compute_ratio", "recheck_1x_pp", "recheck_2x_pp")
+ABLATION_DEFAULTS = {
+    "factor": "",
+    "p_holm": math.nan,
+    "holm": False,
+    "n_train": None,
+    "n_test": None,
+    "gap_pp": math.nan,
+    "baseline_gap_pp": math.nan,
+    "stability": "unchecked",
+    "stability_rule": "",
+    "stability_reason": "ablation.csv has no stability label (written by an older ferstudy)",
+    "stability_basis": "",
+    "p_pooled": math.nan,
+    "fragile": False,
+    "detectable_pp": math.nan,
+    "compute_ratio": math.nan,
+    "compute_mixed": False,
+    "recheck_status": "",
+    "recheck_reason": "",
+    "recheck_1x_pp": math.nan,
+    "recheck_2x_pp": math.nan,
+}
+ABLATION_FLOATS = (
+    "p",
+    "p_holm",
+    "diff_pp",
+    "std_pp",
+    "t",
+    "gap_pp",
+    "baseline_gap_pp",
+    "mean",
+    "baseline_mean",
+    "p_pooled",
+    "detectable_pp",
+    "compute_ratio",
+    "recheck_1x_pp",
+    "recheck_2x_pp",
+)
 
 
 def ablation_rows(records: list[dict], descriptions: dict) -> list[dict]:
@@ -289,8 +382,9 @@ def ablation_rows(records: list[dict], descriptions: dict) -> list[dict]:
 NEWER_COLUMNS = ("p_pooled", "fragile", "detectable_pp", "compute_ratio", "compute_mixed")
 
 
-def fill_newer_columns(rows: list[dict], cv: dict, baseline: str, alpha: float, fold_train: int,
-                       fold_test: int) -> list[str]:
+def fill_newer_columns(
+    rows: list[dict], cv: dict, baseline: str, alpha: float, fold_train: int, fold_test: int
+) -> list[str]:
     """An ablation.csv written before the pooled check and the compute ratio (ferstudy before #20)
     gets them from the cross-validation metrics by the study's own rule
     (`study.comparisons_with_pooled`), so that every report states them; returns the columns filled
@@ -333,9 +427,14 @@ def curve_fit(curve: dict | None) -> dict | None:
         values = [fold[-1] for fold in curve.get(key) or [] if fold and np.isfinite(fold[-1])]
         return float(np.mean(values)) if values else math.nan
 
-    return {"epoch": int(curve["epochs"][-1]), "val": last("val_acc"), "train": last("train_acc"),
-            "batches": last("train_acc_augmented"), "gap_pp": last_gap_pp(curve),
-            "late_gain_pp": late_gain_pp(curve)}
+    return {
+        "epoch": int(curve["epochs"][-1]),
+        "val": last("val_acc"),
+        "train": last("train_acc"),
+        "batches": last("train_acc_augmented"),
+        "gap_pp": last_gap_pp(curve),
+        "late_gain_pp": late_gain_pp(curve),
+    }
 
 
 def late_gain_pp(curve: dict) -> float:
@@ -347,8 +446,11 @@ def late_gain_pp(curve: dict) -> float:
     if len(epochs) < 3:
         return math.nan
     first = int(np.flatnonzero(late_mask(epochs))[0])
-    gains = [100 * (fold[-1] - fold[first]) for fold in curve.get("val_acc") or []
-             if len(fold) == len(epochs) and np.isfinite(fold[-1]) and np.isfinite(fold[first])]
+    gains = [
+        100 * (fold[-1] - fold[first])
+        for fold in curve.get("val_acc") or []
+        if len(fold) == len(epochs) and np.isfinite(fold[-1]) and np.isfinite(fold[first])
+    ]
     return float(np.mean(gains)) if gains else math.nan
 
 
@@ -359,8 +461,13 @@ def fold_workload(run_cfg: dict, class_counts: dict, folds: int) -> dict:
     w = cv_workload(run_cfg, {"Training": class_counts["Training"]}, folds)
     n = float(np.mean([j["n_train"] for j in w["jobs"]]))
     steps = float(np.mean([j["steps"] for j in w["jobs"]]))
-    return {"n_train": n, "batch_size": w["jobs"][0]["batch_size"], "steps_per_epoch": steps,
-            "epochs": int(w["epochs"]), "steps": steps * w["epochs"]}
+    return {
+        "n_train": n,
+        "batch_size": w["jobs"][0]["batch_size"],
+        "steps_per_epoch": steps,
+        "epochs": int(w["epochs"]),
+        "steps": steps * w["epochs"],
+    }
 
 
 def final_workload_of(training: dict, class_counts: dict) -> dict | None:
@@ -370,8 +477,13 @@ def final_workload_of(training: dict, class_counts: dict) -> dict | None:
     if not training.get("epochs") or not training.get("batch_size"):
         return None
     w = final_workload({"training": training}, class_counts)
-    return {"n_train": w["n_train"], "batch_size": w["batch_size"], "steps_per_epoch": w["steps"],
-            "epochs": int(w["epochs"]), "steps": w["steps"] * w["epochs"]}
+    return {
+        "n_train": w["n_train"],
+        "batch_size": w["batch_size"],
+        "steps_per_epoch": w["steps"],
+        "epochs": int(w["epochs"]),
+        "steps": w["steps"] * w["epochs"],
+    }
 
 
 def runner_up_test(selection: dict, rows: dict, metric: str, fold_train: int, fold_test: int) -> dict | None:
@@ -398,8 +510,11 @@ def paired_test(a: dict, b: dict, metric: str, fold_train: int, fold_test: int) 
 
 def paired_against(chosen: str, rows: dict, metric: str, fold_train: int, fold_test: int) -> dict:
     """{architecture: `paired_test` of the chosen one against it} for every other architecture."""
-    return {name: paired_test(rows[chosen], row, metric, fold_train, fold_test)
-            for name, row in rows.items() if name != chosen}
+    return {
+        name: paired_test(rows[chosen], row, metric, fold_train, fold_test)
+        for name, row in rows.items()
+        if name != chosen
+    }
 
 
 def fold_records(results: str | Path, archs: list[str], folds: int) -> list[dict]:
@@ -410,13 +525,24 @@ def fold_records(results: str | Path, archs: list[str], folds: int) -> list[dict
         for k in range(folds):
             path = fold_config(results, a, k)
             cfg = load_yaml(path) if path.is_file() else {}
-            out.append({"arch": a, "fold": k, "precision": cfg.get("precision"), "reason": cfg.get("precision_reason"),
-                        "init_seed": cfg.get("init_seed")})
+            out.append(
+                {
+                    "arch": a,
+                    "fold": k,
+                    "precision": cfg.get("precision"),
+                    "reason": cfg.get("precision_reason"),
+                    "init_seed": cfg.get("init_seed"),
+                }
+            )
     return out
 
 
-STAGE_NAMES = {"prepare": "data preparation", "train": "cross-validation training", "train_final": "final model",
-               "figures": "figures"}
+STAGE_NAMES = {
+    "prepare": "data preparation",
+    "train": "cross-validation training",
+    "train_final": "final model",
+    "figures": "figures",
+}
 
 
 def benchmark_times(results_dir: str | Path, archs: list[str], folds: int) -> dict:
@@ -428,7 +554,7 @@ def benchmark_times(results_dir: str | Path, archs: list[str], folds: int) -> di
     import pandas as pd
 
     root = Path(results_dir) / "benchmarks"
-    stages = {}
+    stages: dict = {}
     for path in [p for p in benchmark_files(results_dir, archs, folds) if p.is_file()]:
         stage = path.relative_to(root).with_suffix("").parts[0]
         try:
@@ -436,8 +562,9 @@ def benchmark_times(results_dir: str | Path, archs: list[str], folds: int) -> di
             s, rss = float(b["s"].iloc[0]), float(pd.to_numeric(b["max_rss"], errors="coerce").iloc[0])
         except (KeyError, IndexError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
             continue
-        st = stages.setdefault(stage, {"stage": STAGE_NAMES.get(stage, stage), "jobs": 0, "seconds": 0.0,
-                                       "max_rss_mb": 0.0})
+        st = stages.setdefault(
+            stage, {"stage": STAGE_NAMES.get(stage, stage), "jobs": 0, "seconds": 0.0, "max_rss_mb": 0.0}
+        )
         st["jobs"] += 1
         st["seconds"] += s
         if np.isfinite(rss):

@@ -40,17 +40,24 @@ def kernel_shapes(kernels: np.ndarray) -> dict:
     w = kernels.reshape(n, -1)
     dc = np.abs(w.sum(1)) / np.maximum(np.abs(w).sum(1), 1e-12)
     wc = w - w.mean(1, keepdims=True)
-    coef = wc @ basis / (basis ** 2).sum(0)  # (n, 2): a, b
+    coef = wc @ basis / (basis**2).sum(0)  # (n, 2): a, b
     fit = coef @ basis.T
-    ramp = 1 - ((wc - fit) ** 2).sum(1) / np.maximum((wc ** 2).sum(1), 1e-24)
+    ramp = 1 - ((wc - fit) ** 2).sum(1) / np.maximum((wc**2).sum(1), 1e-24)
     edge = (ramp >= 0.5) & (dc < 0.5)
     blob = dc >= 0.5
     angle = np.degrees(np.arctan2(coef[:, 1], coef[:, 0])) % 180  # gradient direction
-    horizontal = edge & (np.abs(angle - 90) <= 22.5)                # gradient along y: horizontal edges
+    horizontal = edge & (np.abs(angle - 90) <= 22.5)  # gradient along y: horizontal edges
     vertical = edge & ((angle <= 22.5) | (angle >= 157.5))
-    return {"n": int(n), "size": int(kh), "edge": int(edge.sum()), "blob": int(blob.sum()),
-            "other": int(n - edge.sum() - blob.sum()), "horizontal": int(horizontal.sum()),
-            "vertical": int(vertical.sum()), "diagonal": int(edge.sum() - horizontal.sum() - vertical.sum())}
+    return {
+        "n": int(n),
+        "size": int(kh),
+        "edge": int(edge.sum()),
+        "blob": int(blob.sum()),
+        "other": int(n - edge.sum() - blob.sum()),
+        "horizontal": int(horizontal.sum()),
+        "vertical": int(vertical.sum()),
+        "diagonal": int(edge.sum() - horizontal.sum() - vertical.sum()),
+    }
 
 
 def chance_kernel_shapes(size: int, n: int = 20000, seed: int = PICK_SEED) -> dict:
@@ -59,8 +66,13 @@ def chance_kernel_shapes(size: int, n: int = 20000, seed: int = PICK_SEED) -> di
     return kernel_shapes(rng.standard_normal((n, size, size)))
 
 
-def inspect_model(model_path: str | Path, data: "FerData", threads: int = 1, per_class: int = CHANNEL_FACES_PER_CLASS,
-                  seed: int = PICK_SEED) -> dict:
+def inspect_model(
+    model_path: str | Path,
+    data: "FerData",
+    threads: int = 1,
+    per_class: int = CHANNEL_FACES_PER_CLASS,
+    seed: int = PICK_SEED,
+) -> dict:
     """Simple facts about the final model: the shapes of its first-layer kernels (against random
     kernels) and which emotion each channel of its last feature map prefers on PublicTest faces
     (against the same faces with shuffled labels). PrivateTest is not read."""
@@ -72,15 +84,19 @@ def inspect_model(model_path: str | Path, data: "FerData", threads: int = 1, per
     torch.set_num_threads(max(1, int(threads)))
     model, payload = load_model(model_path)
     crop = int(payload["input_size"])
-    out = {"filters": None, "channels": None}
+    out: dict = {"filters": None, "channels": None}
 
     name, kernels = first_layer_filters(model)
     if name is not None and kernels.shape[1] >= 2:
         shapes = kernel_shapes(kernels)
         chance = chance_kernel_shapes(shapes["size"])
         p_edge = chance["edge"] / chance["n"]
-        shapes.update(layer=name, chance_edge=p_edge, chance_blob=chance["blob"] / chance["n"],
-                      p_edge=float(stats.binomtest(shapes["edge"], shapes["n"], p_edge, alternative="greater").pvalue))
+        shapes.update(
+            layer=name,
+            chance_edge=p_edge,
+            chance_blob=chance["blob"] / chance["n"],
+            p_edge=float(stats.binomtest(shapes["edge"], shapes["n"], p_edge, alternative="greater").pvalue),
+        )
         out["filters"] = shapes
 
     taps = stage_taps(model, crop)
@@ -99,8 +115,12 @@ def inspect_model(model_path: str | Path, data: "FerData", threads: int = 1, per
         counts_null = np.bincount(prefer_null[live], minlength=len(CLASS_NAMES))
         threshold = float(np.quantile(eta_null[live], 0.95)) if live.any() else math.nan
         out["channels"] = {
-            "layer": tap_name, "channels": int(c_all), "size": f"{h}x{w}", "faces": int(len(idx)),
-            "dead": int((~live).sum()), "live": int(live.sum()),
+            "layer": tap_name,
+            "channels": int(c_all),
+            "size": f"{h}x{w}",
+            "faces": int(len(idx)),
+            "dead": int((~live).sum()),
+            "live": int(live.sum()),
             "prefer": {CLASS_NAMES[c]: int(counts[c]) for c in range(len(CLASS_NAMES))},
             "prefer_null": {CLASS_NAMES[c]: int(counts_null[c]) for c in range(len(CLASS_NAMES))},
             "eta_median": float(np.median(eta[live])) if live.any() else math.nan,

@@ -7,7 +7,8 @@ def layer_summary(model_spec: dict) -> str:
     if "backbone" in model_spec:
         pretrained = model_spec.get("pretrained")
         return f"torchvision {model_spec['backbone']}" + (
-            " (ImageNet-pretrained)" if pretrained == "imagenet" else " (pretrained)" if pretrained else "")
+            " (ImageNet-pretrained)" if pretrained == "imagenet" else " (pretrained)" if pretrained else ""
+        )
     out = []
     for item in model_spec.get("layers", []):
         kind, opts = (item, None) if isinstance(item, str) else next(iter(item.items()))

@@ -123,9 +123,9 @@ def prose_lines(markdown: str) -> list[str]:
 def prose_text(markdown: str) -> str:
     """The prose of a markdown document (see the module docstring for what is left out)."""
     text = "\n".join(prose_lines(markdown))
-    text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)   # inline images -> alt text
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)    # links -> their text
-    text = re.sub(r"^\s*>", " ", text, flags=re.M)       # blockquote markers
+    text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # inline images -> alt text
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # links -> their text
+    text = re.sub(r"^\s*>", " ", text, flags=re.M)  # blockquote markers
     return re.sub(r"[*`]|(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])", " ", text)  # emphasis, not snake_case
 
 

@@ -12,8 +12,12 @@ import numpy as np
 from .text import and_join, pp, pval
 
 SIGNIFICANT = ("helped", "hurt")
-LABEL_WORDS = {"holds": ("holds", "hold"), "budget-dependent": ("is budget-dependent", "are budget-dependent"),
-               "undecided": ("is undecided", "are undecided"), "unchecked": ("is unchecked", "are unchecked")}
+LABEL_WORDS = {
+    "holds": ("holds", "hold"),
+    "budget-dependent": ("is budget-dependent", "are budget-dependent"),
+    "undecided": ("is undecided", "are undecided"),
+    "unchecked": ("is unchecked", "are unchecked"),
+}
 
 
 def _significant(row):
@@ -37,8 +41,11 @@ def _effect(row):
     """'+4.1 pp, p = 0.012, Holm p = 0.13' (and the test's note when there is one)."""
     holm_p = f", Holm {pval(row['p_holm'])}" if np.isfinite(row.get("p_holm", math.nan)) else ""
     note = f"; {row['note']}" if row.get("note") else ""
-    compute = (f"; at {row['compute_ratio']:.1f}x the baseline's compute, a verdict on the operation and compute "
-               f"together" if row.get("compute_mixed") else "")
+    compute = (
+        f"; at {row['compute_ratio']:.1f}x the baseline's compute, a verdict on the operation and compute together"
+        if row.get("compute_mixed")
+        else ""
+    )
     return f"{pp(row['diff_pp'])}, {pval(row['p'])}{holm_p}{note}{compute}"
 
 
@@ -76,8 +83,11 @@ def min_detectable_pp(ctx: dict) -> tuple | None:
         return None
     k, df = int(abl[0]["k"]), int(abl[0]["df"])
     t_crit = float(stats.t.ppf(1 - ctx["alpha"] / 2, df))
-    mdd = {r["arch"]: t_crit * math.sqrt(1 / k + _n_test(r, ctx) / _n_train(r, ctx)) * r["std_pp"]
-           for r in abl if np.isfinite(r["std_pp"])}
+    mdd = {
+        r["arch"]: t_crit * math.sqrt(1 / k + _n_test(r, ctx) / _n_train(r, ctx)) * r["std_pp"]
+        for r in abl
+        if np.isfinite(r["std_pp"])
+    }
     return k, df, t_crit, mdd
 
 
@@ -103,7 +113,7 @@ def seed_noise_sampled(ctx: dict) -> bool:
     """Whether the fold models started from different initial weights (fold k from seed s + k, as each
     fold's config.yaml records in `init_seed`): then the fold spread holds initialisation noise as
     well as data noise. Folds trained before `init_seed` existed all started from seed s."""
-    by_fold = {}
+    by_fold: dict = {}
     for fo in ctx["precision"]["folds"]:
         by_fold.setdefault(fo["fold"], set()).add(fo.get("init_seed"))
     seeds = {s for ss in by_fold.values() for s in ss}

@@ -43,7 +43,9 @@ def missing_requirements():
         return "needs root (slurmd starts jobs as their user, munged runs as `munge`)"
     missing = [b for b in BINARIES if _which(b) is None]
     if missing:
-        return f"Slurm/munge binaries missing: {', '.join(missing)} (apt-get install munge slurmctld slurmd slurm-client)"
+        return (
+            f"Slurm/munge binaries missing: {', '.join(missing)} (apt-get install munge slurmctld slurmd slurm-client)"
+        )
     try:
         pwd.getpwnam("munge")
     except KeyError:
@@ -61,8 +63,11 @@ def _node_line(name, mem_mb):
     """NodeName line from `slurmd -C` (the real topology), with our memory limit."""
     out = subprocess.run([_which("slurmd"), "-C"], capture_output=True, text=True, check=True).stdout
     first = out.splitlines()[0]
-    keep = [kv for kv in first.split() if kv.split("=")[0] in
-            ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore")]
+    keep = [
+        kv
+        for kv in first.split()
+        if kv.split("=")[0] in ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore")
+    ]
     return f"NodeName={name} NodeAddr=127.0.0.1 {' '.join(keep)} RealMemory={mem_mb} State=UNKNOWN"
 
 
@@ -125,8 +130,8 @@ CredType=cred/munge
 AuthInfo=socket={self.socket}
 StateSaveLocation={self.root}/state
 SlurmdSpoolDir={self.root}/spool
-SlurmctldPidFile={self.pidfile('slurmctld')}
-SlurmdPidFile={self.pidfile('slurmd')}
+SlurmctldPidFile={self.pidfile("slurmctld")}
+SlurmdPidFile={self.pidfile("slurmd")}
 SlurmctldLogFile={self.root}/logs/slurmctld.log
 SlurmdLogFile={self.root}/logs/slurmd.log
 SlurmctldDebug=info
@@ -156,7 +161,7 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         # inside the job; a real cluster has /etc/slurm/slurm.conf, we have this wrapper instead.
         (self.root / "bin").mkdir(exist_ok=True)
         wrapper = self.root / "bin" / "srun"
-        wrapper.write_text(f"#!/bin/sh\nSLURM_CONF={self.conf} exec {_which('srun')} \"$@\"\n")
+        wrapper.write_text(f'#!/bin/sh\nSLURM_CONF={self.conf} exec {_which("srun")} "$@"\n')
         wrapper.chmod(0o755)
 
     # ------------------------------------------------------------------ daemons
@@ -166,8 +171,15 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         if user is not None:
             pw = pwd.getpwnam(user)
             kwargs = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=self.env(), start_new_session=True, **kwargs)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+            **kwargs,
+        )
         log.close()
         self.procs[daemon] = proc
         return proc
@@ -177,8 +189,9 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         while time.monotonic() < deadline:
             for daemon, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{daemon} exited with {proc.returncode} while waiting for {what}:\n"
-                                       + self.logs_tail())
+                    raise RuntimeError(
+                        f"{daemon} exited with {proc.returncode} while waiting for {what}:\n" + self.logs_tail()
+                    )
             if check():
                 return
             time.sleep(0.2)
@@ -187,10 +200,19 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
     def start(self, timeout=60):
         self.write_config()
         m = self.munge_dir
-        self._start("munged", [_which("munged"), "--foreground", f"--socket={self.socket}",
-                               f"--key-file={m / 'munge.key'}", f"--pid-file={m / 'munged.pid'}",
-                               f"--log-file={m / 'munged.log'}", f"--seed-file={m / 'munged.seed'}"],
-                    user="munge")
+        self._start(
+            "munged",
+            [
+                _which("munged"),
+                "--foreground",
+                f"--socket={self.socket}",
+                f"--key-file={m / 'munge.key'}",
+                f"--pid-file={m / 'munged.pid'}",
+                f"--log-file={m / 'munged.log'}",
+                f"--seed-file={m / 'munged.seed'}",
+            ],
+            user="munge",
+        )
         self._wait("munged's socket", self.socket.exists, timeout)
         self._start("slurmctld", [_which("slurmctld"), "-D", "-f", str(self.conf)])
         self._wait("slurmctld", lambda: self._ok(["scontrol", "ping"], "UP"), timeout)
@@ -206,8 +228,13 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         return needle in out
 
     def squeue(self):
-        out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i|%j|%T"], capture_output=True,
-                             text=True, env=self.env(), timeout=30).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "--states=all", "-o", "%i|%j|%T"],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=30,
+        ).stdout
         return [line.split("|") for line in out.splitlines() if line.strip()]
 
     def jobcomp_records(self):
@@ -232,13 +259,17 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         """Cancel our jobs, wait for them to end, stop the daemons (by pid file), never raises."""
         if self.conf.exists() and any(self._alive(d) for d in ("slurmctld",)):
             try:
-                active = [j for j, _, state in self.squeue() if state in ("PENDING", "RUNNING", "COMPLETING",
-                                                                           "CONFIGURING", "SUSPENDED")]
+                active = [
+                    j
+                    for j, _, state in self.squeue()
+                    if state in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED")
+                ]
                 if active:
                     subprocess.run(["scancel", *active], env=self.env(), timeout=30, capture_output=True)
                     deadline = time.monotonic() + 30
                     while time.monotonic() < deadline and any(
-                            s in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING") for _, _, s in self.squeue()):
+                        s in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING") for _, _, s in self.squeue()
+                    ):
                         time.sleep(0.5)
             except (OSError, subprocess.SubprocessError):
                 pass

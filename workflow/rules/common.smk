@@ -8,8 +8,16 @@ import yaml
 REPO = os.path.dirname(workflow.basedir)
 sys.path.insert(0, REPO)
 
-from ferstudy.config import (DEFAULTS_NAME, PINNED_PRESET_ENV, config_hash, load_defaults,
-                             load_yaml, preset_lines, resolve_arch, resolve_layers)
+from ferstudy.config import (
+    DEFAULTS_NAME,
+    PINNED_PRESET_ENV,
+    config_hash,
+    load_defaults,
+    load_yaml,
+    preset_lines,
+    resolve_arch,
+    resolve_layers,
+)
 from ferstudy.errors import UserError
 from ferstudy.figures import FIGURES
 from ferstudy.validation import coerce_cli_config
@@ -40,8 +48,12 @@ def plain(value):
 SPAWNED_JOB = workflow.remote_exec or workflow.subprocess_exec  # a job this workflow's Snakemake started
 try:
     USER_LAYERS = config_layers()
-    RESOLVED = resolve_layers(load_defaults(), USER_LAYERS, source=DEFAULTS_NAME,
-                              pinned_preset=os.environ.get(PINNED_PRESET_ENV) if SPAWNED_JOB else None)
+    RESOLVED = resolve_layers(
+        load_defaults(),
+        USER_LAYERS,
+        source=DEFAULTS_NAME,
+        pinned_preset=os.environ.get(PINNED_PRESET_ENV) if SPAWNED_JOB else None,
+    )
 except UserError as err:
     raise WorkflowError(str(err)) from None
 STUDY = RESOLVED.config
@@ -63,6 +75,8 @@ EXTRA_TEST_SETS = STUDY["data"].get("extra_test_sets") or {}
 # FER+ crowd relabels (data.ferplus): the final model is also scored against them (rule ferplus_scores).
 FERPLUS = STUDY["data"].get("ferplus")
 R = "results"
+
+
 # Rules call the package's CLI as `python3 -m ferstudy`, with the checkout (REPO) first on
 # PYTHONPATH: the package comes from the checkout, in the venv that runs Snakemake and in a conda
 # environment (`--sdm conda`: envs/ferstudy.yaml has the dependencies only) alike. The interpreter's
@@ -110,10 +124,19 @@ def announce_cost(log):
 
     enabled = STUDY["study"].get("predict_cost", True) and workflow.local_exec and not workflow.touch
     try:
-        in_study_prediction(RESOLVED.flat, STUDY, workflow.cores, dict(Counter(j.rule.name for j in workflow.dag.jobs)),
-                            sum(1 for _ in workflow.dag.needrun_jobs()), results=R, enabled=enabled,
-                            started_at=workflow.start_time.timestamp(), snakemake_log=log, say=logger.info,
-                            planned=bool(TIME_BUDGET_S))
+        in_study_prediction(
+            RESOLVED.flat,
+            STUDY,
+            workflow.cores,
+            dict(Counter(j.rule.name for j in workflow.dag.jobs)),
+            sum(1 for _ in workflow.dag.needrun_jobs()),
+            results=R,
+            enabled=enabled,
+            started_at=workflow.start_time.timestamp(),
+            snakemake_log=log,
+            say=logger.info,
+            planned=bool(TIME_BUDGET_S),
+        )
     except Exception as err:  # the prediction is advice: never stop the study for it
         logger.warning(f"Cost prediction skipped: {err!r}")
 
@@ -168,8 +191,10 @@ def final_architecture():
         if chosen in ARCHS:
             if not _said_dry_run_selection:
                 _said_dry_run_selection.append(chosen)
-                logger.info(f"Dry run: the final model is planned for {chosen}, the choice in {SELECTION}; should "
-                            f"a rerun of `select` choose another architecture, the run retrains the final model too.")
+                logger.info(
+                    f"Dry run: the final model is planned for {chosen}, the choice in {SELECTION}; should "
+                    f"a rerun of `select` choose another architecture, the run retrains the final model too."
+                )
             return chosen
     with open(checkpoints.select.get().output[0]) as f:
         return json.load(f)["architecture"]
@@ -190,8 +215,11 @@ FINAL_PLANNED = f"{R}/final/final_config_planned.yaml"  # train_final's settings
 def plan_inputs():
     """What the plan depends on (plan_config's output and its rerun trigger): the study as its layers
     resolve it, the budget, and which planned keys the user set (they win)."""
-    return {"config": plan_relevant(RESOLVED.flat), "time_budget_s": TIME_BUDGET_S,
-            "user_set": user_settings(USER_LAYERS)}
+    return {
+        "config": plan_relevant(RESOLVED.flat),
+        "time_budget_s": TIME_BUDGET_S,
+        "user_set": user_settings(USER_LAYERS),
+    }
 
 
 def planned_study(plan_files, final_arch=None):
@@ -236,10 +264,20 @@ def all_targets():
 
 # ---------------------------------------------------------------- pages for readers (publish.smk)
 HTML_TABLES = {  # page name: (CSV, caption, category, subcategory, label) in `snakemake --report`
-    "cv_summary": (f"{R}/tables/cv_summary.csv", "cv_summary.rst", "3 Cross-validation", "Tables",
-                   "cross-validation summary"),
-    "ablation": (f"{R}/tables/ablation.csv", "ablation.rst", "3 Cross-validation", "Tables",
-                 "each variant against the baseline"),
+    "cv_summary": (
+        f"{R}/tables/cv_summary.csv",
+        "cv_summary.rst",
+        "3 Cross-validation",
+        "Tables",
+        "cross-validation summary",
+    ),
+    "ablation": (
+        f"{R}/tables/ablation.csv",
+        "ablation.rst",
+        "3 Cross-validation",
+        "Tables",
+        "each variant against the baseline",
+    ),
     "cost": (f"{R}/tables/cost.csv", "cost.rst", "3 Cross-validation", "Tables", "cost per architecture"),
     "data_summary": (f"{R}/data/summary.csv", "data_summary.rst", "2 Data", "Tables", "images per split and emotion"),
 }
@@ -270,8 +308,9 @@ def code_version(wildcards):
     import subprocess
 
     try:
-        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify", "--quiet", "HEAD"],
-                              capture_output=True, text=True, timeout=30)
+        head = subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return head.stdout.strip()
@@ -360,6 +399,7 @@ def predict_extra_runtime(wildcards, attempt):
 def predict_extra_mem_mb(wildcards, attempt):
     path = EXTRA_TEST_SETS[wildcards.name]
     return mb(attempt * resources.predict_extra_estimate(STUDY, final_archs(), path)[1])
+
 
 def longer_recheck_config(run_config, fold_config, factor):
     """The study's run config at `factor` x the epochs, in the precision that fold trained in."""

@@ -34,25 +34,30 @@ rule figures:
         final_config=f"{R}/final/config.yaml",
     output:
         **{
-            name: report(f"{R}/figures/{name}.png", caption=f"../report/fig_{name}.rst", category=FIGURE_PLACES[name][0],
-                         subcategory=FIGURE_PLACES[name][1], labels={"figure": FIGURE_PLACES[name][2]})
+            name: report(
+                f"{R}/figures/{name}.png",
+                caption=f"../report/fig_{name}.rst",
+                category=FIGURE_PLACES[name][0],
+                subcategory=FIGURE_PLACES[name][1],
+                labels={"figure": FIGURE_PLACES[name][2]},
+            )
             for name in FIGURE_NAMES
         },
-    params:
-        archs=ARCHS,
-        baseline=STUDY["study"]["baseline"],
-        results=lambda w, input: os.path.dirname(os.path.dirname(input.h5)),
-        out_dir=lambda w, output: os.path.dirname(output[0]),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
     log:
         f"{R}/logs/figures.log",
     benchmark:
         f"{R}/benchmarks/figures.tsv"
     conda:
         "../../envs/ferstudy.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        archs=ARCHS,
+        baseline=STUDY["study"]["baseline"],
+        results=lambda w, input: os.path.dirname(os.path.dirname(input.h5)),
+        out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "python3 -m ferstudy figures --h5 {input.h5:q} --results {params.results:q} --archs {params.archs:q}"
         " --baseline {params.baseline:q} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"

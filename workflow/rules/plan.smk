@@ -12,14 +12,14 @@ if TIME_BUDGET_S:
     rule plan_config:
         output:
             f"{R}/plan/inputs.yaml",
-        params:
-            inputs=lambda w: spec_id(plan_inputs(), "plan"),
+        log:
+            f"{R}/logs/plan_config.log",
         threads: 1
         resources:
             mem_mb=1000,
             runtime=10,
-        log:
-            f"{R}/logs/plan_config.log",
+        params:
+            inputs=lambda w: spec_id(plan_inputs(), "plan"),
         run:
             from ferstudy.cost.study import fingerprint
 
@@ -32,19 +32,19 @@ if TIME_BUDGET_S:
             inputs=f"{R}/plan/inputs.yaml",
         output:
             PLAN,
-        params:
-            prediction=f"{R}/cost/prediction.json",
-        # alone on the machine while it measures (nothing else of the study runs beside it)
-        threads: lambda w: workflow.cores
-        resources:
-            mem_mb=4000,
-            runtime=30,
         log:
             f"{R}/logs/plan.log",
         benchmark:
             f"{R}/benchmarks/plan.tsv"
         conda:
             "../../envs/ferstudy.yaml"
+        # alone on the machine while it measures (nothing else of the study runs beside it)
+        threads: lambda w: workflow.cores
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        params:
+            prediction=f"{R}/cost/prediction.json",
         shell:
             "python3 -m ferstudy plan --inputs {input.inputs:q} --h5 {input.h5:q} --cores {threads}"
             " --out {output:q} --prediction {params.prediction:q} > {log:q} 2>&1"
@@ -58,14 +58,14 @@ if TIME_BUDGET_S:
             chosen=lambda w: f"{R}/cv/{final_architecture()}/run_config.yaml",
         output:
             FINAL_PLANNED,
-        params:
-            architecture=lambda w: final_architecture(),
+        log:
+            f"{R}/logs/final_planned_config.log",
         threads: 1
         resources:
             mem_mb=1000,
             runtime=10,
-        log:
-            f"{R}/logs/final_planned_config.log",
+        params:
+            architecture=lambda w: final_architecture(),
         run:
             from ferstudy.config import load_yaml
 

@@ -19,29 +19,44 @@ rule report_html:
         selection=f"{R}/final/selection.json",
         tables=[csv for csv, *_ in HTML_TABLES.values()],
     output:
-        html=report(directory(HTML_REPORT), htmlindex="index.html", caption="../report/report_html.rst",
-                    category="1 Report", subcategory="Study report", labels={"document": "study report (HTML)"}),
-        final_metrics=report(html_page("final_metrics"), caption="../report/final_metrics.rst",
-                             category="4 Final model", subcategory="Test metrics",
-                             labels={"table": "PublicTest, PrivateTest and extra test sets"}),
         **{
-            name: report(html_page(name), caption=f"../report/{caption}", category=category, subcategory=sub,
-                         labels={"table": label})
+            name: report(
+                html_page(name),
+                caption=f"../report/{caption}",
+                category=category,
+                subcategory=sub,
+                labels={"table": label},
+            )
             for name, (_, caption, category, sub, label) in HTML_TABLES.items()
         },
-    params:
-        tables=lambda w, input, output: [f"{csv}={getattr(output, name)}" for name, (csv, *_) in HTML_TABLES.items()],
-        final_metrics=lambda w, input, output: f"{input.final_metrics}={output.final_metrics}",
+        html=report(
+            directory(HTML_REPORT),
+            htmlindex="index.html",
+            caption="../report/report_html.rst",
+            category="1 Report",
+            subcategory="Study report",
+            labels={"document": "study report (HTML)"},
+        ),
+        final_metrics=report(
+            html_page("final_metrics"),
+            caption="../report/final_metrics.rst",
+            category="4 Final model",
+            subcategory="Test metrics",
+            labels={"table": "PublicTest, PrivateTest and extra test sets"},
+        ),
+    log:
+        f"{R}/logs/report_html.log",
+    benchmark:
+        f"{R}/benchmarks/report/report_html.tsv"
+    conda:
+        "../../envs/ferstudy.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    log:
-        f"{R}/logs/report_html.log",
-    benchmark:
-        f"{R}/benchmarks/report/report_html.tsv",
-    conda:
-        "../../envs/ferstudy.yaml"
+    params:
+        tables=lambda w, input, output: [f"{csv}={getattr(output, name)}" for name, (csv, *_) in HTML_TABLES.items()],
+        final_metrics=lambda w, input, output: f"{input.final_metrics}={output.final_metrics}",
     shell:
         "python3 -m ferstudy report-html --markdown {input.markdown:q} --page {input.appendix:q} --out-dir {output.html:q}"
         " --table {params.tables:q} --final-metrics {params.final_metrics:q} --selection {input.selection:q}"
@@ -56,25 +71,32 @@ rule handin:
         report_html=HTML_REPORT,
         figures=figure_targets(),
         faces=f"{R}/data/faces.png",
-        files=[f"{R}/final/metrics.json", f"{R}/final/selection.json", f"{R}/final/config.yaml",
-               f"{R}/tables/cv_summary.csv", f"{R}/tables/ablation.csv", f"{R}/tables/cost.csv",
-               f"{R}/data/summary.csv", *ferplus_targets()],
+        files=[
+            f"{R}/final/metrics.json",
+            f"{R}/final/selection.json",
+            f"{R}/final/config.yaml",
+            f"{R}/tables/cv_summary.csv",
+            f"{R}/tables/ablation.csv",
+            f"{R}/tables/cost.csv",
+            f"{R}/data/summary.csv",
+            *ferplus_targets(),
+        ],
     output:
         f"{R}/{handin_name()}",
-    params:
-        source=lambda w, input: os.path.dirname(input.readme),
-        results=lambda w, input: os.path.dirname(os.path.dirname(input.report_md)),
-        commit=code_version,
+    log:
+        f"{R}/logs/handin.log",
+    benchmark:
+        f"{R}/benchmarks/report/handin.tsv"
+    conda:
+        "../../envs/ferstudy.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    log:
-        f"{R}/logs/handin.log",
-    benchmark:
-        f"{R}/benchmarks/report/handin.tsv",
-    conda:
-        "../../envs/ferstudy.yaml"
+    params:
+        source=lambda w, input: os.path.dirname(input.readme),
+        results=lambda w, input: os.path.dirname(os.path.dirname(input.report_md)),
+        commit=code_version,
     shell:
         "python3 -m ferstudy handin --out {output:q} --source {params.source:q} --readme {input.readme:q}"
         " --report-md {input.report_md:q} --appendix-md {input.appendix_md:q} --report-html-dir {input.report_html:q}"

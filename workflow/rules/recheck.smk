@@ -13,7 +13,6 @@ RECHECK_PLAN = f"{R}/recheck/plan.json"
 recheck_inputs = lambda wildcards: workflow_inputs(checkpoints, RECHECK, R)
 
 
-
 checkpoint recheck_plan:
     input:
         h5=f"{R}/data/dataset.h5",
@@ -21,21 +20,21 @@ checkpoint recheck_plan:
         plan=PLAN_INPUT,  # study.time_budget: the planned recheck_max (plan.smk)
     output:
         RECHECK_PLAN,
-    params:
-        baseline=STUDY["study"]["baseline"],
-        alpha=STUDY["study"].get("alpha", 0.05),
-        recheck=RECHECK,
-        cap=STUDY["study"].get("recheck_max"),
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     log:
         f"{R}/logs/recheck_plan.log",
     benchmark:
         f"{R}/benchmarks/recheck_plan.tsv"
     conda:
         "../../envs/ferstudy.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        baseline=STUDY["study"]["baseline"],
+        alpha=STUDY["study"].get("alpha", 0.05),
+        recheck=RECHECK,
+        cap=STUDY["study"].get("recheck_max"),
     shell:
         "python3 -m ferstudy recheck-plan --h5 {input.h5:q} --metrics {input.metrics:q} --baseline {params.baseline:q}"
         " --alpha {params.alpha:q} --recheck {params.recheck:q} --max {params.cap:q} --plan {input.plan:q}"
@@ -48,14 +47,14 @@ rule recheck_config:
         fold_config=f"{R}/cv/{{arch}}/fold{RECHECK_FOLD}/config.yaml",
     output:
         f"{R}/recheck/x{RECHECK_FACTOR:g}/{{arch}}/run_config.yaml",
-    params:
-        factor=RECHECK_FACTOR,
+    log:
+        f"{R}/logs/recheck_config/{{arch}}.log",
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    log:
-        f"{R}/logs/recheck_config/{{arch}}.log",
+    params:
+        factor=RECHECK_FACTOR,
     run:
         longer = longer_recheck_config(input.run_config, input.fold_config, params.factor)
         write_yaml_logged(output[0], longer, log[0], spec_id(longer))
@@ -70,21 +69,21 @@ rule recheck:
         history=f"{R}/recheck/x{RECHECK_FACTOR:g}/{{arch}}/fold{RECHECK_FOLD}/history.csv",
         predictions=f"{R}/recheck/x{RECHECK_FACTOR:g}/{{arch}}/fold{RECHECK_FOLD}/predictions.csv",
         config=f"{R}/recheck/x{RECHECK_FACTOR:g}/{{arch}}/fold{RECHECK_FOLD}/config.yaml",
-    params:
-        fold=RECHECK_FOLD,
-        checkpoint=f"{R}/checkpoints/recheck/x{RECHECK_FACTOR:g}/{{arch}}/fold{RECHECK_FOLD}.pt",
-        out_dir=lambda w, output: os.path.dirname(output.model),
-    threads: 1
-    resources:
-        mem_mb=train_fold_mem_mb,
-        runtime=lambda w, threads, attempt: math.ceil(RECHECK_FACTOR * train_fold_runtime(w, threads, attempt)),
-        gpu=train_fold_gpu,
     log:
         f"{R}/logs/recheck/{{arch}}.log",
     benchmark:
         f"{R}/benchmarks/recheck/{{arch}}.tsv"
     conda:
         "../../envs/ferstudy.yaml"
+    threads: 1
+    resources:
+        mem_mb=train_fold_mem_mb,
+        runtime=lambda w, threads, attempt: math.ceil(RECHECK_FACTOR * train_fold_runtime(w, threads, attempt)),
+        gpu=train_fold_gpu,
+    params:
+        fold=RECHECK_FOLD,
+        checkpoint=f"{R}/checkpoints/recheck/x{RECHECK_FACTOR:g}/{{arch}}/fold{RECHECK_FOLD}.pt",
+        out_dir=lambda w, output: os.path.dirname(output.model),
     shell:
         "python3 -m ferstudy train --h5 {input.h5:q} --run-config {input.run_config:q} --fold {params.fold:q}"
         " --out-dir {params.out_dir:q} --checkpoint {params.checkpoint:q} --threads {threads} > {log:q} 2>&1"

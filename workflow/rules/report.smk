@@ -15,23 +15,33 @@ rule report:
         template=os.path.join(REPO, "report", "report.md.j2"),
         appendix_template=os.path.join(REPO, "report", "appendix.md.j2"),
     output:
-        report=report(f"{R}/report/report.md", caption="../report/report_md.rst", category="1 Report",
-                      subcategory="Study report", labels={"document": "study report (markdown, download)"}),
-        appendix=report(f"{R}/report/appendix.md", caption="../report/appendix_md.rst", category="1 Report",
-                        subcategory="Study report", labels={"document": "appendix (markdown, download)"}),
-    params:
-        results=lambda w, input: os.path.dirname(os.path.dirname(input.h5)),
-        preset=STUDY["preset"],
+        report=report(
+            f"{R}/report/report.md",
+            caption="../report/report_md.rst",
+            category="1 Report",
+            subcategory="Study report",
+            labels={"document": "study report (markdown, download)"},
+        ),
+        appendix=report(
+            f"{R}/report/appendix.md",
+            caption="../report/appendix_md.rst",
+            category="1 Report",
+            subcategory="Study report",
+            labels={"document": "appendix (markdown, download)"},
+        ),
+    log:
+        f"{R}/logs/report.log",
+    benchmark:
+        f"{R}/benchmarks/report/report.tsv"
+    conda:
+        "../../envs/ferstudy.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    log:
-        f"{R}/logs/report.log",
-    benchmark:
-        f"{R}/benchmarks/report/report.tsv",
-    conda:
-        "../../envs/ferstudy.yaml"
+    params:
+        results=lambda w, input: os.path.dirname(os.path.dirname(input.h5)),
+        preset=STUDY["preset"],
     shell:
         "python3 -m ferstudy report --results {params.results:q} --out {output.report:q}"
         " --appendix-out {output.appendix:q} --template {input.template:q}"

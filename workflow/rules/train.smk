@@ -8,17 +8,17 @@ rule run_config:
         plan=PLAN_INPUT,  # study.time_budget: the planned fold budget (plan.smk)
     output:
         f"{R}/cv/{{arch}}/run_config.yaml",
+    log:
+        f"{R}/logs/run_config/{{arch}}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         # The rerun trigger: editing one architecture reruns only its jobs. A hash of the resolved
         # spec beside its name keeps Snakemake's `reason:` lines short. (A new plan reruns them
         # as an input newer than the output.)
         spec=lambda w: spec_id(resolve_arch(STUDY, w.arch)),
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    log:
-        f"{R}/logs/run_config/{{arch}}.log",
     run:
         spec = resolve_arch(planned_study(input.plan), wildcards.arch)
         write_yaml_logged(output[0], spec, log[0], spec_id(spec))
@@ -27,14 +27,14 @@ rule run_config:
 rule final_config:
     output:
         f"{R}/final/final_config.yaml",
-    params:
-        final=lambda w: spec_id(final_settings(), "final"),
+    log:
+        f"{R}/logs/final_config.log",
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    log:
-        f"{R}/logs/final_config.log",
+    params:
+        final=lambda w: spec_id(final_settings(), "final"),
     run:
         write_yaml_logged(output[0], final_settings(), log[0], params.final)
 
@@ -48,20 +48,20 @@ rule train_fold:
         history=f"{R}/cv/{{arch}}/fold{{fold}}/history.csv",
         predictions=f"{R}/cv/{{arch}}/fold{{fold}}/predictions.csv",
         config=f"{R}/cv/{{arch}}/fold{{fold}}/config.yaml",
-    params:
-        checkpoint=f"{R}/checkpoints/cv/{{arch}}/fold{{fold}}.pt",
-        out_dir=lambda w, output: os.path.dirname(output.model),
-    threads: 1
-    resources:
-        mem_mb=train_fold_mem_mb,
-        runtime=train_fold_runtime,
-        gpu=train_fold_gpu,
     log:
         f"{R}/logs/train/{{arch}}/fold{{fold}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{arch}}/fold{{fold}}.tsv"
     conda:
         "../../envs/ferstudy.yaml"
+    threads: 1
+    resources:
+        mem_mb=train_fold_mem_mb,
+        runtime=train_fold_runtime,
+        gpu=train_fold_gpu,
+    params:
+        checkpoint=f"{R}/checkpoints/cv/{{arch}}/fold{{fold}}.pt",
+        out_dir=lambda w, output: os.path.dirname(output.model),
     shell:
         "python3 -m ferstudy train --h5 {input.h5:q} --run-config {input.run_config:q} --fold {wildcards.fold:q}"
         " --out-dir {params.out_dir:q} --checkpoint {params.checkpoint:q} --threads {threads} > {log:q} 2>&1"
@@ -80,21 +80,21 @@ rule train_final:
         public=f"{R}/final/predictions_public.csv",
         private=f"{R}/final/predictions_private.csv",
         config=f"{R}/final/config.yaml",
-    params:
-        architecture=lambda w: final_architecture(),  # a new choice retrains (readable in `reason:`)
-        checkpoint=f"{R}/checkpoints/final.pt",
-        out_dir=lambda w, output: os.path.dirname(output.model),
-    threads: train_final_threads
-    resources:
-        mem_mb=train_final_mem_mb,
-        runtime=train_final_runtime,
-        gpu=train_final_gpu,
     log:
         f"{R}/logs/train_final.log",
     benchmark:
         f"{R}/benchmarks/train_final.tsv"
     conda:
         "../../envs/ferstudy.yaml"
+    threads: train_final_threads
+    resources:
+        mem_mb=train_final_mem_mb,
+        runtime=train_final_runtime,
+        gpu=train_final_gpu,
+    params:
+        architecture=lambda w: final_architecture(),  # a new choice retrains (readable in `reason:`)
+        checkpoint=f"{R}/checkpoints/final.pt",
+        out_dir=lambda w, output: os.path.dirname(output.model),
     shell:
         "python3 -m ferstudy train-final --h5 {input.h5:q} --run-config {input.run_config:q}"
         " --final-config {input.final_config:q} --out-dir {params.out_dir:q} --checkpoint {params.checkpoint:q}"

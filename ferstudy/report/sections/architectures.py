@@ -18,13 +18,25 @@ def architecture_findings(ctx: dict) -> dict:
             value = row["mflops"] / base["mflops"] if row["mflops"] and base["mflops"] else None
         return f"{value:.1f}x" if value is not None else "n/a"
 
-    rows = [[code(a["architecture"]), a["factor"], a["description"], a["conv_filters"], num(a["params"]),
-             mflops(a["mflops"]), compute(a)] for a in ctx["archs"]]
+    rows = [
+        [
+            code(a["architecture"]),
+            a["factor"],
+            a["description"],
+            a["conv_filters"],
+            num(a["params"]),
+            mflops(a["mflops"]),
+            compute(a),
+        ]
+        for a in ctx["archs"]
+    ]
     capacity = [a for a in ctx["archs"] if a["factor"] in ("capacity", "backbone")]
-    text = (f"Each variant changes one operation of {code(ctx['baseline'])}, so that a difference can be attributed "
-            f"to it" + ("; larger networks and standard backbones test whether capacity is the bottleneck"
-                        if capacity else "")
-            + ". Compute: forward MFLOPs per face, and their multiple of the baseline's.")
+    text = (
+        f"Each variant changes one operation of {code(ctx['baseline'])}, so that a difference can be attributed "
+        f"to it"
+        + ("; larger networks and standard backbones test whether capacity is the bottleneck" if capacity else "")
+        + ". Compute: forward MFLOPs per face, and their multiple of the baseline's."
+    )
     return {"arch_rows": rows, "arch_intro": text}
 
 

@@ -20,13 +20,17 @@ OPERATIONS = {
     "augmentation": "Augmentation varies every training face at random, against memorising faces.",
     "capacity": "A much larger VGG-style network tests whether capacity is the bottleneck.",
     "backbone": "Torchvision backbones adapted to one grey channel test off-the-shelf designs.",
-    "pretraining": ("Fine-tuning from torchvision's ImageNet weights (the first convolution's RGB kernels summed to "
-                    "one grey channel) tests whether features learned on natural images help."),
+    "pretraining": (
+        "Fine-tuning from torchvision's ImageNet weights (the first convolution's RGB kernels summed to "
+        "one grey channel) tests whether features learned on natural images help."
+    ),
 }
 ACTIVATION_NAMES = {"relu": "ReLU", "leakyrelu": "Leaky ReLU", "elu": "ELU", "gelu": "GELU"}
-ACTIVATION_TEXT = {"elu": "ELU is smooth and lets negative values through, saturating at -1",
-                   "gelu": "GELU is a smooth ReLU that lets small negative values through",
-                   "leakyrelu": "Leaky ReLU keeps a small slope for them"}
+ACTIVATION_TEXT = {
+    "elu": "ELU is smooth and lets negative values through, saturating at -1",
+    "gelu": "GELU is a smooth ReLU that lets small negative values through",
+    "leakyrelu": "Leaky ReLU keeps a small slope for them",
+}
 # Training settings that are the operation itself for a factor (not a second change when they differ).
 OPERATION_SETTINGS = {"augmentation": ("augment.",)}
 MAX_DESCRIPTION_WORDS = 6  # a longer description is left to section 2's table
@@ -41,7 +45,10 @@ def operation_text(factor: str, ctx: dict) -> str:
     ran = list(dict.fromkeys(ran))
     if base == ["relu"] and ran and all(a in ACTIVATION_TEXT for a in ran):
         return f"Where the baseline's ReLU zeroes negative inputs, {and_join(ACTIVATION_TEXT[a] for a in ran)}."
-    names = lambda acts: and_join(ACTIVATION_NAMES.get(a, a) for a in acts)
+
+    def names(acts):
+        return and_join(ACTIVATION_NAMES.get(a, a) for a in acts)
+
     return f"The baseline uses {names(base)}; the variants use {names(ran) or 'the same'}."
 
 
@@ -65,8 +72,10 @@ def verdict_sentence(factor: str, frows: list[dict]) -> str:
             return f"{_capital(named(frows[0]))} made no measurable difference."
         if len(frows) == 2:
             return f"Neither {named(frows[0])} nor {named(frows[1])} made a measurable difference."
-        return f"None of the {factor} variants made a measurable difference ({and_join(code(r['arch']) for r in frows)})."
-    groups = {}
+        return (
+            f"None of the {factor} variants made a measurable difference ({and_join(code(r['arch']) for r in frows)})."
+        )
+    groups: dict = {}
     for r in frows:
         groups.setdefault(outcome(r), []).append(r)
     parts = [f"{and_join(named(r) for r in rows)} {what}" for what, rows in groups.items()]
@@ -86,7 +95,7 @@ def second_change(row: dict, ctx: dict) -> str:
     extra = [c for c in arch["training_changes"] if not (own and c.startswith(own))]
     if not extra:
         return ""
-    groups = {}
+    groups: dict = {}
     for change in extra:  # 'augment.rotate 0 -> 10' -> the augment settings, counted
         groups.setdefault(change.split(".", 1)[0] if "." in change.split(" ", 1)[0] else change, []).append(change)
     said = [items[0] if len(items) == 1 else f"{len(items)} different {key} settings" for key, items in groups.items()]
@@ -101,10 +110,16 @@ def strided_lesson(row: dict, ctx: dict) -> str:
     strided = [c for c in convs if c]
     if not strided:
         return ""
-    which = f"all {len(convs)} convolutions" if len(strided) == len(convs) else f"{len(strided)} of its {len(convs)} convolutions"
+    which = (
+        f"all {len(convs)} convolutions"
+        if len(strided) == len(convs)
+        else f"{len(strided)} of its {len(convs)} convolutions"
+    )
     first = ", the first included" if convs[0] else ""
-    return (f"{code(row['arch'])} strides {which}{first}: its verdict is on resolution and compute as "
-            f"much as on {row['factor']}.")
+    return (
+        f"{code(row['arch'])} strides {which}{first}: its verdict is on resolution and compute as "
+        f"much as on {row['factor']}."
+    )
 
 
 def regularizer_lesson(factor: str, frows: list[dict], ctx: dict) -> str:
@@ -122,13 +137,22 @@ def regularizer_lesson(factor: str, frows: list[dict], ctx: dict) -> str:
             return ""
         r = bare[0]
         gap = _row(ctx, r["arch"])["fit"]["gap_pp"]
-        then = ("even where accuracy did not move" if not _significant(r) else
-                "and that paid off" if r["diff_pp"] < 0 else "yet cost accuracy at this budget")
-        return (f"Without augmentation the network fit its training faces {gap:.1f} pp better than new ones, against "
-                f"the baseline's {base_gap:.1f} pp: augmentation holds over-fitting down {then}.")
+        then = (
+            "even where accuracy did not move"
+            if not _significant(r)
+            else "and that paid off"
+            if r["diff_pp"] < 0
+            else "yet cost accuracy at this budget"
+        )
+        return (
+            f"Without augmentation the network fit its training faces {gap:.1f} pp better than new ones, against "
+            f"the baseline's {base_gap:.1f} pp: augmentation holds over-fitting down {then}."
+        )
     if base_gap < MIN_OVERFIT_GAP_PP:
-        return (f"The baseline fit its training faces only {base_gap:.1f} pp better than new ones, so there was little "
-                f"over-fitting for dropout to prevent at this budget.")
+        return (
+            f"The baseline fit its training faces only {base_gap:.1f} pp better than new ones, so there was little "
+            f"over-fitting for dropout to prevent at this budget."
+        )
     return f"The baseline over-fit by {base_gap:.1f} pp, which is what dropout is there to prevent."
 
 
@@ -163,25 +187,32 @@ def compute_mixed_text(ctx: dict) -> str:
         return ""
     lo, hi = COMPUTE_SIMILAR
     names = and_join(f"{code(r['arch'])} ({compute_note(r)})" for r in mixed)
-    return (f"{names} "
-            f"{'changes' if len(mixed) == 1 else 'change'} compute beyond {lo:g}-{hi:g}x the baseline's, so "
-            f"{'its verdict is' if len(mixed) == 1 else 'their verdicts are'} on the operation and its compute "
-            f"together.")
+    return (
+        f"{names} "
+        f"{'changes' if len(mixed) == 1 else 'change'} compute beyond {lo:g}-{hi:g}x the baseline's, so "
+        f"{'its verdict is' if len(mixed) == 1 else 'their verdicts are'} on the operation and its compute "
+        f"together."
+    )
 
 
 def factor_findings(ctx: dict) -> dict:
     """Per factor: what the operation does, what its variants showed and its lessons; the pretrained
     backbones' twin comparisons close their factor's paragraph."""
     abl = ctx["ablation"]
-    f = {"factors": []}
+    f: dict = {"factors": []}
     if not abl:
         return f
-    by_factor = {}
+    by_factor: dict = {}
     for row in abl:
         by_factor.setdefault(row["factor"], []).append(row)
-    f["factors"] = [{"factor": factor, "explain": operation_text(factor, ctx),
-                     "sentence": " ".join([verdict_sentence(factor, frows), *factor_lessons(factor, frows, ctx)])}
-                    for factor, frows in by_factor.items()]
+    f["factors"] = [
+        {
+            "factor": factor,
+            "explain": operation_text(factor, ctx),
+            "sentence": " ".join([verdict_sentence(factor, frows), *factor_lessons(factor, frows, ctx)]),
+        }
+        for factor, frows in by_factor.items()
+    ]
     add_pretrained_sentences(f, ctx)
     f["effects_intro"] = compute_mixed_text(ctx)
     return f
@@ -192,13 +223,20 @@ def pretrained_sentence(pair: dict) -> str:
     (`verdict_clause`, the twin in the baseline's place)."""
     a, b = code(pair["arch"]), code(pair["twin"]) if pair["twin"] else None
     if not b:
-        return (f"{a} has no from-scratch twin in this study (`{pair['backbone']}` with `pretrained: null`), "
-                f"so only its comparison with the baseline is reported.")
+        return (
+            f"{a} has no from-scratch twin in this study (`{pair['backbone']}` with `pretrained: null`), "
+            f"so only its comparison with the baseline is reported."
+        )
     row = pair["row"]
-    same = (f"the same network, also trained with {and_join(pair['changes'])}" if pair["changes"]
-            else "the same network and training")
-    return (f"Against its from-scratch twin {b} ({same}), {a} reached {pct(row['mean'])} against "
-            f"{pct(row['baseline_mean'])}: ImageNet pretraining {verdict_clause(row)}, a planned comparison outside Holm.")
+    same = (
+        f"the same network, also trained with {and_join(pair['changes'])}"
+        if pair["changes"]
+        else "the same network and training"
+    )
+    return (
+        f"Against its from-scratch twin {b} ({same}), {a} reached {pct(row['mean'])} against "
+        f"{pct(row['baseline_mean'])}: ImageNet pretraining {verdict_clause(row)}, a planned comparison outside Holm."
+    )
 
 
 def add_pretrained_sentences(f: dict, ctx: dict) -> None:
@@ -217,4 +255,3 @@ def add_pretrained_sentences(f: dict, ctx: dict) -> None:
 
 def findings(ctx: dict) -> dict:
     return factor_findings(ctx)
-

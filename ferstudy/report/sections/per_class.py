@@ -47,13 +47,17 @@ def macro(m: dict, key: str) -> float:
 def score_findings(ctx: dict) -> dict:
     fin = ctx["final"]
     prv, pub = fin["private"], fin["public"]
-    text = (f"On PrivateTest, predicted once, the final model scores {pct(prv['accuracy'])} (95% confidence interval "
-            f"{interval_text(prv)}, Wilson score interval over {num(prv['n'])} faces); averaged over the "
-            f"{len(CLASS_NAMES)} emotions, precision is {macro(prv, 'precision'):.2f}, recall "
-            f"{macro(prv, 'recall'):.2f} and F1 {prv['macro_f1']:.3f}. PublicTest, which chose its epoch, gives "
-            f"{pct(pub['accuracy'])}.")
-    short = (f"Retrained on all of Training, it scores {pct(prv['accuracy'])} on PrivateTest (95% CI "
-             f"{interval_text(prv)}; macro F1 {prv['macro_f1']:.3f}).")
+    text = (
+        f"On PrivateTest, predicted once, the final model scores {pct(prv['accuracy'])} (95% confidence interval "
+        f"{interval_text(prv)}, Wilson score interval over {num(prv['n'])} faces); averaged over the "
+        f"{len(CLASS_NAMES)} emotions, precision is {macro(prv, 'precision'):.2f}, recall "
+        f"{macro(prv, 'recall'):.2f} and F1 {prv['macro_f1']:.3f}. PublicTest, which chose its epoch, gives "
+        f"{pct(pub['accuracy'])}."
+    )
+    short = (
+        f"Retrained on all of Training, it scores {pct(prv['accuracy'])} on PrivateTest (95% CI "
+        f"{interval_text(prv)}; macro F1 {prv['macro_f1']:.3f})."
+    )
     return {"test_scores": text + " " + cv_gap_short(ctx), "short_final": short}
 
 
@@ -69,16 +73,27 @@ def cv_gap_short(ctx: dict) -> str:
         return f"That is {where}, within PrivateTest's sampling noise."
     if not fw or gap < 0:
         return f"That is {where} (appendix A5)."
-    return (f"That is {where}: the final model trained on {fw['n_train'] / max(cw['n_train'], 1):.1f}x the faces for "
-            f"{fw['steps'] / max(cw['steps'], 1):.1f}x the SGD steps of a fold model (appendix A5).")
+    return (
+        f"That is {where}: the final model trained on {fw['n_train'] / max(cw['n_train'], 1):.1f}x the faces for "
+        f"{fw['steps'] / max(cw['steps'], 1):.1f}x the SGD steps of a fold model (appendix A5)."
+    )
 
 
 def class_rows(ctx: dict) -> list[list]:
     cvpc, pc = ctx["cv_chosen"]["per_class"], ctx["final"]["private"]["per_class"]
     train = ctx["data"]["counts"]["Training"]
-    return [[c, num(train[c]), f"{cvpc[c]['f1']['mean']:.2f} ± {cvpc[c]['f1']['std']:.2f}",
-             f"{pc[c]['precision']:.2f}", f"{pc[c]['recall']:.2f}", f"{pc[c]['f1']:.2f}", num(pc[c]["support"])]
-            for c in CLASS_NAMES]
+    return [
+        [
+            c,
+            num(train[c]),
+            f"{cvpc[c]['f1']['mean']:.2f} ± {cvpc[c]['f1']['std']:.2f}",
+            f"{pc[c]['precision']:.2f}",
+            f"{pc[c]['recall']:.2f}",
+            f"{pc[c]['f1']:.2f}",
+            num(pc[c]["support"]),
+        ]
+        for c in CLASS_NAMES
+    ]
 
 
 def per_class_findings(ctx: dict) -> dict:
@@ -90,13 +105,18 @@ def per_class_findings(ctx: dict) -> dict:
     text += " " + ranking_text(ctx, present, best_c, worst_c)
     pairs = top_confusions(ctx["final"]["private"]["confusion_matrix"])
     if pairs:
-        text += (f" The {'most frequent confusions are' if len(pairs) > 1 else 'most frequent confusion is'} "
-                 + and_join(f"{a} taken for {b} ({pct(share, 0)} of {a} faces)" for a, b, n, share in pairs) + ".")
+        text += (
+            f" The {'most frequent confusions are' if len(pairs) > 1 else 'most frequent confusion is'} "
+            + and_join(f"{a} taken for {b} ({pct(share, 0)} of {a} faces)" for a, b, n, share in pairs)
+            + "."
+        )
     few = [c for c in present if pc[c]["support"] < 30]
     if few:
         tiny = min(few, key=lambda c: pc[c]["support"])
-        text += (f" Per-class scores rest on few faces ({plural(len(few), 'class', 'classes')} under 30): one "
-                 f"{tiny} face moves its recall by {100 / pc[tiny]['support']:.0f} pp.")
+        text += (
+            f" Per-class scores rest on few faces ({plural(len(few), 'class', 'classes')} under 30): one "
+            f"{tiny} face moves its recall by {100 / pc[tiny]['support']:.0f} pp."
+        )
     return {"per_class": text, "class_rows": class_rows(ctx)}
 
 
@@ -114,10 +134,12 @@ def ranking_text(ctx: dict, present: list, best_c: str, worst_c: str) -> str:
     fold_faces = train * (k - 1) / k * ctx["chosen"]["subsample"]
     final_faces = train * float(ctx["final"]["training"].get("subsample", 1.0))
     f1 = cvpc[cv_worst]["f1"]["mean"]
-    return (f"In cross-validation {cv_worst} ranks worst (F1 {f1:.2f}): each fold model trained on about "
-            f"{num(fold_faces)} {cv_worst} faces{' and almost never recognised one' if f1 < 0.1 else ''}, while the "
-            f"final model trained on {num(final_faces)} and reaches F1 {pc[cv_worst]['f1']:.2f} on "
-            f"{num(pc[cv_worst]['support'])} PrivateTest faces.")
+    return (
+        f"In cross-validation {cv_worst} ranks worst (F1 {f1:.2f}): each fold model trained on about "
+        f"{num(fold_faces)} {cv_worst} faces{' and almost never recognised one' if f1 < 0.1 else ''}, while the "
+        f"final model trained on {num(final_faces)} and reaches F1 {pc[cv_worst]['f1']:.2f} on "
+        f"{num(pc[cv_worst]['support'])} PrivateTest faces."
+    )
 
 
 def ferplus_short(ctx: dict) -> str:
@@ -127,22 +149,36 @@ def ferplus_short(ctx: dict) -> str:
         return ""
     prv = fp["private"]
     model, labels = prv["accuracy_ferplus"], prv["label_agreement"]
-    side = (f", and the crowd sides with the model on {pct(prv['crowd_agrees'] / prv['errors'], 0)} of its errors "
-            f"against FER2013" if prv["errors"] else "")
-    return (f"FER+ relabelled every face by ten annotators (appendix A6): the model agrees with the crowd on "
-            f"{pct(model)} of the {num(prv['scored'])} PrivateTest faces the crowd labels, "
-            f"{'more' if model > labels else 'less'} often than FER2013's own labels do ({pct(labels)}){side}.")
+    side = (
+        f", and the crowd sides with the model on {pct(prv['crowd_agrees'] / prv['errors'], 0)} of its errors "
+        f"against FER2013"
+        if prv["errors"]
+        else ""
+    )
+    return (
+        f"FER+ relabelled every face by ten annotators (appendix A6): the model agrees with the crowd on "
+        f"{pct(model)} of the {num(prv['scored'])} PrivateTest faces the crowd labels, "
+        f"{'more' if model > labels else 'less'} often than FER2013's own labels do ({pct(labels)}){side}."
+    )
 
 
 def findings(ctx: dict) -> dict:
-    return {**score_findings(ctx), **per_class_findings(ctx), "ferplus_short": ferplus_short(ctx),
-            "extra_short": extra_short(ctx)}
+    return {
+        **score_findings(ctx),
+        **per_class_findings(ctx),
+        "ferplus_short": ferplus_short(ctx),
+        "extra_short": extra_short(ctx),
+    }
 
 
 def extra_short(ctx: dict) -> str:
     extra, prv = ctx["final"]["extra"], ctx["final"]["private"]
     if not extra:
         return ""
-    return ("On the extra test set" + ("s" if len(extra) > 1 else "") + " it scores " + and_join(
-        f"{pct(m['accuracy'])} on {code(name)}" for name, m in sorted(extra.items()))
-        + f" (appendix A7), against {pct(prv['accuracy'])} on PrivateTest.")
+    return (
+        "On the extra test set"
+        + ("s" if len(extra) > 1 else "")
+        + " it scores "
+        + and_join(f"{pct(m['accuracy'])} on {code(name)}" for name, m in sorted(extra.items()))
+        + f" (appendix A7), against {pct(prv['accuracy'])} on PrivateTest."
+    )

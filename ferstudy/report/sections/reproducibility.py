@@ -21,27 +21,35 @@ def precision_text(ctx: dict) -> str:
         gains = [float(m.group(1)) for m in (re.search(r"measured ([0-9.]+)x fp32", r) for r in reasons) if m]
         if len(reasons) > 1 and len(gains) == len(reasons):
             return f" (native bf16 CPU; bf16 measured {min(gains):.2f}x-{max(gains):.2f}x fp32, network by network)"
-        return f" ({reasons[0]})" if len(reasons) == 1 else f" (reasons per network, e.g. {reasons[0]})" if reasons else ""
+        return (
+            f" ({reasons[0]})" if len(reasons) == 1 else f" (reasons per network, e.g. {reasons[0]})" if reasons else ""
+        )
 
     text = f"The final model trained in {name(fin['precision'])}" + (f" ({fin['reason']})" if fin["reason"] else "")
-    groups = {}
+    groups: dict = {}
     for fo in folds:
         groups.setdefault(fo["precision"], []).append(fo)
     if len(groups) == 1:
-        (p, items), = groups.items()
+        ((p, items),) = groups.items()
         same = p == fin["precision"] and why(items) == (f" ({fin['reason']})" if fin["reason"] else "")
-        text += f"; so did all {len(items)} fold jobs" if same else f"; all {len(items)} fold jobs in {name(p)}{why(items)}"
+        text += (
+            f"; so did all {len(items)} fold jobs" if same else f"; all {len(items)} fold jobs in {name(p)}{why(items)}"
+        )
     elif groups:
+
         def who(items):
             archs = list(dict.fromkeys(fo["arch"] for fo in items))
             return and_join(code(a) for a in archs) if len(archs) <= 4 else plural(len(archs), "network")
 
         text += f"; of the {plural(len(folds), 'fold job')}, " + and_join(
-            f"{len(items)} in {name(p)} ({who(items)}){why(items)}" for p, items in groups.items())
+            f"{len(items)} in {name(p)} ({who(items)}){why(items)}" for p, items in groups.items()
+        )
     text += "."
     if "bf16" in (fin["precision"], *groups):
-        text += (" In bf16 autocast the convolutions and matrix products run in bfloat16; weights, batch-norm "
-                 "statistics, the loss and the optimizer stay fp32.")
+        text += (
+            " In bf16 autocast the convolutions and matrix products run in bfloat16; weights, batch-norm "
+            "statistics, the loss and the optimizer stay fp32."
+        )
     return text
 
 
