@@ -203,6 +203,24 @@ def _recheck_base(cfg):
     return len(variants)
 
 
+def final_epochs_within(
+    cfg: dict, m: dict, budget_s: float, before_final: float, cap: int, job_overhead: float
+) -> dict[str, int]:
+    """Each candidate's most final epochs (at most `cap`, at least MIN_EPOCHS) whose final job,
+    after the `before_final` seconds of the rest of the study, ends within `budget_s`."""
+    per_arch = {}
+    for name in cfg["study"]["architectures"]:
+        per_arch[name] = next(
+            (
+                n
+                for n in range(cap, MIN_EPOCHS - 1, -1)
+                if before_final + final_seconds(cfg, m, name, n, job_overhead) <= budget_s
+            ),
+            MIN_EPOCHS,
+        )
+    return per_arch
+
+
 def make_plan(
     cfg: dict, m: dict, cores: int, budget_s: float, user: dict | None = None, busy: dict | None = None
 ) -> tuple[dict, dict]:
@@ -239,17 +257,8 @@ def make_plan(
     overhead = pred["constants"]["job_overhead_with_snakemake_s"]
     before_final = pred["predicted_total_s"] - pred["phases_s"]["final"] + (m.get("measure_s") or 0.0)
     cap = fe if "final.training.epochs" in user or not fits else max(fe, FINAL_EPOCHS_CAP_FACTOR * base_final)
-    per_arch = {}
-    for name in cfg["study"]["architectures"]:
-        epochs = next(
-            (
-                n
-                for n in range(cap, MIN_EPOCHS - 1, -1)
-                if before_final + final_seconds(cfg, m, name, n, overhead) <= budget_s
-            ),
-            MIN_EPOCHS,
-        )
-        per_arch[name] = epochs if fits else fe
+    fitted = final_epochs_within(cfg, m, budget_s, before_final, cap, overhead)
+    per_arch = {name: epochs if fits else fe for name, epochs in fitted.items()}
     final_pred = {a: final_seconds(cfg, m, a, n, overhead) for a, n in per_arch.items()}
     pred["final"]["per_arch_s"] = final_pred
     pred["final"]["predicted_job_s"] = final_pred.get(assumed, pred["final"]["predicted_job_s"])

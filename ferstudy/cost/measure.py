@@ -350,34 +350,16 @@ def _final_amp(final_cfg, decided):
     return pinned if isinstance(pinned, bool) else decided
 
 
-def measure(
-    cfg: dict,
-    cores: int,
-    batches: int = 3,
-    warmup: int = 1,
-    h5: Path | str | None = None,
-    final_arch: str | None = None,
-    quick: bool = False,
-) -> dict:
-    """Every measured input of `predict` (see the module docstring): a few seconds per
-    architecture on the demo preset, more for wide networks at batch 128. `quick` (the plan's:
-    the study's HDF5 exists, so its prepare job is not timed again): QUICK's shorter timings."""
+def measure_job_overheads(
+    cfg: dict, counts: dict[str, list[int]], h5_data: str | None, cores: int, quick: bool
+) -> tuple[float, float, float, dict, float, float]:
+    """The costs around the networks: the data jobs (demo CSV, prepare), loading the HDF5, a probe
+    training job of the baseline, and Snakemake's startup and per-job time.
+
+    Returns (demo_csv_s, prepare_s, h5_load_s, probe, snakemake_startup_s, snakemake_job_s)."""
     from ..config import resolve_arch
     from ..data import load_h5
 
-    counts, source = data_counts(cfg, h5)
-    archs = cfg["study"]["architectures"]
-    t0 = time.perf_counter()
-    h5_data = str(h5) if h5 and Path(h5).is_file() and source.startswith("HDF5") else None
-    per_arch = measure_side_by_side(cfg, archs, batches, warmup, h5_data, parallel=cores, quick=quick)
-    for name, r in per_arch.items():
-        log.info(
-            "%s: %.0f img/s training, %.0f img/s evaluation (1 thread, %d side by side)",
-            name,
-            r["img_per_s"],
-            r["eval_img_per_s"],
-            cores,
-        )
     if quick and h5_data:  # the study's own prepare made this HDF5: nothing left to time there
         demo_s = prepare_s = 0.0
         full_h5, tmp = Path(h5_data), tempfile.TemporaryDirectory(prefix="ferstudy-cost-")
@@ -394,6 +376,36 @@ def measure(
         )
     finally:
         tmp.cleanup()
+    return demo_s, prepare_s, h5_s, probe, startup_s, smk_job_s
+
+
+def measure(
+    cfg: dict,
+    cores: int,
+    batches: int = 3,
+    warmup: int = 1,
+    h5: Path | str | None = None,
+    final_arch: str | None = None,
+    quick: bool = False,
+) -> dict:
+    """Every measured input of `predict` (see the module docstring): a few seconds per
+    architecture on the demo preset, more for wide networks at batch 128. `quick` (the plan's:
+    the study's HDF5 exists, so its prepare job is not timed again): QUICK's shorter timings."""
+    counts, source = data_counts(cfg, h5)
+    archs = cfg["study"]["architectures"]
+    t0 = time.perf_counter()
+    h5_data = str(h5) if h5 and Path(h5).is_file() and source.startswith("HDF5") else None
+    per_arch = measure_side_by_side(cfg, archs, batches, warmup, h5_data, parallel=cores, quick=quick)
+    for name, r in per_arch.items():
+        log.info(
+            "%s: %.0f img/s training, %.0f img/s evaluation (1 thread, %d side by side)",
+            name,
+            r["img_per_s"],
+            r["eval_img_per_s"],
+            cores,
+        )
+    baseline = cfg["study"]["baseline"]
+    demo_s, prepare_s, h5_s, probe, startup_s, smk_job_s = measure_job_overheads(cfg, counts, h5_data, cores, quick)
     b = per_arch[baseline]
     probe_compute = probe["n_train"] / b["img_per_s"] + 2 * probe["n_val"] / b["eval_img_per_s"] + b["checkpoint_s"]
     final_name = final_arch or cfg["final"].get("architecture") or baseline

@@ -139,16 +139,13 @@ def final_job_seconds(
     )
 
 
-def predict(cfg: dict, cores: int, m: dict) -> dict:
-    """The prediction (JSON-ready dict) from a config and the measurements `m` of `measure`."""
+def cv_job_predictions(
+    cfg: dict, m: dict, job_overhead: float, light_job: float
+) -> tuple[dict[str, dict], dict[str, float]]:
+    """Each architecture's cross-validation prediction, and every CV job's predicted seconds by job name."""
     from ..config import resolve_arch
 
-    c = m["constants"]
-    job_overhead = c["job_overhead_s"] + c["snakemake_job_s"]
-    light_job = c["light_job_s"] + c["snakemake_job_s"]
     counts, folds = m["counts"], cfg["data"]["folds"]
-    jobs = m.get("jobs_by_rule") or count_jobs(cfg)
-    unmodelled = sorted(r for r in jobs if r not in KNOWN_RULES)  # rules added after this table
     per_arch, durations = {}, {}
     for name in cfg["study"]["architectures"]:
         w = cv_workload(resolve_arch(cfg, name), counts, folds)
@@ -167,15 +164,16 @@ def predict(cfg: dict, cores: int, m: dict) -> dict:
             "predicted_job_s": float(np.mean(times)),
             "predicted_arch_s": float(sum(times)),
         }
-    cv_s, _ = lpt_schedule(durations, cores)
-    cv_in_order_s = in_order_schedule(durations, cores)
+    return per_arch, durations
 
-    f = m["final"]
-    final_name = f["architecture"]
-    fw = final_workload(resolve_arch(cfg, final_name, final=True), counts)
-    final_s = final_job_seconds(fw, f["img_per_s"], f["eval_img_per_s"], job_overhead, f.get("checkpoint_s", 0.0))
+
+def final_seconds_per_arch(cfg: dict, m: dict, job_overhead: float) -> dict[str, float]:
+    """Every candidate's predicted final-job seconds, as if it were the final architecture."""
+    from ..config import resolve_arch
+
+    f, counts = m["final"], m["counts"]
     # Every candidate's final time: its 1-thread rates scaled by the measured thread speed-up.
-    base = m["per_arch"].get(final_name)
+    base = m["per_arch"].get(f["architecture"])
     speed_train = f["img_per_s"] / base["img_per_s"] if base else 1.0
     speed_eval = f["eval_img_per_s"] / base["eval_img_per_s"] if base else 1.0
     per_arch_final = {}
@@ -189,6 +187,28 @@ def predict(cfg: dict, cores: int, m: dict) -> dict:
             else (r["img_per_s"] * speed_train, r["eval_img_per_s"] * speed_eval)
         )
         per_arch_final[name] = final_job_seconds(w, train_rate, eval_rate, job_overhead, r.get("checkpoint_s", 0.0))
+    return per_arch_final
+
+
+def predict(cfg: dict, cores: int, m: dict) -> dict:
+    """The prediction (JSON-ready dict) from a config and the measurements `m` of `measure`."""
+    from ..config import resolve_arch
+
+    c = m["constants"]
+    job_overhead = c["job_overhead_s"] + c["snakemake_job_s"]
+    light_job = c["light_job_s"] + c["snakemake_job_s"]
+    counts, folds = m["counts"], cfg["data"]["folds"]
+    jobs = m.get("jobs_by_rule") or count_jobs(cfg)
+    unmodelled = sorted(r for r in jobs if r not in KNOWN_RULES)  # rules added after this table
+    per_arch, durations = cv_job_predictions(cfg, m, job_overhead, light_job)
+    cv_s, _ = lpt_schedule(durations, cores)
+    cv_in_order_s = in_order_schedule(durations, cores)
+
+    f = m["final"]
+    final_name = f["architecture"]
+    fw = final_workload(resolve_arch(cfg, final_name, final=True), counts)
+    final_s = final_job_seconds(fw, f["img_per_s"], f["eval_img_per_s"], job_overhead, f.get("checkpoint_s", 0.0))
+    per_arch_final = final_seconds_per_arch(cfg, m, job_overhead)
     pre_s = (
         c["snakemake_startup_s"]
         + (c["demo_csv_s"] + light_job if "demo_csv" in jobs else 0.0)

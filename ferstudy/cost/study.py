@@ -56,10 +56,6 @@ def in_study_prediction(
     `planned` (study.time_budget): the study's rule `plan` measures and predicts, as a job of the
     DAG (ferstudy/plan.py); here a whole run is only recorded (measured this run unless plan.json
     exists) and a plan made before is said."""
-    import yaml
-
-    from ..io import write_json, write_text
-
     results = Path(results)
     pred_path, run_path, fp = results / PREDICTION, results / WHOLE_RUN, fingerprint(study_cfg, cores)
     total = sum(jobs_by_rule.values())
@@ -78,65 +74,96 @@ def in_study_prediction(
     if pred is None or pred.get("fingerprint") != fp:
         pred = None
         if whole:
-            config_path = results / "cost" / "study_config.yaml"
-            write_text(config_path, yaml.safe_dump(raw_config, sort_keys=False))
-            log_path = results / "logs" / "predict_cost.log"
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            say(
-                f"Measuring every network on this machine to predict the study's wall time "
-                f"(log: {log_path}; `study: {{predict_cost: false}}` skips this)..."
-            )
-            cmd = [
-                sys.executable,
-                "-m",
-                "ferstudy",
-                "predict-cost",
-                "--config",
-                str(config_path),
-                "--study-dir",
-                os.getcwd(),
-                "--cores",
-                str(cores),
-                "--no-dry-run",
-                "--jobs-by-rule",
-                json.dumps(jobs_by_rule),
-                "--out",
-                str(pred_path),
-            ]
-            with (
-                open(log_path, "w") as log_file,
-                subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), text=True
-                ) as done,
-            ):
-                for line in done.stdout or ():  # the log gets every line; the study's log each network's progress
-                    log_file.write(line)
-                    if line.startswith(PROGRESS):
-                        say("  " + line.rstrip())
-            if done.returncode == 0:
-                pred = {**json.loads(pred_path.read_text()), "fingerprint": fp, "measured_in_study": True}
-                write_json(pred_path, pred)
-                measured = True
-            else:
-                say(f"Could not predict the study's cost (see {log_path}); the study goes on.")
+            pred = _measure_in_study(raw_config, results, pred_path, fp, cores, jobs_by_rule, say)
+            measured = pred is not None
     if whole and pred:
-        if isinstance(snakemake_log, (list, tuple)):  # Snakemake hands onstart a list of log files
-            snakemake_log = snakemake_log[0] if snakemake_log else None
-        write_json(
-            run_path,
-            {
-                "started_at": started_at or time.time(),
-                "snakemake_log": snakemake_log,
-                "fingerprint": fp,
-                "jobs": total,
-                "cores": cores,
-                "measured_this_run": measured,
-            },
-        )
+        _record_whole_run(run_path, fp, total, cores, started_at, snakemake_log, measured)
     if pred:
         say(prediction_line(pred, measured))
     elif not whole:
         say("No cost prediction for this config yet: `ferstudy predict-cost --cores N` makes one.")
+
+
+def _measure_in_study(
+    raw_config: dict,
+    results: Path,
+    pred_path: Path,
+    fp: str,
+    cores: int,
+    jobs_by_rule: dict[str, int],
+    say: Callable[[str], Any],
+) -> dict | None:
+    """Runs `ferstudy predict-cost` on this machine; the prediction it wrote, or None if it failed."""
+    import yaml
+
+    from ..io import write_json, write_text
+
+    config_path = results / "cost" / "study_config.yaml"
+    write_text(config_path, yaml.safe_dump(raw_config, sort_keys=False))
+    log_path = results / "logs" / "predict_cost.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    say(
+        f"Measuring every network on this machine to predict the study's wall time "
+        f"(log: {log_path}; `study: {{predict_cost: false}}` skips this)..."
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "ferstudy",
+        "predict-cost",
+        "--config",
+        str(config_path),
+        "--study-dir",
+        os.getcwd(),
+        "--cores",
+        str(cores),
+        "--no-dry-run",
+        "--jobs-by-rule",
+        json.dumps(jobs_by_rule),
+        "--out",
+        str(pred_path),
+    ]
+    with (
+        open(log_path, "w") as log_file,
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), text=True) as done,
+    ):
+        for line in done.stdout or ():  # the log gets every line; the study's log each network's progress
+            log_file.write(line)
+            if line.startswith(PROGRESS):
+                say("  " + line.rstrip())
+    if done.returncode != 0:
+        say(f"Could not predict the study's cost (see {log_path}); the study goes on.")
+        return None
+    pred = {**json.loads(pred_path.read_text()), "fingerprint": fp, "measured_in_study": True}
+    write_json(pred_path, pred)
+    return pred
+
+
+def _record_whole_run(
+    run_path: Path,
+    fp: str,
+    total: int,
+    cores: int,
+    started_at: float | None,
+    snakemake_log: str | list[str] | None,
+    measured: bool,
+) -> None:
+    """Writes results/cost/run.json: when this whole run began, its log, and what it measured."""
+    from ..io import write_json
+
+    if isinstance(snakemake_log, (list, tuple)):  # Snakemake hands onstart a list of log files
+        snakemake_log = snakemake_log[0] if snakemake_log else None
+    write_json(
+        run_path,
+        {
+            "started_at": started_at or time.time(),
+            "snakemake_log": snakemake_log,
+            "fingerprint": fp,
+            "jobs": total,
+            "cores": cores,
+            "measured_this_run": measured,
+        },
+    )
 
 
 def _planned_study(results, run_path, fp, whole, total, cores, started_at, snakemake_log, say):

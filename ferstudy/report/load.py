@@ -133,24 +133,8 @@ def collect(
         "archs": rows,
         "ablation": abl,
         "ablation_filled": filled,
-        "selection": selection,
-        "selected_by_cv": str(selection.get("reason", "")).startswith("highest"),
-        "chosen": by_name[chosen],
-        "cv_chosen": cv[chosen]["aggregate"],
-        "cv_training": run_cfgs[baseline]["training"],
-        "chosen_training": run_cfgs[chosen]["training"],
-        "runner_up_test": runner_up_test(
-            selection, by_name, selection.get("metric", "accuracy"), fold_train, fold_test
-        ),
-        "chosen_vs": paired_against(chosen, by_name, selection.get("metric", "accuracy"), fold_train, fold_test),
-        "final": final_context(final_metrics, final_cfg, history, class_counts),
-        "precision": {
-            "final": {"precision": final_cfg.get("precision"), "reason": final_cfg.get("precision_reason")},
-            "folds": folds,
-        },
-        "environment": final_cfg.get("environment", {}),
-        "config_hash": final_cfg.get("config_hash"),
-        "threads": final_cfg.get("threads"),
+        **choice_context(selection, by_name, cv, run_cfgs, baseline, fold_train, fold_test),
+        **final_run_context(final_metrics, final_cfg, history, class_counts, folds),
         "preset": preset,
         "benchmarks": benchmark_times(r, archs, k),
         "cost_prediction": predicted_vs_actual(r),
@@ -165,6 +149,41 @@ def collect(
         cv, run_cfgs, ctx["data"]["fold_train"], ctx["data"]["fold_test"], ctx["alpha"]
     )
     return ctx
+
+
+def choice_context(
+    selection: dict, by_name: dict, cv: dict, run_cfgs: dict, baseline: str, fold_train: int, fold_test: int
+) -> dict:
+    """The report's keys on the chosen architecture: how it was chosen and how it compares."""
+    chosen = selection["architecture"]
+    return {
+        "selection": selection,
+        "selected_by_cv": str(selection.get("reason", "")).startswith("highest"),
+        "chosen": by_name[chosen],
+        "cv_chosen": cv[chosen]["aggregate"],
+        "cv_training": run_cfgs[baseline]["training"],
+        "chosen_training": run_cfgs[chosen]["training"],
+        "runner_up_test": runner_up_test(
+            selection, by_name, selection.get("metric", "accuracy"), fold_train, fold_test
+        ),
+        "chosen_vs": paired_against(chosen, by_name, selection.get("metric", "accuracy"), fold_train, fold_test),
+    }
+
+
+def final_run_context(
+    final_metrics: dict, final_cfg: dict, history: list[dict], class_counts: dict, folds: list[dict]
+) -> dict:
+    """The report's keys on the final training run: its scores, precision and environment."""
+    return {
+        "final": final_context(final_metrics, final_cfg, history, class_counts),
+        "precision": {
+            "final": {"precision": final_cfg.get("precision"), "reason": final_cfg.get("precision_reason")},
+            "folds": folds,
+        },
+        "environment": final_cfg.get("environment", {}),
+        "config_hash": final_cfg.get("config_hash"),
+        "threads": final_cfg.get("threads"),
+    }
 
 
 def document_links(r: Path, report_path: str | Path | None, appendix_path: str | Path | None) -> dict:
