@@ -364,7 +364,7 @@ def test_predicted_vs_actual_from_the_study_files(cfg, tmp_path):
 
 
 def test_report_sentence_follows_the_prediction_error():
-    from ferstudy.report.sections.reproducibility import cost_prediction_sentence
+    from ferstudy.report.sections.costs import cost_prediction_sentence
 
     near = cost_prediction_sentence({"total_error": -0.08, "measured_in_study": True})
     far = cost_prediction_sentence({"total_error": 0.4, "measured_in_study": False})
