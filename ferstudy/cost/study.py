@@ -168,23 +168,9 @@ def _record_whole_run(
 
 def _planned_study(results, run_path, fp, whole, total, cores, started_at, snakemake_log, say):
     """onstart under study.time_budget: the plan job measures; record a whole run, say the plan."""
-    from ..io import write_json
-
     plan = _read_json(results / "plan.json")
     if whole:
-        if isinstance(snakemake_log, (list, tuple)):
-            snakemake_log = snakemake_log[0] if snakemake_log else None
-        write_json(
-            run_path,
-            {
-                "started_at": started_at or time.time(),
-                "snakemake_log": snakemake_log,
-                "fingerprint": fp,
-                "jobs": total,
-                "cores": cores,
-                "measured_this_run": plan is None,
-            },
-        )
+        _record_whole_run(run_path, fp, total, cores, started_at, snakemake_log, measured=plan is None)
     if plan:
         say(f"The plan (results/plan.json, reused: no new measurement): {plan['sentence']}")
     else:
