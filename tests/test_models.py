@@ -3,15 +3,8 @@ import torch
 from torch import nn
 
 from ferstudy.errors import UserError
-from ferstudy.models import (
-    BACKBONES,
-    adapt_first_conv,
-    build_model,
-    count_parameters,
-    forward_flops,
-    plan_layers,
-    validate_spec,
-)
+from ferstudy.models import adapt_first_conv, build_model, count_parameters, forward_flops
+from ferstudy.spec import BACKBONES, plan_layers, validate_spec
 
 torch.set_num_threads(1)
 
