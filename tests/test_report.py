@@ -976,3 +976,12 @@ def test_a_one_architecture_study_runs_through_and_says_there_is_no_ablation(tmp
     assert text.count(sentence) == 3  # in short, the results, the effect of each operation
     assert "| variant | factor |" not in text and "over the 0 comparisons" not in text
     assert "0 rows" in csv_page(results / "tables" / "ablation.csv", "Each variant against the baseline")
+
+
+def test_an_architecture_without_a_description_is_named_without_one():
+    """A study whose networks have no `description` (tests/slurm/config.yaml): the empty cell reads
+    back from the tables as NaN, and the report died on it (TypeError in re.sub)."""
+    from ferstudy.report.text import plain_description
+
+    assert plain_description(float("nan")) == plain_description(None) == ""
+    assert plain_description("no pooling: stride-2 convolutions (16-128)") == "stride-2 convolutions"

@@ -91,10 +91,12 @@ def and_join(items: Iterable[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def plain_description(desc: str | None) -> str:
+def plain_description(desc: str | float | None) -> str:
     """A config description for a sentence: its parenthesised details dropped (widths a preset may
-    change) and, after a colon, what the variant does: 'no pooling: stride-2 convolutions' -> 'stride-2 convolutions'."""
-    return re.sub(r"\s*\([^)]*\)", "", desc or "").split(": ")[-1].strip()
+    change) and, after a colon, what the variant does: 'no pooling: stride-2 convolutions' -> 'stride-2 convolutions'.
+    An architecture without a description has none (None, or NaN where a table read back an empty cell)."""
+    text = desc if isinstance(desc, str) else ""
+    return re.sub(r"\s*\([^)]*\)", "", text).split(": ")[-1].strip()
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
