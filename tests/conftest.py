@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,19 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_CSV_GZ = Path(os.environ.get("FERSTUDY_REAL_CSV", REPO.parent / "shared" / "data" / "fer2013.csv.gz"))
 
 # First data lines of each split in the original file order (Training, then PublicTest, PrivateTest).
+# The tiny study's Snakemake command (tests/configs/tiny.yaml over the shipped config/config.yaml);
+# callers add their own config files and options.
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+TINY_SNAKEMAKE = [
+    sys.executable,
+    "-m",
+    "snakemake",
+    "--snakefile",
+    str(REPO / "workflow" / "Snakefile"),
+    "--configfile",
+    str(REPO / "config" / "config.yaml"),
+    str(TINY),
+]
 SLICE_RANGES = {"Training": (0, 600), "PublicTest": (28709, 28709 + 150), "PrivateTest": (32298, 32298 + 150)}
 
 

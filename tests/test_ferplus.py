@@ -10,14 +10,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import REAL_CSV_GZ, REPO, SLICE_RANGES, require_real_file
+from conftest import REAL_CSV_GZ, REPO, SLICE_RANGES, TINY_SNAKEMAKE, require_real_file
 from ferstudy import CLASS_NAMES, SPLIT_NAMES, ferplus, study
 from ferstudy.cli import main
 from ferstudy.config import resolve_config
@@ -491,16 +490,7 @@ def test_ferplus_scores_is_planned_only_when_configured(tmp_path):
     (tmp_path / "FER plus" / "fer2013new.csv").write_text("Usage\n")
     mine = tmp_path / "mine.yaml"
     mine.write_text(yaml.safe_dump({"data": {"csv": "data/fer2013.csv", "ferplus": "FER plus/fer2013new.csv"}}))
-    base = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "workflow" / "Snakefile"),
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        str(REPO / "tests" / "configs" / "tiny.yaml"),
-    ]
+    base = TINY_SNAKEMAKE
     runs = {}
     for name, files in (("with", [str(mine)]), ("without", [])):
         override = [] if files else ["--config", "data={csv: data/fer2013.csv}"]

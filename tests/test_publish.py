@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cdp import Browser, require_chromium
-from conftest import REPO
+from conftest import REPO, TINY_SNAKEMAKE
 
 from ferstudy import handin, htmlreport
 from ferstudy.errors import UserError
@@ -411,16 +411,7 @@ def test_a_skipped_pdf_is_said_on_the_console_not_only_in_the_log(tmp_path):
 
 # ---------------------------------------------------------------- end to end: Snakemake's report in a browser
 
-SNAKEMAKE = [
-    sys.executable,
-    "-m",
-    "snakemake",
-    "--snakefile",
-    str(REPO / "workflow" / "Snakefile"),
-    "--configfile",
-    str(REPO / "config" / "config.yaml"),
-    str(REPO / "tests" / "configs" / "tiny.yaml"),
-]
+SNAKEMAKE = TINY_SNAKEMAKE
 
 
 def snakemake(study, *args):

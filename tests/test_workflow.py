@@ -11,19 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, TINY, TINY_SNAKEMAKE
 
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-SNAKEMAKE = [
-    sys.executable,
-    "-m",
-    "snakemake",
-    "--snakefile",
-    str(REPO / "workflow" / "Snakefile"),
-    "--configfile",
-    str(REPO / "config" / "config.yaml"),
-    str(TINY),
-]
+SNAKEMAKE = TINY_SNAKEMAKE
 
 
 def snakemake(workdir, *args, extra_configs=(), check=True):
