@@ -53,7 +53,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     )
     if args.dataset == "demo":
         log.warning("DEMO DATA: these are synthetic faces, not FER2013; results say nothing about real faces.")
-    if args.summary_csv:
+    if args.summary_csv or args.summary_md or args.faces:  # each written when asked for
         write_summary(data, args.summary_csv, args.summary_md, args.faces)
 
 
@@ -545,9 +545,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at the exit's flush
     except UserError as err:
         print(f"ferstudy: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ferstudy status | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 141  # as a shell reports a command killed by SIGPIPE
     return 0
 
 

@@ -169,17 +169,26 @@ def count_table(data: FerData) -> pd.DataFrame:
 
 
 def write_summary(
-    data: FerData, csv_path: Path | str, md_path: Path | str, faces_path: Path | str, per_class: int = 8, seed: int = 0
+    data: FerData,
+    csv_path: Path | str | None,
+    md_path: Path | str | None,
+    faces_path: Path | str | None,
+    per_class: int = 8,
+    seed: int = 0,
 ) -> None:
+    """The class counts per split (CSV, markdown) and a grid of sample faces; a None path is skipped."""
     table = count_table(data)
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp)
-    header = "| split | " + " | ".join(table.columns) + " |\n|---|" + "---:|" * len(table.columns) + "\n"
-    rows = "".join(f"| {name} | " + " | ".join(f"{v:,}" for v in table.loc[name]) + " |\n" for name in table.index)
-    write_text(
-        md_path, f"Dataset: **{data.attrs.get('dataset')}** ({data.attrs.get('source_path')})\n\n" + header + rows
-    )
-    _plot_faces(data, faces_path, per_class, seed)
+    if csv_path:
+        with atomic_path(csv_path) as tmp:
+            table.to_csv(tmp)
+    if md_path:
+        header = "| split | " + " | ".join(table.columns) + " |\n|---|" + "---:|" * len(table.columns) + "\n"
+        rows = "".join(f"| {n} | " + " | ".join(f"{v:,}" for v in table.loc[n]) + " |\n" for n in table.index)
+        write_text(
+            md_path, f"Dataset: **{data.attrs.get('dataset')}** ({data.attrs.get('source_path')})\n\n" + header + rows
+        )
+    if faces_path:
+        _plot_faces(data, faces_path, per_class, seed)
 
 
 def _plot_faces(data, path, per_class, seed):

@@ -501,3 +501,17 @@ def test_prepare_never_writes_over_its_csv(real_slice_csv, tmp_path):
         )
         assert proc.returncode == 2 and f"{csv}: this output would replace the input {csv}" in proc.stderr
     assert csv.read_bytes() == before
+
+
+def test_prepare_writes_each_summary_file_it_is_asked_for(real_slice_csv, tmp_path):
+    """`--summary-md` alone writes the markdown table and nothing else (it used to need --summary-csv)."""
+    md = tmp_path / "counts.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferstudy", "prepare", "--csv", str(real_slice_csv), "--h5", str(tmp_path / "d.h5")]
+        + ["--summary-md", str(md)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert md.read_text().startswith("Dataset: **fer2013**") and "| Training |" in md.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counts.md", "d.h5"]

@@ -255,3 +255,18 @@ def test_status_of_a_directory_that_does_not_exist_fails(tmp_path, capsys):
         f"ferstudy: error: --dir {tmp_path / 'nonexistent'}: no such directory "
         f"(the study directory is where snakemake runs)"
     )
+
+
+def test_status_into_a_pipe_that_closes_early_says_nothing_more(tmp_path):
+    """`ferstudy status | head -1`: once the reader has gone, no BrokenPipeError traceback (here the
+    pipe's reading end is closed before the command writes, so every write fails)."""
+    root = make_study(tmp_path, prediction=False)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ferstudy", "status", "--dir", str(root)], stdout=write_end, stderr=subprocess.PIPE
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and b"Traceback" not in proc.stderr and b"BrokenPipe" not in proc.stderr, proc.stderr
