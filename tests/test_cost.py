@@ -162,6 +162,10 @@ def test_prediction_arithmetic(cfg):
     assert p["per_arch"]["baseline"]["images_x_epochs"] == 32000
     # final: 4 + 12 x (1 s train + 1 s PublicTest) + 2 s (PublicTest + PrivateTest)
     assert p["final"]["predicted_job_s"] == pytest.approx(4 + 12 * 2 + 2)
+    # flip at the final (eval rate measured with it): the epochs ranked on one view a face (2x the
+    # rate), then PublicTest without (0.5 s) and with flip, PrivateTest with it (2 s)
+    flip = {**cfg, "final": {**cfg["final"], "training": {**cfg["final"].get("training", {}), "tta": "flip"}}}
+    assert predict(flip, 2, m)["final"]["predicted_job_s"] == pytest.approx(4 + 12 * (1 + 0.5) + 0.5 + 2)
     assert p["final"]["assumed"] is True
     total = (
         p["phases_s"]["startup_and_data"]
@@ -270,12 +274,14 @@ def test_failed_measurement_does_not_stop_the_study(cfg, tmp_path):
 
 
 def test_the_measurement_says_each_network_once_as_it_goes(cfg, capfd):
-    """Side by side processes measure every network; one of them prints a line after each."""
+    """Side by side processes share out the networks; a line after each, numbered over all of them."""
     from ferstudy.cost.measure import PROGRESS, measure_side_by_side
 
-    measure_side_by_side(cfg, ["baseline", "wide"], batches=1, warmup=0, h5=None, parallel=2)
+    rates = measure_side_by_side(cfg, ["baseline", "wide"], batches=1, warmup=0, h5=None, parallel=2)
     lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith(PROGRESS)]
-    assert [line.split(",")[0] for line in lines] == [f"{PROGRESS} 1/2: baseline", f"{PROGRESS} 2/2: wide"]
+    assert [line.split(":")[0] for line in lines] == [f"{PROGRESS} 1/2", f"{PROGRESS} 2/2"]
+    assert sorted(line.split(",")[0].split(": ")[1] for line in lines) == ["baseline", "wide"]  # each once
+    assert list(rates) == ["baseline", "wide"] and all(r["img_per_s"] > 0 for r in rates.values())
 
 
 def test_the_study_log_shows_the_measurements_progress(cfg, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from ferstudy.checkpoint import load_model
 from ferstudy.cli import main
 from ferstudy.data import load_h5
 from ferstudy.errors import UserError
+from ferstudy.metrics import read_predictions
 from ferstudy.figures import FIGURES
 from ferstudy.figures.cli import _augmented, make_all
 from ferstudy.figures.cv import curve_series, has_learning_curve, mean_std_by_epoch, pareto_front, plot_training_curves
@@ -157,7 +158,9 @@ def study(tmp_path_factory):
     )
     f = r / "final"
     f.mkdir()
-    (f / "final_config.yaml").write_text(yaml.safe_dump({"architecture": "tiny_wide", "training": {"epochs": 2}}))
+    (f / "final_config.yaml").write_text(
+        yaml.safe_dump({"architecture": "tiny_wide", "training": {"epochs": 2, "tta": "flip"}})
+    )
     assert (
         main(
             [
@@ -212,6 +215,22 @@ def final_model(study):
     model, payload = load_model(study["results"] / "final" / "model.pt")
     assert payload["input_size"] == CROP
     return model
+
+
+def test_train_final_ranks_epochs_without_tta_and_chooses_it_on_public_test(study):
+    """The epochs are ranked on PublicTest with one view a face; flip is then kept only if it beats
+    none on PublicTest, and the predictions written (and PrivateTest's) use the mode it chose."""
+    final = study["results"] / "final"
+    cfg = yaml.safe_load((final / "config.yaml").read_text())
+    accuracy = cfg["tta_public_accuracy"]
+    assert cfg["tta_configured"] == "flip" and set(accuracy) == {"none", "flip"}
+    assert accuracy["none"] == pytest.approx(cfg["best_public_acc"], abs=1e-9)  # the ranking had no TTA
+    chosen = cfg["run_config"]["training"]["tta"]
+    assert chosen == max(accuracy, key=lambda m: (accuracy[m], m == "none"))
+    labels, probs, _ = read_predictions(final / "predictions_public.csv")
+    assert float((probs.argmax(1) == labels).mean()) == pytest.approx(accuracy[chosen], abs=1e-9)
+    _, payload = load_model(final / "model.pt")
+    assert payload["run_config"]["training"]["tta"] == chosen  # photos, export and predict use it too
 
 
 def test_cli_writes_every_figure(study):

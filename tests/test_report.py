@@ -45,6 +45,7 @@ from ferstudy.report.sections import findings
 from ferstudy.report.sections.budget import fit_reading
 from ferstudy.report.sections.class_effects import hard_class_extremes
 from ferstudy.report.sections.effects import OPERATIONS, operation_text
+from ferstudy.report.sections.final_model import tta_text
 from ferstudy.report.sections.per_class import top_confusions
 from ferstudy.report.sections.reproducibility import precision_text
 from ferstudy.report.text import PROSE_WORDS, image_links, num, pct, prose_words, pval, repeated_skeletons
@@ -985,3 +986,12 @@ def test_an_architecture_without_a_description_is_named_without_one():
 
     assert plain_description(float("nan")) == plain_description(None) == ""
     assert plain_description("no pooling: stride-2 convolutions (16-128)") == "stride-2 convolutions"
+
+
+def test_the_test_time_augmentation_publictest_chose_is_stated():
+    kept = {"tta_public_accuracy": {"none": 0.661, "flip": 0.676}, "training": {"tta": "flip"}}
+    dropped = {"tta_public_accuracy": {"none": 0.661, "flip": 0.655}, "training": {"tta": "none"}}
+    assert "flip 67.6% against 66.1% without, so flip was kept." in tta_text(kept)
+    assert "so flip was left out (no better than none)." in tta_text(dropped)
+    assert tta_text({"tta_public_accuracy": {"none": 0.66}, "training": {"tta": "none"}}) == ""  # nothing to choose
+    assert tta_text({"tta_public_accuracy": {}, "training": {"tta": "flip"}}) == ""  # an older final model

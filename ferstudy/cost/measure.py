@@ -5,6 +5,7 @@ real commands' overhead, Snakemake's own costs, and the data jobs done for real.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import subprocess
 import sys
@@ -258,25 +259,47 @@ def measure_arch(
 PROGRESS = "measured network"  # starts the line printed per network (in_study_prediction shows it)
 
 
-def _measure_worker(cfg, names, batches, warmup, h5, report=False, quick=False):
-    """Runs in a fresh process: 1-thread rates of every architecture in `names`; with `report`, one
-    line on stderr after each (a network takes seconds to a minute: the measurement is minutes).
+_SHARED = None  # (networks measured, workers done): set in each worker process by _init_worker
+
+
+def _init_worker(shared) -> None:
+    global _SHARED
+    _SHARED = shared
+
+
+def _measure_worker(cfg, names, total, parallel, batches, warmup, h5, quick=False):
+    """Runs in a fresh process: 1-thread rates of the architectures in `names` (this worker's
+    share), one line on stderr after each, numbered over all `total` networks of all workers (a
+    network takes seconds: the measurement is a minute or more). A worker that is done keeps
+    measuring its own networks again, results unused, until every worker is done: the last
+    network of the others is then timed beside a busy core too, as the fold jobs run.
     `quick`: the plan's shorter timing (QUICK)."""
     from ..bench.context import bench_images
     from ..config import resolve_arch
 
+    counted, finished = _SHARED
     bs = max(resolve_arch(cfg, a)["training"]["batch_size"] for a in names)
     images, labels = bench_images(min(bs * (batches + warmup), 2048), h5)
-    rates = {}
     short = {"min_seconds": QUICK["min_seconds"], "eval_images": QUICK["eval_images"]} if quick else {}
-    for i, name in enumerate(names, 1):
-        rates[name] = measure_arch(resolve_arch(cfg, name), images, labels, 1, batches, warmup, **short)
-        if report:
-            print(
-                f"{PROGRESS} {i}/{len(names)}: {name}, {rates[name]['img_per_s']:.0f} img/s training (1 thread)",
-                file=sys.stderr,
-                flush=True,
-            )
+
+    def timed(name):
+        return measure_arch(resolve_arch(cfg, name), images, labels, 1, batches, warmup, **short)
+
+    rates = {}
+    try:
+        for name in names:
+            rates[name] = timed(name)
+            with counted.get_lock():
+                counted.value += 1
+                line = f"{PROGRESS} {counted.value}/{total}: {name}, {rates[name]['img_per_s']:.0f} img/s training"
+            print(f"{line} (1 thread)", file=sys.stderr, flush=True)
+    finally:  # a worker that failed must not keep the others waiting
+        with finished.get_lock():
+            finished.value += 1
+    for name in itertools.cycle(names):  # keep the machine as loaded as the others see it
+        if finished.value >= parallel:
+            break
+        timed(name)
     return rates
 
 
@@ -284,19 +307,26 @@ def measure_side_by_side(
     cfg: dict, names: Sequence[str], batches: int, warmup: int, h5: str | None, parallel: int, quick: bool = False
 ) -> dict[str, dict[str, float]]:
     """Per-architecture 1-thread rates measured in `parallel` fresh processes side by side, as
-    the fold jobs run (they share caches, memory bandwidth and whatever else loads the machine);
-    each process measures every architecture in the same order; rates are averaged."""
+    the fold jobs run (they share caches, memory bandwidth and whatever else loads the machine).
+    The networks are dealt out in turn: each is measured once, by one of the processes, while
+    the others measure theirs (half the time on 2 cores of every process measuring every one:
+    the plan's measurement must fit 90 s)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(
-            pool.map(
-                _measure_worker, *zip(*[(clean, names, batches, warmup, h5, i == 0, quick) for i in range(parallel)])
-            )
-        )
-    return {name: {k: float(np.mean([r[name][k] for r in results])) for k in results[0][name]} for name in names}
+    ctx = multiprocessing.get_context("spawn")
+    shared = (ctx.Value("i", 0), ctx.Value("i", 0))
+    shares = [list(names[i::parallel]) for i in range(parallel) if names[i::parallel]]
+    with ProcessPoolExecutor(
+        max_workers=len(shares), mp_context=ctx, initializer=_init_worker, initargs=(shared,)
+    ) as pool:
+        futures = [
+            pool.submit(_measure_worker, clean, share, len(names), len(shares), batches, warmup, h5, quick)
+            for share in shares
+        ]
+        measured = {name: r for f in futures for name, r in f.result().items()}
+    return {name: measured[name] for name in names}
 
 
 def measure_finals(

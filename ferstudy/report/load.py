@@ -224,6 +224,7 @@ def final_context(final_metrics: dict, final_cfg: dict, history: list[dict], cla
         "workload": final_workload_of(training, class_counts),
         "best_epoch": final_cfg.get("best_epoch"),
         "best_public_acc": final_cfg.get("best_public_acc"),
+        "tta_public_accuracy": final_cfg.get("tta_public_accuracy") or {},  # {mode: PublicTest accuracy}
         "seconds": final_cfg.get("seconds"),
         "history": history,
         "n_train": final_cfg.get("n_train"),

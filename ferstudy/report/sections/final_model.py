@@ -124,13 +124,27 @@ def final_history_text(ctx: dict) -> str:
     return text
 
 
+def tta_text(fin: dict) -> str:
+    """What PublicTest chose of the test-time augmentation (train-final measures it once, at the end)."""
+    accuracy, chosen = fin["tta_public_accuracy"], fin["training"].get("tta", "none")
+    other = [m for m in accuracy if m != "none"]
+    if not other:
+        return ""
+    mode = other[0]
+    verdict = "kept" if chosen == mode else "left out (no better than none)"
+    return (
+        f" PublicTest also chose the test-time augmentation: {mode} {pct(accuracy[mode])} against "
+        f"{pct(accuracy['none'])} without, so {mode} was {verdict}."
+    )
+
+
 def findings(ctx: dict) -> dict:
     fin, prv = ctx["final"], ctx["final"]["private"]
     protocol = (
         f"PrivateTest was predicted once, after cross-validation had chosen the architecture and PublicTest the "
         f"epoch{'' if fin['best_epoch'] is None else ' (' + str(fin['best_epoch']) + ')'}; nothing read it to "
         f"choose anything, so {pct(prv['accuracy'])} is an unbiased estimate, while the PublicTest score is "
-        f"optimistic."
+        f"optimistic." + tta_text(fin)
     )
     return {
         "final_budget": final_budget_text(ctx),
