@@ -262,7 +262,7 @@ PROGRESS = "measured network"  # starts the line printed per network (in_study_p
 _SHARED = None  # (networks measured, workers done): set in each worker process by _init_worker
 
 
-def _init_worker(shared) -> None:
+def _init_worker(shared: tuple) -> None:
     global _SHARED
     _SHARED = shared
 
