@@ -275,6 +275,7 @@ def make_plan(
         "final_epochs_assumed": per_arch.get(assumed, fe),
         "assumed_final": assumed,
         "final_epochs_range": [base_final, cap],
+        "final_predicted_s": final_pred,  # each candidate's final job: the prediction once one is chosen
         "config_values": {
             "training.epochs": t["epochs"],
             "training.subsample": t.get("subsample", 1.0),
@@ -318,8 +319,11 @@ def plan_sentence(plan: dict, final_arch: str | None = None) -> str:
     fold, budget = plan["fold"], clock(plan["time_budget_s"])
     epochs = sorted(set(plan["final_epochs"].values())) or [plan["final_epochs_assumed"]]
     final = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} (by the network chosen)"
+    predicted = plan["predicted_s"]  # with the assumed final
     if final_arch in plan["final_epochs"]:
         final = f"({final_arch}) {plan['final_epochs'][final_arch]}"
+        if final_arch in plan.get("final_predicted_s", {}):  # plans made before it lack the key
+            predicted += plan["final_predicted_s"][final_arch] - plan["phases_s"]["final"]
     recheck = (
         f"at most {plan['recheck_max']} verdict(s) rechecked at twice that"
         if plan["recheck_max"]
@@ -329,7 +333,7 @@ def plan_sentence(plan: dict, final_arch: str | None = None) -> str:
         f"Each fold model trained {fold['epochs']} epochs on {fold['subsample']:.0%} of its faces, "
         f"{recheck}, and the final model {final} epochs, "
         f"so that the study fits {budget} on this machine's {plan['cores']} cores "
-        f"(predicted {clock(plan['predicted_s'])}, the measurement included)"
+        f"(predicted {clock(predicted)}, the measurement included)"
     )
     if not plan["fits"]:
         text += f"; even the smallest budgets are predicted over {budget}"

@@ -97,6 +97,20 @@ def stale_report(results: Path) -> None:
         )
 
 
+def phases(study: Path, log_path: Path, run: dict, wall_s: float, pred: dict, chosen: str) -> dict:
+    """{phase: {predicted_s, real_s}}: the prediction made at the start (the plan's, with the chosen
+    network's final job) against the Snakemake log's real spans (cost.actual.phase_times)."""
+    from ferstudy.cost.actual import phase_times
+
+    predicted = {**pred["phases_s"], "measurement": pred.get("measure_s") or 0.0}
+    predicted["final"] = pred["final"]["per_arch_s"].get(chosen, predicted["final"])
+    predicted.pop("cross_validation_in_order", None)  # the schedule not used (LPT is)
+    real = phase_times(log_path.read_text(), float(run["started_at"]), wall_s)
+    rows = {k: {"predicted_s": predicted.get(k), "real_s": real.get(k)} for k in [*real, *predicted] if k}
+    rows["whole_study"] = {"predicted_s": sum(predicted.values()), "real_s": wall_s}
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study-dir", required=True, help="the study's working directory (holds results/)")
@@ -163,6 +177,7 @@ def main(argv=None):
         corrected = record["predicted_s"] - pred["final"]["predicted_job_s"] + record["predicted_final_s_for_chosen"]
         record["predicted_s_with_chosen_final"] = corrected
         record["prediction_error"] = corrected / wall_s - 1
+    record["phases_s"] = phases(study, log_path, run, wall_s, pred, chosen)
     (out / "study_run.json").write_text(json.dumps(record, indent=1) + "\n")
     print(
         f"{out}: wall {wall} ({wall_s:.0f} s); final {chosen}; {len(fold_precisions)} fold histories", file=sys.stderr

@@ -379,3 +379,56 @@ def test_report_sentence_follows_the_prediction_error():
     assert "No whole-study cost prediction" in cost_prediction_sentence(None)
     failed = cost_prediction_sentence({"total_error": None, "rows": [{"note": "the run failed"}]})
     assert "(the run failed)" in failed
+
+
+def _log(events: list[tuple[str, str]]) -> str:
+    """A Snakemake 9 log (its own layout) of (time, 'start rule' | 'end rule') events."""
+    out = []
+    for stamp, event in events:
+        kind, rule = event.split()
+        line = f"localrule {rule}:\n    jobid: 1" if kind == "start" else f"Finished jobid: 1 (Rule: {rule})"
+        out.append(f"[Thu Dec  3 {stamp} 2026]\n{line}\n")
+    return "Building DAG of jobs...\n" + "\n".join(out) + "Elapsed time: 0:10:00\n"
+
+
+def test_real_phase_times_from_the_snakemake_log():
+    from datetime import datetime
+
+    from ferstudy.cost.actual import phase_times
+
+    start = datetime(2026, 12, 3, 14, 0, 0).timestamp()  # local time, as Snakemake writes it
+    events = [
+        ("14:00:01", "start prepare"),
+        ("14:00:05", "end prepare"),
+        ("14:00:06", "start plan"),
+        ("14:01:36", "end plan"),
+        ("14:01:36", "start train_fold"),
+        ("14:06:00", "end train_fold"),
+        ("14:06:01", "start recheck_plan"),
+        ("14:06:03", "end recheck_plan"),
+        ("14:06:03", "start recheck"),
+        ("14:07:00", "end recheck"),
+        ("14:07:01", "start aggregate"),  # aggregate and select lead into the final: counted there
+        ("14:07:03", "end aggregate"),
+        ("14:07:04", "start train_final"),
+        ("14:09:30", "end train_final"),
+    ]
+    got = phase_times(_log(events), start, 600.0)
+    assert got == pytest.approx(
+        {
+            "startup_and_data": 6,
+            "measurement": 90,
+            "cross_validation": 267,
+            "recheck": 57,
+            "final": 150,
+            "light_jobs_after": 30,
+        }
+    )
+    assert sum(got.values()) == pytest.approx(600.0)
+    # no budget (no plan job) and no recheck: those phases are absent, the rest still adds up
+    plain = [e for e in events if "plan" not in e[1] and "recheck" not in e[1]]
+    got = phase_times(_log(plain), start, 600.0)
+    assert set(got) == {"startup_and_data", "cross_validation", "final", "light_jobs_after"}
+    assert got["startup_and_data"] == 96 and got["cross_validation"] == 360 - 96
+    assert got["final"] == pytest.approx(570 - 360)
+    assert sum(got.values()) == pytest.approx(600.0)

@@ -199,6 +199,13 @@ def test_the_report_states_the_plan_with_the_chosen_network(cpu_cfg, tmp_path):
         f"Each fold model trained {plan['fold']['epochs']} epochs on {plan['fold']['subsample']:.0%} of its faces"
     )
     assert f"the final model (filters_double) {n} epochs, so that the study fits 2 h 00 min" in ctx["sentence"]
+    # the prediction quoted is the study's with the chosen final, not with the assumed one (the baseline)
+    from ferstudy.cost.study import clock
+
+    with_chosen = plan["predicted_s"] - plan["phases_s"]["final"] + plan["final_predicted_s"]["filters_double"]
+    assert plan["final_predicted_s"]["filters_double"] != plan["phases_s"]["final"]
+    assert f"(predicted {clock(with_chosen)}, the measurement included)" in ctx["sentence"]
+    assert f"(predicted {clock(plan['predicted_s'])}," in plan["sentence"]  # before the choice: the assumed
 
 
 def test_settings_that_change_no_budget_do_not_replan(cpu_cfg):

@@ -76,3 +76,37 @@ def compare(prediction: dict, actual: dict) -> dict:
             "ratio": prediction["predicted_total_s"] / total if total else None,
         },
     }
+
+
+# The prediction's phases (predict.predict: phases_s) in the order the DAG runs them (aggregate waits
+# for the recheck, the final for aggregate), and the rules whose last job ends each one.
+PHASE_ENDS = {
+    "measurement": ("plan",),
+    "cross_validation": ("train_fold", "evaluate_arch", "recheck_plan"),
+    "recheck": ("recheck",),
+    "final": ("train_final",),
+}
+
+
+def phase_times(log_text: str, started: float, elapsed_s: float) -> dict[str, float]:
+    """Real seconds per phase of one Snakemake run from its log (`started`: its start, epoch
+    seconds; `elapsed_s`: its 'Elapsed time'). Contiguous: each phase runs from the end of the one
+    before to its last job's end (light jobs between count to the phase they lead into), start-up and
+    data to the measurement's (or first fold job's) start, the light jobs after to the run's end; they add up to the run."""
+    import re
+    from datetime import datetime
+
+    def ts(text: str) -> float:  # Snakemake writes local time: read back as local time
+        return datetime.strptime(text, "%a %b %d %H:%M:%S %Y").timestamp()
+
+    # the first training-side job: the plan's measurement, else (no budget) the first fold job
+    first = re.search(r"^\[(.+?)\]\n(?:local)?rule (?:plan|train_fold):", log_text, re.M)
+    ends = re.findall(r"^\[(.+?)\]\nFinished jobid: \d+ \(Rule: (\w+)\)", log_text, re.M)
+    t = ts(first.group(1)) if first else started
+    out = {"startup_and_data": t - started}
+    for phase, rules in PHASE_ENDS.items():
+        last = [ts(stamp) for stamp, rule in ends if rule in rules]
+        if last:
+            out[phase], t = max(last) - t, max(last)
+    out["light_jobs_after"] = started + elapsed_s - t
+    return out
